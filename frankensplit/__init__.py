@@ -1,0 +1,2 @@
+"""FrankenSplit."""
+__version__ = "0.1.0"

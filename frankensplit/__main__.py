@@ -1,0 +1,7 @@
+"""``python -m frankensplit``."""
+
+import sys
+
+from frankensplit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,88 @@
+"""The ``frankensplit`` command line: one thin sub-command per concern.
+
+Each sub-command lives next to the library code it drives, in a module exposing::
+
+    HELP: str                                 # one line for ``frankensplit --help``
+    def configure(parser: ArgumentParser) -> None
+    def run(args: Namespace) -> int           # exit code
+
+and is listed in ``COMMANDS`` below (imported lazily so ``frankensplit models`` does not pay for
+everything). Library errors (``ValueError``, ``TypeError``, ``OSError``) become one clear line on
+stderr and exit code 2; nothing here prints a traceback at a user for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+__all__ = ["COMMANDS", "main"]
+
+#: sub-command -> module implementing it.
+COMMANDS: dict[str, str] = {
+    "models": "frankensplit.commands.models",
+    "info": "frankensplit.commands.info",
+    "encode": "frankensplit.commands.encode",
+    "decode": "frankensplit.commands.decode",
+    "demo": "frankensplit.commands.demo",
+    "train": "frankensplit.train.command",
+    "saliency": "frankensplit.saliency.command",
+    "eval": "frankensplit.eval.command",
+    "export": "frankensplit.runtime.export_command",
+    "client": "frankensplit.runtime.client_command",
+    "serve": "frankensplit.runtime.serve_command",
+    "profile": "frankensplit.sim.profile_command",
+    "simulate": "frankensplit.sim.simulate_command",
+}
+
+
+def _load(name: str):  # noqa: ANN202 - a module
+    try:
+        return importlib.import_module(COMMANDS[name])
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("frankensplit"):
+            return None  # a concern not built yet: the command is simply not offered
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every available sub-command."""
+    from frankensplit import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="frankensplit",
+        description="FrankenSplit: learned feature compression for split computing.",
+    )
+    parser.add_argument("--version", action="version", version=f"frankensplit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = _load(name)
+        if module is None:
+            continue
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.configure(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``frankensplit`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("frankensplit: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, RuntimeError) as e:
+        print(f"frankensplit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Standard image codecs behind one interface: ``encode(x, quality) -> bytes``, ``decode -> x_hat``.
+
+These are the baselines of the rate-accuracy comparison: each compresses exactly the crop the
+teacher sees and the unmodified teacher classifies the decoded image. Registered codecs:
+
+- ``jpeg``: Pillow / libjpeg-turbo, quality 5..90.
+- ``webp``: Pillow / libwebp, method 4, quality 5..90.
+- ``avif``: Pillow / libavif, speed 6, quality 5..90.
+- ``jxl``: imagecodecs / libjxl, effort 7; the sweep value is the butteraugli *distance*
+  (12 .. 0.5, lower = better).
+- ``hevc``: HEVC-intra (HEIC) through the optional GPL package ``pillow-heif``.
+
+Example::
+
+    codec = create_codec("webp")
+    for q in codec.qualities:
+        coded = measure(codec, crops, q)
+"""
+
+from frankensplit.codecs.base import (
+    CODECS,
+    CodecUnavailableError,
+    ImageCodec,
+    available_codecs,
+    create_codec,
+)
+from frankensplit.codecs.jxl import JpegXLCodec
+from frankensplit.codecs.measure import (
+    Coded,
+    TimedCoded,
+    bpp,
+    encode_decode_timed,
+    measure,
+    psnr,
+)
+from frankensplit.codecs.pillow import PillowCodec
+
+__all__ = [
+    "CODECS",
+    "CodecUnavailableError",
+    "Coded",
+    "ImageCodec",
+    "JpegXLCodec",
+    "PillowCodec",
+    "TimedCoded",
+    "available_codecs",
+    "bpp",
+    "create_codec",
+    "encode_decode_timed",
+    "measure",
+    "psnr",
+]

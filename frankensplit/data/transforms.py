@@ -1,0 +1,83 @@
+"""Preprocessing derived from the backbone's timm config (STYLE.md rule 2: derive, don't copy).
+
+Three views of an image, all ending at the teacher's input size:
+
+- ``eval``: timm's eval transform (resize short side to size/crop_pct, center crop), normalised.
+- ``train``: RandomResizedCrop + horizontal flip (stage 1 of the paper's recipe).
+- ``fixed``: Resize(256, 256) -> CenterCrop(224), deterministic so precomputed saliency maps stay
+  aligned with the crop (stage 2).
+
+``crop`` is the eval view *before* tensor conversion: the exact 224x224 RGB picture the teacher sees,
+which the standard-codec baselines compress.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from PIL import Image, UnidentifiedImageError
+from torchvision import transforms as T
+
+__all__ = ["crop_transform", "load_image", "make_transform", "normalize_transform"]
+
+_INTERP = {
+    "bicubic": T.InterpolationMode.BICUBIC,
+    "bilinear": T.InterpolationMode.BILINEAR,
+    "nearest": T.InterpolationMode.NEAREST,
+}
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open an image file as RGB.
+
+    Raises:
+        ValueError: missing file or not a readable image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"image not found: {path}")
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"cannot read image {path}: {e}") from e
+
+
+def _size_and_interp(data_config: dict[str, Any]) -> tuple[int, T.InterpolationMode]:
+    size = int(data_config["input_size"][-1])
+    interp = _INTERP.get(str(data_config.get("interpolation", "bicubic")), _INTERP["bicubic"])
+    return size, interp
+
+
+def crop_transform(data_config: dict[str, Any], view: str = "eval") -> Callable[[Image.Image], Image.Image]:
+    """PIL -> PIL crop at the teacher's input size (no normalisation).
+
+    Args:
+        data_config: timm data config of the backbone.
+        view: "eval", "train" or "fixed" (see module docstring).
+    """
+    size, interp = _size_and_interp(data_config)
+    if view == "eval":
+        resize = int(size / float(data_config.get("crop_pct", 0.875)))
+        return T.Compose([T.Resize(resize, interpolation=interp), T.CenterCrop(size)])
+    if view == "train":
+        return T.Compose(
+            [T.RandomResizedCrop(size, interpolation=interp), T.RandomHorizontalFlip()]
+        )
+    if view == "fixed":
+        resize = int(round(size * 256 / 224))
+        return T.Compose([T.Resize((resize, resize), interpolation=interp), T.CenterCrop(size)])
+    raise ValueError(f"unknown view {view!r}; expected 'eval', 'train' or 'fixed'")
+
+
+def normalize_transform(data_config: dict[str, Any]) -> Callable:
+    """PIL crop -> normalised float tensor (3, H, W) with the backbone's mean/std."""
+    return T.Compose(
+        [T.ToTensor(), T.Normalize(mean=data_config["mean"], std=data_config["std"])]
+    )
+
+
+def make_transform(data_config: dict[str, Any], view: str = "eval") -> Callable:
+    """PIL image -> normalised tensor (3, H, W) for ``view``."""
+    return T.Compose([crop_transform(data_config, view), normalize_transform(data_config)])

@@ -1,0 +1,119 @@
+"""Entropy models: latent y -> (y_hat, likelihoods) while training, y -> bytes -> y_hat when coding.
+
+The main method uses a factorized prior (CompressAI ``EntropyBottleneck``): additive uniform noise in
+training, rounding around the per-channel median at inference, and real rANS coding from fixed
+quantized CDF tables. Fixed tables are what make decoding exact across devices: the edge and the
+server read the same integer tables, so there is no floating-point hyperprior to disagree about.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from frankensplit._compressai import EntropyBottleneck, update_registered_buffers
+from frankensplit.registry import Registry
+
+__all__ = ["ENTROPY_MODELS", "FactorizedPrior", "NotUpdatedError"]
+
+ENTROPY_MODELS: Registry = Registry("entropy model")
+
+#: CompressAI's CDF buffers change size at ``update()``; they are resized before loading.
+_CDF_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")
+
+
+class NotUpdatedError(RuntimeError):
+    """Entropy coding was asked for before ``update()`` built the CDF tables."""
+
+
+class FactorizedPrior(nn.Module):
+    """Factorized-prior entropy model (Balle et al., ICLR 2018) behind the codec contract.
+
+    ``forward(y) -> (y_hat, likelihoods)``, ``compress(y) -> list[bytes]`` (one string per batch item),
+    ``decompress(strings, (H, W)) -> y_hat``, ``update()``, ``aux_loss()``.
+
+    Args:
+        channels: latent channels.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.entropy_bottleneck = EntropyBottleneck(channels)
+
+    def forward(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Noisy (train) or median-rounded (eval) latent and its likelihoods, both (N, C, H, W)."""
+        return self.entropy_bottleneck(y)
+
+    def quantize(self, y: Tensor) -> Tensor:
+        """Eval-mode quantization: ``round(y - median) + median``, what ``decompress`` returns."""
+        medians = self.medians().to(y).view(1, -1, 1, 1)
+        return torch.round(y - medians) + medians
+
+    def medians(self) -> Tensor:
+        """Per-channel medians (C,), the quantization offsets the edge and server share.
+
+        The middle column of the learned ``quantiles`` parameter, as compressai uses it.
+        """
+        return self.entropy_bottleneck.quantiles[:, 0, 1].detach()
+
+    @property
+    def ready(self) -> bool:
+        """Whether the CDF tables exist (``update()`` was called or loaded)."""
+        return self.entropy_bottleneck.quantized_cdf.numel() > 0
+
+    def update(self, force: bool = False) -> bool:
+        """Rebuild the quantized CDF tables from the current parameters (needed before coding)."""
+        return self.entropy_bottleneck.update(force=force)
+
+    def aux_loss(self) -> Tensor:
+        """Quantile loss that keeps the learned medians/tails right; trained every step."""
+        return self.entropy_bottleneck.loss()
+
+    def _check_ready(self) -> None:
+        if not self.ready:
+            raise NotUpdatedError("entropy model has no CDF tables: call update() before coding")
+
+    def compress(self, y: Tensor) -> list[bytes]:
+        """rANS-code each item of y (N, C, H, W) into its own byte string."""
+        self._check_ready()
+        if y.ndim != 4 or y.shape[1] != self.channels:
+            raise ValueError(f"expected a latent (N, {self.channels}, H, W), got {tuple(y.shape)}")
+        return self.entropy_bottleneck.compress(y)
+
+    def decompress(self, strings: list[bytes], size: tuple[int, int]) -> Tensor:
+        """Decode strings into y_hat (N, C, H, W) exactly equal to the eval-mode quantized latent."""
+        self._check_ready()
+        return self.entropy_bottleneck.decompress(list(strings), tuple(size))
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
+        """Load parameters and CDF tables, resizing the table buffers first (they vary in size)."""
+        update_registered_buffers(
+            self.entropy_bottleneck, "entropy_bottleneck", _CDF_BUFFERS, dict(state_dict),
+            policy="resize",
+        )
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def tables(self) -> dict[str, Tensor]:
+        """The integer coding tables (quantized_cdf, cdf_length, offset) and the medians.
+
+        These are all an external rANS coder needs to produce or read the same bytes (edge export).
+        """
+        self._check_ready()
+        eb = self.entropy_bottleneck
+        return {
+            "quantized_cdf": eb.quantized_cdf.clone(),
+            "cdf_length": eb.cdf_length.clone(),
+            "offset": eb.offset.clone(),
+            "medians": self.medians(),
+        }
+
+
+@ENTROPY_MODELS.register("factorized")
+def factorized(channels: int) -> nn.Module:
+    """Factorized prior (the paper's choice)."""
+    return FactorizedPrior(channels)

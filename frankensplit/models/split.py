@@ -1,0 +1,206 @@
+"""The split model: edge part (g_a + entropy encoder) and server part (entropy decoder + g_s + tail).
+
+```
+edge:    x (N,3,H,W) --g_a--> y (N,48,H/8,W/8) --round(y - median)--> rANS --> bytes (one packet/image)
+server:  bytes --rANS--> y_hat --g_s--> h_hat (teacher features at the split) --tail--> logits
+```
+
+``FrankenSplit.forward`` is the training/analysis path and returns everything the loss needs;
+``edge`` and ``server`` are the deployment halves, each usable alone (the edge never holds the
+blueprint or the tail; the server never holds the encoder).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from frankensplit import bitstream
+from frankensplit.backbones import SplitBackbone
+from frankensplit.models.entropy import FactorizedPrior
+
+__all__ = ["EdgePart", "FrankenSplit", "ServerPart", "count_parameters", "rate_bits"]
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of parameters (shared ones counted once)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def rate_bits(likelihoods: Tensor) -> Tensor:
+    """Total information content ``sum(-log2 p)`` in bits (a scalar; sum reduction, not bpp)."""
+    return -torch.log2(likelihoods).sum()
+
+
+class EdgePart(nn.Module):
+    """What runs on the device: encoder and entropy encoder.
+
+    Args:
+        model_id: the id written into every packet (the server refuses packets for other models).
+        g_a: the encoder.
+        entropy: the entropy model (its CDF tables must be built, see ``FrankenSplit.update``).
+    """
+
+    def __init__(self, model_id: str, g_a: nn.Module, entropy: FactorizedPrior) -> None:
+        super().__init__()
+        self.model_id = model_id
+        self.g_a = g_a
+        self.entropy = entropy
+
+    @torch.no_grad()
+    def encode(self, x: Tensor) -> list[bytes]:
+        """Encode images x (N, 3, H, W), already preprocessed, into N self-describing packets."""
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected images (N, 3, H, W), got {tuple(x.shape)}")
+        y = self.g_a(x)  # (N, C, h, w)
+        strings = self.entropy.compress(y)
+        shape = tuple(int(d) for d in y.shape[1:])
+        return [bitstream.pack(bitstream.Packet(self.model_id, shape, s)) for s in strings]
+
+
+class ServerPart(nn.Module):
+    """What runs on the server: entropy decoder, blueprint decoder g_s and the frozen teacher tail.
+
+    Args:
+        model_id: packets carrying another id are rejected.
+        entropy: the entropy model with the same CDF tables as the edge.
+        g_s: the blueprint decoder.
+        tail: the unmodified teacher tail.
+        limits: wire-format limits applied to every packet.
+    """
+
+    def __init__(
+        self,
+        model_id: str,
+        entropy: FactorizedPrior,
+        g_s: nn.Module,
+        tail: nn.Module,
+        limits: bitstream.Limits = bitstream.Limits(),
+    ) -> None:
+        super().__init__()
+        self.model_id = model_id
+        self.entropy = entropy
+        self.g_s = g_s
+        self.tail = tail
+        self.limits = limits
+
+    def parse(self, data: bytes) -> bitstream.Packet:
+        """Unpack and validate one packet against this model.
+
+        Raises:
+            bitstream.BitstreamError: malformed packet, or one for another model / latent size.
+        """
+        packet = bitstream.unpack(data, self.limits)
+        if packet.model_id != self.model_id:
+            raise bitstream.CorruptError(
+                f"packet is for model {packet.model_id!r}, this server part is {self.model_id!r}"
+            )
+        if packet.shape[0] != self.entropy.channels:
+            raise bitstream.CorruptError(
+                f"packet declares {packet.shape[0]} latent channels, model has {self.entropy.channels}"
+            )
+        return packet
+
+    @torch.no_grad()
+    def decode_latent(self, packets: Sequence[bytes]) -> Tensor:
+        """Decode packets of one latent size into y_hat (N, C, h, w)."""
+        parsed = [self.parse(p) for p in packets]
+        shapes = {p.shape for p in parsed}
+        if len(shapes) != 1:
+            raise ValueError(f"packets of one batch must share a latent shape, got {sorted(shapes)}")
+        _, h, w = parsed[0].shape
+        try:
+            return self.entropy.decompress([p.payload for p in parsed], (h, w))
+        except (RuntimeError, ValueError, IndexError) as e:
+            raise bitstream.CorruptError(f"entropy decoding failed: {e}") from e
+
+    @torch.no_grad()
+    def decode(self, packets: Sequence[bytes]) -> Tensor:
+        """Packets -> logits (N, num_classes)."""
+        return self.tail(self.g_s(self.decode_latent(packets)))
+
+
+class FrankenSplit(nn.Module):
+    """A FrankenSplit model: codec (g_a, entropy model, g_s) injected into a frozen teacher.
+
+    Args:
+        model_id: stable id, written into every packet.
+        g_a: edge encoder (exposes ``latent_channels`` and ``reduction``).
+        entropy: entropy model over the latent.
+        g_s: blueprint decoder producing the teacher's features at the split.
+        teacher: the split backbone (frozen; its head gives the distillation target h).
+    """
+
+    def __init__(
+        self,
+        model_id: str,
+        g_a: nn.Module,
+        entropy: FactorizedPrior,
+        g_s: nn.Module,
+        teacher: SplitBackbone,
+    ) -> None:
+        super().__init__()
+        bitstream.Packet(model_id, (1, 1, 1), b"")  # validates the id with the wire format's rules
+        self.model_id = model_id
+        self.g_a = g_a
+        self.entropy = entropy
+        self.g_s = g_s
+        self.teacher = teacher
+
+    def forward(self, x: Tensor) -> dict[str, Tensor | dict[str, Tensor]]:
+        """Training/analysis pass (no entropy coding).
+
+        Returns:
+            ``{"y_hat", "likelihoods": {"y"}, "h_hat"}``; noisy y_hat in train mode, rounded in eval.
+        """
+        y = self.g_a(x)  # (N, C, H/8, W/8)
+        y_hat, y_likelihoods = self.entropy(y)
+        h_hat = self.g_s(y_hat)  # (N, *spec.feature_shape)
+        return {"y_hat": y_hat, "likelihoods": {"y": y_likelihoods}, "h_hat": h_hat}
+
+    def train(self, mode: bool = True) -> "FrankenSplit":
+        super().train(mode)
+        self.teacher.eval()  # the teacher never leaves eval mode
+        return self
+
+    def codec_parameters(self) -> list[nn.Parameter]:
+        """The trainable parameters: encoder, entropy model and blueprint (never the teacher)."""
+        return [*self.g_a.parameters(), *self.entropy.parameters(), *self.g_s.parameters()]
+
+    def aux_loss(self) -> Tensor:
+        """The entropy model's auxiliary quantile loss."""
+        return self.entropy.aux_loss()
+
+    def update(self, force: bool = False) -> bool:
+        """Build the entropy coder's CDF tables (required before ``edge``/``server`` coding)."""
+        return self.entropy.update(force=force)
+
+    @property
+    def edge(self) -> EdgePart:
+        """The device half (shares parameters with this model)."""
+        return EdgePart(self.model_id, self.g_a, self.entropy)
+
+    @property
+    def server(self) -> ServerPart:
+        """The server half (shares parameters with this model)."""
+        return ServerPart(self.model_id, self.entropy, self.g_s, self.teacher.tail)
+
+    def estimated_bits(self, x: Tensor) -> Tensor:
+        """Estimated bits per image from the eval-mode likelihoods, (N,)."""
+        with torch.no_grad():
+            _, likelihoods = self.entropy(self.g_a(x))
+        return -torch.log2(likelihoods).flatten(1).sum(1)
+
+    @staticmethod
+    def bpp(num_bytes: float | Tensor, height: int = 224, width: int = 224) -> float:
+        """Bits per pixel of ``num_bytes`` over an ``height x width`` image."""
+        return float(num_bytes) * 8.0 / (height * width)
+
+    @staticmethod
+    def bpp_from_bits(bits: float | Tensor, height: int = 224, width: int = 224) -> float:
+        """Bits per pixel of an information content in bits."""
+        return float(bits) / (height * width)
+
+

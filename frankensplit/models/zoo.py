@@ -1,0 +1,229 @@
+"""Model zoo: stable model ids -> architecture, teacher and (optionally) shipped codec weights.
+
+A zoo entry is data (``frankensplit/zoo/index.json`` for trained weights, plus the architecture-only
+``*-untrained`` ids registered below). Codec weights are safetensors files holding only g_a, the
+entropy model (including its CDF tables) and g_s; the teacher is always loaded from its own source
+(offline package, timm, or a checkpoint path), never copied into our files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from frankensplit.backbones import SplitBackbone, create_backbone
+from frankensplit.blueprints import create_blueprint
+from frankensplit.models.encoder import ENCODERS
+from frankensplit.models.entropy import ENTROPY_MODELS
+from frankensplit.models.split import FrankenSplit
+from frankensplit.registry import Registry
+
+__all__ = [
+    "MODELS",
+    "ZOO_DIR",
+    "ModelEntry",
+    "build_model",
+    "create_model",
+    "file_sha256",
+    "list_models",
+    "load_codec",
+    "save_codec",
+]
+
+ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One zoo model.
+
+    Attributes:
+        model_id: stable id written into every packet.
+        teacher: timm name of the backbone.
+        encoder: ``ENCODERS`` id.
+        entropy: ``ENTROPY_MODELS`` id.
+        latent_channels: channels of y.
+        weights: codec weights file name inside ``ZOO_DIR`` (None: random codec weights).
+        sha256: checksum of the weights file, verified at load.
+        lmbda: rate weight it was trained with.
+        config: the training config (path relative to the repo) that produced it.
+        description: one line for ``frankensplit models``.
+        metrics: measured figures recorded at training time (informational).
+    """
+
+    model_id: str
+    teacher: str
+    encoder: str = "frankensplit"
+    entropy: str = "factorized"
+    latent_channels: int = 48
+    weights: str | None = None
+    sha256: str | None = None
+    lmbda: float | None = None
+    config: str | None = None
+    description: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def trained(self) -> bool:
+        """Whether shipped codec weights exist (otherwise the codec is randomly initialised)."""
+        return self.weights is not None
+
+
+MODELS: Registry[ModelEntry] = Registry("model id")
+
+#: Architecture-only ids: random (seeded) codec with the real or random teacher.
+_UNTRAINED = {
+    "fs-lite0-untrained": "tf_efficientnet_lite0",
+    "fs-lite1-untrained": "tf_efficientnet_lite1",
+    "fs-lite2-untrained": "tf_efficientnet_lite2",
+    "fs-swin-s3-base-untrained": "swin_s3_base_224",
+    "fs-convnext-tiny-untrained": "convnext_tiny",
+    "fs-resnet50-untrained": "resnet50",
+}
+for _id, _teacher in _UNTRAINED.items():
+    MODELS.register(_id)(
+        ModelEntry(_id, _teacher, description=f"random codec weights, teacher {_teacher}")
+    )
+
+
+def _register_index(index: Path = ZOO_DIR / "index.json") -> None:
+    if not index.is_file():
+        return
+    for raw in json.loads(index.read_text())["models"]:
+        MODELS.register(raw["model_id"])(ModelEntry(**raw))
+
+
+_register_index()
+
+
+def list_models() -> list[str]:
+    """All model ids."""
+    return MODELS.names()
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_model(
+    model_id: str,
+    teacher: str | SplitBackbone,
+    encoder: str = "frankensplit",
+    entropy: str = "factorized",
+    latent_channels: int = 48,
+    teacher_weights: str | Path | None = "auto",
+) -> FrankenSplit:
+    """Assemble a FrankenSplit model with codec weights seeded from the model id.
+
+    The seed makes a random (untrained) codec identical in every process, so an edge and a server
+    started separately agree even before training.
+    """
+    backbone = teacher if isinstance(teacher, SplitBackbone) else create_backbone(
+        teacher, weights=teacher_weights
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(zlib.crc32(model_id.encode()))
+        g_a = ENCODERS.get(encoder)(in_channels=3, latent_channels=latent_channels)
+        em = ENTROPY_MODELS.get(entropy)(latent_channels)
+        g_s = create_blueprint(backbone.spec, latent_channels)
+    return FrankenSplit(model_id, g_a, em, g_s, backbone)
+
+
+def save_codec(model: FrankenSplit, path: str | Path, metadata: dict[str, str] | None = None) -> str:
+    """Write the codec weights (g_a, entropy model with CDF tables, g_s) as safetensors.
+
+    Returns:
+        the file's sha256.
+    """
+    from safetensors.torch import save_file
+
+    model.update()
+    state = {
+        k: v.detach().contiguous().clone()
+        for k, v in model.state_dict().items()
+        if not k.startswith("teacher.")
+    }
+    meta = {"model_id": model.model_id, "format": "frankensplit-codec-1", **(metadata or {})}
+    save_file(state, str(path), metadata=meta)
+    return file_sha256(path)
+
+
+def load_codec(model: FrankenSplit, path: str | Path, sha256: str | None = None) -> None:
+    """Load codec weights into ``model`` (strict), after verifying the checksum when given.
+
+    Raises:
+        ValueError: missing, corrupt or truncated file, checksum mismatch, or weights that do not fit.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"codec weights not found: {path}")
+    if sha256 is not None and (actual := file_sha256(path)) != sha256:
+        raise ValueError(f"checksum mismatch for {path}: expected {sha256}, got {actual}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open API
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types for bad files
+        raise ValueError(f"cannot read codec weights {path}: {e}") from e
+    prefix = "entropy."
+    entropy_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    rest = {k: v for k, v in state.items() if not k.startswith(prefix)}
+    try:
+        model.entropy.load_state_dict(entropy_state)
+        missing, unexpected = model.load_state_dict(
+            {**rest, **{prefix + k: v for k, v in entropy_state.items()}}, strict=False
+        )
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"codec weights {path} do not fit {model.model_id}: {e}") from e
+    missing = [k for k in missing if not k.startswith("teacher.")]
+    if missing or unexpected:
+        raise ValueError(
+            f"codec weights {path} do not fit {model.model_id}: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+
+
+def create_model(
+    model_id: str,
+    teacher_weights: str | Path | None = "auto",
+    codec_weights: str | Path | None = None,
+) -> FrankenSplit:
+    """A zoo model, ready to code (eval mode, CDF tables built).
+
+    Args:
+        model_id: an id from :func:`list_models`.
+        teacher_weights: see :func:`frankensplit.backbones.create_backbone`.
+        codec_weights: override the shipped codec weights with a file of your own.
+
+    Raises:
+        ValueError: unknown id, or weights that cannot be loaded.
+    """
+    entry = MODELS.get(model_id)
+    model = build_model(
+        model_id, entry.teacher, entry.encoder, entry.entropy, entry.latent_channels,
+        teacher_weights=teacher_weights,
+    )
+    if codec_weights is not None:
+        load_codec(model, codec_weights)
+    elif entry.weights is not None:
+        load_codec(model, ZOO_DIR / entry.weights, sha256=entry.sha256)
+    model.eval()
+    model.update(force=codec_weights is None and entry.weights is None)
+    return model
+
+
+def entry_dict(entry: ModelEntry) -> dict[str, Any]:
+    """A zoo entry as plain data (for ``index.json`` and ``frankensplit models --json``)."""
+    return asdict(entry)

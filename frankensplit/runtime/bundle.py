@@ -1,0 +1,243 @@
+"""On-disk deployment bundles: what `export` writes and the client and server read.
+
+Two folders per exported model, each with a ``manifest.json`` and nothing pickled:
+
+```
+edge/    manifest.json  encoder.onnx  quantized_cdf.npy  cdf_length.npy  offset.npy  medians.npy
+server/  manifest.json  codec.safetensors
+```
+
+The edge bundle is everything a device needs to produce packets the server decodes bit-exactly:
+g_a as ONNX, the entropy model's *integer* CDF tables (the same tables the server's decoder reads,
+so rANS coding agrees byte for byte), the medians the latent is rounded around, and the teacher's
+preprocessing. The server bundle holds the codec weights and names the teacher, which is always
+loaded from its own source (never copied into our files). Every manifest carries the model id,
+the bitstream format version and a sha256 per file, verified at load.
+
+This module is torch-free (json, hashlib, dataclasses): the edge client imports it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "BUNDLE_VERSION",
+    "EDGE_FORMAT",
+    "MANIFEST_NAME",
+    "SERVER_FORMAT",
+    "TABLE_NAMES",
+    "EdgeManifest",
+    "Preprocess",
+    "ServerManifest",
+    "read_manifest",
+    "sha256_file",
+    "write_manifest",
+]
+
+EDGE_FORMAT = "frankensplit-edge-bundle"
+SERVER_FORMAT = "frankensplit-server-bundle"
+BUNDLE_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+#: The entropy model's tables, one ``.npy`` file each (int32 except the float32 medians).
+TABLE_NAMES = ("quantized_cdf", "cdf_length", "offset", "medians")
+_INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """The teacher's eval preprocessing, as plain numbers a device can apply without torchvision.
+
+    Resize the short side to ``resize`` (aspect kept), center-crop ``crop`` x ``crop``, scale to
+    [0, 1], then ``(x - mean) / std`` per channel: timm's eval view, ``crop_transform(..., "eval")``.
+
+    Attributes:
+        resize: target length of the image's short side.
+        crop: side of the square center crop (the teacher's input size).
+        mean: per-channel RGB mean.
+        std: per-channel RGB standard deviation.
+        interpolation: "bicubic", "bilinear" or "nearest" (PIL's filters, antialiased).
+    """
+
+    resize: int
+    crop: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+
+    def __post_init__(self) -> None:
+        for name in ("resize", "crop"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"Preprocess.{name} must be a positive int, got {value!r}")
+        for name in ("mean", "std"):
+            value = tuple(float(v) for v in getattr(self, name))
+            if len(value) != 3:
+                raise ValueError(f"Preprocess.{name} must have 3 values (RGB), got {value!r}")
+            object.__setattr__(self, name, value)
+        if min(self.std) <= 0:
+            raise ValueError(f"Preprocess.std must be positive, got {self.std!r}")
+        if self.interpolation not in _INTERPOLATIONS:
+            raise ValueError(
+                f"Preprocess.interpolation {self.interpolation!r} is not one of {_INTERPOLATIONS}"
+            )
+
+    @classmethod
+    def from_data_config(cls, data_config: dict[str, Any]) -> Preprocess:
+        """Derive from a timm data config with the same arithmetic as the eval crop transform."""
+        size = int(data_config["input_size"][-1])
+        return cls(
+            resize=int(size / float(data_config.get("crop_pct", 0.875))),
+            crop=size,
+            mean=tuple(data_config["mean"]),
+            std=tuple(data_config["std"]),
+            interpolation=str(data_config.get("interpolation", "bicubic")),
+        )
+
+
+@dataclass(frozen=True)
+class EdgeManifest:
+    """``edge/manifest.json``.
+
+    Attributes:
+        model_id: id written into every packet.
+        bitstream_version: ``frankensplit.bitstream.FORMAT_VERSION`` the packets use.
+        preprocess: image -> x.
+        latent_channels: channels of y.
+        reduction: spatial stride of g_a (the latent is crop/reduction square).
+        encoder_file: the ONNX graph of g_a (input ``x`` (N, 3, crop, crop), output ``y``).
+        opset: ONNX opset of the graph.
+        precision: bits of the quantized CDFs (compressai's rANS uses 16).
+        files: file name -> sha256, for every other file of the bundle.
+    """
+
+    model_id: str
+    bitstream_version: int
+    preprocess: Preprocess
+    latent_channels: int
+    reduction: int
+    encoder_file: str
+    opset: int
+    precision: int = 16
+    files: dict[str, str] = field(default_factory=dict)
+    format: str = EDGE_FORMAT
+    bundle_version: int = BUNDLE_VERSION
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of y for one preprocessed image."""
+        side = self.preprocess.crop // self.reduction
+        return (self.latent_channels, side, side)
+
+
+@dataclass(frozen=True)
+class ServerManifest:
+    """``server/manifest.json``.
+
+    Attributes:
+        model_id: the model the packets name.
+        bitstream_version: packet format version.
+        teacher: timm name of the frozen backbone (loaded from its own source at serve time).
+        encoder: ``ENCODERS`` id (its weights are in the codec file; the server never runs it).
+        entropy: ``ENTROPY_MODELS`` id.
+        latent_channels: channels of y.
+        latent_shape: (C, H, W) of the packets this model accepts.
+        codec_file: safetensors of g_a, the entropy model (with CDF tables) and g_s.
+        preprocess: the edge's preprocessing, for reference.
+        files: file name -> sha256.
+    """
+
+    model_id: str
+    bitstream_version: int
+    teacher: str
+    encoder: str
+    entropy: str
+    latent_channels: int
+    latent_shape: tuple[int, int, int]
+    codec_file: str
+    preprocess: Preprocess
+    files: dict[str, str] = field(default_factory=dict)
+    format: str = SERVER_FORMAT
+    bundle_version: int = BUNDLE_VERSION
+
+
+def write_manifest(folder: str | Path, manifest: EdgeManifest | ServerManifest) -> Path:
+    """Write ``manifest.json`` (sorted keys, indented) into ``folder``; return its path."""
+    path = Path(folder) / MANIFEST_NAME
+    path.write_text(json.dumps(asdict(manifest), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def _from_dict(cls: type, raw: dict[str, Any], path: Path) -> EdgeManifest | ServerManifest:
+    """Build a manifest dataclass; unknown or missing keys are errors that name the file."""
+    known = set(cls.__dataclass_fields__)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown manifest keys {unknown}; expected only {sorted(known)}")
+    try:
+        fields = dict(raw, preprocess=Preprocess(**raw["preprocess"]))
+        if "latent_shape" in fields:
+            fields["latent_shape"] = tuple(int(d) for d in fields["latent_shape"])
+        return cls(**fields)
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{path}: malformed manifest: {e}") from e
+
+
+def read_manifest(folder: str | Path, verify: bool = True) -> EdgeManifest | ServerManifest:
+    """Read and validate a bundle's manifest, optionally checking every file's sha256.
+
+    Args:
+        folder: the bundle folder (``edge/`` or ``server/``).
+        verify: recompute the checksums of the listed files.
+
+    Returns:
+        An `EdgeManifest` or `ServerManifest`, by the manifest's ``format``.
+
+    Raises:
+        ValueError: missing or malformed manifest, unknown format or version, missing file or
+            checksum mismatch.
+    """
+    folder = Path(folder)
+    path = folder / MANIFEST_NAME
+    if not path.is_file():
+        raise ValueError(f"not a frankensplit bundle: {path} does not exist")
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(raw).__name__}")
+    classes = {EDGE_FORMAT: EdgeManifest, SERVER_FORMAT: ServerManifest}
+    if raw.get("format") not in classes:
+        raise ValueError(
+            f"{path}: format {raw.get('format')!r} is not one of {sorted(classes)}"
+        )
+    if raw.get("bundle_version") != BUNDLE_VERSION:
+        raise ValueError(
+            f"{path}: bundle_version {raw.get('bundle_version')!r} is not supported; this build "
+            f"reads version {BUNDLE_VERSION}"
+        )
+    manifest = _from_dict(classes[raw["format"]], raw, path)
+    if verify:
+        for name, expected in manifest.files.items():
+            file = folder / name
+            if Path(name).name != name or not file.is_file():
+                raise ValueError(f"{folder}: bundle file {name!r} is missing")
+            if (actual := sha256_file(file)) != expected:
+                raise ValueError(
+                    f"{file}: checksum mismatch, expected {expected}, got {actual}"
+                )
+    return manifest

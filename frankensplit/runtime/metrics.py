@@ -1,0 +1,51 @@
+"""Prometheus metrics of one server app (own registry, so several apps can live in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import generate_latest
+
+__all__ = ["CONTENT_TYPE_LATEST", "ServerMetrics"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+
+
+class ServerMetrics:
+    """The server's counters and histograms.
+
+    Model labels only ever take the ids of loaded models (or ``"-"``), never a value read from an
+    unverified request, so a client cannot blow up the label cardinality.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "frankensplit_requests", "Classify requests by model and HTTP status.",
+            ["model", "status"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            "frankensplit_request_latency_seconds",
+            "Successful classify requests, from the start of handling to the answer.",
+            ["model"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.bytes_received = Counter(
+            "frankensplit_received_bytes", "Bytes of classify request bodies accepted.",
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "frankensplit_batch_size", "Packets decoded together per batch.", ["model"],
+            buckets=_BATCH_BUCKETS, registry=self.registry,
+        )
+        self.decoder_restarts = Counter(
+            "frankensplit_decoder_restarts",
+            "Entropy-decoder worker restarts (a payload crashed or stalled it).",
+            registry=self.registry,
+        )
+        self.models_loaded = Gauge(
+            "frankensplit_models_loaded", "Models ready to serve.", registry=self.registry
+        )
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,274 @@
+"""The inference service behind the HTTP app: validation, batching, sandboxed decoding, g_s + tail.
+
+Request path: the body is parsed (`bitstream.unpack`, the model's own checks, and the exact latent
+shape the model accepts, so no packet can make it run g_s on a huge latent), then queued for the
+model's `Batcher`. A batch is entropy-decoded in a sandboxed worker process (`runtime.sandbox`:
+compressai's decoder is not memory-safe on forged payloads), then g_s and the teacher tail run on
+one compute thread (torch uses its own intra-op threads inside it). Nothing is kept per client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from frankensplit import bitstream
+from frankensplit.models.split import ServerPart
+from frankensplit.runtime.batching import Batcher, QueueFullError
+from frankensplit.runtime.loading import LoadedModel
+from frankensplit.runtime.metrics import ServerMetrics
+from frankensplit.runtime.sandbox import SandboxedDecoder
+
+__all__ = ["HTTPError", "InferenceService", "ServerConfig", "loaded_models"]
+
+log = logging.getLogger("frankensplit.runtime.server")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Server settings.
+
+    Attributes:
+        max_batch: most packets decoded together (1 disables batching).
+        max_wait_ms: how long a batch waits for more packets after the first (0: batch only what
+            queued up while the model was busy, adding no latency).
+        max_queue: most requests waiting per model before answering 503.
+        max_body_bytes: largest accepted request body (413 beyond).
+        token: bearer token required on ``/v1/*`` and ``/metrics`` (None: no authentication).
+        isolate_decoder: entropy-decode in a sandboxed worker process (see module docstring);
+            turn off only for trusted senders.
+        decode_timeout_s: longest entropy decoding of one batch before the worker is killed.
+        default_topk: classes returned when the request does not say.
+    """
+
+    max_batch: int = 8
+    max_wait_ms: float = 0.0
+    max_queue: int = 256
+    max_body_bytes: int = 1 << 20
+    token: str | None = None
+    isolate_decoder: bool = True
+    decode_timeout_s: float = 5.0
+    default_topk: int = 5
+
+
+class HTTPError(Exception):
+    """An error answer: status code and a one-line message (returned as ``{"detail": ...}``)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class _Job:
+    packet: bitstream.Packet
+    topk: int
+    queued_at: float
+
+
+def _class_names(num_classes: int) -> list[str] | None:
+    """ImageNet-1k descriptions by class index, or None for other label spaces."""
+    if num_classes != 1000:
+        return None
+    from timm.data import ImageNetInfo  # only the server needs names; timm is already loaded
+
+    info = ImageNetInfo()
+    return [info.index_to_description(i) for i in range(num_classes)]
+
+
+def loaded_models(models: Mapping[str, ServerPart | LoadedModel]) -> list[LoadedModel]:
+    """Normalise ``{model_id: ServerPart | LoadedModel}`` (a bare part accepts any latent size).
+
+    Raises:
+        TypeError: a value of another type.
+        ValueError: a key that is not the part's own model id.
+    """
+    loaded = []
+    for model_id, model in models.items():
+        if isinstance(model, ServerPart):
+            model = LoadedModel(model_id, model, None)  # type: ignore[arg-type]
+        if not isinstance(model, LoadedModel):
+            raise TypeError(f"models[{model_id!r}] must be a ServerPart or LoadedModel")
+        if model.part.model_id != model_id:
+            raise ValueError(f"models[{model_id!r}] is a server part for {model.part.model_id!r}")
+        loaded.append(model)
+    return loaded
+
+
+class InferenceService:
+    """Everything one app holds: models, their batchers, the decoder sandbox, metrics."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.metrics = ServerMetrics()
+        self.models: dict[str, LoadedModel] = {}
+        self.batchers: dict[str, Batcher] = {}
+        self.names: dict[str, list[str] | None] = {}
+        self.sandbox: SandboxedDecoder | None = None
+        self.compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frankensplit-model")
+        self.ready = False
+        self.error: str | None = None
+        self._restarts_seen = 0
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self, loader: Callable[[], Sequence[LoadedModel]]) -> None:
+        """Load models off the event loop, then open for traffic (``/readyz`` turns 200)."""
+        loop = asyncio.get_running_loop()
+        try:
+            models = await loop.run_in_executor(self.compute, lambda: list(loader()))
+            if self.config.isolate_decoder:
+                tables = {m.model_id: _tables(m.part) for m in models}
+                self.sandbox = SandboxedDecoder(tables, timeout_s=self.config.decode_timeout_s)
+                await loop.run_in_executor(self.compute, self.sandbox.start)
+        except Exception as e:  # noqa: BLE001 - reported on /readyz and in the log
+            self.error = f"{type(e).__name__}: {e}"
+            log.error("loading models failed: %s", self.error)
+            return
+        for model in models:
+            self.models[model.model_id] = model
+            self.names[model.model_id] = None
+            batcher = Batcher(
+                lambda jobs, m=model: self._run_batch(m, jobs), max_batch=self.config.max_batch,
+                max_wait_s=self.config.max_wait_ms / 1000.0, max_queue=self.config.max_queue,
+            )
+            batcher.start()
+            self.batchers[model.model_id] = batcher
+        self.metrics.models_loaded.set(len(self.models))
+        self.ready = True
+
+    async def stop(self) -> None:
+        """Stop batchers, the decoder worker and the compute thread."""
+        for batcher in self.batchers.values():
+            await batcher.close()
+        if self.sandbox is not None:
+            self.sandbox.close()
+        self.compute.shutdown(wait=False, cancel_futures=True)
+
+    # -- inference (compute thread) ---------------------------------------------------------
+
+    def _latents(self, model: LoadedModel, packets: list[bitstream.Packet]) -> list[Any]:
+        """y_hat (C, h, w) per packet, or the exception that packet raised."""
+        if self.sandbox is None:
+            results: list[Any] = []
+            for packet in packets:  # one by one, so a bad packet fails alone
+                try:
+                    results.append(model.part.decode_latent([bitstream.pack(packet)])[0])
+                except (bitstream.BitstreamError, ValueError) as e:
+                    results.append(e)
+            return results
+        _, h, w = packets[0].shape
+        symbols = self.sandbox.decode(model.model_id, [p.payload for p in packets], (h, w))
+        medians = model.part.entropy.medians().view(-1, 1, 1)
+        # symbols + medians in float32: exactly what the entropy model's decompress returns
+        return [s if isinstance(s, Exception) else torch.from_numpy(s.copy()).float() + medians
+                for s in symbols]
+
+    @torch.no_grad()
+    def _infer(self, model: LoadedModel, packets: list[bitstream.Packet], topk: int) -> list[Any]:
+        """Packets of one latent shape -> (probabilities, indexes) top-``topk`` per packet."""
+        start = time.perf_counter()
+        latents = self._latents(model, packets)
+        entropy_ms = (time.perf_counter() - start) * 1000
+        good = [i for i, y in enumerate(latents) if not isinstance(y, Exception)]
+        results: list[Any] = list(latents)
+        if good:
+            y_hat = torch.stack([latents[i] for i in good])  # (n, C, h, w)
+            logits = model.part.tail(model.part.g_s(y_hat))  # (n, classes)
+            if model.model_id not in self.names or self.names[model.model_id] is None:
+                self.names[model.model_id] = _class_names(int(logits.shape[1]))
+            probs, indexes = logits.float().softmax(dim=1).topk(min(topk, logits.shape[1]), dim=1)
+            for row, i in enumerate(good):
+                results[i] = (probs[row].numpy(), indexes[row].numpy())
+        timing = {"entropy_ms": entropy_ms, "decode_ms": (time.perf_counter() - start) * 1000}
+        return [r if isinstance(r, Exception) else (*r, timing) for r in results]
+
+    async def _run_batch(self, model: LoadedModel, jobs: list[_Job]) -> list[Any]:
+        started = time.perf_counter()
+        self.metrics.batch_size.labels(model.model_id).observe(len(jobs))
+        by_shape: dict[tuple[int, int, int], list[int]] = {}
+        for i, job in enumerate(jobs):
+            by_shape.setdefault(job.packet.shape, []).append(i)
+        results: list[Any] = [None] * len(jobs)
+        loop = asyncio.get_running_loop()
+        for indexes in by_shape.values():
+            packets = [jobs[i].packet for i in indexes]
+            topk = max(jobs[i].topk for i in indexes)
+            outs = await loop.run_in_executor(self.compute, self._infer, model, packets, topk)
+            for i, out in zip(indexes, outs):
+                results[i] = out if isinstance(out, Exception) else (*out, len(jobs), started)
+        if self.sandbox is not None and self.sandbox.restarts > self._restarts_seen:
+            self.metrics.decoder_restarts.inc(self.sandbox.restarts - self._restarts_seen)
+            self._restarts_seen = self.sandbox.restarts
+        return results
+
+    # -- request handling -------------------------------------------------------------------
+
+    def parse(self, body: bytes) -> tuple[LoadedModel, bitstream.Packet]:
+        """Validate a packet fully before it costs any decoding work."""
+        try:
+            packet = bitstream.unpack(body)
+        except bitstream.BitstreamError as e:
+            raise HTTPError(400, str(e)) from None
+        model = self.models.get(packet.model_id)
+        if model is None:
+            raise HTTPError(
+                404, f"unknown model {packet.model_id!r}; served: {sorted(self.models)}"
+            )
+        try:
+            packet = model.part.parse(body)
+        except bitstream.BitstreamError as e:
+            raise HTTPError(400, str(e)) from None
+        if model.latent_shape is not None and packet.shape != model.latent_shape:
+            raise HTTPError(
+                400, f"latent shape {packet.shape} does not match model {model.model_id!r}, "
+                f"which accepts {model.latent_shape}",
+            )
+        return model, packet
+
+    async def classify(
+        self, model: LoadedModel, packet: bitstream.Packet, topk: int
+    ) -> dict[str, Any]:
+        """One packet (validated by `parse`) -> the JSON answer."""
+        job = _Job(packet, topk, time.perf_counter())
+        try:
+            result = await self.batchers[model.model_id].submit(job)
+        except QueueFullError as e:
+            raise HTTPError(503, f"server busy: {e}") from None
+        except bitstream.BitstreamError as e:
+            raise HTTPError(400, str(e)) from None
+        probs, indexes, timing, batch_size, started = result
+        names = self.names.get(model.model_id)
+        predictions = [
+            {"index": int(i), "name": names[int(i)] if names else None, "probability": float(p)}
+            for p, i in zip(probs[:topk], indexes[:topk])
+        ]
+        return {
+            "model_id": model.model_id,
+            "predictions": predictions,
+            "payload_bytes": len(packet.payload),
+            "latent_shape": list(packet.shape),
+            "batch_size": batch_size,
+            "decode_ms": round(timing["decode_ms"], 3),
+            "entropy_decode_ms": round(timing["entropy_ms"], 3),
+            "queue_ms": round((started - job.queued_at) * 1000, 3),
+        }
+
+
+def _tables(part: ServerPart) -> dict[str, np.ndarray]:
+    if not hasattr(part.entropy, "tables"):
+        raise ValueError(
+            f"model {part.model_id!r}: the sandboxed decoder needs a factorized-prior entropy "
+            f"model, got {type(part.entropy).__name__}; serve it with isolate_decoder=False"
+        )
+    return {name: table.cpu().numpy() for name, table in part.entropy.tables().items()}

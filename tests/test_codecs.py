@@ -1,0 +1,185 @@
+"""Invariant tests for the standard codecs, parametrized over the registry.
+
+A codec registered later is tested for free; one whose library is missing here is skipped with
+the reason its factory gives.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from frankensplit.codecs import (
+    CODECS,
+    CodecUnavailableError,
+    ImageCodec,
+    create_codec,
+    encode_decode_timed,
+    measure,
+    psnr,
+)
+
+TINY16 = Path(__file__).resolve().parents[2] / "shared/data/fixtures/tiny16"
+
+
+def _codec(name: str) -> ImageCodec:
+    try:
+        return create_codec(name)
+    except CodecUnavailableError as e:
+        pytest.skip(str(e))
+
+
+def _gradient(w: int = 96, h: int = 64) -> Image.Image:
+    """A smooth colour gradient with a sharp square: compressible yet not trivial."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    x = np.stack([xx * 255 / w, yy * 255 / h, (xx + yy) * 255 / (w + h)], axis=-1)
+    x[h // 4 : h // 2, w // 4 : w // 2] = (230, 20, 40)
+    return Image.fromarray(x.astype(np.uint8))
+
+
+def _photo() -> Image.Image:
+    files = sorted(TINY16.glob("*.jpg")) if TINY16.is_dir() else []
+    if not files:
+        pytest.skip(f"fixture images not found in {TINY16} (needs the shared data folder)")
+    with Image.open(files[0]) as img:
+        img = img.convert("RGB")
+    # Center 224x224 crop, shifted off the 8x8 grid of the source JPEG so JPEG cannot reuse it.
+    left, top = (img.width - 224) // 2 + 3, (img.height - 224) // 2 + 5
+    return img.crop((left, top, left + 224, top + 224))
+
+
+@pytest.fixture(params=["gradient", "photo"])
+def image(request: pytest.FixtureRequest) -> Image.Image:
+    return _gradient() if request.param == "gradient" else _photo()
+
+
+@pytest.mark.parametrize("name", CODECS.names())
+class TestCodec:
+    def test_contract(self, name: str) -> None:
+        codec = _codec(name)
+        assert isinstance(codec, ImageCodec)
+        assert codec.name == name
+        assert len(codec.qualities) >= 2
+        lo, hi = codec.quality_range
+        assert all(lo <= q <= hi for q in codec.qualities)
+
+    def test_round_trip(self, name: str, image: Image.Image) -> None:
+        codec = _codec(name)
+        q = codec.qualities[len(codec.qualities) // 2]
+        data = codec.encode(image, q)
+        assert isinstance(data, bytes) and len(data) > 0
+        x_hat = codec.decode(data)
+        assert x_hat.size == image.size and x_hat.mode == "RGB"
+        assert psnr(image, x_hat) > 25.0  # a mid-sweep setting is a recognisable picture
+
+    def test_sweep_monotone(self, name: str, image: Image.Image) -> None:
+        """Along the default sweep, bytes grow and PSNR does not fall (weakly, 0.1 dB slack)."""
+        codec = _codec(name)
+        coded = [measure(codec, [image], q)[0] for q in codec.qualities]
+        sizes = [c.num_bytes for c in coded]
+        quality = [psnr(image, c.x_hat) for c in coded]
+        assert sizes == sorted(sizes), f"{name} bytes {sizes} along {codec.qualities}"
+        assert sizes[-1] > sizes[0]
+        assert all(b >= a - 0.1 for a, b in zip(quality, quality[1:])), (
+            f"{name} PSNR {[round(p, 2) for p in quality]} along {codec.qualities}"
+        )
+        assert quality[-1] > quality[0]
+
+    def test_deterministic(self, name: str) -> None:
+        codec = _codec(name)
+        x = _gradient()
+        assert codec.encode(x, codec.qualities[0]) == codec.encode(x, codec.qualities[0])
+
+    @pytest.mark.parametrize(
+        "corrupt",
+        [
+            pytest.param(lambda d: d[: len(d) // 2], id="truncated"),
+            pytest.param(lambda d: b"\x00" * 64, id="zeros"),
+            pytest.param(lambda d: b"not an image at all", id="text"),
+            pytest.param(lambda d: b"", id="empty"),
+        ],
+    )
+    def test_corrupt_data(self, name: str, corrupt) -> None:  # noqa: ANN001 - a lambda
+        codec = _codec(name)
+        data = codec.encode(_gradient(), codec.qualities[-1])
+        with pytest.raises(ValueError, match=name):
+            codec.decode(corrupt(data))
+
+    def test_foreign_format(self, name: str) -> None:
+        """Another codec's bytes are an error, not a silently different measurement."""
+        codec = _codec(name)
+        other = "jpeg" if name != "jpeg" else "webp"
+        data = _codec(other).encode(_gradient(), 50 if other != "jxl" else 2)
+        with pytest.raises(ValueError, match=name):
+            codec.decode(data)
+
+    @pytest.mark.parametrize("quality", [-1, 1000, math.nan, math.inf])
+    def test_quality_out_of_range(self, name: str, quality: float) -> None:
+        codec = _codec(name)
+        with pytest.raises(ValueError, match=rf"{name} quality .* out of range"):
+            codec.encode(_gradient(), quality)
+
+    def test_bad_types(self, name: str) -> None:
+        codec = _codec(name)
+        with pytest.raises(TypeError, match="quality must be a number"):
+            codec.encode(_gradient(), "high")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="PIL image"):
+            codec.encode(np.zeros((8, 8, 3), np.uint8), codec.qualities[0])  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="RGB"):
+            codec.encode(_gradient().convert("RGBA"), codec.qualities[0])
+        with pytest.raises(TypeError, match="bytes"):
+            codec.decode("abc")  # type: ignore[arg-type]
+
+    def test_timed(self, name: str) -> None:
+        codec = _codec(name)
+        t = encode_decode_timed(codec, _gradient(), codec.qualities[0], repeats=2)
+        assert t.encode_s > 0 and t.decode_s > 0
+        assert t.x_hat.size == _gradient().size and len(t.data) > 0
+
+
+def test_unknown_codec_lists_names() -> None:
+    with pytest.raises(ValueError, match="unknown codec 'bpg'.*jpeg.*webp"):
+        create_codec("bpg")
+
+
+def test_whole_number_quality() -> None:
+    codec = create_codec("jpeg")
+    with pytest.raises(ValueError, match="whole number"):
+        codec.encode(_gradient(), 50.5)
+    assert codec.encode(_gradient(), 50.0) == codec.encode(_gradient(), 50)
+
+
+def test_jxl_sweep_is_distance() -> None:
+    """For JPEG XL the sweep value is the butteraugli distance: it decreases as quality rises."""
+    codec = _codec("jxl")
+    assert list(codec.qualities) == sorted(codec.qualities, reverse=True)
+
+
+def test_bad_variant_settings() -> None:
+    with pytest.raises(ValueError, match="webp method"):
+        create_codec("webp", method=9)
+    with pytest.raises(ValueError, match="jxl effort"):
+        create_codec("jxl", effort=0)
+    with pytest.raises(ValueError, match="out of range"):
+        create_codec("jpeg", qualities=(10, 101))
+
+
+def test_hevc_missing_names_the_extra() -> None:
+    try:
+        import pillow_heif  # noqa: F401
+    except ImportError:
+        with pytest.raises(CodecUnavailableError, match="pip install pillow-heif"):
+            create_codec("hevc")
+    else:
+        pytest.skip("pillow-heif is installed: the missing-extra message cannot be seen")
+
+
+def test_psnr() -> None:
+    x = _gradient()
+    assert psnr(x, x) == math.inf
+    with pytest.raises(ValueError, match="equal sizes"):
+        psnr(x, x.resize((10, 10)))
