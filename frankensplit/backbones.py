@@ -24,6 +24,7 @@ __all__ = [
     "SplitBackbone",
     "SplitSpec",
     "create_backbone",
+    "create_classifier",
     "family_names",
     "family_of",
     "load_checkpoint",
@@ -310,10 +311,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Tensor]:
     return sd
 
 
-def create_backbone(
-    name: str, weights: str | Path | None = "auto", **kwargs: Any
-) -> SplitBackbone:
-    """Create a timm classifier and split it at its injection point.
+def create_classifier(name: str, weights: str | Path | None = "auto", **kwargs: Any) -> nn.Module:
+    """Create the whole timm classifier with its weights, unsplit (saliency maps need every stage).
 
     Args:
         name: timm model name (``timm.list_models()``).
@@ -323,7 +322,7 @@ def create_backbone(
         **kwargs: forwarded to ``timm.create_model`` (e.g. tiny ``depths``/``embed_dim`` for tests).
 
     Raises:
-        ValueError: unknown model name, unsupported family, or weights that cannot be loaded.
+        ValueError: unknown model name, or weights that cannot be loaded.
     """
     import timm
 
@@ -345,4 +344,20 @@ def create_backbone(
             model.load_state_dict(load_checkpoint(weights), strict=True)
         except RuntimeError as e:
             raise ValueError(f"checkpoint {weights} does not fit {name}: {e}") from e
-    return SplitBackbone(name, model)
+    return model
+
+
+def create_backbone(
+    name: str, weights: str | Path | None = "auto", **kwargs: Any
+) -> SplitBackbone:
+    """Create a timm classifier and split it at its injection point.
+
+    Args:
+        name: timm model name (``timm.list_models()``).
+        weights: see :func:`create_classifier`.
+        **kwargs: forwarded to ``timm.create_model`` (e.g. tiny ``depths``/``embed_dim`` for tests).
+
+    Raises:
+        ValueError: unknown model name, unsupported family, or weights that cannot be loaded.
+    """
+    return SplitBackbone(name, create_classifier(name, weights, **kwargs))

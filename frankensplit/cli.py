@@ -47,8 +47,12 @@ def _load(name: str):  # noqa: ANN202 - a module
         raise
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every available sub-command."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser with every available sub-command (or just ``only``).
+
+    Building only the requested sub-command keeps light commands light: ``frankensplit client``
+    must not import torch through the training command's module.
+    """
     from frankensplit import __version__
 
     parser = argparse.ArgumentParser(
@@ -57,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"frankensplit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    for name in [only] if only in COMMANDS else COMMANDS:
         module = _load(name)
         if module is None:
             continue
@@ -69,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``frankensplit`` console script."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(first)  # an unknown or missing command builds them all, for the help
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()

@@ -23,23 +23,33 @@ def rate_bits(likelihoods: dict[str, Tensor]) -> Tensor:
 def head_distortion(h_hat: Tensor, h: Tensor, s: Tensor | None = None, layout: str = "NCHW") -> Tensor:
     """Summed squared error between decoded and teacher features, optionally saliency-weighted.
 
+    The weight 1/2 (1 + s) keeps every position in the objective (non-salient ones at half weight)
+    while pulling the decoder's capacity towards what the teacher's decision depends on.
+
     Args:
         h_hat: decoded features, same shape as ``h``.
         h: teacher head features.
         s: saliency maps (N, H, W) in [0, 1] at the split's spatial size, or None.
         layout: "NCHW" or "NHWC", where the spatial axes of ``h`` are.
+
+    Raises:
+        ValueError: shapes that differ or do not fit the layout, or an unknown layout.
     """
     if h_hat.shape != h.shape:
         raise ValueError(f"h_hat {tuple(h_hat.shape)} and h {tuple(h.shape)} differ")
+    if layout not in ("NCHW", "NHWC"):
+        raise ValueError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
     err = (h_hat - h).pow(2)
     if s is None:
         return err.sum()
-    if s.shape[0] != h.shape[0] or s.ndim != 3:
-        raise ValueError(f"saliency must be (N, H, W) with N={h.shape[0]}, got {tuple(s.shape)}")
+    spatial = tuple(h.shape[2:] if layout == "NCHW" else h.shape[1:3])
+    if h.ndim != 4 or s.ndim != 3 or s.shape[0] != h.shape[0] or tuple(s.shape[1:]) != spatial:
+        raise ValueError(
+            f"saliency must be (N, H, W) = ({h.shape[0]}, *{spatial}) for {layout} features "
+            f"{tuple(h.shape)}, got {tuple(s.shape)}"
+        )
     w = 0.5 * (1.0 + s)  # non-salient positions weigh 0.5, the most salient 1.0
     w = w.unsqueeze(1) if layout == "NCHW" else w.unsqueeze(-1)  # broadcast over channels
-    if w.shape[2:] != err.shape[2:] and layout == "NCHW" or layout == "NHWC" and w.shape[1:3] != err.shape[1:3]:
-        raise ValueError(f"saliency {tuple(s.shape)} does not match features {tuple(h.shape)}")
     return (w * err).sum()
 
 

@@ -1,10 +1,11 @@
 """JPEG XL through imagecodecs (libjxl).
 
 For this codec the "quality" of the :class:`~frankensplit.codecs.base.ImageCodec` contract is the
-**butteraugli distance**: 0 is visually lossless territory and larger numbers mean *worse* images and
-fewer bytes. The default sweep 12/8/5/3/2/1/0.5 is therefore decreasing, which keeps the contract's
-promise that sweeps run from low to high quality (bytes grow along them). Distance rather than a
-0-100 "quality" is what libjxl itself exposes and what ``shared/BASELINES.md`` reports.
+**butteraugli distance**: about 1 is visually lossless, larger numbers mean *worse* images and
+fewer bytes, and 0 is the finest lossy setting (not bit-exact lossless: the codec stays lossy).
+The default sweep 12/8/5/3/2/1/0.5 is therefore decreasing, which keeps the contract's promise
+that sweeps run from low to high quality (bytes grow along them). Distance rather than a 0-100
+"quality" is what libjxl itself exposes and what ``shared/BASELINES.md`` reports.
 
 The output is the bare JPEG XL codestream (no ISOBMFF container): that is the whole file libjxl
 writes for a plain RGB image, so it is what would be sent.
@@ -71,6 +72,8 @@ class JpegXLCodec:
         self.effort = effort
         self.threads = threads
         self.qualities = tuple(qualities)
+        if not self.qualities:
+            raise ValueError("jxl: the default quality sweep is empty")
         for d in self.qualities:
             self._distance(d)
 

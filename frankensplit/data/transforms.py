@@ -6,6 +6,9 @@ Three views of an image, all ending at the teacher's input size:
 - ``train``: RandomResizedCrop + horizontal flip (stage 1 of the paper's recipe).
 - ``fixed``: Resize(256, 256) -> CenterCrop(224), deterministic so precomputed saliency maps stay
   aligned with the crop (stage 2).
+- ``patch``: the eval resize, then random square patches + flip. Objects keep the scale the teacher
+  sees at test time while each step costs (patch/224)^2 of a full crop: how CPU-scale training
+  stays affordable for the fully convolutional CNN codecs (learned image codecs train the same way).
 
 ``crop`` is the eval view *before* tensor conversion: the exact 224x224 RGB picture the teacher sees,
 which the standard-codec baselines compress.
@@ -50,14 +53,24 @@ def _size_and_interp(data_config: dict[str, Any]) -> tuple[int, T.InterpolationM
     return size, interp
 
 
-def crop_transform(data_config: dict[str, Any], view: str = "eval") -> Callable[[Image.Image], Image.Image]:
+def crop_transform(
+    data_config: dict[str, Any], view: str = "eval", patch_size: int = 128
+) -> Callable[[Image.Image], Image.Image]:
     """PIL -> PIL crop at the teacher's input size (no normalisation).
 
     Args:
         data_config: timm data config of the backbone.
-        view: "eval", "train" or "fixed" (see module docstring).
+        view: "eval", "train", "fixed" or "patch" (random ``patch_size`` crops at the eval scale,
+            for cheap CPU training of fully convolutional codecs; see module docstring).
+        patch_size: side of the "patch" view.
     """
     size, interp = _size_and_interp(data_config)
+    if view == "patch":
+        resize = int(size / float(data_config.get("crop_pct", 0.875)))
+        return T.Compose(
+            [T.Resize(resize, interpolation=interp), T.RandomCrop(patch_size),
+             T.RandomHorizontalFlip()]
+        )
     if view == "eval":
         resize = int(size / float(data_config.get("crop_pct", 0.875)))
         return T.Compose([T.Resize(resize, interpolation=interp), T.CenterCrop(size)])
@@ -68,7 +81,7 @@ def crop_transform(data_config: dict[str, Any], view: str = "eval") -> Callable[
     if view == "fixed":
         resize = int(round(size * 256 / 224))
         return T.Compose([T.Resize((resize, resize), interpolation=interp), T.CenterCrop(size)])
-    raise ValueError(f"unknown view {view!r}; expected 'eval', 'train' or 'fixed'")
+    raise ValueError(f"unknown view {view!r}; expected 'eval', 'train', 'fixed' or 'patch'")
 
 
 def normalize_transform(data_config: dict[str, Any]) -> Callable:
@@ -78,6 +91,8 @@ def normalize_transform(data_config: dict[str, Any]) -> Callable:
     )
 
 
-def make_transform(data_config: dict[str, Any], view: str = "eval") -> Callable:
+def make_transform(data_config: dict[str, Any], view: str = "eval", patch_size: int = 128) -> Callable:
     """PIL image -> normalised tensor (3, H, W) for ``view``."""
-    return T.Compose([crop_transform(data_config, view), normalize_transform(data_config)])
+    return T.Compose(
+        [crop_transform(data_config, view, patch_size), normalize_transform(data_config)]
+    )

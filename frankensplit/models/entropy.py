@@ -84,9 +84,21 @@ class FactorizedPrior(nn.Module):
         return self.entropy_bottleneck.compress(y)
 
     def decompress(self, strings: list[bytes], size: tuple[int, int]) -> Tensor:
-        """Decode strings into y_hat (N, C, H, W) exactly equal to the eval-mode quantized latent."""
+        """Decode strings into y_hat (N, C, H, W) exactly equal to the eval-mode quantized latent.
+
+        compressai's rANS decoder reads 32-bit words without bounds checks: it reads 8 bytes to
+        start and at most one word per renormalisation, so a short or forged payload made it read
+        past the buffer and crash the process (measured: payloads of 0-8 bytes, and 200 KB of 0xFF,
+        segfaulted). Each payload is therefore zero-padded by more than the decoder can ever consume
+        for this latent size (8 + 16 bytes per symbol, bypass-coded tails included); padding never
+        changes what a valid stream decodes to, because the decoder stops after the last symbol.
+        """
         self._check_ready()
-        return self.entropy_bottleneck.decompress(list(strings), tuple(size))
+        h, w = (int(v) for v in size)
+        if h < 1 or w < 1:
+            raise ValueError(f"latent size must be positive, got {tuple(size)}")
+        pad = b"\0" * (8 + 16 * self.channels * h * w)
+        return self.entropy_bottleneck.decompress([bytes(s) + pad for s in strings], (h, w))
 
     def load_state_dict(
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False

@@ -28,8 +28,13 @@ __all__ = [
     "MODELS",
     "ZOO_DIR",
     "ModelEntry",
+    "CODEC_PARTS",
     "build_model",
+    "codec_state",
+    "load_codec_state",
     "create_model",
+    "default_model_id",
+    "entry_dict",
     "file_sha256",
     "list_models",
     "load_codec",
@@ -148,12 +153,8 @@ def save_codec(model: FrankenSplit, path: str | Path, metadata: dict[str, str] |
     """
     from safetensors.torch import save_file
 
-    model.update()
-    state = {
-        k: v.detach().contiguous().clone()
-        for k, v in model.state_dict().items()
-        if not k.startswith("teacher.")
-    }
+    model.update(force=True)
+    state = codec_state(model)
     meta = {"model_id": model.model_id, "format": "frankensplit-codec-1", **(metadata or {})}
     save_file(state, str(path), metadata=meta)
     return file_sha256(path)
@@ -177,22 +178,49 @@ def load_codec(model: FrankenSplit, path: str | Path, sha256: str | None = None)
             state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open API
     except Exception as e:  # noqa: BLE001 - safetensors raises several types for bad files
         raise ValueError(f"cannot read codec weights {path}: {e}") from e
-    prefix = "entropy."
-    entropy_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    rest = {k: v for k, v in state.items() if not k.startswith(prefix)}
-    try:
-        model.entropy.load_state_dict(entropy_state)
-        missing, unexpected = model.load_state_dict(
-            {**rest, **{prefix + k: v for k, v in entropy_state.items()}}, strict=False
-        )
-    except (RuntimeError, ValueError) as e:
-        raise ValueError(f"codec weights {path} do not fit {model.model_id}: {e}") from e
-    missing = [k for k in missing if not k.startswith("teacher.")]
-    if missing or unexpected:
-        raise ValueError(
-            f"codec weights {path} do not fit {model.model_id}: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}"
-        )
+    load_codec_state(model, state, source=str(path))
+
+
+CODEC_PARTS = ("g_a", "entropy", "g_s")
+
+
+def codec_state(model: FrankenSplit) -> dict[str, torch.Tensor]:
+    """The codec's tensors (g_a, entropy model with its CDF tables, g_s), without the teacher."""
+    return {
+        k: v.detach().contiguous().clone()
+        for k, v in model.state_dict().items()
+        if k.split(".", 1)[0] in CODEC_PARTS
+    }
+
+
+def load_codec_state(
+    model: FrankenSplit,
+    state: dict[str, torch.Tensor],
+    parts: tuple[str, ...] = CODEC_PARTS,
+    source: str = "state",
+) -> None:
+    """Load the ``parts`` of a codec state into ``model``, strictly for those parts.
+
+    ``parts=("g_a", "entropy")`` takes a trained encoder and entropy model for another teacher
+    (encoder reuse: one encoder, many servers).
+
+    Raises:
+        ValueError: missing or unexpected tensors, or shapes that do not fit.
+    """
+    for part in parts:
+        if part not in CODEC_PARTS:
+            raise ValueError(f"unknown codec part {part!r}; expected one of {CODEC_PARTS}")
+        prefix = part + "."
+        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if not sub:
+            raise ValueError(f"{source} holds no {part} tensors")
+        try:
+            getattr(model, part).load_state_dict(sub, strict=True)
+        except (RuntimeError, ValueError) as e:
+            raise ValueError(f"{source}: {part} does not fit {model.model_id}: {e}") from e
+    unknown = {k.split(".", 1)[0] for k in state} - set(CODEC_PARTS)
+    if unknown:
+        raise ValueError(f"{source} holds unexpected tensors under {sorted(unknown)}")
 
 
 def create_model(
@@ -227,3 +255,15 @@ def create_model(
 def entry_dict(entry: ModelEntry) -> dict[str, Any]:
     """A zoo entry as plain data (for ``index.json`` and ``frankensplit models --json``)."""
     return asdict(entry)
+
+
+#: The model the CLI and demo use when none is named: the shipped lite0 model recorded in
+#: ``index.json`` as the default, or the untrained lite0 architecture when none is shipped.
+def default_model_id() -> str:
+    """The default model id (see ``index.json``'s ``default``)."""
+    index = ZOO_DIR / "index.json"
+    if index.is_file():
+        default = json.loads(index.read_text()).get("default")
+        if default:
+            return str(default)
+    return "fs-lite0-untrained"

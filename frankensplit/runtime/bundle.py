@@ -218,8 +218,10 @@ def read_manifest(folder: str | Path, verify: bool = True) -> EdgeManifest | Ser
         raw = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from e
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(raw).__name__}")
+    if not isinstance(raw, dict):  # bad file content, not a bad argument: ValueError
+        raise ValueError(  # noqa: TRY004
+            f"{path} must hold a JSON object, got {type(raw).__name__}"
+        )
     classes = {EDGE_FORMAT: EdgeManifest, SERVER_FORMAT: ServerManifest}
     if raw.get("format") not in classes:
         raise ValueError(

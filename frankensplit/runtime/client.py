@@ -20,6 +20,7 @@ how often that happens on the fixture images.
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from frankensplit import bitstream
-from frankensplit.runtime.bundle import TABLE_NAMES, EdgeManifest, read_manifest
+from frankensplit.runtime.bundle import EDGE_FORMAT, TABLE_NAMES, EdgeManifest, read_manifest
 from frankensplit.runtime.preprocess import ImageInput, preprocess
 from frankensplit.runtime.rans import FactorizedCoder
 
@@ -89,8 +90,9 @@ class EdgeClient:
     ) -> None:
         folder = Path(bundle_dir)
         manifest = read_manifest(folder, verify=verify)
-        if not isinstance(manifest, EdgeManifest):
+        if manifest.format != EDGE_FORMAT:
             raise ValueError(f"{folder} is a {manifest.format}, expected an edge bundle")
+        assert isinstance(manifest, EdgeManifest)
         if manifest.bitstream_version != bitstream.FORMAT_VERSION:
             raise ValueError(
                 f"{folder} produces bitstream version {manifest.bitstream_version}; this build "
@@ -143,6 +145,7 @@ class EdgeClient:
         topk: int = 5,
         token: str | None = None,
         timeout: float = 30.0,
+        cafile: str | Path | None = None,
     ) -> dict[str, Any]:
         """Encode ``image`` and POST the packet to a ``frankensplit serve`` server.
 
@@ -152,6 +155,7 @@ class EdgeClient:
             topk: how many classes to return.
             token: bearer token, when the server requires one.
             timeout: seconds to wait for the answer.
+            cafile: CA bundle (PEM) to verify an https server with, e.g. a self-signed one.
 
         Returns:
             The server's JSON answer (``model_id``, ``predictions``, timings), plus
@@ -162,15 +166,22 @@ class EdgeClient:
             OSError: the server cannot be reached.
         """
         packet = self.encode(image)
-        result = post_packet(url, packet, topk=topk, token=token, timeout=timeout)
+        result = post_packet(url, packet, topk=topk, token=token, timeout=timeout, cafile=cafile)
         result["packet_bytes"] = len(packet)
         return result
 
 
 def post_packet(
-    url: str, packet: bytes, topk: int = 5, token: str | None = None, timeout: float = 30.0
+    url: str,
+    packet: bytes,
+    topk: int = 5,
+    token: str | None = None,
+    timeout: float = 30.0,
+    cafile: str | Path | None = None,
 ) -> dict[str, Any]:
     """POST one packet to ``url``'s classify endpoint and return the decoded JSON answer.
+
+    See `EdgeClient.classify` for the arguments.
 
     Raises:
         ServerError: an HTTP error status.
@@ -182,8 +193,9 @@ def post_packet(
     request = urllib.request.Request(
         classify_url(url, topk), data=packet, headers=headers, method="POST"
     )
+    context = ssl.create_default_context(cafile=str(cafile)) if cafile is not None else None
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as e:
         body = e.read().decode("utf-8", errors="replace")

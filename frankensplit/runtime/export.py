@@ -80,13 +80,14 @@ def export_edge(model: FrankenSplit, folder: str | Path, opset: int = DEFAULT_OP
     """Write the edge bundle of ``model`` into ``folder`` (created if needed).
 
     Raises:
-        ValueError: an opset below 17, or an entropy model without integer tables.
+        ValueError: an opset below 17.
+        TypeError: an entropy model other than the factorized prior (no integer tables).
         RuntimeError: the exported graph disagrees with torch.
     """
     if opset < DEFAULT_OPSET:
         raise ValueError(f"opset must be >= {DEFAULT_OPSET}, got {opset}")
     if not isinstance(model.entropy, FactorizedPrior):
-        raise ValueError(
+        raise TypeError(
             f"edge export needs a factorized-prior entropy model, got {type(model.entropy).__name__}"
         )
     folder = Path(folder)
@@ -158,10 +159,14 @@ def export_bundle(
     entropy: str = "factorized",
     opset: int = DEFAULT_OPSET,
 ) -> ExportResult:
-    """Write ``out/edge`` and ``out/server`` for ``model`` (CDF tables must be built)."""
+    """Write ``out/edge`` and ``out/server`` for ``model``.
+
+    The server bundle goes first: saving the codec rebuilds the CDF tables, and the edge must
+    carry exactly the tables the server will decode with.
+    """
     out = Path(out)
-    export_edge(model, out / "edge", opset=opset)
     export_server(model, out / "server", encoder=encoder, entropy=entropy)
+    export_edge(model, out / "edge", opset=opset)
     return ExportResult(out / "edge", out / "server")
 
 

@@ -69,8 +69,8 @@ def _center_crop(img: Image.Image, crop: int) -> Image.Image:
         img, (width, height) = padded, padded.size
         if (width, height) == (crop, crop):
             return img
-    top = int(round((height - crop) / 2.0))
-    left = int(round((width - crop) / 2.0))
+    top = round((height - crop) / 2.0)  # round half to even, as torchvision's int(round(...))
+    left = round((width - crop) / 2.0)
     return img.crop((left, top, left + crop, top + crop))
 
 

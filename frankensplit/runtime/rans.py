@@ -151,7 +151,7 @@ class FactorizedCoder:
         """rANS-decode ``payload`` into int32 symbols (C, H, W).
 
         Only for payloads this process produced or trusts: the compiled decoder does no bounds
-        checking and reads past the end of short or forged payloads (see ``runtime/server.py``).
+        checking and reads past the end of short or forged payloads (see ``runtime/sandbox.py``).
         """
         height, width = size
         values = self._ans.RansDecoder().decode_with_indexes(

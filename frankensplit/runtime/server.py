@@ -21,6 +21,7 @@ orchestrators. See `frankensplit.runtime.service` for what happens to a packet.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -78,9 +79,72 @@ def _error(e: HTTPError) -> JSONResponse:
     return JSONResponse({"detail": e.detail}, status_code=e.status, headers=headers)
 
 
+async def classify(request: Request) -> JSONResponse:
+    """``POST /v1/classify``: one packet in the body -> top-k JSON."""
+    service: InferenceService = request.app.state.service
+    config = service.config
+    start = time.perf_counter()
+    try:
+        _check_token(request, config.token)
+        if not service.ready:
+            raise HTTPError(503, service.error or "models are still loading")
+        body = await _read_body(request, config.max_body_bytes)
+        service.metrics.bytes_received.inc(len(body))
+        model, packet = service.parse(body)
+        try:
+            topk = _topk(request, config.default_topk)
+        except HTTPError as e:
+            raise HTTPError(e.status, e.detail, model.model_id) from None
+        answer = await service.classify(model, packet, topk)
+    except HTTPError as e:
+        # label: a loaded model's id once the packet names one, never raw client input
+        service.metrics.requests.labels(e.model_id or "-", str(e.status)).inc()
+        return _error(e)
+    service.metrics.requests.labels(model.model_id, "200").inc()
+    service.metrics.latency.labels(model.model_id).observe(time.perf_counter() - start)
+    return JSONResponse(answer)
+
+
+async def list_models(request: Request) -> JSONResponse:
+    """``GET /v1/models``: ids and accepted latent shapes."""
+    service: InferenceService = request.app.state.service
+    try:
+        _check_token(request, service.config.token)
+    except HTTPError as e:
+        return _error(e)
+    return JSONResponse({"models": [
+        {"model_id": m.model_id, "latent_shape": list(m.latent_shape) if m.latent_shape else None}
+        for m in service.models.values()
+    ]})
+
+
+async def healthz() -> JSONResponse:
+    """``GET /healthz``: the process is up (liveness)."""
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    """``GET /readyz``: 200 once the models are loaded, 503 while loading or after a failure."""
+    service: InferenceService = request.app.state.service
+    if service.ready:
+        return JSONResponse({"status": "ready", "models": sorted(service.models)})
+    status = "failed" if service.error else "loading"
+    return JSONResponse({"status": status, "detail": service.error}, status_code=503)
+
+
+async def metrics(request: Request) -> Response:
+    """``GET /metrics``: Prometheus text format."""
+    service: InferenceService = request.app.state.service
+    try:
+        _check_token(request, service.config.token)
+    except HTTPError as e:
+        return _error(e)
+    return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
 def create_app(
     models: Mapping[str, ServerPart | LoadedModel] | None = None,
-    config: ServerConfig = ServerConfig(),
+    config: ServerConfig | None = None,
     loader: Callable[[], Sequence[LoadedModel]] | None = None,
 ) -> FastAPI:
     """Build the server app.
@@ -88,76 +152,34 @@ def create_app(
     Args:
         models: model id -> `ServerPart` (accepts any latent size its checks allow) or
             `LoadedModel` (accepts exactly its latent shape: prefer this for untrusted clients).
-        config: batching, limits, authentication.
+        config: batching, limits, authentication (None: `ServerConfig` defaults).
         loader: alternative to ``models``: called in a thread at startup, so ``/healthz`` answers
             while weights load and ``/readyz`` turns ready when it returns.
 
     Raises:
         ValueError: both or neither of ``models`` and ``loader``, or a bad ``models`` mapping.
     """
+    config = config or ServerConfig()
     if (models is None) == (loader is None):
         raise ValueError("pass exactly one of models= and loader=")
     if models is not None:
         fixed = loaded_models(models)
-        loader = lambda: fixed  # noqa: E731
+        loader = lambda: fixed
     service = InferenceService(config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await service.start(loader)
+        loading = asyncio.create_task(service.start(loader))  # serve probes while loading
         yield
+        loading.cancel()
+        await asyncio.gather(loading, return_exceptions=True)
         await service.stop()
 
     app = FastAPI(title="FrankenSplit server", version=__version__, lifespan=lifespan)
     app.state.service = service
-
-    @app.exception_handler(HTTPError)
-    async def http_error(request: Request, e: HTTPError) -> JSONResponse:
-        return _error(e)
-
-    @app.post("/v1/classify")
-    async def classify(request: Request) -> JSONResponse:
-        start = time.perf_counter()
-        label = "-"  # a loaded model's id once the packet names one, never raw client input
-        try:
-            _check_token(request, config.token)
-            if not service.ready:
-                raise HTTPError(503, service.error or "models are still loading")
-            body = await _read_body(request, config.max_body_bytes)
-            service.metrics.bytes_received.inc(len(body))
-            topk = _topk(request, config.default_topk)
-            model, packet = service.parse(body)
-            label = model.model_id
-            answer = await service.classify(model, packet, topk)
-        except HTTPError as e:
-            service.metrics.requests.labels(label, str(e.status)).inc()
-            return _error(e)
-        service.metrics.requests.labels(label, "200").inc()
-        service.metrics.latency.labels(label).observe(time.perf_counter() - start)
-        return JSONResponse(answer)
-
-    @app.get("/v1/models")
-    async def list_models(request: Request) -> dict:
-        _check_token(request, config.token)
-        return {"models": [
-            {"model_id": m.model_id, "latent_shape": list(m.latent_shape or ()) or None}
-            for m in service.models.values()
-        ]}
-
-    @app.get("/healthz")
-    async def healthz() -> dict:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz() -> JSONResponse:
-        if service.ready:
-            return JSONResponse({"status": "ready", "models": sorted(service.models)})
-        status = "failed" if service.error else "loading"
-        return JSONResponse({"status": status, "detail": service.error}, status_code=503)
-
-    @app.get("/metrics")
-    async def metrics(request: Request) -> Response:
-        _check_token(request, config.token)
-        return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
-
+    app.add_api_route("/v1/classify", classify, methods=["POST"])
+    app.add_api_route("/v1/models", list_models, methods=["GET"])
+    app.add_api_route("/healthz", healthz, methods=["GET"])
+    app.add_api_route("/readyz", readyz, methods=["GET"])
+    app.add_api_route("/metrics", metrics, methods=["GET"])
     return app

@@ -1,0 +1,1 @@
+"""Core CLI sub-commands (models, info, encode, decode, demo); see ``frankensplit.cli``."""

@@ -1,0 +1,61 @@
+"""``frankensplit info MODEL``: sizes, split point and edge cost of a model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from frankensplit.models.split import FrankenSplit, count_parameters
+from frankensplit.models.zoo import MODELS, create_model
+
+HELP = "describe a model: parameters of each side, split point, latent shape, edge MACs"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="model id")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--teacher-weights", default="auto",
+                        help="auto | offline | online | PATH (None-like 'random' for no weights)")
+
+
+def describe(model: FrankenSplit) -> dict[str, Any]:
+    """The facts ``info`` prints, measured on the model (MACs counted by torch's flop counter)."""
+    spec = model.teacher.spec
+    c, h, w = spec.input_size
+    x = torch.zeros(1, c, h, w)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        y = model.g_a(x)
+    entry = MODELS.get(model.model_id)
+    return {
+        "model_id": model.model_id,
+        "trained": entry.trained,
+        "teacher": model.teacher.name,
+        "edge_params": count_parameters(model.edge),
+        "server_params": count_parameters(model.server),
+        "encoder_params": count_parameters(model.g_a),
+        "entropy_params": count_parameters(model.entropy),
+        "decoder_params": count_parameters(model.g_s),
+        "tail_params": count_parameters(model.teacher.tail),
+        "head_params_replaced": count_parameters(model.teacher.head),
+        "input_size": list(spec.input_size),
+        "latent_shape": list(y.shape[1:]),
+        "split_point": {"module": spec.module, "channels": spec.channels,
+                        "reduction": spec.reduction, "layout": spec.layout,
+                        "feature_shape": list(spec.feature_shape)},
+        "edge_macs": counter.get_total_flops() // 2,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    weights = None if args.teacher_weights == "random" else args.teacher_weights
+    info = describe(create_model(args.model, teacher_weights=weights))
+    if args.json:
+        print(json.dumps(info))
+    else:
+        for k, v in info.items():
+            print(f"{k:22s} {v}")
+    return 0

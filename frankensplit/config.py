@@ -1,0 +1,251 @@
+"""Typed training configs: plain YAML -> dataclasses, ``--set key=value`` overrides, strict keys.
+
+No ``eval`` and no YAML tags: values are parsed with ``yaml.safe_load``. Unknown keys are errors that
+name the key and the allowed ones. A lambda sweep is a list (``lmbda: [0.5, 1, 2, 4]``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["DataConfig", "StageConfig", "TrainConfig", "from_dict", "load_config", "to_dict"]
+
+
+@dataclass
+class DataConfig:
+    """Where images come from.
+
+    Attributes:
+        train: training image folders (labels not needed).
+        val: validation folder or labels.csv (None: no validation, last checkpoint is kept).
+        train_limit: use only the first N training images (sorted), for quick runs.
+        val_limit: use only the first N validation images.
+        workers: DataLoader worker processes.
+    """
+
+    train: list[str] = field(default_factory=list)
+    val: str | None = None
+    train_limit: int | None = None
+    val_limit: int | None = None
+    workers: int = 2
+
+
+@dataclass
+class StageConfig:
+    """One training stage (the paper: stage 1 plain distillation, stage 2 saliency-guided).
+
+    Attributes:
+        name: label for logs and checkpoints.
+        epochs: passes over the data (an epoch is capped at ``steps_per_epoch`` when set).
+        batch_size: images per step (per process under DDP).
+        lr: Adam learning rate (a fresh optimizer per stage).
+        gamma: ExponentialLR decay per epoch.
+        view: "train" (RandomResizedCrop + flip), "patch" (eval-scale random patches + flip,
+            cheap CPU training), or "fixed" (Resize(256,256) -> CenterCrop, aligned with saliency).
+        patch_size: side of the random patches for view "patch".
+        saliency: weight the distortion by the precomputed saliency maps (needs view "fixed").
+        steps_per_epoch: cap on steps per epoch (None: the whole dataset).
+    """
+
+    name: str = "distill"
+    epochs: int = 5
+    batch_size: int = 16
+    lr: float = 1e-3
+    gamma: float = 0.61054
+    view: str = "train"
+    patch_size: int = 128
+    saliency: bool = False
+    steps_per_epoch: int | None = None
+
+
+@dataclass
+class TrainConfig:
+    """A training run; ``lmbda`` may be a list (one model per value).
+
+    Attributes:
+        teacher: timm model name of the backbone.
+        teacher_weights: "auto", "offline", "online" or a checkpoint path.
+        encoder: ``ENCODERS`` id.
+        entropy: ``ENTROPY_MODELS`` id.
+        latent_channels: channels of y.
+        model_id: id pattern of the produced models; ``{lmbda}`` is replaced by the value.
+        lmbda: rate weight(s) (sum-reduced loss: bits are total bits per batch).
+        stages: the training stages, in order.
+        data: the data.
+        init_codec: codec weights (safetensors) to start from, e.g. a trained lite0 model. Its
+            g_a and entropy model are always loaded; its g_s only when "g_s" is frozen (a new
+            teacher needs a new blueprint decoder: encoder reuse).
+        freeze: parts kept frozen ("g_a", "entropy", "g_s"): encoder reuse trains only "g_s".
+        aux_lr: Adam learning rate of the entropy model's quantile (aux) loss.
+        seed: seed of everything random (init, shuffling, augmentation).
+        device: "cpu", "cuda" or "cuda:N".
+        amp: bfloat16/float16 autocast on CUDA (ignored on CPU).
+        threads: torch intra-op threads (None: torch's default).
+        saliency_cache: folder of the saliency map cache (stage with ``saliency: true``).
+        val_every: validate every N epochs.
+    """
+
+    teacher: str = "tf_efficientnet_lite0"
+    teacher_weights: str = "auto"
+    encoder: str = "frankensplit"
+    entropy: str = "factorized"
+    latent_channels: int = 48
+    model_id: str = "fs-lite0-l{lmbda}"
+    lmbda: list[float] = field(default_factory=lambda: [1.0])
+    stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
+    data: DataConfig = field(default_factory=DataConfig)
+    init_codec: str | None = None
+    freeze: list[str] = field(default_factory=list)
+    aux_lr: float = 1e-3
+    seed: int = 0
+    device: str = "cpu"
+    amp: bool = False
+    threads: int | None = None
+    saliency_cache: str | None = None
+    val_every: int = 1
+
+    def validate(self) -> None:
+        """Check values that the types alone do not."""
+        if not self.lmbda or any(v <= 0 for v in self.lmbda):
+            raise ValueError(f"lmbda must be a non-empty list of positive numbers, got {self.lmbda}")
+        if not self.stages:
+            raise ValueError("at least one stage is needed")
+        for s in self.stages:
+            if s.view not in ("train", "patch", "fixed"):
+                raise ValueError(f"stage {s.name}: view {s.view!r} is not train, patch or fixed")
+            if s.saliency and s.view != "fixed":
+                raise ValueError(f"stage {s.name}: saliency needs view 'fixed' (aligned maps)")
+            if s.epochs < 1 or s.batch_size < 1 or s.lr <= 0:
+                raise ValueError(f"stage {s.name}: epochs, batch_size and lr must be positive")
+        bad = set(self.freeze) - {"g_a", "entropy", "g_s"}
+        if bad:
+            raise ValueError(f"freeze: unknown parts {sorted(bad)}; expected g_a, entropy, g_s")
+        if {"g_a", "entropy", "g_s"} <= set(self.freeze):
+            raise ValueError("freeze: g_a, entropy and g_s are all frozen, nothing would train")
+        if "{lmbda}" not in self.model_id and len(self.lmbda) > 1:
+            raise ValueError("model_id must contain '{lmbda}' when sweeping several lambdas")
+
+
+#: Floats in exponent notation without a dot (``1e-3``), which ``yaml.safe_load`` leaves as strings.
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    """Convert a YAML value to the annotated type, strictly (``TypeError`` when it does not fit)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(arg, value, where)
+            except (TypeError, ValueError) as e:
+                errors.append(str(e))
+        raise TypeError(f"{where}: {value!r} fits none of {args}: {'; '.join(errors)}")
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        items = value if isinstance(value, list) else [value]  # a scalar is a one-item sweep
+        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(items)]
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
+    if tp in (int, str, bool) and type(value) is tp:
+        return value
+    raise TypeError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def from_dict(cls: type, data: Any, where: str = "config") -> Any:
+    """Build dataclass ``cls`` from a mapping.
+
+    Raises:
+        ValueError: unknown keys (named, with the allowed ones).
+        TypeError: not a mapping, or a value of the wrong type.
+    """
+    if not isinstance(data, dict):
+        raise TypeError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; allowed: {', '.join(names)}")
+    return cls(**{k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()})
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A config as plain data (for writing next to checkpoints)."""
+    return dataclasses.asdict(cfg)
+
+
+def _child(node: Any, part: str, key: str) -> Any:
+    """The item ``part`` of a section (a mapping, or a list addressed by index) for ``--set key``."""
+    if isinstance(node, list):
+        if not part.isdigit() or int(part) >= len(node):
+            raise ValueError(f"--set {key}: {part!r} is not an index of a list of {len(node)}")
+        return node[int(part)]
+    if not isinstance(node, dict):
+        raise TypeError(f"--set {key}: {part!r} is addressed inside {node!r}, not a section")
+    return node.setdefault(part, {})
+
+
+def _set(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set a dotted ``key`` (list items by index: ``stages.0.epochs``) in raw config data."""
+    *parents, last = key.split(".")
+    node: Any = data
+    for part in parents:
+        node = _child(node, part, key)
+    if isinstance(node, list):
+        _child(node, last, key)  # validates the index
+        node[int(last)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise TypeError(f"--set {key}: {last!r} is addressed inside {node!r}, not a section")
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Load a YAML config and apply ``key=value`` overrides (dotted keys, YAML values).
+
+    ``stages.0.epochs=1`` addresses list items by index; ``lmbda=[0.5,1]`` sets a sweep.
+
+    Raises:
+        ValueError: missing file, invalid YAML, unknown keys, bad indices or bad values.
+        TypeError: a value of the wrong type, or a key addressed inside a non-section.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"config not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: invalid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise TypeError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    if "stages" not in data and any(o.startswith("stages.") for o in overrides or []):
+        data["stages"] = [to_dict(StageConfig())]
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ValueError(f"--set {item}: invalid YAML value: {e}") from e
+        _set(data, key.strip(), value)
+    cfg = from_dict(TrainConfig, data)
+    cfg.validate()
+    return cfg

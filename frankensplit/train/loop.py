@@ -1,0 +1,346 @@
+"""The training loop: head-distilled rate-distortion, stage by stage, resumable, DDP-ready.
+
+Per step (FRANKENSPLIT.md)::
+
+    h      = teacher.head(x)                       frozen, eval mode, no grad
+    y_hat  = g_a(x) + U(-0.5, 0.5)                 (entropy model, training mode)
+    h_hat  = g_s(y_hat)
+    L      = sum w (h_hat - h)^2 + lmbda * sum(-log2 p(y_hat))     w = 1 or 1/2 (1 + s)
+    aux    = entropy model quantile loss           (its own optimizer, every step)
+
+Only codec parameters are trained. Every epoch ends with a checkpoint (``last.pt``, tensors and
+plain data only, read back with ``weights_only=True``) and, when validation data is given, a
+validation whose top-1 (or teacher agreement without labels) picks ``best.safetensors``.
+Resuming restarts at the first unfinished epoch with the same seeds, so an interrupted run ends
+where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from frankensplit.config import StageConfig, TrainConfig, to_dict
+from frankensplit.data import ImageDataset, make_transform
+from frankensplit.losses import rd_loss
+from frankensplit.models.split import FrankenSplit
+from frankensplit.models.zoo import build_model, codec_state, load_codec_state, save_codec
+from frankensplit.train.distributed import DistInfo, all_reduce_mean, cleanup, setup
+from frankensplit.train.validate import validate
+
+__all__ = ["MixedPrecisionForward", "format_lmbda", "train", "train_one"]
+
+
+def format_lmbda(lmbda: float) -> str:
+    """A lambda as it appears in model ids and folder names ("0.5", "2")."""
+    return f"{lmbda:g}"
+
+
+def _device(cfg: TrainConfig, info: DistInfo) -> torch.device:
+    if cfg.device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {cfg.device!r} requested but CUDA is not available")
+        return torch.device(f"cuda:{info.local_rank}" if info.enabled else cfg.device)
+    if cfg.device != "cpu":
+        raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {cfg.device!r}")
+    return torch.device("cpu")
+
+
+class MixedPrecisionForward(nn.Module):
+    """``FrankenSplit.forward`` under autocast, with the entropy model kept in float32.
+
+    The factorized prior's likelihoods are differences of two sigmoids of matmul outputs and its
+    training noise is U(-1/2, 1/2) added to y; with bfloat16's 8 significant bits both are lost
+    (the rate collapses onto the likelihood bound, y + u rounds away the noise), so only g_a and
+    g_s run in low precision.
+
+    Args:
+        model: the model whose codec is trained.
+        device_type: autocast device type ("cuda"; "cpu" in tests).
+        dtype: the low-precision dtype.
+    """
+
+    def __init__(self, model: FrankenSplit, device_type: str, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.model = model
+        self.device_type = device_type
+        self.dtype = dtype
+
+    def forward(self, x: Tensor) -> dict[str, Any]:
+        """Same outputs as ``FrankenSplit.forward``, all float32."""
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            y = self.model.g_a(x)  # (N, C, H/8, W/8)
+        y_hat, likelihoods = self.model.entropy(y.float())
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            h_hat = self.model.g_s(y_hat)  # (N, *spec.feature_shape)
+        return {"y_hat": y_hat, "likelihoods": {"y": likelihoods}, "h_hat": h_hat.float()}
+
+
+@dataclass
+class _Run:
+    """Everything one lambda's training shares across stages and epochs."""
+
+    cfg: TrainConfig
+    lmbda: float
+    model: FrankenSplit
+    net: nn.Module  # what the forward goes through: the model, its AMP wrapper, or DDP of those
+    device: torch.device
+    info: DistInfo
+    run_dir: Path
+    progress: bool
+    val_loader: DataLoader | None
+    main_params: list[nn.Parameter]
+    quantiles: list[nn.Parameter]
+    best: dict[str, Any] = field(default_factory=lambda: {"score": -1.0})
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _train_loader(run: _Run, stage: StageConfig, epoch_seed: int) -> DataLoader:
+    cfg, info = run.cfg, run.info
+    if not cfg.data.train:
+        raise ValueError("data.train is empty: give at least one training image folder")
+    transform = make_transform(run.model.teacher.data_config, stage.view, stage.patch_size)
+    dataset: Any = ImageDataset(cfg.data.train, transform, limit=cfg.data.train_limit)
+    if stage.saliency:
+        from frankensplit.saliency import SaliencyDataset
+
+        if cfg.saliency_cache is None:
+            raise ValueError(f"stage {stage.name} uses saliency: set saliency_cache")
+        dataset = SaliencyDataset(dataset, cfg.saliency_cache)
+    generator = torch.Generator().manual_seed(epoch_seed)
+    if info.enabled:
+        sampler: Any = DistributedSampler(dataset, info.world_size, info.rank, seed=epoch_seed)
+    else:
+        sampler = RandomSampler(dataset, generator=generator)
+    return DataLoader(
+        dataset, batch_size=stage.batch_size, sampler=sampler, num_workers=cfg.data.workers,
+        drop_last=True, generator=generator, persistent_workers=False,
+    )
+
+
+def _val_loader(cfg: TrainConfig, model: FrankenSplit) -> DataLoader | None:
+    if cfg.data.val is None:
+        return None
+    dataset = ImageDataset(
+        cfg.data.val, make_transform(model.teacher.data_config, "eval"), limit=cfg.data.val_limit
+    )
+    return DataLoader(dataset, batch_size=32, num_workers=cfg.data.workers)
+
+
+def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    return torch.bfloat16 if cfg.amp and device.type == "cuda" else None
+
+
+def _step(run: _Run, batch: tuple) -> dict[str, Tensor]:
+    model, device = run.model, run.device
+    x = batch[0].to(device, non_blocking=True)
+    dtype = _amp_dtype(run.cfg, device)
+    with torch.no_grad(), torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
+        h = model.teacher.head(x).float()  # (N, *spec.feature_shape)
+    out = run.net(x)
+    s = None
+    if len(batch) > 3:  # saliency maps (N, 28, 28) -> the split's spatial size, nearest
+        s = F.interpolate(batch[3].to(device)[:, None], size=model.teacher.spec.spatial,
+                          mode="nearest")[:, 0]
+    return rd_loss(out["h_hat"].float(), h, out["likelihoods"], run.lmbda, s,
+                   model.teacher.spec.layout)
+
+
+def _checkpoint(path: Path, **state: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)  # atomic: an interruption never leaves a half-written checkpoint
+
+
+def _score(metrics: dict[str, float]) -> float:
+    return metrics["agreement"] if math.isnan(metrics["top1"]) else metrics["top1"]
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN (unlabelled top-1) -> null: strict JSON readers refuse ``NaN``."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _build(cfg: TrainConfig, lmbda: float, device: torch.device) -> FrankenSplit:
+    """The model for one lambda: seeded codec, optional init codec, frozen parts, on ``device``."""
+    model_id = cfg.model_id.format(lmbda=format_lmbda(lmbda))
+    model = build_model(model_id, cfg.teacher, cfg.encoder, cfg.entropy, cfg.latent_channels,
+                        teacher_weights=cfg.teacher_weights)
+    if cfg.init_codec:
+        from safetensors.torch import load_file
+
+        state = load_file(cfg.init_codec)
+        parts = tuple(p for p in ("g_a", "entropy", "g_s") if p in cfg.freeze or p != "g_s")
+        load_codec_state(model, {k: v for k, v in state.items() if k.split(".")[0] in parts},
+                         parts, source=cfg.init_codec)
+    for part in cfg.freeze:
+        getattr(model, part).requires_grad_(False)
+    return model.to(device)
+
+
+def _start(cfg: TrainConfig, lmbda: float, run_dir: Path, progress: bool, info: DistInfo) -> _Run:
+    device = _device(cfg, info)
+    model = _build(cfg, lmbda, device)
+    dtype = _amp_dtype(cfg, device)
+    net: nn.Module = MixedPrecisionForward(model, device.type, dtype) if dtype else model
+    if info.enabled:
+        net = DistributedDataParallel(net, find_unused_parameters=True)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return _Run(
+        cfg, lmbda, model, net, device, info, run_dir, progress,
+        val_loader=_val_loader(cfg, model) if info.is_main else None,
+        main_params=[p for n, p in named if not n.endswith("quantiles")],
+        quantiles=[p for n, p in named if n.endswith("quantiles")],
+    )
+
+
+def train_one(
+    cfg: TrainConfig, lmbda: float, run_dir: Path, resume: bool = False,
+    progress: bool = True, info: DistInfo | None = None,
+) -> dict[str, Any]:
+    """Train one model for one lambda into ``run_dir``; returns its final summary."""
+    info = info or DistInfo()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    run = _start(cfg, lmbda, run_dir, progress, info)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    last = run_dir / "last.pt"
+    ckpt: dict[str, Any] = {}
+    if resume and last.is_file():
+        ckpt = torch.load(last, map_location="cpu", weights_only=True)
+        load_codec_state(run.model, ckpt["codec"], source=str(last))
+        run.best, run.history = ckpt["best"], ckpt["history"]
+    for si, stage in enumerate(cfg.stages):
+        if not ckpt or si >= ckpt["stage"]:
+            _run_stage(run, si, stage, ckpt if ckpt and si == ckpt["stage"] else None)
+    summary = {"model_id": run.model.model_id, "lmbda": lmbda, "best": run.best,
+               "history": run.history, "config": to_dict(cfg)}
+    if info.is_main:
+        save_codec(run.model, run_dir / "last.safetensors", {"lmbda": str(lmbda)})
+        if run.val_loader is None:  # nothing to select by: the last weights are the result
+            (run_dir / "best.safetensors").write_bytes((run_dir / "last.safetensors").read_bytes())
+        (run_dir / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2))
+    return summary
+
+
+def _run_stage(run: _Run, si: int, stage: StageConfig, ckpt: dict[str, Any] | None) -> None:
+    """The epochs of one stage (fresh optimizers, or the checkpoint's when resuming inside it)."""
+    opt = torch.optim.Adam(run.main_params, lr=stage.lr)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=stage.gamma)
+    aux_opt = torch.optim.Adam(run.quantiles, lr=run.cfg.aux_lr) if run.quantiles else None
+    start = 0
+    if ckpt is not None:
+        opt.load_state_dict(ckpt["opt"])
+        sched.load_state_dict(ckpt["sched"])
+        if aux_opt is not None:
+            aux_opt.load_state_dict(ckpt["aux_opt"])
+        start = ckpt["epoch"]
+    for epoch in range(start, stage.epochs):
+        seed = run.cfg.seed * 1_000_003 + si * 1009 + epoch
+        torch.manual_seed(seed)  # augmentation and noise: same whether resumed or not
+        loader = _train_loader(run, stage, seed)
+        desc = f"{run.model.model_id} {stage.name} {epoch + 1}/{stage.epochs}"
+        stats = _run_epoch(run, loader, opt, aux_opt, stage, desc)
+        sched.step()
+        # CDF tables on every rank, not only where save_codec rebuilds them: they are buffers DDP
+        # broadcasts from rank 0 at each forward, and tables of different sizes break that.
+        run.model.update(force=True)
+        record: dict[str, Any] = {"stage": stage.name, "epoch": epoch + 1, **stats}
+        last_epoch = epoch + 1 == stage.epochs
+        if run.val_loader is not None and ((epoch + 1) % run.cfg.val_every == 0 or last_epoch):
+            record["val"] = validate(run.model, run.val_loader, run.device)
+            if _score(record["val"]) > run.best["score"]:
+                run.best = {"score": _score(record["val"]), "stage": stage.name,
+                            "epoch": epoch + 1, **record["val"]}
+                save_codec(run.model, run.run_dir / "best.safetensors", {"lmbda": str(run.lmbda)})
+        run.history.append(record)
+        if run.info.is_main:
+            _checkpoint(run.run_dir / "last.pt", codec=codec_state(run.model),
+                        opt=opt.state_dict(), sched=sched.state_dict(),
+                        aux_opt=aux_opt.state_dict() if aux_opt else {},
+                        stage=si, epoch=epoch + 1, best=run.best, history=run.history)
+
+
+def _run_epoch(
+    run: _Run, loader: DataLoader, opt: torch.optim.Optimizer,
+    aux_opt: torch.optim.Optimizer | None, stage: StageConfig, desc: str,
+) -> dict[str, float]:
+    from tqdm.auto import tqdm
+
+    run.model.train()
+    steps = len(loader) if stage.steps_per_epoch is None else min(len(loader), stage.steps_per_epoch)
+    if steps == 0:
+        raise ValueError(f"stage {stage.name}: fewer training images than one batch")
+    world = run.info.world_size
+    bar = tqdm(total=steps, desc=desc, disable=not (run.progress and run.info.is_main), leave=False)
+    t0, images, pixels = time.perf_counter(), 0, 0
+    sums = {"loss": 0.0, "distortion": 0.0, "bits": 0.0, "aux": 0.0}
+    for i, batch in enumerate(loader):
+        if i >= steps:
+            break
+        parts = _step(run, batch)
+        opt.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        opt.step()
+        aux = run.model.aux_loss()
+        if aux_opt is not None:
+            aux_opt.zero_grad(set_to_none=True)
+            aux.backward()
+            for q in run.quantiles:  # the aux loss runs outside DDP's forward: average by hand
+                q.grad = all_reduce_mean(q.grad, run.info)
+            aux_opt.step()
+        n = batch[0].shape[0]
+        images += n
+        pixels += n * batch[0].shape[2] * batch[0].shape[3]
+        for k in ("loss", "distortion", "bits"):
+            sums[k] += float(parts[k].detach())
+        sums["aux"] += float(aux.detach())
+        bar.set_postfix(loss=f"{float(parts['loss'].detach()):.3g}",
+                        bpp=f"{sums['bits'] / pixels:.3f}",
+                        img_s=f"{images * world / (time.perf_counter() - t0):.1f}")
+        bar.update()
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    return {
+        "loss": sums["loss"] / steps,
+        "distortion_per_image": sums["distortion"] / images,
+        "bpp_train": sums["bits"] / pixels,
+        "aux": sums["aux"] / steps,
+        "images": images * world,
+        "seconds": elapsed,
+        "images_per_s": images * world / elapsed,
+    }
+
+
+def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
+          progress: bool = True) -> list[dict[str, Any]]:
+    """Train one model per lambda of ``cfg`` under ``out_dir/lmbda-<value>/``."""
+    cfg.validate()
+    info = setup(cfg.device)
+    try:
+        out = Path(out_dir)
+        if info.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+        return [train_one(cfg, lmbda, out / f"lmbda-{format_lmbda(lmbda)}", resume, progress, info)
+                for lmbda in cfg.lmbda]
+    finally:
+        cleanup(info)

@@ -1,0 +1,257 @@
+"""The HTTP server, tested through a real uvicorn on a loopback port with edge-encoded packets."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+torch = pytest.importorskip("torch")
+uvicorn = pytest.importorskip("uvicorn")
+
+from frankensplit import bitstream
+from frankensplit.cli import main as cli_main
+from frankensplit.models.zoo import build_model, create_model
+from frankensplit.runtime.client import EdgeClient, ServerError, post_packet
+from frankensplit.runtime.export import export_bundle
+from frankensplit.runtime.loading import load_server_model, resolve_model_spec, served_model
+from frankensplit.runtime.server import ServerConfig, create_app
+
+MODEL_ID = "fs-lite0-untrained"
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+TINY16 = Path(__file__).resolve().parents[2] / "shared/data/fixtures/tiny16"
+
+
+def _images(n: int) -> list[Path]:
+    images = sorted(TINY16.glob("*.jpg"))[:n]
+    if len(images) < n:
+        pytest.skip(f"fixture images not found in {TINY16} (needs the shared data folder)")
+    return images
+
+
+@contextmanager
+def live_server(app):
+    """Run ``app`` on uvicorn in a thread on a free loopback port; yield its base URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+def _wait_ready(url: str, timeout: float = 60.0) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while (response := httpx.get(f"{url}/readyz")).status_code != 200:
+        assert time.monotonic() < deadline, response.text
+        time.sleep(0.1)
+    return response
+
+
+@pytest.fixture(scope="module")
+def model():
+    return create_model(MODEL_ID)
+
+
+@pytest.fixture(scope="module")
+def second(model):
+    """A second model id sharing the teacher (its codec is seeded from its own id)."""
+    other = build_model("fs-lite0-second", model.teacher)
+    other.eval()
+    other.update(force=True)
+    return other
+
+
+@pytest.fixture(scope="module")
+def bundle(model, tmp_path_factory):
+    return export_bundle(model, tmp_path_factory.mktemp("bundle"))
+
+
+@pytest.fixture(scope="module")
+def client(bundle):
+    return EdgeClient(bundle.edge_dir, threads=1)
+
+
+@pytest.fixture(scope="module")
+def server(model, second):
+    config = ServerConfig(max_batch=8, max_wait_ms=20.0, token=TOKEN, max_body_bytes=200_000)
+    app = create_app({m.model_id: served_model(m) for m in (model, second)}, config)
+    with live_server(app) as url:
+        _wait_ready(url)
+        yield url
+
+
+@pytest.fixture(scope="module")
+def packets(client):
+    return [client.encode(path) for path in _images(8)]
+
+
+@pytest.fixture(scope="module")
+def reference(model, packets):
+    """In-process answers: top-5 (probabilities, indexes) per packet."""
+    probs = model.server.decode(packets).softmax(1)
+    values, indexes = probs.topk(5, dim=1)
+    return values.numpy(), indexes.numpy()
+
+
+def _check(answer: dict, reference, row: int) -> None:
+    values, indexes = reference
+    assert [p["index"] for p in answer["predictions"]] == indexes[row].tolist()
+    got = np.array([p["probability"] for p in answer["predictions"]])
+    np.testing.assert_allclose(got, values[row], rtol=1e-4, atol=1e-6)
+
+
+def _post(url: str, body: bytes, headers: dict | None = None, query: str = "") -> httpx.Response:
+    return httpx.post(f"{url}/v1/classify{query}", content=body,
+                      headers={"Content-Type": "application/octet-stream",
+                               **(AUTH if headers is None else headers)},
+                      timeout=60)
+
+
+def test_probes_and_metrics(server):
+    assert httpx.get(f"{server}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{server}/readyz").json()["models"] == ["fs-lite0-second", MODEL_ID]
+    assert httpx.get(f"{server}/metrics").status_code == 401
+    models = httpx.get(f"{server}/v1/models", headers=AUTH).json()["models"]
+    assert {m["model_id"]: m["latent_shape"] for m in models}[MODEL_ID] == [48, 28, 28]
+
+
+def test_edge_client_predictions_equal_in_process(server, client, packets, reference):
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    for row, path in enumerate(_images(3)):
+        answer = client.classify(server, path, topk=5, token=TOKEN)
+        assert answer["model_id"] == MODEL_ID and answer["packet_bytes"] == len(packets[row])
+        assert answer["latent_shape"] == [48, 28, 28] and answer["decode_ms"] > 0
+        _check(answer, reference, row)
+        top = answer["predictions"][0]
+        assert top["name"] == info.index_to_description(top["index"])
+    assert len(_post(server, packets[0], query="?topk=2").json()["predictions"]) == 2
+
+
+def test_concurrent_requests_are_batched(server, packets, reference):
+    with ThreadPoolExecutor(len(packets)) as pool:
+        responses = list(pool.map(lambda p: _post(server, p), packets))
+    assert [r.status_code for r in responses] == [200] * len(packets)
+    for row, response in enumerate(responses):
+        _check(response.json(), reference, row)
+    assert max(r.json()["batch_size"] for r in responses) > 1
+    metrics = httpx.get(f"{server}/metrics", headers=AUTH).text
+    assert f'frankensplit_requests_total{{model="{MODEL_ID}",status="200"}}' in metrics
+    assert "frankensplit_request_latency_seconds_bucket" in metrics
+    assert "frankensplit_received_bytes_total" in metrics
+
+
+def test_several_models_by_id(server, second, client):
+    x = torch.from_numpy(client.preprocess(_images(1)[0]))[None]
+    packet = second.edge.encode(x)[0]
+    answer = _post(server, packet).json()
+    assert answer["model_id"] == "fs-lite0-second"
+    expected = second.server.decode([packet]).softmax(1).topk(5, dim=1)
+    assert [p["index"] for p in answer["predictions"]] == expected.indices[0].tolist()
+
+
+def test_error_statuses(server, packets):
+    packet = bitstream.unpack(packets[0])
+    cases = {
+        400: [b"not a packet", packets[0][:-1] + bytes([packets[0][-1] ^ 1]),
+              bitstream.pack(bitstream.Packet(MODEL_ID, (48, 14, 14), packet.payload))],
+        404: [bitstream.pack(bitstream.Packet("no-such-model", packet.shape, packet.payload))],
+        413: [packets[0] + bytes(200_000)],
+    }
+    for status, bodies in cases.items():
+        for body in bodies:
+            response = _post(server, body)
+            assert response.status_code == status, response.text
+            assert response.json()["detail"]
+    assert "magic" in _post(server, b"not a packet").json()["detail"]
+    assert "no-such-model" in _post(server, cases[404][0]).json()["detail"]
+    assert _post(server, packets[0], query="?topk=0").status_code == 400
+    assert _post(server, packets[0], headers={}).status_code == 401
+    response = _post(server, packets[0], headers={"Authorization": "Bearer wrong"})
+    assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+    with pytest.raises(ServerError, match="404"):
+        post_packet(server, cases[404][0], token=TOKEN)
+    metrics = httpx.get(f"{server}/metrics", headers=AUTH).text
+    assert 'frankensplit_requests_total{model="-",status="404"}' in metrics
+    assert f'frankensplit_requests_total{{model="{MODEL_ID}",status="400"}}' in metrics
+
+
+def test_forged_payloads_cannot_take_the_server_down(server, packets, reference):
+    """Valid framing around an empty or hostile payload: compressai's decoder would segfault."""
+    for payload in (b"", b"\xff" * 3, b"\xff" * 150_000):
+        body = bitstream.pack(bitstream.Packet(MODEL_ID, (48, 28, 28), payload))
+        assert _post(server, body).status_code in (200, 400)
+    _check(_post(server, packets[0]).json(), reference, 0)  # still serving
+
+
+def test_readiness_follows_a_background_loader(model, packets, reference):
+    release = threading.Event()
+
+    def loader():
+        release.wait(30)
+        return [served_model(model)]
+
+    app = create_app(config=ServerConfig(isolate_decoder=False, max_batch=1), loader=loader)
+    with live_server(app) as url:
+        assert httpx.get(f"{url}/healthz").status_code == 200
+        assert httpx.get(f"{url}/readyz").status_code == 503
+        assert _post(url, packets[0], headers={}).status_code == 503
+        release.set()
+        _wait_ready(url)
+        _check(_post(url, packets[1], headers={}).json(), reference, 1)  # in-process decoder
+
+
+def test_failed_loader_is_reported_on_readyz():
+    def loader():
+        raise ValueError("weights missing")
+
+    with live_server(create_app(loader=loader)) as url:
+        deadline = time.monotonic() + 30
+        while (body := httpx.get(f"{url}/readyz").json())["status"] == "loading":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert body == {"status": "failed", "detail": "ValueError: weights missing"}
+
+
+def test_server_bundle_loads_the_same_model(bundle, packets, reference):
+    loaded = load_server_model(str(bundle.server_dir))
+    assert (loaded.model_id, loaded.latent_shape) == (MODEL_ID, (48, 28, 28))
+    values, indexes = loaded.part.decode(packets[:2]).softmax(1).topk(5, dim=1)
+    np.testing.assert_array_equal(indexes.numpy(), reference[1][:2])
+    np.testing.assert_allclose(values.numpy(), reference[0][:2], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="serve needs a server bundle"):
+        resolve_model_spec(str(bundle.edge_dir))
+
+
+def test_create_app_and_serve_cli_validate_arguments(model, capsys):
+    with pytest.raises(ValueError, match="exactly one"):
+        create_app()
+    with pytest.raises(ValueError, match="server part for"):
+        create_app({"other-id": model.server})
+    with pytest.raises(ValueError, match="max_batch"):
+        ServerConfig(max_batch=0)
+    assert cli_main(["serve", "--model", "no-such-model"]) == 2
+    assert "unknown model id" in capsys.readouterr().err

@@ -1,0 +1,149 @@
+"""The training loop on CPU in seconds: run folder, resume determinism, encoder reuse, DDP, CLI.
+
+Real EfficientNet-Lite0/Lite2 teachers (offline weights) on the tiny16 fixture images with 64x64
+patches and a couple of steps: small enough for a unit test, real enough to catch layout,
+checkpoint and seeding bugs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from frankensplit.config import load_config
+from frankensplit.models.zoo import build_model, load_codec, save_codec
+from frankensplit.train import train
+from frankensplit.train.loop import MixedPrecisionForward
+
+REPO = Path(__file__).resolve().parents[1]
+TINY16 = REPO.parent / "shared/data/fixtures/tiny16"
+
+#: Two steps per epoch of 64x64 patches, batch 4, on 8 labelled images, no worker processes.
+TINY = [
+    f"data.train=[{TINY16}]", "data.train_limit=8", "data.workers=0", "teacher_weights=offline",
+    "stages.0.batch_size=4", "stages.0.view=patch", "stages.0.patch_size=64",
+    "stages.0.steps_per_epoch=2", "stages.0.epochs=1", "lmbda=[2]", "model_id=fs-test-l{lmbda}",
+]
+
+
+@pytest.fixture(autouse=True)
+def _need_fixtures(monkeypatch):
+    if not TINY16.is_dir():
+        pytest.skip(f"fixture images not found in {TINY16} (needs the shared data folder)")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def codec(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)["codec"]
+
+
+def test_two_steps_make_the_run_folder_with_a_loadable_best(tmp_path):
+    cfg = load_config(None, [*TINY, f"data.val={TINY16}", "data.val_limit=2"])
+    (summary,) = train(cfg, tmp_path, progress=False)
+    run = tmp_path / "lmbda-2"
+    for name in ("last.pt", "best.safetensors", "last.safetensors", "summary.json"):
+        assert (run / name).is_file(), name
+    assert (tmp_path / "config.json").is_file()
+    assert summary["model_id"] == "fs-test-l2" and summary["best"]["epoch"] == 1
+    (record,) = summary["history"]
+    assert record["images"] == 8 and record["bpp_train"] > 0
+    assert 0 <= record["val"]["top1"] <= 100 and record["val"]["images"] == 2
+    model = build_model("fs-test-l2", "tf_efficientnet_lite0", teacher_weights=None)
+    load_codec(model, run / "best.safetensors")
+    assert model.entropy.ready
+
+
+def test_resume_continues_exactly_where_an_uninterrupted_run_goes(tmp_path):
+    common = [*TINY, "seed=3"]
+    train(load_config(None, [*common, "stages.0.epochs=2"]), tmp_path / "full", progress=False)
+    train(load_config(None, [*common, "stages.0.epochs=1"]), tmp_path / "cut", progress=False)
+    (summary,) = train(load_config(None, [*common, "stages.0.epochs=2"]), tmp_path / "cut",
+                       resume=True, progress=False)
+    assert [r["epoch"] for r in summary["history"]] == [1, 2]
+    full, cut = codec(tmp_path / "full/lmbda-2"), codec(tmp_path / "cut/lmbda-2")
+    assert full.keys() == cut.keys()
+    for k in full:
+        assert torch.equal(full[k], cut[k]), k
+    a = load_file(tmp_path / "full/lmbda-2/last.safetensors")
+    b = load_file(tmp_path / "cut/lmbda-2/last.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_encoder_reuse_trains_only_the_new_decoder(tmp_path):
+    # Lite1 (240x240 input) as the new server backbone; Lite2's 260x260 is not a multiple of the
+    # split stride 8, which the blueprints refuse.
+    lite0 = build_model("fs-lite0-src", "tf_efficientnet_lite0", teacher_weights=None)
+    save_codec(lite0, tmp_path / "lite0.safetensors")
+    src = load_file(tmp_path / "lite0.safetensors")
+    cfg = load_config(None, [
+        *TINY, "teacher=tf_efficientnet_lite1", "model_id=fs-lite1-reuse",
+        f"init_codec={tmp_path / 'lite0.safetensors'}", "freeze=[g_a, entropy]",
+    ])
+    train(cfg, tmp_path / "run", progress=False)
+    out = load_file(tmp_path / "run/lmbda-2/last.safetensors")
+    frozen = [k for k in src if k.split(".")[0] in ("g_a", "entropy")]
+    assert frozen and all(torch.equal(out[k], src[k]) for k in frozen)
+    start = build_model("fs-lite1-reuse", "tf_efficientnet_lite1", teacher_weights=None)
+    g_s = {k: v for k, v in start.state_dict().items() if k.startswith("g_s.")}
+    assert any(not torch.equal(out[k], v) for k, v in g_s.items() if v.is_floating_point())
+
+
+def test_saliency_stage_needs_a_cache(tmp_path):
+    cfg = load_config(None, [*TINY, "stages.0.view=fixed", "stages.0.saliency=true",
+                             f"saliency_cache={tmp_path / 'none'}"])
+    with pytest.raises(ValueError, match="no saliency cache"):
+        train(cfg, tmp_path / "run", progress=False)
+
+
+def test_mixed_precision_keeps_the_entropy_model_in_float32():
+    model = build_model("fs-amp", "tf_efficientnet_lite0", teacher_weights=None).train()
+    forward = MixedPrecisionForward(model, "cpu", torch.bfloat16)
+    out = forward(torch.randn(2, 3, 32, 32))
+    assert out["y_hat"].dtype == torch.float32 and out["likelihoods"]["y"].dtype == torch.float32
+    assert out["h_hat"].dtype == torch.float32  # decoded in bfloat16, returned for the loss
+
+
+def test_cli_trains_with_overrides_and_prints_one_line_per_lambda(tmp_path, capsys):
+    from frankensplit.cli import main
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text("teacher: tf_efficientnet_lite0\nlmbda: [2, 4]\nstages:\n  - name: distill\n")
+    sets = [a for s in TINY if not s.startswith("lmbda=") for a in ("--set", s)]
+    code = main(["train", "--config", str(config), *sets, "--out", str(tmp_path / "run"),
+                 "--no-progress"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert code == 0 and len(lines) == 2
+    assert lines[0].startswith("fs-test-l2: best") and "lmbda-2/best.safetensors" in lines[0]
+    assert (tmp_path / "run/lmbda-4/best.safetensors").is_file()
+    assert main(["train", "--config", str(config), "--set", "seed=x"]) == 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_processes_on_cpu(tmp_path):
+    config = tmp_path / "ddp.yaml"
+    config.write_text("teacher: tf_efficientnet_lite0\n")
+    sets = [a for s in [*TINY, f"data.val={TINY16}", "data.val_limit=2", "threads=1",
+                        "stages.0.batch_size=2", "stages.0.epochs=2"] for a in ("--set", s)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+           "-m", "frankensplit", "train", "--config", str(config), *sets,
+           "--out", str(tmp_path / "run"), "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True,
+                          timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "run/lmbda-2"
+    assert all((run / n).is_file() for n in ("last.pt", "best.safetensors", "summary.json"))
+    assert done.stdout.count("fs-test-l2: best") == 1  # printed by rank 0 only
