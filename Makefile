@@ -1,0 +1,27 @@
+# The two set-up commands of the README. Each creates .venv on first use (pip, Python 3.10+).
+#   make demo   -> the main job: `frankensplit demo` on its embedded defaults
+#   make test   -> the test suite (what .ci/run calls)
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.installed-stamp
+export HF_HUB_OFFLINE = 1
+
+.PHONY: demo test venv lint results
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/frankensplit demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check frankensplit tests benchmarks

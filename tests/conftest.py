@@ -1,0 +1,31 @@
+"""Shared test set-up: offline hub, the shared data folder, tiny teachers of every family."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # no test may reach a model hub
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared" / "data"
+TINY16 = SHARED / "fixtures" / "tiny16"
+
+#: A tiny timm configuration per family: enough structure for the split, seconds on a CPU.
+TINY_TEACHERS: dict[str, tuple[str, dict]] = {
+    "efficientnet": ("tf_efficientnet_lite0", {}),
+    "resnet": ("resnet18", {}),
+    "convnext": ("convnext_atto", {}),
+    "swin": ("swin_tiny_patch4_window7_224",
+             {"embed_dim": 24, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 2, 2)}),
+}
+
+
+@pytest.fixture
+def tiny16() -> Path:
+    """The 16 labelled validation images of ../shared/data (skips when absent)."""
+    if not (TINY16 / "labels.csv").is_file():
+        pytest.skip(f"shared fixtures not found at {TINY16} (clone with ../shared beside the repo)")
+    return TINY16

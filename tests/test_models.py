@@ -1,0 +1,208 @@
+"""Encoder, entropy model, split model and zoo: the codec contract and its invariants."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import timm
+import torch
+
+from frankensplit import bitstream
+from frankensplit.backbones import SplitBackbone
+from frankensplit.blueprints import BLUEPRINTS
+from frankensplit.models import ENCODERS, FactorizedPrior, NotUpdatedError, build_model
+from frankensplit.models.split import count_parameters
+from frankensplit.models.zoo import create_model, file_sha256, load_codec, save_codec
+from tests.conftest import TINY_TEACHERS
+
+
+def test_frankensplit_encoder_matches_the_paper() -> None:
+    g_a = ENCODERS.get("frankensplit")()
+    assert count_parameters(g_a) == 141_696
+    assert g_a(torch.zeros(1, 3, 224, 224)).shape == (1, 48, 28, 28)
+
+
+@pytest.mark.parametrize("name", ENCODERS.names())
+def test_every_encoder_declares_its_latent(name: str) -> None:
+    g_a = ENCODERS.get(name)()
+    y = g_a(torch.zeros(1, 3, 224, 224))
+    assert y.shape[1] == g_a.latent_channels
+    assert y.shape[2] == 224 // g_a.reduction
+
+
+def test_entropic_student_encoder_size() -> None:
+    """138,672 weights: the GDN encoder of Matsubara et al. (about 138k in the paper)."""
+    assert count_parameters(ENCODERS.get("entropic_student")()) == 138_672
+
+
+class TestFactorizedPrior:
+    @pytest.fixture
+    def em(self) -> FactorizedPrior:
+        torch.manual_seed(0)
+        return FactorizedPrior(8)
+
+    def test_training_noise_is_within_half(self, em: FactorizedPrior) -> None:
+        y = torch.randn(2, 8, 16, 16) * 4
+        y_hat, likelihoods = em.train()(y)
+        assert ((y_hat - y).abs() <= 0.5).all()
+        assert (y_hat != y).any()  # noise, not identity
+        assert ((likelihoods > 0) & (likelihoods <= 1)).all()
+
+    def test_eval_rounds_around_the_median(self, em: FactorizedPrior) -> None:
+        y = torch.randn(2, 8, 16, 16) * 4
+        y_hat, _ = em.eval()(y)
+        m = em.medians().view(1, -1, 1, 1)
+        torch.testing.assert_close(y_hat - m, torch.round(y - m), rtol=0, atol=0)
+        assert torch.equal(em.quantize(y), y_hat)
+
+    def test_coding_needs_update(self, em: FactorizedPrior) -> None:
+        with pytest.raises(NotUpdatedError, match="update"):
+            em.compress(torch.zeros(1, 8, 4, 4))
+        assert not em.ready
+        em.update()
+        assert em.ready
+
+    @pytest.mark.parametrize("batch", [1, 3])
+    def test_decode_is_bit_exact(self, em: FactorizedPrior, batch: int) -> None:
+        em.eval().update()
+        y = torch.randn(batch, 8, 16, 16) * 3
+        strings = em.compress(y)
+        assert len(strings) == batch
+        assert torch.equal(em.decompress(strings, (16, 16)), em(y)[0])
+
+    def test_coded_bits_against_the_estimate(self) -> None:
+        """Coded size >= the information content, and within 1% of it (+ the header) on a large
+        latent: the rANS coder is close to the model's own rate."""
+        torch.manual_seed(0)
+        em = FactorizedPrior(48).eval()
+        with torch.no_grad():  # give the prior a realistic spread so the latent is compressible
+            em.entropy_bottleneck.quantiles.mul_(4)
+        em.update(force=True)
+        y = torch.randn(1, 48, 64, 64) * 3
+        with torch.no_grad():
+            _, likelihoods = em(y)
+        estimated = float(-torch.log2(likelihoods).sum())
+        (payload,) = em.compress(y)
+        packet = bitstream.pack(bitstream.Packet("fs-test", (48, 64, 64), payload))
+        header_bits = 8 * (len(packet) - len(payload))
+        actual = 8 * len(packet)
+        assert actual >= estimated
+        assert actual <= 1.01 * estimated + header_bits
+
+    def test_tables_round_trip_through_state_dict(self, em: FactorizedPrior) -> None:
+        em.eval().update()
+        other = FactorizedPrior(8).eval()
+        other.load_state_dict(em.state_dict())
+        y = torch.randn(1, 8, 8, 8) * 3
+        assert other.compress(y) == em.compress(y)
+
+    def test_bad_latent_is_refused(self, em: FactorizedPrior) -> None:
+        em.eval().update()
+        with pytest.raises(ValueError, match="latent"):
+            em.compress(torch.zeros(1, 5, 4, 4))
+
+
+def tiny_model(family: str):
+    """A FrankenSplit model over a tiny random teacher of ``family`` (64x64 inputs for CNNs)."""
+    name, kwargs = TINY_TEACHERS[family]
+    torch.manual_seed(0)
+    teacher = SplitBackbone(name, timm.create_model(name, pretrained=False, **kwargs))
+    return build_model(f"fs-test-{family}", teacher)
+
+
+def test_every_blueprint_family_has_a_tiny_teacher() -> None:
+    assert sorted(BLUEPRINTS.names()) == sorted(TINY_TEACHERS)
+
+
+@pytest.mark.parametrize("family", BLUEPRINTS.names())
+def test_split_model_contract(family: str) -> None:
+    """forward/backward in training, then exact compress -> decompress -> logits per family."""
+    model = tiny_model(family).train()
+    x = torch.randn(2, 3, 224, 224)
+    out = model(x)
+    assert out["h_hat"].shape == (2, *model.teacher.spec.feature_shape)
+    loss = out["h_hat"].square().mean() - torch.log2(out["likelihoods"]["y"]).mean()
+    loss.backward()
+    assert all(p.grad is not None for p in model.g_s.parameters())
+    assert all(p.grad is None for p in model.teacher.parameters())
+    model.eval().update()
+    packets = model.edge.encode(x)
+    y_hat = model.server.decode_latent(packets)
+    with torch.no_grad():
+        expected = model(x)
+    assert torch.equal(y_hat, expected["y_hat"])
+    logits = model.server.decode(packets)
+    torch.testing.assert_close(logits, model.teacher.tail(expected["h_hat"]))
+
+
+def test_bytes_do_not_depend_on_the_batch() -> None:
+    model = tiny_model("efficientnet").eval()
+    model.update()
+    x = torch.randn(3, 3, 224, 224)
+    together = model.edge.encode(x)
+    alone = [model.edge.encode(x[i : i + 1])[0] for i in range(3)]
+    assert together == alone
+
+
+def test_server_refuses_bad_packets() -> None:
+    model = tiny_model("efficientnet").eval()
+    model.update()
+    (packet,) = model.edge.encode(torch.randn(1, 3, 224, 224))
+    with pytest.raises(bitstream.TruncatedError):
+        model.server.decode([packet[:-10]])
+    flipped = bytearray(packet)
+    flipped[len(packet) // 2] ^= 0x10
+    with pytest.raises(bitstream.CorruptError):
+        model.server.decode([bytes(flipped)])
+    foreign = bitstream.pack(dataclasses.replace(bitstream.unpack(packet), model_id="fs-other"))
+    with pytest.raises(bitstream.BitstreamError, match="fs-other"):
+        model.server.decode([foreign])
+    with pytest.raises(bitstream.ForeignFormatError):
+        model.server.decode([b"\x89PNG\r\n\x1a\n" + packet])
+    wrong_c = bitstream.pack(dataclasses.replace(bitstream.unpack(packet), shape=(47, 28, 28)))
+    with pytest.raises(bitstream.BitstreamError, match="channels"):
+        model.server.decode([wrong_c])
+
+
+def test_forged_short_payload_is_an_error_not_a_crash() -> None:
+    """compressai's decoder over-reads short payloads; the padding makes them decode (to garbage
+    values, since there is no redundancy) instead of crashing the process."""
+    model = tiny_model("efficientnet").eval()
+    model.update()
+    for payload in (b"", b"\x01", b"\xff" * 7):
+        packet = bitstream.pack(bitstream.Packet(model.model_id, (48, 28, 28), payload))
+        assert model.server.decode_latent([packet]).shape == (1, 48, 28, 28)
+
+
+def test_codec_weights_round_trip_and_checksum(tmp_path) -> None:
+    model = tiny_model("efficientnet").eval()
+    path = tmp_path / "codec.safetensors"
+    digest = save_codec(model, path)
+    assert digest == file_sha256(path)
+    other = tiny_model("efficientnet")
+    with torch.no_grad():
+        for p in other.g_a.parameters():
+            p.add_(1.0)
+    load_codec(other, path, sha256=digest)
+    other.eval()
+    x = torch.randn(1, 3, 224, 224)
+    assert other.edge.encode(x) == model.edge.encode(x)
+    with pytest.raises(ValueError, match="checksum"):
+        load_codec(other, path, sha256="0" * 64)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="cannot read"):
+        load_codec(other, path)
+
+
+def test_zoo_errors() -> None:
+    with pytest.raises(ValueError, match="unknown model id"):
+        create_model("fs-does-not-exist")
+
+
+def test_untrained_zoo_models_are_identical_across_processes() -> None:
+    """Seeded from the id: an edge and a server started separately agree before training."""
+    a = create_model("fs-lite0-untrained", teacher_weights=None)
+    b = create_model("fs-lite0-untrained", teacher_weights=None)
+    x = torch.randn(1, 3, 224, 224)
+    assert a.edge.encode(x) == b.edge.encode(x)
