@@ -25,3 +25,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check frankensplit tests benchmarks
+
+# Regenerate the README's results table and plot (needs ../shared/data and trained zoo models).
+results: $(STAMP)
+	$(PY) benchmarks/results.py

@@ -57,8 +57,8 @@ class SplitSpec:
 
     @property
     def spatial(self) -> tuple[int, int]:
-        """(H, W) of ``h`` for ``input_size``."""
-        return self.input_size[1] // self.reduction, self.input_size[2] // self.reduction
+        """(H, W) of ``h`` for ``input_size``: ceil(size / reduction), as padded strided layers give."""
+        return -(-self.input_size[1] // self.reduction), -(-self.input_size[2] // self.reduction)
 
     @property
     def feature_shape(self) -> tuple[int, int, int]:
@@ -215,7 +215,7 @@ class SplitBackbone(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "SplitBackbone":
+    def train(self, mode: bool = True) -> SplitBackbone:
         """The teacher stays in eval mode whatever the caller asks (frozen BN, no dropout)."""
         return super().train(False)
 
@@ -302,7 +302,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Tensor]:
             sd = load_file(str(path))
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any reader failure means the same thing to the user
+    except Exception as e:
         raise ValueError(f"cannot read checkpoint {path}: {e}") from e
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
@@ -334,7 +334,7 @@ def create_classifier(name: str, weights: str | Path | None = "auto", **kwargs: 
         raise TypeError(f"weights must be a mode or a path, got {type(weights).__name__}")
     try:
         model = timm.create_model(name, pretrained=weights == "online", **kwargs)
-    except Exception as e:  # noqa: BLE001 - timm raises many types for download/arg errors
+    except Exception as e:
         raise ValueError(f"cannot create {name!r} (weights={weights}): {e}") from e
     if weights == "offline":
         src = torch.load(offline_weights_path(name), map_location="cpu", weights_only=True)

@@ -38,7 +38,7 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def _load(name: str):  # noqa: ANN202 - a module
+def _load(name: str):
     try:
         return importlib.import_module(COMMANDS[name])
     except ModuleNotFoundError as e:

@@ -147,13 +147,14 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
                 return _convert(arg, value, where)
-            except (TypeError, ValueError) as e:
-                errors.append(str(e))
-        raise TypeError(f"{where}: {value!r} fits none of {args}: {'; '.join(errors)}")
+            except (TypeError, ValueError):
+                continue
+        names = " or ".join("null" if a is type(None) else getattr(a, "__name__", str(a))
+                            for a in args)
+        raise TypeError(f"{where}: expected {names}, got {value!r}")
     if origin is list:
         (item,) = typing.get_args(tp)
         items = value if isinstance(value, list) else [value]  # a scalar is a one-item sweep

@@ -11,7 +11,8 @@ Names are explicit strings chosen by the author: an id never depends on import o
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 __all__ = ["Registry"]
 

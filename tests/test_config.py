@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from frankensplit import bitstream
 from frankensplit.config import StageConfig, TrainConfig, load_config, to_dict
+from frankensplit.train import format_lmbda
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -28,6 +30,8 @@ def test_every_shipped_config_loads(path):
     cfg = load_config(path)
     assert cfg.stages and cfg.lmbda
     assert to_dict(cfg)["teacher"] == cfg.teacher
+    for lmbda in cfg.lmbda:  # every model id it would produce is valid on the wire
+        bitstream.Packet(cfg.model_id.format(lmbda=format_lmbda(lmbda)), (1, 1, 1), b"")
 
 
 def test_unknown_keys_are_named(tmp_path):

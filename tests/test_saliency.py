@@ -48,11 +48,6 @@ FAMILIES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
     """Tiny tensors: one thread avoids OpenMP contention on shared cores, and keeps every map of

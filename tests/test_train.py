@@ -35,10 +35,9 @@ TINY = [
 
 
 @pytest.fixture(autouse=True)
-def _need_fixtures(monkeypatch):
+def _need_fixtures():
     if not TINY16.is_dir():
         pytest.skip(f"fixture images not found in {TINY16} (needs the shared data folder)")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: one thread avoids OpenMP contention on shared cores
     yield

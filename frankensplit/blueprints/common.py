@@ -37,6 +37,7 @@ def check_spec(
     reductions: tuple[int, ...],
     layout: str,
     channels_multiple_of: int = 1,
+    fixed_size: bool = False,
 ) -> None:
     """Raise if a blueprint of ``family`` cannot produce the features ``spec`` describes.
 
@@ -49,6 +50,8 @@ def check_spec(
         reductions: split strides the blueprint can reach from the stride-8 latent.
         layout: the layout the teacher tail of this family expects.
         channels_multiple_of: the blueprint derives its inner widths by dividing ``spec.channels``.
+        fixed_size: the blueprint only works at the spec's exact input size (then the size must be
+            a multiple of the reduction).
 
     Raises:
         ValueError: family, reduction, layout, channels or input size do not fit.
@@ -67,8 +70,10 @@ def check_spec(
             f"{channels_multiple_of}, got {spec.channels}"
         )
     _, height, width = spec.input_size
-    if height % spec.reduction or width % spec.reduction:
-        # The encoder and the teacher would round odd sizes differently; refuse rather than guess.
+    if fixed_size and (height % spec.reduction or width % spec.reduction):
+        # Window attention and patch merging need exact multiples; refuse rather than guess.
+        # Convolutional families round up like the encoder (ceil(H/8): padded stride-2 convs and
+        # TF-"same" padding alike), so EfficientNet-Lite2's 260x260 gives 33x33 on both sides.
         raise ValueError(
             f"input_size {spec.input_size} must be divisible by the split reduction "
             f"{spec.reduction} so that latent and teacher features line up"
@@ -106,7 +111,7 @@ class Blueprint(nn.Module):
     @property
     def latent_spatial(self) -> tuple[int, int]:
         """(H, W) of ``y_hat`` for ``spec.input_size``."""
-        return self.spec.input_size[1] // LATENT_STRIDE, self.spec.input_size[2] // LATENT_STRIDE
+        return -(-self.spec.input_size[1] // LATENT_STRIDE), -(-self.spec.input_size[2] // LATENT_STRIDE)
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:

@@ -109,7 +109,10 @@ class SwinBlueprint(Blueprint):
 
     def __init__(self, spec: SplitSpec, latent_channels: int = 48) -> None:
         super().__init__(spec, latent_channels)
-        check_spec(spec, family="swin", reductions=(16,), layout="NHWC", channels_multiple_of=4)
+        check_spec(
+            spec, family="swin", reductions=(16,), layout="NHWC", channels_multiple_of=4,
+            fixed_size=True,
+        )
         hybrid_dim, recon_dim = spec.channels // 4, spec.channels // 2
         resolution = self.latent_spatial
         self.body = nn.Sequential(

@@ -1,22 +1,30 @@
-"""``frankensplit demo``: the edge -> bytes -> server pipeline on real photos, next to JPEG and WebP.
+"""``frankensplit demo``: the edge -> bytes -> server pipeline on real photos, beside JPEG and WebP.
 
 With no arguments it runs on photos that ship inside installed packages (scikit-image's sample
 photos and matplotlib's portrait of Grace Hopper), so it works on a fresh machine with no data. For
 each photo it prints the teacher's own prediction, FrankenSplit's prediction and packet size, and
 the smallest JPEG / WebP file (over the standard quality sweep) for which the unmodified teacher
 still gives its uncompressed answer: the bytes each method needs for the same answer.
+
+It also writes a small rate-accuracy comparison into ``--out`` (default ``results/demo``):
+``rate_accuracy.png`` (agreement with the teacher's top-1 against KB per image, FrankenSplit vs
+every setting of JPEG and WebP) and ``summary.md``, measured by the same code as
+``frankensplit eval`` (whose result files, see :mod:`frankensplit.eval.schema`, are written too).
+With ``--data DIR`` it runs that full ``eval`` comparison on a labelled dataset instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
-
-import torch
+from typing import Any
 
 from frankensplit.commands._common import add_model_args, load_model
-from frankensplit.data import crop_transform, find_images, load_image, normalize_transform
+from frankensplit.data import find_images
+
+__all__ = ["BUNDLED_PHOTOS", "HELP", "bundled_photos", "configure", "run"]
 
 HELP = "run the split pipeline on real photos and compare bytes with JPEG/WebP"
 
@@ -47,62 +55,114 @@ def bundled_photos() -> list[Path]:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the sub-command's arguments."""
     add_model_args(parser)
     parser.add_argument("--images", default=None, help="folder of photos (default: bundled)")
-    parser.add_argument("--codecs", default="jpeg,webp", help="baselines, comma-separated")
+    parser.add_argument("--codecs", default=None,
+                        help="baselines, comma-separated (default: jpeg,webp; with --data: "
+                             "jpeg,webp,avif,jxl)")
+    parser.add_argument("--data", default=None,
+                        help="a labelled dataset (folder with labels.csv, or a labels CSV): run "
+                             "the full `frankensplit eval` comparison on it instead")
+    parser.add_argument("--limit", type=int, default=None, help="with --data: first N images")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: 1 with --data, as `frankensplit eval`; "
+                             "torch's default otherwise)")
+    parser.add_argument("--out", default="results/demo",
+                        help="folder for the rate-accuracy plot, summary.md and results files")
 
 
-def _smallest_matching(codec_name: str, crop, teacher, norm, target: int) -> tuple[int, float]:
-    """Bytes and quality of the smallest file (over the sweep) keeping the teacher's answer."""
-    from frankensplit.codecs import create_codec
+def _smallest_matching(
+    records: dict[tuple[str, str, int], dict], codec: str, sweep: list[str], index: int, target: int
+) -> int:
+    """Bytes of the first setting of the sweep (low to high quality) keeping the teacher's answer.
 
-    codec = create_codec(codec_name)
-    for q in codec.qualities:
-        data = codec.encode(crop, q)
-        with torch.no_grad():
-            pred = int(teacher(norm(codec.decode(data)).unsqueeze(0)).argmax(1))
-        if pred == target:
-            return len(data), q
-    return -1, float("nan")
+    Returns -1 when no setting of the sweep does.
+    """
+    for setting in sweep:
+        record = records[(codec, setting, index)]
+        if record["pred"][0] == target:
+            return int(record["bytes"])
+    return -1
 
 
-def run(args: argparse.Namespace) -> int:
+def _print_table(photos: list[Path], codecs: list[str], result: Any, model_id: str) -> None:
+    """The per-photo table and totals, read from the evaluation's per-image records."""
     from timm.data import ImageNetInfo
 
+    from frankensplit.eval import read_records
+
     names = ImageNetInfo()
-    photos = find_images(args.images) if args.images else bundled_photos()
-    if not photos:
-        raise ValueError("no photos: pass --images DIR (scikit-image/matplotlib photos not found)")
-    model = load_model(args)
-    crop, norm = crop_transform(model.teacher.data_config), normalize_transform(model.teacher.data_config)
-    codecs = [c for c in args.codecs.split(",") if c]
+    records = {(r["method"], r["setting"], r["index"]): r
+               for r in read_records(result.paths["records"])}
+    sweeps = {c: [r["setting"] for r in result.rows if r["method"] == c] for c in codecs}
     header = f"{'photo':22s} {'teacher says':24s} {'FrankenSplit says':24s} {'FS bytes':>8s}"
     print(header + "".join(f" {c + ' bytes':>11s}" for c in codecs))
-    totals = {"fs": 0, "agree": 0, **{c: [] for c in codecs}}
-    t0 = time.perf_counter()
-    for path in photos:
-        c = crop(load_image(path))
-        x = norm(c).unsqueeze(0)  # (1, 3, 224, 224)
-        with torch.no_grad():
-            target = int(model.teacher(x).argmax(1))
-        (packet,) = model.edge.encode(x)
-        pred = int(model.server.decode([packet]).argmax(1))
-        totals["fs"] += len(packet)
+    totals: dict[str, Any] = {"fs": 0, "agree": 0, **{c: [] for c in codecs}}
+    for i, path in enumerate(photos):
+        target = records[("teacher", "uncompressed", i)]["pred"][0]
+        fs = records[("frankensplit", model_id, i)]
+        pred = fs["pred"][0]
+        totals["fs"] += fs["bytes"]
         totals["agree"] += int(pred == target)
         row = (f"{path.name[:22]:22s} {names.index_to_description(target)[:24]:24s} "
-               f"{names.index_to_description(pred)[:24]:24s} {len(packet):8d}")
+               f"{names.index_to_description(pred)[:24]:24s} {fs['bytes']:8d}")
         for name in codecs:
-            size, _ = _smallest_matching(name, c, model.teacher, norm, target)
+            size = _smallest_matching(records, name, sweeps[name], i, target)
             totals[name].append(size)
             row += f" {size if size >= 0 else 'never':>11}"
         print(row)
     n = len(photos)
-    print(f"\nFrankenSplit ({model.model_id}): mean {totals['fs'] / n:.0f} bytes/image, "
+    print(f"\nFrankenSplit ({model_id}): mean {totals['fs'] / n:.0f} bytes/image, "
           f"same answer as the teacher on {totals['agree']}/{n}")
     for name in codecs:
         ok = [s for s in totals[name] if s >= 0]
         mean = f"{sum(ok) / len(ok):.0f}" if ok else "n/a"
         print(f"{name}: mean {mean} bytes/image for the teacher's answer "
               f"(reached on {len(ok)}/{n} within the quality sweep)")
+
+
+def _run_dataset(args: argparse.Namespace) -> int:
+    """``--data``: the full ``frankensplit eval`` comparison on a labelled dataset."""
+    from frankensplit.eval import load_dataset, run_eval
+    from frankensplit.eval.command import parse_codecs
+
+    codecs, skipped = parse_codecs(args.codecs)
+    if skipped:
+        print(f"note: codecs {skipped} are not available here and are skipped", file=sys.stderr)
+    files, labels = load_dataset(args.data, args.limit)
+    model = load_model(args)
+    result = run_eval([model], files, labels, args.out, {c: None for c in codecs},
+                      data=str(args.data), overwrite=True, progress=True)
+    print(result.paths["markdown"].read_text())
+    print("wrote " + ", ".join(str(p) for p in result.paths.values()))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the pipeline on the photos (or ``--data``), print the table, write the plot."""
+    import torch
+
+    from frankensplit.eval import run_eval
+
+    threads = args.threads if args.threads is not None else (1 if args.data else None)
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be positive, got {threads}")
+        torch.set_num_threads(threads)
+    if args.data:
+        return _run_dataset(args)
+    photos = find_images(args.images) if args.images else bundled_photos()
+    if not photos:
+        raise ValueError("no photos: pass --images DIR (scikit-image/matplotlib photos not found)")
+    codecs = [c for c in (args.codecs or "jpeg,webp").split(",") if c]
+    model = load_model(args)
+    t0 = time.perf_counter()
+    # Unlabelled photos: every method is scored by agreement with the uncompressed teacher.
+    result = run_eval([model], photos, [-1] * len(photos), args.out, {c: None for c in codecs},
+                      data=str(args.images or "photos bundled with scikit-image/matplotlib"),
+                      overwrite=True)
+    _print_table(photos, codecs, result, model.model_id)
+    print(f"rate-accuracy plot and tables: {result.paths['plot']}, {result.paths['markdown']}")
     print(f"({time.perf_counter() - t0:.1f} s)")
     return 0

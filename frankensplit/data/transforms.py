@@ -16,8 +16,9 @@ which the standard-codec baselines compress.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 from torchvision import transforms as T
@@ -79,7 +80,7 @@ def crop_transform(
             [T.RandomResizedCrop(size, interpolation=interp), T.RandomHorizontalFlip()]
         )
     if view == "fixed":
-        resize = int(round(size * 256 / 224))
+        resize = round(size * 256 / 224)
         return T.Compose([T.Resize((resize, resize), interpolation=interp), T.CenterCrop(size)])
     raise ValueError(f"unknown view {view!r}; expected 'eval', 'train', 'fixed' or 'patch'")
 

@@ -8,7 +8,8 @@ server read the same integer tables, so there is no floating-point hyperprior to
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn

@@ -68,7 +68,7 @@ class ServerPart(nn.Module):
         entropy: the entropy model with the same CDF tables as the edge.
         g_s: the blueprint decoder.
         tail: the unmodified teacher tail.
-        limits: wire-format limits applied to every packet.
+        limits: wire-format limits applied to every packet (default ``bitstream.Limits()``).
     """
 
     def __init__(
@@ -77,14 +77,14 @@ class ServerPart(nn.Module):
         entropy: FactorizedPrior,
         g_s: nn.Module,
         tail: nn.Module,
-        limits: bitstream.Limits = bitstream.Limits(),
+        limits: bitstream.Limits | None = None,
     ) -> None:
         super().__init__()
         self.model_id = model_id
         self.entropy = entropy
         self.g_s = g_s
         self.tail = tail
-        self.limits = limits
+        self.limits = limits if limits is not None else bitstream.Limits()
 
     def parse(self, data: bytes) -> bitstream.Packet:
         """Unpack and validate one packet against this model.
@@ -160,7 +160,7 @@ class FrankenSplit(nn.Module):
         h_hat = self.g_s(y_hat)  # (N, *spec.feature_shape)
         return {"y_hat": y_hat, "likelihoods": {"y": y_likelihoods}, "h_hat": h_hat}
 
-    def train(self, mode: bool = True) -> "FrankenSplit":
+    def train(self, mode: bool = True) -> FrankenSplit:
         super().train(mode)
         self.teacher.eval()  # the teacher never leaves eval mode
         return self

@@ -25,19 +25,19 @@ from frankensplit.models.split import FrankenSplit
 from frankensplit.registry import Registry
 
 __all__ = [
+    "CODEC_PARTS",
     "MODELS",
     "ZOO_DIR",
     "ModelEntry",
-    "CODEC_PARTS",
     "build_model",
     "codec_state",
-    "load_codec_state",
     "create_model",
     "default_model_id",
     "entry_dict",
     "file_sha256",
     "list_models",
     "load_codec",
+    "load_codec_state",
     "save_codec",
 ]
 
@@ -176,7 +176,7 @@ def load_codec(model: FrankenSplit, path: str | Path, sha256: str | None = None)
     try:
         with safe_open(str(path), framework="pt") as f:
             state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open API
-    except Exception as e:  # noqa: BLE001 - safetensors raises several types for bad files
+    except Exception as e:
         raise ValueError(f"cannot read codec weights {path}: {e}") from e
     load_codec_state(model, state, source=str(path))
 

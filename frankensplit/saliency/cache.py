@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from frankensplit.backbones import resolve_data_config
 from frankensplit.data import ImageDataset, make_transform
+from frankensplit.saliency.gradcam import MAP_SIZE, TargetLayers, saliency_maps, target_layers
 
 __all__ = [
     "CACHE_FORMAT",
@@ -123,7 +124,9 @@ class CacheResult:
     total: int
 
 
-def _cache_key(dataset: ImageDataset, teacher: str, layers: Any, size: int) -> dict[str, Any]:
+def _cache_key(
+    dataset: ImageDataset, teacher: str, layers: TargetLayers, size: int
+) -> dict[str, Any]:
     rows = file_rows(dataset.files)
     return {
         "format": CACHE_FORMAT, "teacher": teacher, "layers": list(layers.names),
@@ -154,7 +157,7 @@ def build_cache(
     workers: int = 0,
     dtype: str = "float16",
     size: int | None = None,
-    layers: Any = None,
+    layers: TargetLayers | None = None,
     flush_every: int = 64,
     progress: bool = False,
 ) -> CacheResult:
@@ -170,15 +173,13 @@ def build_cache(
         workers: DataLoader worker processes.
         dtype: "float16" (half the disk) or "float32".
         size: side of the maps (default ``MAP_SIZE``).
-        layers: ``TargetLayers`` (default: derived from the model).
+        layers: target layers (default: :func:`target_layers` of the model).
         flush_every: batches between progress records (an interrupted build resumes there).
         progress: show a progress bar.
 
     Raises:
         ValueError: bad dtype or batch size, or a dataset without the teacher's fixed view.
     """
-    from frankensplit.saliency.gradcam import MAP_SIZE, saliency_maps, target_layers
-
     if dtype not in _DTYPES or batch_size < 1:
         raise ValueError(f"dtype must be one of {_DTYPES} and batch_size >= 1, got {dtype}, "
                          f"{batch_size}")
@@ -188,31 +189,34 @@ def build_cache(
                          f"uses {dataset.transform!r}")
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    size = size or MAP_SIZE
-    layers = layers or target_layers(model)
-    key = _cache_key(dataset, teacher, layers, size)
-    done = _resume_from(cache_dir, key, dtype)
-    n = key["count"]
+    key = _cache_key(dataset, teacher, layers or target_layers(model), size or MAP_SIZE)
+    done, n = _resume_from(cache_dir, key, dtype), key["count"]
     if done >= n:
         return CacheResult(cache_dir, "hit", 0, n)
-    mode = "r+" if done else "w+"
-    maps = np.lib.format.open_memmap(cache_dir / _MAPS, mode=mode, dtype=dtype, shape=(n, size, size))
     manifest = {**key, "dtype": dtype, "done": done}
     _write_manifest(cache_dir, manifest)
-    device = next(model.parameters()).device
     loader = DataLoader(Subset(dataset, range(done, n)), batch_size=batch_size, num_workers=workers)
+    _fill(model, loader, cache_dir, manifest, flush_every, progress)
+    return CacheResult(cache_dir, "resumed" if done else "computed", n - done, n)
+
+
+def _fill(model: nn.Module, loader: DataLoader, cache_dir: Path, manifest: dict[str, Any],
+          flush_every: int, progress: bool) -> None:
+    """Compute the maps of ``loader``'s images into ``maps.npy`` rows, recording progress."""
     from tqdm.auto import tqdm
 
+    n, size, dtype = manifest["count"], manifest["size"], manifest["dtype"]
+    layers = TargetLayers(tuple(manifest["layers"]), manifest["layout"])
+    maps = np.lib.format.open_memmap(cache_dir / _MAPS, mode="r+" if manifest["done"] else "w+",
+                                     dtype=dtype, shape=(n, size, size))
+    device = next(model.parameters()).device
     for i, (x, label, index) in enumerate(tqdm(loader, disable=not progress, desc="saliency")):
         s = saliency_maps(model, x.to(device), label, layers, size)  # (B, size, size)
         maps[int(index[0]) : int(index[-1]) + 1] = s.numpy().astype(dtype)
         manifest["done"] = int(index[-1]) + 1
-        if (i + 1) % flush_every == 0:
-            maps.flush()
+        if (i + 1) % flush_every == 0 or manifest["done"] == n:
+            maps.flush()  # rows first, then the record that counts them
             _write_manifest(cache_dir, manifest)
-    maps.flush()
-    _write_manifest(cache_dir, manifest)
-    return CacheResult(cache_dir, "resumed" if done else "computed", n - done, n)
 
 
 class SaliencyDataset(Dataset):
@@ -245,7 +249,6 @@ class SaliencyDataset(Dataset):
         rows = file_rows(image_dataset.files)
         if len(rows) != manifest["count"] or rows_sha256(rows) != manifest["files_sha256"]:
             _check_rows(manifest["files"], rows, where)
-        self.manifest = manifest
         self._maps: np.ndarray | None = None  # opened lazily: one memory map per worker process
 
     def __len__(self) -> int:

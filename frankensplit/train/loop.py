@@ -226,6 +226,9 @@ def train_one(
     ckpt: dict[str, Any] = {}
     if resume and last.is_file():
         ckpt = torch.load(last, map_location="cpu", weights_only=True)
+        if ckpt["stage"] >= len(cfg.stages):
+            raise ValueError(f"{last} is at stage {ckpt['stage'] + 1}, the config has "
+                             f"{len(cfg.stages)}: resume with the config that wrote it")
         load_codec_state(run.model, ckpt["codec"], source=str(last))
         run.best, run.history = ckpt["best"], ckpt["history"]
     for si, stage in enumerate(cfg.stages):

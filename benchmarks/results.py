@@ -1,0 +1,95 @@
+"""Regenerate the README's results: every trained zoo model against JPEG, WebP, AVIF and JPEG XL.
+
+Runs ``frankensplit eval`` (the library behind it) on the dev split of ``../shared/data`` and writes
+``results/README_results.md``: the result tables, the "bytes to stay within 1 / 3 points of the
+teacher" figures and FrankenSplit's rate saving at equal top-1, with the plot beside it. The record
+log makes it resumable: rerun with ``--resume`` after an interruption. Not a unit test.
+
+    python benchmarks/results.py                       # all 1,286 images (hours on 2 CPU cores)
+    python benchmarks/results.py --limit 16            # quick look at the pipeline
+    python benchmarks/results.py --models fs-lite0-untrained --limit 16   # no trained model yet
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared/data/eval/ilsvrc2012_val_dev"
+DEFAULT_OUT = REPO / "results"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with labels.csv")
+    p.add_argument("--limit", type=int, default=None, help="first N images only (quick runs)")
+    p.add_argument("--models", default=None,
+                   help="comma-separated model ids (default: every trained zoo model)")
+    p.add_argument("--codecs", default="jpeg,webp,avif,jxl", help="comma-separated codecs")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                   help="folder for README_results.md; the eval files go to OUT/readme_eval")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (timings: one core)")
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def trained_models() -> list[str]:
+    """Ids of the zoo models that ship trained codec weights."""
+    from frankensplit.models.zoo import MODELS, list_models
+
+    return [m for m in list_models() if MODELS.get(m).trained]
+
+
+def readme_section(markdown: str, command: str, plot: str, partial: bool) -> str:
+    """The README results section around the eval's summary tables."""
+    note = ("\n> Partial run (`--limit`): not the figures to publish.\n" if partial else "")
+    return (
+        "## Results\n\n"
+        "FrankenSplit against standard codecs feeding the same unmodified teacher, every image at\n"
+        "batch size 1 with real coding (rates are real bytes, headers and containers included).\n"
+        f"Regenerate with `{command}`.\n{note}\n"
+        f"![rate-accuracy]({plot})\n\n{markdown}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    from frankensplit.eval import load_dataset, run_eval
+    from frankensplit.eval.report import summary_markdown
+    from frankensplit.models.zoo import create_model
+
+    models = args.models.split(",") if args.models else trained_models()
+    if not models:
+        print("no trained model in the zoo (frankensplit/zoo/index.json); pass --models ID,...",
+              file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    files, labels = load_dataset(args.data, args.limit)
+    eval_dir = args.out / "readme_eval"
+    result = run_eval(
+        [create_model(m) for m in models], files, labels, eval_dir,
+        {c: None for c in args.codecs.split(",") if c},
+        data=str(args.data), resume=args.resume, overwrite=not args.resume,
+        progress=not args.no_progress,
+    )
+    given = sys.argv[1:] if argv is None else list(argv)
+    command = "python benchmarks/results.py" + "".join(
+        f" {shlex.quote(a)}" for a in given if a not in ("--resume", "--no-progress"))
+    text = readme_section(summary_markdown(result.rows, result.summary, result.meta), command,
+                          os.path.relpath(result.paths["plot"], args.out), args.limit is not None)
+    (args.out / "README_results.md").write_text(text)
+    print(f"wrote {args.out / 'README_results.md'} and {eval_dir}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

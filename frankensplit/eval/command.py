@@ -1,0 +1,140 @@
+"""``frankensplit eval``: rate-accuracy of FrankenSplit models against standard codecs.
+
+    frankensplit eval --model fs-lite0-untrained --data ../shared/data/fixtures/tiny16 \\
+        --codecs jpeg,webp --qualities 10,50 --limit 16 --out results/eval_tiny
+
+Writes results.json, results.csv, rate_accuracy.png, summary.md and records.jsonl into ``--out``
+(see :mod:`frankensplit.eval.schema`). Interrupt it at any time; ``--resume`` continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["HELP", "configure", "parse_codecs", "parse_qualities", "run"]
+
+HELP = "rate-accuracy evaluation: FrankenSplit models vs standard codecs, real bytes"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the sub-command's arguments."""
+    parser.add_argument("--model", default=None, metavar="M[,M2...]",
+                        help="model id(s), comma-separated (default: the default model)")
+    parser.add_argument("--data", required=True,
+                        help="image folder (with labels.csv or wnid sub-folders) or a labels CSV")
+    parser.add_argument("--codecs", default=None,
+                        help="comma-separated codecs, or 'none' (default: jpeg,webp,avif,jxl, "
+                             "those available here)")
+    parser.add_argument("--qualities", action="append", default=[], metavar="[CODEC=]Q1,Q2",
+                        help="quality sweep for every codec, or for one with CODEC=; repeatable "
+                             "(default: each codec's sweep; jxl takes butteraugli distances)")
+    parser.add_argument("--limit", type=int, default=None, help="first N images only")
+    parser.add_argument("--out", default="results/eval", help="output folder")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the record log in --out, measuring only what it lacks")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="discard an existing record log in --out")
+    parser.add_argument("--teacher-weights", default="auto",
+                        help="auto | offline | online | PATH to a checkpoint of the teacher")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: timings describe one core)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def parse_codecs(text: str | None) -> tuple[list[str], list[str]]:
+    """Codec names from ``--codecs``.
+
+    Returns:
+        (codecs to use, default codecs skipped because their library is missing here). Only the
+        default list skips; a codec named explicitly must be available.
+
+    Raises:
+        ValueError: an unknown or (explicitly named) unavailable codec.
+    """
+    from frankensplit.codecs import CodecUnavailableError, create_codec
+    from frankensplit.eval.pipeline import DEFAULT_CODECS
+
+    if text is not None:
+        names = [c.strip() for c in text.split(",") if c.strip()]
+        if names == ["none"]:
+            return [], []
+        for name in names:
+            create_codec(name)
+        return names, []
+    use, skipped = [], []
+    for name in DEFAULT_CODECS:
+        try:
+            create_codec(name)
+            use.append(name)
+        except CodecUnavailableError:
+            skipped.append(name)
+    return use, skipped
+
+
+def _numbers(text: str, what: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(
+            f"qualities {what} must be numbers separated by commas, got {text!r}"
+        ) from None
+    if not values:
+        raise ValueError(f"qualities {what} are empty")
+    return values
+
+
+def parse_qualities(specs: Sequence[str], codecs: Sequence[str]) -> dict[str, tuple | None]:
+    """``{codec: qualities or None}`` from ``--qualities`` values.
+
+    Args:
+        specs: each ``"Q1,Q2"`` (every codec) or ``"codec=Q1,Q2"`` (that codec; wins over the
+            former).
+        codecs: the codecs of the run.
+
+    Raises:
+        ValueError: a spec for a codec not in the run, or values that are not numbers.
+    """
+    out: dict[str, tuple | None] = {c: None for c in codecs}
+    specific: dict[str, tuple] = {}
+    for spec in specs:
+        name, sep, values = spec.partition("=")
+        if not sep:
+            out = {c: _numbers(spec, "for every codec") for c in codecs}
+            continue
+        name = name.strip()
+        if name not in out:
+            raise ValueError(f"--qualities names codec {name!r}, not among {list(codecs)}")
+        specific[name] = _numbers(values, f"of {name}")
+    return {**out, **specific}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the models, measure, write the result files, print the summary."""
+    import torch
+
+    from frankensplit.commands._common import untrained_note
+    from frankensplit.eval.pipeline import load_dataset, run_eval
+    from frankensplit.models.zoo import create_model, default_model_id
+
+    if args.threads < 1:
+        raise ValueError(f"--threads must be positive, got {args.threads}")
+    torch.set_num_threads(args.threads)
+    ids = [m.strip() for m in (args.model or default_model_id()).split(",") if m.strip()]
+    names, skipped = parse_codecs(args.codecs)
+    if skipped:
+        print(f"note: codecs {skipped} are not available here and are skipped", file=sys.stderr)
+    qualities = parse_qualities(args.qualities, names)
+    files, labels = load_dataset(args.data, args.limit)
+    models = []
+    for model_id in ids:
+        models.append(create_model(model_id, teacher_weights=args.teacher_weights))
+        if note := untrained_note(model_id):
+            print(note, file=sys.stderr)
+    result = run_eval(models, files, labels, args.out, qualities, data=str(args.data),
+                      resume=args.resume, overwrite=args.overwrite,
+                      progress=not args.no_progress)
+    print(result.paths["markdown"].read_text())
+    print("wrote " + ", ".join(str(p) for p in result.paths.values()))
+    return 0

@@ -1,0 +1,125 @@
+"""One call for a whole evaluation: dataset -> record log -> rows -> result files.
+
+``frankensplit eval``, ``frankensplit demo`` and ``benchmarks/results.py`` all go through
+:func:`run_eval`, so they measure the same way and write the same files.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from frankensplit.eval.aggregate import aggregate, summarize
+from frankensplit.eval.records import RecordLog, read_records
+from frankensplit.eval.report import write_report
+from frankensplit.eval.runner import evaluate
+from frankensplit.models.split import FrankenSplit
+
+__all__ = ["DEFAULT_CODECS", "RECORDS_FILE", "EvalResult", "load_dataset", "run_eval"]
+
+#: The standard codecs compared by default (those of shared/BASELINES.md).
+DEFAULT_CODECS = ("jpeg", "webp", "avif", "jxl")
+
+#: Name of the per-image record log inside the output folder.
+RECORDS_FILE = "records.jsonl"
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """What an evaluation produced.
+
+    Attributes:
+        rows: one dict per operating point (:data:`~frankensplit.eval.schema.SCHEMA` columns).
+        summary: per-teacher summary figures (:func:`~frankensplit.eval.aggregate.summarize`).
+        meta: data, image count, models, codecs, environment.
+        paths: written files by kind ("json", "csv", "plot", "markdown", "records").
+    """
+
+    rows: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
+    meta: dict[str, Any]
+    paths: dict[str, Path]
+
+
+def load_dataset(data: str | Path, limit: int | None = None) -> tuple[list[Path], list[int]]:
+    """Files and labels (-1 when unknown) of a folder (with labels.csv, or wnid folders) or CSV.
+
+    Raises:
+        ValueError: no images, a bad labels file, or a non-positive limit.
+    """
+    from frankensplit.data import ImageDataset
+
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive number of images, got {limit}")
+    dataset = ImageDataset(data, transform=lambda img: img, limit=limit)
+    return list(dataset.files), list(dataset.labels)
+
+
+def _meta(models: Sequence[FrankenSplit], data: str, n: int, labelled: bool,
+          codecs: Mapping[str, Sequence[float] | None]) -> dict[str, Any]:
+    from frankensplit import __version__
+    from frankensplit.models.zoo import MODELS
+
+    def trained(model_id: str) -> bool | None:
+        return MODELS.get(model_id).trained if model_id in MODELS else None
+
+    return {
+        "data": data, "images": n, "reference": "label" if labelled else "teacher",
+        "models": [{"model_id": m.model_id, "teacher": m.teacher.name,
+                    "trained": trained(m.model_id)} for m in models],
+        "codecs": {c: None if q is None else [float(v) for v in q] for c, q in codecs.items()},
+        "torch_threads": torch.get_num_threads(), "frankensplit_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def run_eval(
+    models: Sequence[FrankenSplit],
+    files: Sequence[str | Path],
+    labels: Sequence[int],
+    out: str | Path,
+    codecs: Mapping[str, Sequence[float] | None] | None = None,
+    *,
+    data: str = "",
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+    margins: Sequence[float] = (1.0, 3.0),
+    plot: bool = True,
+) -> EvalResult:
+    """Measure, aggregate and write results.json/.csv, rate_accuracy.png and summary.md.
+
+    Args:
+        models: FrankenSplit models (eval mode, CDF tables built).
+        files: image files (see :func:`load_dataset`).
+        labels: label per file, -1 when unknown (then accuracy is agreement with the teacher).
+        out: output folder; the record log ``records.jsonl`` lives there too.
+        codecs: codec name -> qualities (None: its default sweep); default :data:`DEFAULT_CODECS`
+            at their default sweeps. An empty mapping compares FrankenSplit with the teacher only.
+        data: description of the data source, written into the results.
+        resume: continue the record log in ``out``, measuring only what it lacks.
+        overwrite: discard an existing record log.
+        progress: tqdm bar on stderr.
+        margins: penalties (points) for the "bytes to stay within" figures.
+        plot: draw rate_accuracy.png (matplotlib costs seconds; tests skip it).
+
+    Raises:
+        ValueError: bad inputs, an existing log without ``resume``/``overwrite``, or a log of
+            another dataset.
+    """
+    out = Path(out)
+    codecs = {c: None for c in DEFAULT_CODECS} if codecs is None else dict(codecs)
+    records_path = out / RECORDS_FILE
+    with RecordLog(records_path, files, resume=resume, overwrite=overwrite) as log:
+        points = evaluate(models, files, labels, codecs, log, progress=progress)
+    rows = aggregate(read_records(records_path), points, len(files))
+    summary = summarize(rows, margins)
+    labelled = all(int(label) >= 0 for label in labels)
+    meta = _meta(models, data or f"{len(files)} files", len(files), labelled, codecs)
+    paths = write_report(out, rows, summary, meta, plot=plot)
+    return EvalResult(rows, summary, meta, {**paths, "records": records_path})

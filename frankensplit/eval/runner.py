@@ -1,0 +1,231 @@
+"""The measuring loop: every image through every operating point, at batch size 1, with real coding.
+
+Per image and per teacher::
+
+    image --crop--> x_crop (PIL, teacher input size) --normalise--> x (1, 3, H, W)
+    teacher(x)                                           -> reference logits (computed once, shared)
+    FrankenSplit: edge.encode(x) -> packet -> server: decode_latent -> g_s -> tail -> logits
+    codec q:      encode(x_crop) -> bytes -> decode -> x_hat crop -> normalise -> teacher -> logits
+
+The server half is run as ``decode_latent`` then ``g_s`` then ``tail``, which is exactly
+``server.decode`` split in two so that entropy decoding and the networks are timed separately
+(the end-to-end latency model of the paper needs both). Times are wall-clock at batch size 1 in the
+calling process's torch thread setting.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from frankensplit.backbones import SplitBackbone
+from frankensplit.codecs import ImageCodec, create_codec, encode_decode_timed
+from frankensplit.data import crop_transform, load_image, normalize_transform
+from frankensplit.eval.records import RecordLog
+from frankensplit.eval.schema import TEACHER_METHOD, TEACHER_SETTING
+from frankensplit.models.split import FrankenSplit
+
+__all__ = ["FRANKENSPLIT_METHOD", "OperatingPoint", "evaluate", "format_quality", "plan"]
+
+#: ``method`` of FrankenSplit rows and records (their ``setting`` is the model id).
+FRANKENSPLIT_METHOD = "frankensplit"
+
+
+def format_quality(quality: float) -> str:
+    """A codec quality as the ``setting`` text: ``50`` for 50.0, ``0.5`` for 0.5."""
+    return f"{float(quality):g}"
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """One measured configuration: a method at one setting, feeding one teacher.
+
+    Attributes:
+        teacher: timm name of the teacher.
+        method: ``"teacher"``, ``"frankensplit"`` or a codec name.
+        setting: ``"uncompressed"``, the model id, or the codec quality as text.
+        quality: the codec quality as a number (None for teacher and FrankenSplit).
+    """
+
+    teacher: str
+    method: str
+    setting: str
+    quality: float | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """(teacher, method, setting)."""
+        return (self.teacher, self.method, self.setting)
+
+
+@dataclass
+class _Group:
+    """Everything measured against one teacher."""
+
+    teacher: SplitBackbone  # that of the first model with this teacher
+    models: dict[str, FrankenSplit] = field(default_factory=dict)
+    codecs: dict[str, ImageCodec] = field(default_factory=dict)
+    points: list[OperatingPoint] = field(default_factory=list)
+
+
+def plan(
+    models: Sequence[FrankenSplit], codecs: Mapping[str, Sequence[float] | None]
+) -> list[OperatingPoint]:
+    """The operating points of a run, teacher by teacher in the order the models are given.
+
+    Args:
+        models: FrankenSplit models (one point each); models sharing a teacher share its rows.
+        codecs: codec name -> qualities (None: the codec's default sweep), measured with every
+            distinct teacher.
+
+    Raises:
+        ValueError: no model, a duplicate model id, an unknown codec, or an invalid or repeated
+            quality.
+    """
+    return [p for g in _groups(models, codecs).values() for p in g.points]
+
+
+def _groups(
+    models: Sequence[FrankenSplit], codecs: Mapping[str, Sequence[float] | None]
+) -> dict[str, _Group]:
+    if not models:
+        raise ValueError("evaluation needs at least one FrankenSplit model")
+    ids = [m.model_id for m in models]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"model ids must be distinct, got {ids}")
+    created = {name: create_codec(name) for name in codecs}
+    sweeps = {name: tuple(qs) if qs is not None else created[name].qualities
+              for name, qs in codecs.items()}
+    probe = Image.new("RGB", (16, 16), (128, 64, 32))
+    for name, qs in sweeps.items():
+        if not qs:
+            raise ValueError(f"codec {name!r} has an empty quality list")
+        if len({format_quality(q) for q in qs}) != len(qs):
+            raise ValueError(f"codec {name!r} has a repeated quality in {list(qs)}")
+        for q in qs:  # a bad quality fails now, not after hours of measuring
+            created[name].encode(probe, q)
+    groups: dict[str, _Group] = {}
+    for model in models:
+        name = model.teacher.name
+        if name not in groups:
+            groups[name] = _Group(model.teacher, codecs=created)
+            groups[name].points.append(OperatingPoint(name, TEACHER_METHOD, TEACHER_SETTING))
+        groups[name].models[model.model_id] = model
+        groups[name].points.append(OperatingPoint(name, FRANKENSPLIT_METHOD, model.model_id))
+    for name, group in groups.items():
+        group.points += [OperatingPoint(name, c, format_quality(q), float(q))
+                         for c, qs in sweeps.items() for q in qs]
+    return groups
+
+
+def _top5(logits: Tensor) -> list[int]:
+    return [int(c) for c in logits[0].topk(min(5, logits.shape[1])).indices]
+
+
+def _ms(t0: float, t1: float) -> float:
+    return (t1 - t0) * 1000.0
+
+
+def _frankensplit(model: FrankenSplit, x: Tensor) -> dict[str, Any]:
+    edge, server = model.edge, model.server
+    t0 = time.perf_counter()
+    (packet,) = edge.encode(x)
+    t1 = time.perf_counter()
+    y_hat = server.decode_latent([packet])  # (1, C, h, w)
+    t2 = time.perf_counter()
+    logits = server.tail(server.g_s(y_hat))  # == server.decode([packet])
+    t3 = time.perf_counter()
+    bits = float(model.estimated_bits(x)[0])
+    return {"pred": _top5(logits), "bytes": len(packet), "bits_estimated": bits,
+            "encode_ms": _ms(t0, t1), "decode_ms": _ms(t1, t2), "infer_ms": _ms(t2, t3)}
+
+
+def _codec(group: _Group, codec: ImageCodec, quality: float, crop: Any, norm: Any) -> dict:
+    coded = encode_decode_timed(codec, crop, quality)
+    t0 = time.perf_counter()
+    logits = group.teacher(norm(coded.x_hat).unsqueeze(0))  # (1, num_classes)
+    t1 = time.perf_counter()
+    return {"pred": _top5(logits), "bytes": len(coded.data), "bits_estimated": None,
+            "encode_ms": coded.encode_s * 1000.0, "decode_ms": coded.decode_s * 1000.0,
+            "infer_ms": _ms(t0, t1)}
+
+
+def _measure_image(
+    group: _Group, todo: Sequence[OperatingPoint], path: Path, index: int, label: int,
+    labelled: bool,
+) -> list[dict[str, Any]]:
+    """Records of one image for the operating points ``todo`` of one teacher."""
+    config = group.teacher.data_config
+    crop = crop_transform(config)(load_image(path))
+    norm = normalize_transform(config)
+    x = norm(crop).unsqueeze(0)  # (1, 3, H, W)
+    t0 = time.perf_counter()
+    teacher_pred = _top5(group.teacher(x))
+    teacher_ms = _ms(t0, time.perf_counter())
+    reference = label if labelled else teacher_pred[0]
+    records = []
+    for p in todo:
+        if p.method == TEACHER_METHOD:
+            fields = {"pred": teacher_pred, "bytes": None, "bits_estimated": None,
+                      "encode_ms": None, "decode_ms": None, "infer_ms": teacher_ms}
+        elif p.method == FRANKENSPLIT_METHOD:
+            fields = _frankensplit(group.models[p.setting], x)
+        else:
+            fields = _codec(group, group.codecs[p.method], float(p.quality), crop, norm)
+        records.append({
+            "teacher": p.teacher, "method": p.method, "setting": p.setting, "index": index,
+            "file": path.name, "label": label, "reference": reference,
+            "correct1": fields["pred"][0] == reference, "correct5": reference in fields["pred"],
+            "pixels": crop.width * crop.height, **fields,
+        })
+    return records
+
+
+def evaluate(
+    models: Sequence[FrankenSplit],
+    files: Sequence[str | Path],
+    labels: Sequence[int],
+    codecs: Mapping[str, Sequence[float] | None],
+    log: RecordLog,
+    progress: bool = False,
+) -> list[OperatingPoint]:
+    """Measure every operating point on every image, logging records; skips what ``log`` holds.
+
+    Args:
+        models: FrankenSplit models in eval mode with CDF tables built.
+        files: image files.
+        labels: ILSVRC label per file, -1 when unknown. When any is unknown, every method is
+            scored by agreement with the uncompressed teacher's top-1 instead.
+        codecs: codec name -> qualities (None: default sweep).
+        log: where records go; records already in it are not measured again.
+        progress: show a tqdm bar on stderr.
+
+    Returns:
+        The operating points, in report order.
+
+    Raises:
+        ValueError: mismatched files/labels, or what :func:`plan` raises.
+    """
+    from tqdm.auto import tqdm
+
+    if len(files) != len(labels):
+        raise ValueError(f"{len(files)} files but {len(labels)} labels")
+    groups = _groups(models, codecs)
+    labelled = all(int(label) >= 0 for label in labels)
+    with torch.no_grad(), tqdm(total=len(files), desc="eval", unit="img",
+                               disable=not progress) as bar:
+        for index, path in enumerate(files):
+            for group in groups.values():
+                todo = [p for p in group.points if (*p.key, index) not in log]
+                if todo:
+                    log.append(_measure_image(group, todo, Path(path), index, int(labels[index]),
+                                              labelled))
+            bar.update(1)
+    return [p for g in groups.values() for p in g.points]

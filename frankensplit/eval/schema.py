@@ -1,0 +1,72 @@
+"""What an evaluation writes: the per-image records and the per-operating-point result rows.
+
+Records (``records.jsonl`` in the output folder, one JSON object per line, appended as images are
+done so that an interrupted run loses at most the image in flight)::
+
+    teacher         timm name of the teacher the method feeds
+    method          "teacher", "frankensplit" or a codec name ("jpeg", "webp", "avif", "jxl")
+    setting         "uncompressed" (teacher), the model id (frankensplit), the quality as text
+                    (codecs; for jxl the butteraugli distance)
+    index, file     position in the dataset and the image's file name (checked on --resume)
+    label           ILSVRC class index, -1 when unknown
+    reference       the class this record is scored against: the label, or the uncompressed
+                    teacher's top-1 when the dataset has no labels
+    pred            the method's top-5 classes, best first
+    correct1/5      reference == pred[0] / reference in pred
+    bytes           bytes sent for this image (whole packet or file; null for the teacher)
+    bits_estimated  -sum(log2 likelihoods) of the latent (frankensplit only, else null)
+    pixels          H*W of the teacher's input crop (50176 at 224x224), for bpp
+    encode_ms       edge side: g_a + entropy encoding, or the codec's encoder
+    decode_ms       server side, bytes -> input of the network: entropy decoding to y_hat, or the
+                    codec's decoder
+    infer_ms        server side network: g_s + teacher tail (frankensplit), the whole teacher on
+                    the decoded crop (codecs) or on the original crop (teacher)
+
+Result rows (``results.csv``; ``results.json["rows"]``), one per (teacher, method, setting), columns
+and meaning in :data:`SCHEMA`. All means are over the same images; accuracies are in percent,
+``penalty`` in percentage points, 1 KB = 1000 bytes, bpp over the teacher's input crop
+(``bytes * 8 / (224 * 224)`` at 224x224; header and container included: ``bpp_actual`` is the real
+rate, ``bpp_estimated`` the likelihood estimate, reported side by side).
+"""
+
+from __future__ import annotations
+
+__all__ = ["RECORD_FIELDS", "RESULTS_VERSION", "SCHEMA", "TEACHER_METHOD", "TEACHER_SETTING"]
+
+#: Version of the results.json layout; bumped whenever a column changes meaning.
+RESULTS_VERSION = 1
+
+#: ``method`` and ``setting`` of the uncompressed teacher's rows and records.
+TEACHER_METHOD = "teacher"
+TEACHER_SETTING = "uncompressed"
+
+#: Fields of one per-image record, in order.
+RECORD_FIELDS: tuple[str, ...] = (
+    "teacher", "method", "setting", "index", "file", "label", "reference", "pred",
+    "correct1", "correct5", "bytes", "bits_estimated", "pixels",
+    "encode_ms", "decode_ms", "infer_ms",
+)
+
+#: Result-row columns (the CSV header, in order) -> meaning. Empty cells / null mean "does not
+#: apply" (e.g. bytes of the uncompressed teacher, bpp_estimated of a standard codec).
+SCHEMA: dict[str, str] = {
+    "teacher": "timm name of the teacher classifying the method's output",
+    "method": "teacher | frankensplit | jpeg | webp | avif | jxl | ...",
+    "setting": "uncompressed | model id | codec quality (jxl: butteraugli distance)",
+    "quality": "codec quality as a number (null for teacher and frankensplit)",
+    "images": "number of images averaged over",
+    "reference": "label: top-1/5 against the labels; teacher: agreement with the uncompressed "
+                 "teacher's top-1 (datasets without labels)",
+    "top1": "top-1 accuracy (%)",
+    "top5": "top-5 accuracy (%)",
+    "teacher_top1": "uncompressed teacher's top-1 (%) on the same images and preprocessing",
+    "teacher_top5": "uncompressed teacher's top-5 (%)",
+    "penalty": "teacher_top1 - top1 (percentage points)",
+    "bytes": "mean bytes per image sent (packet header / file container included)",
+    "kb": "bytes / 1000",
+    "bpp_actual": "bytes * 8 / pixels of the teacher's input crop (real rate)",
+    "bpp_estimated": "likelihood estimate of the latent's rate (frankensplit only)",
+    "encode_ms": "mean edge encoding time (ms, batch size 1)",
+    "decode_ms": "mean server decoding time, bytes -> network input (ms)",
+    "infer_ms": "mean server network time (g_s + tail, or the whole teacher) (ms)",
+}

@@ -1,0 +1,295 @@
+"""Evaluation: summary figures against shared/BASELINES.md, result schema, resume = one run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from frankensplit.eval import (
+    RECORD_FIELDS,
+    RECORDS_FILE,
+    SCHEMA,
+    EvalResult,
+    bytes_at_accuracy,
+    bytes_within,
+    coverage,
+    load_dataset,
+    rate_savings,
+    read_records,
+    run_eval,
+    summarize,
+)
+from frankensplit.eval.command import parse_qualities
+from frankensplit.eval.report import summary_markdown
+from frankensplit.models.split import FrankenSplit
+
+# ------------------------------------------------------------------------------------------------
+# Summary figures (pure functions)
+# ------------------------------------------------------------------------------------------------
+
+#: shared/BASELINES.md: mean bytes / top-1 per setting, low to high quality; teacher 83.36%.
+BASELINES_TEACHER = 83.36
+BASELINES = {
+    "jpeg": [(2180, 41.4), (3035, 64.6), (4414, 75.0), (5553, 78.3), (7414, 78.3), (9892, 80.8),
+             (17752, 82.0)],
+    "webp": [(2232, 67.0), (2766, 70.6), (3661, 74.0), (4514, 76.3), (6096, 79.5), (7674, 79.9),
+             (14991, 81.8)],
+    "avif": [(952, 46.7), (1193, 57.0), (1659, 66.6), (2317, 71.6), (4972, 79.2), (9745, 82.0),
+             (17635, 82.7)],
+    "jxl": [(2198, 64.9), (3030, 71.8), (4347, 75.4), (6517, 78.8), (8860, 80.6), (14266, 82.2),
+            (21037, 83.1)],
+}
+#: Its quoted figures, KB per image (None: "never gets there").
+QUOTED_KB = {
+    (1, "avif"): 13.2, (1, "jxl"): 15.3, (1, "jpeg"): None, (1, "webp"): None,
+    (3, "avif"): 6.6, (3, "jxl"): 8.6, (3, "webp"): 9.1, (3, "jpeg"): 9.4,
+}
+
+
+def _shifted(curve: list[tuple[float, float]], delta: float) -> list[tuple[float, float]]:
+    return [(b, a + delta) for b, a in curve]
+
+
+@pytest.mark.parametrize(("margin", "codec"), sorted(QUOTED_KB))
+def test_within_margin_matches_baselines_md(margin: int, codec: str) -> None:
+    """The quoted KB lie within what the table's 0.1-point rounding of top-1 allows.
+
+    The table's top-1 values are rounded to 0.1 points, so each quoted figure is checked against
+    the interval spanned by shifting every accuracy by +-0.05 (bytes needed fall as accuracies
+    rise), widened by the quote's own rounding to 0.1 KB. The nominal value is within 0.12 KB.
+    """
+    curve, quoted = BASELINES[codec], QUOTED_KB[(margin, codec)]
+    nominal = bytes_within(curve, BASELINES_TEACHER, margin)
+    if quoted is None:
+        assert nominal is None
+        assert coverage(curve, BASELINES_TEACHER - margin) == "not reached"
+        return
+    low = bytes_within(_shifted(curve, +0.05), BASELINES_TEACHER, margin)
+    high = bytes_within(_shifted(curve, -0.05), BASELINES_TEACHER, margin)
+    assert low / 1000 - 0.05 <= quoted <= high / 1000 + 0.05
+    assert abs(nominal / 1000 - quoted) < 0.12
+
+
+def test_kilobyte_is_1000_bytes_and_bpp() -> None:
+    """AVIF within 1 point: 13.2 KB and 2.11 bpp only with 1 KB = 1000 bytes (1024 gives 12.9)."""
+    avif = bytes_within(BASELINES["avif"], BASELINES_TEACHER, 1)
+    assert round(avif / 1000, 1) == 13.2 and round(avif / 1024, 1) != 13.2
+    assert round(avif * 8 / (224 * 224), 2) == 2.11
+    assert round(bytes_within(BASELINES["jxl"], BASELINES_TEACHER, 1) * 8 / 50176, 2) == 2.44
+    assert round(bytes_within(BASELINES["avif"], BASELINES_TEACHER, 3) * 8 / 50176, 2) == 1.05
+
+
+def test_monotone_curve_is_log_linear() -> None:
+    curve = [(4000, 70.0), (1000, 50.0)]  # any order
+    assert bytes_at_accuracy(curve, 60.0) == pytest.approx(2000.0)  # geometric midpoint
+    assert bytes_at_accuracy(curve, 70.0) == pytest.approx(4000.0)
+    assert bytes_at_accuracy(curve, 50.0) == pytest.approx(1000.0)
+    assert bytes_at_accuracy(curve, 60.0, rule="stay") == pytest.approx(2000.0)
+
+
+def test_no_extrapolation() -> None:
+    curve = [(1000, 50.0), (4000, 70.0)]
+    assert bytes_at_accuracy(curve, 70.5) is None  # above the best point
+    assert coverage(curve, 70.5) == "not reached"
+    assert bytes_at_accuracy(curve, 40.0) is None  # already exceeded at the lowest rate
+    assert coverage(curve, 40.0) == "below range"
+    assert bytes_at_accuracy([(1000, 50.0)], 50.0) == 1000.0
+    assert bytes_at_accuracy([(1000, 50.0)], 49.0) is None
+    assert bytes_at_accuracy([], 10.0) is None
+
+
+def test_non_monotone_curve_rules() -> None:
+    curve = [(1000, 50.0), (2000, 70.0), (3000, 60.0), (4000, 80.0)]
+    assert bytes_at_accuracy(curve, 65.0) == pytest.approx(1000 * 2**0.75)  # first crossing
+    assert bytes_at_accuracy(curve, 65.0, rule="stay") == pytest.approx(3000 * (4 / 3) ** 0.25)
+    assert bytes_at_accuracy(curve, 75.0) == pytest.approx(3000 * (4 / 3) ** 0.75)
+    assert bytes_at_accuracy(curve, 75.0, rule="stay") == pytest.approx(3000 * (4 / 3) ** 0.75)
+    dips_at_end = curve[:3]
+    assert bytes_at_accuracy(dips_at_end, 65.0) == pytest.approx(1000 * 2**0.75)
+    assert bytes_at_accuracy(dips_at_end, 65.0, rule="stay") is None
+    flat = [(5553, 78.3), (7414, 78.3), (9892, 80.8)]  # JPEG's plateau
+    assert bytes_at_accuracy(flat, 78.3) == 5553
+
+
+def test_bad_curves_are_refused() -> None:
+    with pytest.raises(ValueError, match="rule"):
+        bytes_at_accuracy([(1000, 50.0)], 50.0, rule="last")
+    with pytest.raises(ValueError, match="positive"):
+        bytes_at_accuracy([(0, 50.0)], 50.0)
+    with pytest.raises(ValueError, match="finite"):
+        bytes_at_accuracy([(100, math.nan)], 50.0)
+    with pytest.raises(TypeError, match="bytes, top1"):
+        bytes_at_accuracy([(100,)], 50.0)
+
+
+def test_rate_savings_at_equal_top1() -> None:
+    baseline = [(1000, 50.0), (4000, 70.0)]
+    savings = rate_savings([(900, 80.0), (500, 60.0)], baseline)
+    assert [s.bytes for s in savings] == [500, 900]  # sorted by bytes
+    assert savings[0].baseline_bytes == pytest.approx(2000.0)
+    assert savings[0].saving == pytest.approx(0.75)
+    assert savings[1].baseline_bytes is None and savings[1].saving is None  # not covered
+
+
+def _rows(curves: dict[str, list[tuple[float, float]]], teacher_top1: float) -> list[dict]:
+    """Synthetic result rows (only the columns the summary reads)."""
+    rows = [{"teacher": "t", "method": "teacher", "setting": "uncompressed", "bytes": None,
+             "top1": teacher_top1, "images": 1286, "reference": "label"}]
+    for method, curve in curves.items():
+        rows += [{"teacher": "t", "method": method, "setting": str(i), "bytes": b, "top1": a}
+                 for i, (b, a) in enumerate(curve)]
+    return rows
+
+
+def test_summarize_and_markdown() -> None:
+    fs = [(3000.0, 81.0), (5000.0, 83.0)]
+    rows = _rows({"frankensplit": fs, **BASELINES}, BASELINES_TEACHER)
+    (s,) = summarize(rows)
+    assert s["within"]["avif"]["1"] == pytest.approx(13221, abs=1)
+    assert s["within"]["jpeg"]["1"] is None and s["within_status"]["jpeg"]["1"] == "not reached"
+    assert s["within"]["frankensplit"]["3"] is None  # 81.0 at the lowest rate already
+    assert s["within_status"]["frankensplit"]["3"] == "below range"
+    by_setting = {p["setting"]: p for p in s["savings"]["avif"]}
+    assert by_setting["0"]["saving"] == pytest.approx(1 - 3000 / by_setting["0"]["baseline_bytes"])
+    assert by_setting["1"]["saving"] is None  # AVIF never reaches 83.0
+    for row in rows:
+        row.update(dict.fromkeys(("top5", "penalty", "kb", "bpp_actual", "bpp_estimated",
+                                  "encode_ms", "decode_ms", "infer_ms"), 0.0))
+    text = summary_markdown(rows, [s], {"data": "d", "images": 1286, "reference": "label"})
+    assert "| AVIF | 13.2 | 6.6 |" in text and "| JPEG | not reached | 9.4 |" in text
+    assert "| FrankenSplit | 4.2 | below lowest setting |" in text  # 3000 * (5/3)**0.68
+
+
+def test_parse_qualities() -> None:
+    assert parse_qualities([], ["jpeg"]) == {"jpeg": None}
+    assert parse_qualities(["10,50", "jxl=2"], ["jpeg", "jxl"]) == {"jpeg": (10, 50), "jxl": (2,)}
+    with pytest.raises(ValueError, match="avif"):
+        parse_qualities(["avif=10"], ["jpeg"])
+    with pytest.raises(ValueError, match="numbers"):
+        parse_qualities(["ten"], ["jpeg"])
+
+
+# ------------------------------------------------------------------------------------------------
+# Real runs on tiny16
+# ------------------------------------------------------------------------------------------------
+
+TINY16 = Path(__file__).resolve().parents[2] / "shared/data/fixtures/tiny16"
+CODECS = {"jpeg": (30,)}
+Dataset = tuple[list[Path], list[int]]
+TIMES = ("encode_ms", "decode_ms", "infer_ms")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """One torch thread, like ``frankensplit eval``: far faster than two on a busy 2-core box."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model() -> FrankenSplit:
+    from frankensplit.models.zoo import create_model
+
+    return create_model("fs-lite0-untrained")
+
+
+@pytest.fixture(scope="module")
+def data() -> Dataset:
+    if not (TINY16 / "labels.csv").is_file():
+        pytest.skip(f"shared fixtures not found at {TINY16}")
+    return load_dataset(TINY16, limit=4)
+
+
+@pytest.fixture(scope="module")
+def one_run(
+    model: FrankenSplit, data: Dataset, tmp_path_factory: pytest.TempPathFactory
+) -> EvalResult:
+    out = tmp_path_factory.mktemp("eval")
+    return run_eval([model], *data, out, CODECS, data="tiny16")
+
+
+def test_result_files_follow_the_schema(one_run: EvalResult) -> None:
+    paths = one_run.paths
+    doc = json.loads(paths["json"].read_text())
+    assert doc["columns"] == SCHEMA and doc["meta"]["images"] == 4
+    assert doc["meta"]["reference"] == "label"
+    assert [(r["method"], r["setting"]) for r in doc["rows"]] == [
+        ("teacher", "uncompressed"), ("frankensplit", "fs-lite0-untrained"), ("jpeg", "30")]
+    for row in doc["rows"]:
+        assert list(row) == list(SCHEMA)
+        assert row["images"] == 4 and 0 <= row["top1"] <= row["top5"] <= 100
+        assert row["penalty"] == pytest.approx(row["teacher_top1"] - row["top1"])
+    teacher, fs, jpeg = doc["rows"]
+    assert teacher["bytes"] is None and teacher["penalty"] == 0 and teacher["top1"] == 100
+    for row in (fs, jpeg):
+        assert row["bpp_actual"] == pytest.approx(row["bytes"] * 8 / (224 * 224))
+        assert row["kb"] == pytest.approx(row["bytes"] / 1000)
+        assert row["encode_ms"] > 0 and row["decode_ms"] > 0 and row["infer_ms"] > 0
+    assert jpeg["bpp_estimated"] is None and jpeg["quality"] == 30
+    assert 0 < fs["bpp_estimated"] <= fs["bpp_actual"]  # real bytes include header and overhead
+    with open(paths["csv"], newline="") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == list(SCHEMA)
+        assert len(list(reader)) == 3
+    assert set(doc["summary"][0]["within"]) == {"frankensplit", "jpeg"}
+    assert "| method | setting | top-1" in paths["markdown"].read_text()
+    assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    records = list(read_records(paths["records"]))
+    assert len(records) == 3 * 4 and all(list(r) == list(RECORD_FIELDS) for r in records)
+
+
+def test_interrupted_then_resumed_equals_one_run(
+    model: FrankenSplit, data: Dataset, one_run: EvalResult, tmp_path: Path
+) -> None:
+    files, labels = data
+    run_eval([model], files[:2], labels[:2], tmp_path, CODECS, plot=False)  # "interrupted"
+    with open(tmp_path / RECORDS_FILE, "a") as f:
+        f.write('{"teacher": "tf_efficientnet_lite0", "meth')  # killed mid-write
+    with pytest.raises(ValueError, match="resume"):
+        run_eval([model], files, labels, tmp_path, CODECS)
+    resumed = run_eval([model], files, labels, tmp_path, CODECS, resume=True, plot=False)
+    strip = [{k: v for k, v in r.items() if k not in TIMES} for r in resumed.rows]
+    assert strip == [{k: v for k, v in r.items() if k not in TIMES} for r in one_run.rows]
+    assert len(list(read_records(tmp_path / RECORDS_FILE))) == 3 * 4  # nothing measured twice
+
+
+def test_resume_refuses_another_dataset(
+    model: FrankenSplit, data: Dataset, tmp_path: Path
+) -> None:
+    files, labels = data
+    run_eval([model], files[:1], labels[:1], tmp_path, {}, plot=False)
+    with pytest.raises(ValueError, match="another dataset"):
+        run_eval([model], files[1:2], labels[1:2], tmp_path, {}, resume=True, plot=False)
+
+
+def test_unlabelled_scores_agreement_with_teacher(
+    model: FrankenSplit, data: Dataset, tmp_path: Path
+) -> None:
+    files, _ = data
+    result = run_eval([model], files[:2], [-1, -1], tmp_path, {}, plot=False)
+    teacher, fs = result.rows
+    assert teacher["reference"] == fs["reference"] == "teacher"
+    assert teacher["top1"] == teacher["top5"] == 100.0
+
+
+def test_eval_command(model: FrankenSplit, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from frankensplit.cli import main
+
+    argv = ["eval", "--model", "fs-lite0-untrained", "--data", str(TINY16), "--limit", "2",
+            "--codecs", "jpeg", "--qualities", "30", "--out", str(tmp_path), "--no-progress"]
+    assert main(argv) == 0
+    assert (tmp_path / "results.csv").is_file() and (tmp_path / "rate_accuracy.png").is_file()
+    capsys.readouterr()
+    assert main(argv) == 2  # the log exists: no silent overwrite
+    assert "resume" in capsys.readouterr().err
+    assert main([*argv, "--resume"]) == 0
+    assert main([*argv, "--codecs", "nope"]) == 2
