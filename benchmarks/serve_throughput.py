@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,20 +25,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 TINY16 = Path(__file__).resolve().parents[2] / "shared/data/fixtures/tiny16"
 
 
-def serve(app) -> tuple[str, object, threading.Thread]:
-    """Start ``app`` on a free loopback port and wait until ``/readyz`` says ready."""
+def wait_ready(url: str) -> None:
+    """Block until the server's /readyz says its models are loaded."""
     import httpx
-    import uvicorn
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    while not server.started or httpx.get(f"{url}/readyz").status_code != 200:
+    while httpx.get(f"{url}/readyz").status_code != 200:
         time.sleep(0.05)
-    return url, server, thread
 
 
 def run_load(url: str, packets: list[bytes], requests: int, clients: int) -> dict:
@@ -87,7 +77,7 @@ def main() -> None:
     from frankensplit.data.transforms import load_image, make_transform
     from frankensplit.models.zoo import create_model
     from frankensplit.runtime.loading import served_model
-    from frankensplit.runtime.server import ServerConfig, create_app
+    from frankensplit.runtime.server import ServerConfig, create_app, run_in_thread
 
     model = create_model(args.model)
     transform = make_transform(model.teacher.data_config)
@@ -107,15 +97,12 @@ def main() -> None:
     print(f"{'setting':<36}{'clients':>8}{'img/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'batch':>7}")
     for name, config in settings.items():
         app = create_app({model.model_id: served_model(model)}, config)
-        url, server, thread = serve(app)
-        try:
+        with run_in_thread(app) as url:
+            wait_ready(url)
             for clients in args.clients:
                 r = run_load(url, packets, args.requests, clients)
                 print(f"{name:<36}{clients:>8}{r['throughput']:>8.2f}{r['p50']:>9.1f}"
                       f"{r['p95']:>9.1f}{r['batch']:>7.2f}", flush=True)
-        finally:
-            server.should_exit = True
-            thread.join(timeout=30)
 
 
 if __name__ == "__main__":

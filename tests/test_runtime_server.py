@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -25,7 +23,7 @@ from frankensplit.models.zoo import build_model, create_model
 from frankensplit.runtime.client import EdgeClient, ServerError, post_packet
 from frankensplit.runtime.export import export_bundle
 from frankensplit.runtime.loading import load_server_model, resolve_model_spec, served_model
-from frankensplit.runtime.server import ServerConfig, create_app
+from frankensplit.runtime.server import ServerConfig, create_app, run_in_thread
 
 MODEL_ID = "fs-lite0-untrained"
 TOKEN = "s3cret-token"
@@ -40,25 +38,7 @@ def _images(n: int) -> list[Path]:
     return images
 
 
-@contextmanager
-def live_server(app):
-    """Run ``app`` on uvicorn in a thread on a free loopback port; yield its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+live_server = run_in_thread
 
 
 def _wait_ready(url: str, timeout: float = 60.0) -> httpx.Response:

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import socket
+import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -36,7 +38,7 @@ from frankensplit.runtime.loading import LoadedModel
 from frankensplit.runtime.metrics import CONTENT_TYPE_LATEST
 from frankensplit.runtime.service import HTTPError, InferenceService, ServerConfig, loaded_models
 
-__all__ = ["ServerConfig", "create_app"]
+__all__ = ["ServerConfig", "create_app", "run_in_thread"]
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -183,3 +185,33 @@ def create_app(
     app.add_api_route("/readyz", readyz, methods=["GET"])
     app.add_api_route("/metrics", metrics, methods=["GET"])
     return app
+
+
+@contextmanager
+def run_in_thread(app: FastAPI, host: str = "127.0.0.1", timeout: float = 60.0) -> Iterator[str]:
+    """Serve ``app`` with uvicorn in a background thread on a free port; yield its base URL.
+
+    For tests, benchmarks and embedding a server in another program. The port is bound here
+    (port 0), so parallel runs never collide; the server is stopped on exit.
+
+    Raises:
+        RuntimeError: uvicorn did not start within ``timeout`` seconds.
+    """
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind((host, 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            server.should_exit = True
+            raise RuntimeError(f"uvicorn did not start on {host} within {timeout} s")
+        time.sleep(0.05)
+    try:
+        yield f"http://{host}:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
