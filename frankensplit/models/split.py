@@ -68,7 +68,8 @@ class ServerPart(nn.Module):
         entropy: the entropy model with the same CDF tables as the edge.
         g_s: the blueprint decoder.
         tail: the unmodified teacher tail.
-        limits: wire-format limits applied to every packet (default ``bitstream.Limits()``).
+        limits: wire-format limits applied to every packet (default: latents of inputs up to
+            512x512, i.e. C x 64 x 64 symbols).
     """
 
     def __init__(
@@ -84,7 +85,12 @@ class ServerPart(nn.Module):
         self.entropy = entropy
         self.g_s = g_s
         self.tail = tail
-        self.limits = limits if limits is not None else bitstream.Limits()
+        if limits is None:
+            # A 34-byte forged packet may declare any shape within the limits, and decoding costs
+            # time and memory per declared symbol (fuzzing: about 1 s and 380 MiB at the wire
+            # format's generic bound). Default to latents of inputs up to 512x512.
+            limits = bitstream.Limits(max_latent_elements=entropy.channels * 64 * 64)
+        self.limits = limits
 
     def parse(self, data: bytes) -> bitstream.Packet:
         """Unpack and validate one packet against this model.
