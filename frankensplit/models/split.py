@@ -19,19 +19,10 @@ from torch import Tensor, nn
 
 from frankensplit import bitstream
 from frankensplit.backbones import SplitBackbone
+from frankensplit.blueprints.common import count_parameters
 from frankensplit.models.entropy import FactorizedPrior
 
-__all__ = ["EdgePart", "FrankenSplit", "ServerPart", "count_parameters", "rate_bits"]
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Number of parameters (shared ones counted once)."""
-    return sum(p.numel() for p in module.parameters())
-
-
-def rate_bits(likelihoods: Tensor) -> Tensor:
-    """Total information content ``sum(-log2 p)`` in bits (a scalar; sum reduction, not bpp)."""
-    return -torch.log2(likelihoods).sum()
+__all__ = ["EdgePart", "FrankenSplit", "ServerPart", "count_parameters"]
 
 
 class EdgePart(nn.Module):

@@ -67,6 +67,15 @@ def _check_token(request: Request, token: str | None) -> None:
         raise HTTPError(401, "missing or invalid bearer token")
 
 
+def _unauthorized(request: Request, service: InferenceService) -> JSONResponse | None:
+    """The 401 answer for a request without the server's token, None when it may proceed."""
+    try:
+        _check_token(request, service.config.token)
+    except HTTPError as e:
+        return _error(e)
+    return None
+
+
 def _topk(request: Request, default: int) -> int:
     raw = request.query_params.get("topk")
     if raw is None:
@@ -110,10 +119,8 @@ async def classify(request: Request) -> JSONResponse:
 async def list_models(request: Request) -> JSONResponse:
     """``GET /v1/models``: ids and accepted latent shapes."""
     service: InferenceService = request.app.state.service
-    try:
-        _check_token(request, service.config.token)
-    except HTTPError as e:
-        return _error(e)
+    if (denied := _unauthorized(request, service)) is not None:
+        return denied
     return JSONResponse({"models": [
         {"model_id": m.model_id, "latent_shape": list(m.latent_shape) if m.latent_shape else None}
         for m in service.models.values()
@@ -137,10 +144,8 @@ async def readyz(request: Request) -> JSONResponse:
 async def metrics(request: Request) -> Response:
     """``GET /metrics``: Prometheus text format."""
     service: InferenceService = request.app.state.service
-    try:
-        _check_token(request, service.config.token)
-    except HTTPError as e:
-        return _error(e)
+    if (denied := _unauthorized(request, service)) is not None:
+        return denied
     return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
