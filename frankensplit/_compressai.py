@@ -13,6 +13,6 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", UserWarning)
     from compressai.entropy_models import EntropyBottleneck
     from compressai.layers import GDN
-    from compressai.models.utils import update_registered_buffers
+    from compressai.models.utils import conv, deconv, update_registered_buffers
 
-__all__ = ["GDN", "EntropyBottleneck", "update_registered_buffers"]
+__all__ = ["GDN", "EntropyBottleneck", "conv", "deconv", "update_registered_buffers"]

@@ -123,21 +123,37 @@ def family_of(model: nn.Module) -> Family:
     )
 
 
-def split_point(model: nn.Module) -> SplitSpec:
+def split_point(model: nn.Module, reduction: int | None = None) -> SplitSpec:
     """Derive the injection point from the model's ``feature_info`` and family.
 
-    CNNs are split after the deepest stage at stride 8; Swin after the patch merging that opens the
-    stride-16 stage.
+    By default (FrankenSplit's shallow injection point) CNNs are split after the deepest stage at
+    stride 8, Swin after the patch merging that opens the stride-16 stage. Another ``reduction``
+    splits after the deepest ``feature_info`` stage at that stride: 4 is where Entropic Student
+    (Matsubara et al., WACV 2022) replaces the teacher's stem and first stage (ResNet ``layer1``,
+    EfficientNet ``blocks.1``).
+
+    Args:
+        model: a timm classifier of a supported family.
+        reduction: stride of the split, or None for the family's FrankenSplit split.
+
+    Raises:
+        ValueError: unsupported family, or no feature stage at that stride.
     """
     fam = family_of(model)
-    infos = [i for i in model.feature_info if i["reduction"] == fam.split_reduction]
+    if reduction is not None and (isinstance(reduction, bool) or not isinstance(reduction, int)
+                                  or reduction < 1):
+        raise ValueError(f"split reduction must be a positive integer or None, got {reduction!r}")
+    default = reduction is None or reduction == fam.split_reduction
+    reduction = fam.split_reduction if reduction is None else reduction
+    infos = [i for i in model.feature_info if i["reduction"] == reduction]
     if not infos:
         raise ValueError(
-            f"{type(model).__name__} has no feature stage at stride {fam.split_reduction}; "
+            f"{type(model).__name__} has no feature stage at stride {reduction}; "
             f"feature_info strides: {[i['reduction'] for i in model.feature_info]}"
         )
-    info = infos[0] if fam.split_child else infos[-1]
-    module = f"{info['module']}.{fam.split_child}" if fam.split_child else info["module"]
+    child = fam.split_child if default else None
+    info = infos[0] if child else infos[-1]
+    module = f"{info['module']}.{child}" if child else info["module"]
     input_size = tuple(model.pretrained_cfg.get("input_size", (3, 224, 224)))
     return SplitSpec(
         family=fam.name,
@@ -195,6 +211,12 @@ class SplitBackbone(nn.Module):
     ``head`` and ``tail`` share their parameters with the original model, so ``tail(head(x))`` *is*
     the model. The object is always frozen and in eval mode: FrankenSplit never trains the teacher.
 
+    Args:
+        name: timm model name.
+        model: the timm classifier.
+        split_reduction: stride of the split (None: the family's FrankenSplit split point; see
+            :func:`split_point`).
+
     Attributes:
         name: timm model name.
         spec: the split point.
@@ -203,10 +225,10 @@ class SplitBackbone(nn.Module):
         data_config: timm's preprocessing (input_size, interpolation, mean, std, crop_pct).
     """
 
-    def __init__(self, name: str, model: nn.Module) -> None:
+    def __init__(self, name: str, model: nn.Module, split_reduction: int | None = None) -> None:
         super().__init__()
         self.name = name
-        self.spec = split_point(model)
+        self.spec = split_point(model, split_reduction)
         head, tail = _ordered_pieces(model, self.spec.module)
         self.head = BackboneHead(*head)
         self.tail = BackboneTail(*tail)
@@ -348,16 +370,19 @@ def create_classifier(name: str, weights: str | Path | None = "auto", **kwargs: 
 
 
 def create_backbone(
-    name: str, weights: str | Path | None = "auto", **kwargs: Any
+    name: str, weights: str | Path | None = "auto", split_reduction: int | None = None,
+    **kwargs: Any,
 ) -> SplitBackbone:
     """Create a timm classifier and split it at its injection point.
 
     Args:
         name: timm model name (``timm.list_models()``).
         weights: see :func:`create_classifier`.
+        split_reduction: stride of the split (None: FrankenSplit's; see :func:`split_point`).
         **kwargs: forwarded to ``timm.create_model`` (e.g. tiny ``depths``/``embed_dim`` for tests).
 
     Raises:
-        ValueError: unknown model name, unsupported family, or weights that cannot be loaded.
+        ValueError: unknown model name, unsupported family, no stage at ``split_reduction``, or
+            weights that cannot be loaded.
     """
-    return SplitBackbone(name, create_classifier(name, weights, **kwargs))
+    return SplitBackbone(name, create_classifier(name, weights, **kwargs), split_reduction)

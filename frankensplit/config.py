@@ -75,7 +75,20 @@ class TrainConfig:
         teacher_weights: "auto", "offline", "online" or a checkpoint path.
         encoder: ``ENCODERS`` id.
         entropy: ``ENTROPY_MODELS`` id.
-        latent_channels: channels of y.
+        latent_channels: channels of y (M for the image codec).
+        objective: "head": head distillation of the teacher's features at the split, a split
+            model (FrankenSplit; Entropic Student). "image": rate + lmbda * 255^2 * MSE on the
+            image crop, CompressAI's objective, for the learned image codec baseline (Balle et al.
+            2018 factorized prior) whose reconstructions feed the whole teacher.
+        decoder: ``DECODERS`` id of g_s: "blueprint" (FrankenSplit's, per family) or
+            "entropic_student" (Matsubara et al., WACV 2022). Objective "head" only.
+        split_reduction: stride of the teacher's split; None is FrankenSplit's (8 for CNNs, 16
+            for Swin), 4 is Entropic Student's (after the stem and first stage). Objective
+            "head" only.
+        hidden_channels: N, the image codec's hidden channels (objective "image" only; 128 as in
+            CompressAI's bmshj2018-factorized qualities 1-5).
+        clip_grad_norm: clip the codec's gradient to this norm every step (None: no clipping;
+            CompressAI's training script clips its image codecs at 1.0).
         model_id: id pattern of the produced models; ``{lmbda}`` is replaced by the value.
         lmbda: rate weight(s) (sum-reduced loss: bits are total bits per batch).
         stages: the training stages, in order.
@@ -98,6 +111,11 @@ class TrainConfig:
     encoder: str = "frankensplit"
     entropy: str = "factorized"
     latent_channels: int = 48
+    objective: str = "head"
+    decoder: str = "blueprint"
+    split_reduction: int | None = None
+    hidden_channels: int = 128
+    clip_grad_norm: float | None = None
     model_id: str = "fs-lite0-l{lmbda}"
     lmbda: list[float] = field(default_factory=lambda: [1.0])
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
@@ -132,6 +150,32 @@ class TrainConfig:
             raise ValueError("freeze: g_a, entropy and g_s are all frozen, nothing would train")
         if "{lmbda}" not in self.model_id and len(self.lmbda) > 1:
             raise ValueError("model_id must contain '{lmbda}' when sweeping several lambdas")
+        self._validate_model()
+
+    def _validate_model(self) -> None:
+        """Objective, decoder and split stride: the choices that pick the trained model."""
+        from frankensplit.blueprints import DECODERS
+
+        if self.objective not in ("head", "image"):
+            raise ValueError(f"objective must be 'head' or 'image', got {self.objective!r}")
+        DECODERS.get(self.decoder)  # unknown id: ValueError listing the known ones
+        if self.split_reduction is not None and self.split_reduction < 1:
+            raise ValueError(f"split_reduction must be positive or null, got {self.split_reduction}")
+        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
+            raise ValueError(f"clip_grad_norm must be positive or null, got {self.clip_grad_norm}")
+        if self.latent_channels < 1 or self.hidden_channels < 1:
+            raise ValueError(f"latent_channels and hidden_channels must be positive, got "
+                             f"{self.latent_channels} and {self.hidden_channels}")
+        if self.objective != "image":
+            return
+        unused = {k: v for k, v in (("encoder", self.encoder), ("decoder", self.decoder),
+                                    ("split_reduction", self.split_reduction))
+                  if v != getattr(TrainConfig, k)}
+        if unused:
+            raise ValueError(f"objective 'image' trains the image codec: {sorted(unused)} only "
+                             "apply to objective 'head'")
+        if any(s.saliency for s in self.stages) or self.amp:
+            raise ValueError("objective 'image' supports neither saliency stages nor amp")
 
 
 #: Floats in exponent notation without a dot (``1e-3``), which ``yaml.safe_load`` leaves as strings.

@@ -10,9 +10,10 @@ meaning for a given batch size.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["head_distortion", "rate_bits", "rd_loss"]
+__all__ = ["head_distortion", "image_rd_loss", "rate_bits", "rd_loss"]
 
 
 def rate_bits(likelihoods: dict[str, Tensor]) -> Tensor:
@@ -65,3 +66,36 @@ def rd_loss(
     distortion = head_distortion(h_hat, h, s, layout)
     bits = rate_bits(likelihoods)
     return {"loss": distortion + lmbda * bits, "distortion": distortion, "bits": bits}
+
+
+def image_rd_loss(
+    x_hat: Tensor, x: Tensor, likelihoods: dict[str, Tensor], lmbda: float
+) -> dict[str, Tensor]:
+    """The learned image codec baseline's objective, exactly CompressAI's ``RateDistortionLoss``.
+
+        L = bpp + lmbda * 255^2 * MSE(x_hat, x)
+
+    with bpp = total bits / (N * H * W) and MSE the mean over pixels and channels of images in
+    [0, 1] (Balle et al., ICLR 2018, as trained in CompressAI), so that lmbda has CompressAI's
+    meaning: 0.0018 ... 0.0932 are its ``bmshj2018-factorized`` qualities 1 ... 7.
+
+    Args:
+        x_hat: reconstructions (N, 3, H, W).
+        x: the images, in [0, 1].
+        likelihoods: the latents' likelihoods.
+        lmbda: rate-distortion weight (larger = better quality, more bits).
+
+    Returns:
+        ``{"loss", "distortion", "bits", "mse"}``: distortion is the per-image MSE summed over the
+        batch (so per-image averages read as MSE), bits the batch's total.
+
+    Raises:
+        ValueError: shapes that differ or are not images.
+    """
+    if x_hat.shape != x.shape or x.ndim != 4:
+        raise ValueError(f"x_hat {tuple(x_hat.shape)} and x {tuple(x.shape)} must be equal (N, C, H, W)")
+    n, _, h, w = x.shape
+    bits = rate_bits(likelihoods)
+    mse = F.mse_loss(x_hat, x)
+    loss = bits / (n * h * w) + lmbda * 255.0**2 * mse
+    return {"loss": loss, "distortion": mse * n, "bits": bits, "mse": mse}

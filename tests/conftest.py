@@ -1,4 +1,5 @@
-"""Shared test set-up: offline hub, the shared data folder, tiny teachers of every family."""
+"""Shared test set-up: offline hub, the shared data folder, tiny teachers of every family, and the
+lite0 model, bundles and edge client the runtime tests share (session-scoped: built once)."""
 
 from __future__ import annotations
 
@@ -29,3 +30,31 @@ def tiny16() -> Path:
     if not (TINY16 / "labels.csv").is_file():
         pytest.skip(f"shared fixtures not found at {TINY16} (clone with ../shared beside the repo)")
     return TINY16
+
+
+#: The model the runtime tests serve: real teacher (offline weights), random seeded codec.
+RUNTIME_MODEL_ID = "fs-lite0-untrained"
+
+
+@pytest.fixture(scope="session")
+def lite0_model():
+    """``fs-lite0-untrained``, shared by the runtime tests (read-only: never train or reload it)."""
+    from frankensplit.models.zoo import create_model
+
+    return create_model(RUNTIME_MODEL_ID)
+
+
+@pytest.fixture(scope="session")
+def lite0_bundle(lite0_model, tmp_path_factory):
+    """Edge and server bundles of `lite0_model` (``frankensplit export``)."""
+    from frankensplit.runtime.export import export_bundle
+
+    return export_bundle(lite0_model, tmp_path_factory.mktemp("bundle"))
+
+
+@pytest.fixture(scope="session")
+def edge_client(lite0_bundle):
+    """The torch-free edge client on `lite0_bundle` (one onnxruntime thread)."""
+    from frankensplit.runtime.client import EdgeClient
+
+    return EdgeClient(lite0_bundle.edge_dir, threads=1)

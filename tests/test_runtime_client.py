@@ -18,10 +18,8 @@ torch = pytest.importorskip("torch")
 from frankensplit import bitstream
 from frankensplit.cli import main as cli_main
 from frankensplit.data.transforms import load_image, make_transform
-from frankensplit.models.zoo import create_model
 from frankensplit.runtime.bundle import read_manifest
 from frankensplit.runtime.client import EdgeClient, classify_url
-from frankensplit.runtime.export import export_bundle
 
 MODEL_ID = "fs-lite0-untrained"
 REPO = Path(__file__).resolve().parents[1]
@@ -35,22 +33,8 @@ def _images() -> list[Path]:
     return images
 
 
-@pytest.fixture(scope="module")
-def model():
-    return create_model(MODEL_ID)
-
-
-@pytest.fixture(scope="module")
-def bundle(model, tmp_path_factory):
-    return export_bundle(model, tmp_path_factory.mktemp("bundle"))
-
-
-@pytest.fixture(scope="module")
-def client(bundle):
-    return EdgeClient(bundle.edge_dir, threads=1)
-
-
-def test_bundles_are_complete_and_not_pickled(bundle, model):
+def test_bundles_are_complete_and_not_pickled(lite0_bundle, lite0_model):
+    bundle, model = lite0_bundle, lite0_model
     edge = read_manifest(bundle.edge_dir)
     server = read_manifest(bundle.server_dir)
     assert edge.model_id == server.model_id == MODEL_ID
@@ -73,36 +57,37 @@ def test_bundles_are_complete_and_not_pickled(bundle, model):
     assert suffixes <= {".json", ".onnx", ".npy", ".safetensors"}
 
 
-def test_onnx_encoder_has_dynamic_batch(client):
+def test_onnx_encoder_has_dynamic_batch(edge_client):
     x = np.random.default_rng(0).standard_normal((3, 3, 224, 224), dtype=np.float32)
-    assert client.encode_latent(x).shape == (3, 48, 28, 28)
+    assert edge_client.encode_latent(x).shape == (3, 48, 28, 28)
 
 
-def test_corrupted_bundle_is_refused(bundle, tmp_path):
+def test_corrupted_bundle_is_refused(lite0_bundle, tmp_path):
     import shutil
 
     copy = tmp_path / "edge"
-    shutil.copytree(bundle.edge_dir, copy)
+    shutil.copytree(lite0_bundle.edge_dir, copy)
     (copy / "medians.npy").write_bytes(b"\x93NUMPY garbage")
     with pytest.raises(ValueError, match="checksum mismatch"):
         EdgeClient(copy)
     with pytest.raises(ValueError, match="expected an edge bundle"):
-        EdgeClient(bundle.server_dir)
+        EdgeClient(lite0_bundle.server_dir)
 
 
-def test_preprocessing_matches_torchvision_exactly(client, model):
-    transform = make_transform(model.teacher.data_config)
+def test_preprocessing_matches_torchvision_exactly(edge_client, lite0_model):
+    transform = make_transform(lite0_model.teacher.data_config)
     for path in _images():
-        np.testing.assert_array_equal(client.preprocess(path), transform(load_image(path)).numpy())
+        np.testing.assert_array_equal(edge_client.preprocess(path), transform(load_image(path)).numpy())
 
 
-def test_client_packets_decode_exactly_on_the_torch_server(client, model):
+def test_client_packets_decode_exactly_on_the_torch_server(edge_client, lite0_model):
     """Symbols the client sends are exactly what the torch server decodes; count ONNX drift.
 
     The ONNX encoder's float output may differ from torch's in the last bits, so a value on a
     rounding boundary can round the other way. Top-1 can only change where y_hat changed, so the
     (slow) tail runs only for those images.
     """
+    client, model = edge_client, lite0_model
     transform = make_transform(model.teacher.data_config)
     server = model.server
     images = _images()
@@ -128,20 +113,20 @@ def test_client_packets_decode_exactly_on_the_torch_server(client, model):
     assert differing_top1 <= 1
 
 
-def test_client_bytes_equal_torch_bytes_for_the_same_latent(client, model):
+def test_client_bytes_equal_torch_bytes_for_the_same_latent(edge_client, lite0_model):
     """Given the same y, the numpy coder and compressai's EntropyBottleneck emit identical bytes."""
     y = torch.randn(2, 48, 28, 28, generator=torch.Generator().manual_seed(1)) * 3
     y[0, 0, 0, :4] = torch.tensor([0.5, 1.5, -0.5, 2.5])  # exact ties: round half to even
-    expected = model.entropy.compress(y)
-    assert [client.coder.encode(yi.numpy()) for yi in y] == expected
+    expected = lite0_model.entropy.compress(y)
+    assert [edge_client.coder.encode(yi.numpy()) for yi in y] == expected
 
 
-def test_edge_client_never_imports_torch(bundle):
+def test_edge_client_never_imports_torch(lite0_bundle):
     image = _images()[0]
     code = f"""
 import sys
 from frankensplit.runtime.client import EdgeClient
-client = EdgeClient({str(bundle.edge_dir)!r})
+client = EdgeClient({str(lite0_bundle.edge_dir)!r})
 packet = client.encode({str(image)!r})
 heavy = sorted(m for m in ("torch", "torchvision", "timm", "compressai") if m in sys.modules)
 print(len(packet), heavy)
@@ -176,13 +161,13 @@ def test_runtime_command_modules_import_lazily():
     assert _first_torch_importer(runtime) is None
 
 
-def test_cli_client_does_not_import_torch(bundle, tmp_path):
+def test_cli_client_does_not_import_torch(lite0_bundle, tmp_path):
     """``frankensplit client`` stays torch-free while every CLI command module imports lazily."""
     image = _images()[0]
     code = f"""
 import json, sys
 from frankensplit.cli import main
-rc = main(["client", "--bundle", {str(bundle.edge_dir)!r}, "--save", {str(tmp_path)!r},
+rc = main(["client", "--bundle", {str(lite0_bundle.edge_dir)!r}, "--save", {str(tmp_path)!r},
            {str(image)!r}])
 print(json.dumps({{"rc": rc, "torch": "torch" in sys.modules}}))
 """

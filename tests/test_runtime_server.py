@@ -19,9 +19,8 @@ uvicorn = pytest.importorskip("uvicorn")
 
 from frankensplit import bitstream
 from frankensplit.cli import main as cli_main
-from frankensplit.models.zoo import build_model, create_model
-from frankensplit.runtime.client import EdgeClient, ServerError, post_packet
-from frankensplit.runtime.export import export_bundle
+from frankensplit.models.zoo import build_model
+from frankensplit.runtime.client import ServerError, post_packet
 from frankensplit.runtime.loading import load_server_model, resolve_model_spec, served_model
 from frankensplit.runtime.server import ServerConfig, create_app, run_in_thread
 
@@ -50,47 +49,32 @@ def _wait_ready(url: str, timeout: float = 60.0) -> httpx.Response:
 
 
 @pytest.fixture(scope="module")
-def model():
-    return create_model(MODEL_ID)
-
-
-@pytest.fixture(scope="module")
-def second(model):
+def second(lite0_model):
     """A second model id sharing the teacher (its codec is seeded from its own id)."""
-    other = build_model("fs-lite0-second", model.teacher)
+    other = build_model("fs-lite0-second", lite0_model.teacher)
     other.eval()
     other.update(force=True)
     return other
 
 
 @pytest.fixture(scope="module")
-def bundle(model, tmp_path_factory):
-    return export_bundle(model, tmp_path_factory.mktemp("bundle"))
-
-
-@pytest.fixture(scope="module")
-def client(bundle):
-    return EdgeClient(bundle.edge_dir, threads=1)
-
-
-@pytest.fixture(scope="module")
-def server(model, second):
+def server(lite0_model, second):
     config = ServerConfig(max_batch=8, max_wait_ms=20.0, token=TOKEN, max_body_bytes=200_000)
-    app = create_app({m.model_id: served_model(m) for m in (model, second)}, config)
+    app = create_app({m.model_id: served_model(m) for m in (lite0_model, second)}, config)
     with live_server(app) as url:
         _wait_ready(url)
         yield url
 
 
 @pytest.fixture(scope="module")
-def packets(client):
-    return [client.encode(path) for path in _images(8)]
+def packets(edge_client):
+    return [edge_client.encode(path) for path in _images(8)]
 
 
 @pytest.fixture(scope="module")
-def reference(model, packets):
+def reference(lite0_model, packets):
     """In-process answers: top-5 (probabilities, indexes) per packet."""
-    probs = model.server.decode(packets).softmax(1)
+    probs = lite0_model.server.decode(packets).softmax(1)
     values, indexes = probs.topk(5, dim=1)
     return values.numpy(), indexes.numpy()
 
@@ -117,12 +101,12 @@ def test_probes_and_metrics(server):
     assert {m["model_id"]: m["latent_shape"] for m in models}[MODEL_ID] == [48, 28, 28]
 
 
-def test_edge_client_predictions_equal_in_process(server, client, packets, reference):
+def test_edge_client_predictions_equal_in_process(server, edge_client, packets, reference):
     from timm.data import ImageNetInfo
 
     info = ImageNetInfo()
     for row, path in enumerate(_images(3)):
-        answer = client.classify(server, path, topk=5, token=TOKEN)
+        answer = edge_client.classify(server, path, topk=5, token=TOKEN)
         assert answer["model_id"] == MODEL_ID and answer["packet_bytes"] == len(packets[row])
         assert answer["latent_shape"] == [48, 28, 28] and answer["decode_ms"] > 0
         _check(answer, reference, row)
@@ -144,8 +128,8 @@ def test_concurrent_requests_are_batched(server, packets, reference):
     assert "frankensplit_received_bytes_total" in metrics
 
 
-def test_several_models_by_id(server, second, client):
-    x = torch.from_numpy(client.preprocess(_images(1)[0]))[None]
+def test_several_models_by_id(server, second, edge_client):
+    x = torch.from_numpy(edge_client.preprocess(_images(1)[0]))[None]
     packet = second.edge.encode(x)[0]
     answer = _post(server, packet).json()
     assert answer["model_id"] == "fs-lite0-second"
@@ -187,12 +171,12 @@ def test_forged_payloads_cannot_take_the_server_down(server, packets, reference)
     _check(_post(server, packets[0]).json(), reference, 0)  # still serving
 
 
-def test_readiness_follows_a_background_loader(model, packets, reference):
+def test_readiness_follows_a_background_loader(lite0_model, packets, reference):
     release = threading.Event()
 
     def loader():
         release.wait(30)
-        return [served_model(model)]
+        return [served_model(lite0_model)]
 
     app = create_app(config=ServerConfig(isolate_decoder=False, max_batch=1), loader=loader)
     with live_server(app) as url:
@@ -216,21 +200,21 @@ def test_failed_loader_is_reported_on_readyz():
         assert body == {"status": "failed", "detail": "ValueError: weights missing"}
 
 
-def test_server_bundle_loads_the_same_model(bundle, packets, reference):
-    loaded = load_server_model(str(bundle.server_dir))
+def test_server_bundle_loads_the_same_model(lite0_bundle, packets, reference):
+    loaded = load_server_model(str(lite0_bundle.server_dir))
     assert (loaded.model_id, loaded.latent_shape) == (MODEL_ID, (48, 28, 28))
     values, indexes = loaded.part.decode(packets[:2]).softmax(1).topk(5, dim=1)
     np.testing.assert_array_equal(indexes.numpy(), reference[1][:2])
     np.testing.assert_allclose(values.numpy(), reference[0][:2], rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="serve needs a server bundle"):
-        resolve_model_spec(str(bundle.edge_dir))
+        resolve_model_spec(str(lite0_bundle.edge_dir))
 
 
-def test_create_app_and_serve_cli_validate_arguments(model, capsys):
+def test_create_app_and_serve_cli_validate_arguments(lite0_model, capsys):
     with pytest.raises(ValueError, match="exactly one"):
         create_app()
     with pytest.raises(ValueError, match="server part for"):
-        create_app({"other-id": model.server})
+        create_app({"other-id": lite0_model.server})
     with pytest.raises(ValueError, match="max_batch"):
         ServerConfig(max_batch=0)
     assert cli_main(["serve", "--model", "no-such-model"]) == 2

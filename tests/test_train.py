@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from frankensplit.config import load_config
-from frankensplit.models.zoo import build_model, load_codec, save_codec
+from frankensplit.models.zoo import build_model, codec_metadata, load_codec, save_codec
 from frankensplit.train import train
 from frankensplit.train.loop import MixedPrecisionForward
 
@@ -126,6 +126,22 @@ def test_encoder_reuse_trains_only_the_new_decoder(tmp_path):
     start = build_model("fs-lite1-reuse", "tf_efficientnet_lite1", teacher_weights=None)
     g_s = {k: v for k, v in start.state_dict().items() if k.startswith("g_s.")}
     assert any(not torch.equal(out[k], v) for k, v in g_s.items() if v.is_floating_point())
+
+
+def test_fine_tuning_the_same_teacher_starts_from_every_part_of_the_init_codec(tmp_path):
+    # Another lambda for the same teacher: g_s fits, so it is loaded too (the lite1 reuse test
+    # above shows a different teacher gets a fresh g_s instead).
+    src_model = build_model("fs-lite0-src", "tf_efficientnet_lite0", teacher_weights=None)
+    save_codec(src_model, tmp_path / "src.safetensors")
+    assert codec_metadata(tmp_path / "src.safetensors")["teacher"] == "tf_efficientnet_lite0"
+    src = load_file(tmp_path / "src.safetensors")
+    cfg = load_config(None, [*TINY, f"init_codec={tmp_path / 'src.safetensors'}",
+                             "stages.0.lr=1.0e-30"])  # a step that cannot move the weights
+    train(cfg, tmp_path / "run", progress=False)
+    out = load_file(tmp_path / "run/lmbda-2/last.safetensors")
+    g_s = [k for k in src if k.startswith("g_s.") and "running_" not in k
+         and "num_batches" not in k]  # BN statistics move in train mode
+    assert g_s and all(torch.allclose(out[k], src[k], atol=1e-12) for k in g_s)
 
 
 def test_saliency_stage_needs_a_cache(tmp_path):

@@ -97,6 +97,8 @@ class Blueprint(nn.Module):
     """
 
     body: nn.Module
+    #: Stride of the latent this decoder takes (FrankenSplit's encoders: 8).
+    latent_stride: int = LATENT_STRIDE
     #: Whether only the spec's input size is accepted. Convolutional blueprints are not: they decode
     #: any latent size (patch training on CPU, other input resolutions with CNN teachers).
     fixed_size: bool = False
@@ -111,7 +113,8 @@ class Blueprint(nn.Module):
     @property
     def latent_spatial(self) -> tuple[int, int]:
         """(H, W) of ``y_hat`` for ``spec.input_size``."""
-        return -(-self.spec.input_size[1] // LATENT_STRIDE), -(-self.spec.input_size[2] // LATENT_STRIDE)
+        stride = self.latent_stride
+        return -(-self.spec.input_size[1] // stride), -(-self.spec.input_size[2] // stride)
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -119,7 +122,7 @@ class Blueprint(nn.Module):
         return (self.latent_channels, *self.latent_spatial)
 
     def forward(self, y_hat: torch.Tensor) -> torch.Tensor:
-        """Decode ``y_hat`` (N, C_y, H/8, W/8) to ``h_hat`` (N, *spec.feature_shape).
+        """Decode ``y_hat`` (N, C_y, H/s, W/s), s = ``latent_stride``, to ``h_hat``.
 
         Raises:
             ValueError: ``y_hat`` is not (N, C_y, h, w), or for a ``fixed_size`` blueprint not

@@ -9,6 +9,9 @@ teacher sees and the unmodified teacher classifies the decoded image. Registered
 - ``jxl``: imagecodecs / libjxl, effort 7; the sweep value is the butteraugli *distance*
   (12 .. 0.5, lower = better).
 - ``hevc``: HEVC-intra (HEIC) through the optional GPL package ``pillow-heif``.
+- ``bmshj2018-factorized:SOURCE``: the learned image codec baseline (Balle et al. 2018 factorized
+  prior, MSE), trained by ``frankensplit train`` with ``objective: image``; the sweep is over the
+  trained lambdas. It needs its weights, so it is never among the defaults.
 
 Example::
 
@@ -25,6 +28,7 @@ from frankensplit.codecs.base import (
     create_codec,
 )
 from frankensplit.codecs.jxl import JpegXLCodec
+from frankensplit.codecs.learned import LearnedImageCodec, load_image_codec
 from frankensplit.codecs.measure import (
     Coded,
     TimedCoded,
@@ -41,12 +45,14 @@ __all__ = [
     "Coded",
     "ImageCodec",
     "JpegXLCodec",
+    "LearnedImageCodec",
     "PillowCodec",
     "TimedCoded",
     "available_codecs",
     "bpp",
     "create_codec",
     "encode_decode_timed",
+    "load_image_codec",
     "measure",
     "psnr",
 ]

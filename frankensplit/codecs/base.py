@@ -14,6 +14,7 @@ argument, not a subclass. Every factory is registered even when its library is m
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from numbers import Real
@@ -76,14 +77,26 @@ def create_codec(name: str, **kwargs: Any) -> ImageCodec:
     """Create the codec registered as ``name``.
 
     Args:
-        name: one of ``CODECS.names()``.
+        name: one of ``CODECS.names()``, or ``NAME:SOURCE`` for a codec that takes a source (the
+            learned codecs: their trained weights, ``bmshj2018-factorized:runs/balle_cpu``); the
+            source is passed as the factory's ``source`` argument.
         **kwargs: variant settings forwarded to the codec (e.g. ``method`` for WebP).
 
     Raises:
-        ValueError: unknown name (the message lists the known ones) or bad settings.
-        CodecUnavailableError: the codec's library is not installed; the message names it.
+        ValueError: unknown name (the message lists the known ones), a source for a codec that
+            takes none, or bad settings.
+        CodecUnavailableError: the codec's library (or, for a learned codec, its weights) is not
+            available; the message names it.
     """
-    return CODECS.get(name)(**kwargs)
+    base, sep, source = name.partition(":")
+    factory = CODECS.get(base)
+    if not sep:
+        return factory(**kwargs)
+    if "source" not in inspect.signature(factory).parameters:
+        raise ValueError(f"codec {base!r} takes no ':SOURCE' argument, got {name!r}")
+    if not source:
+        raise ValueError(f"codec {name!r}: empty source after ':'")
+    return factory(source=source, **kwargs)
 
 
 def available_codecs() -> list[str]:

@@ -22,7 +22,10 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def untrained_note(model_id: str) -> str | None:
-    """A warning line for models whose codec weights are random, else None."""
+    """A warning line for models whose codec weights are random, else None (also for codec
+    files, which hold trained weights)."""
+    if model_id not in MODELS:
+        return None
     entry = MODELS.get(model_id)
     if entry.trained:
         return None

@@ -122,6 +122,22 @@ def _print_table(photos: list[Path], codecs: list[str], result: Any, model_id: s
               f"(reached on {len(ok)}/{n} within the quality sweep)")
 
 
+def _rate_curve(args: argparse.Namespace, teacher: str) -> list[Any]:
+    """The other shipped trained models of the same teacher, so the plot shows a curve, not a point.
+
+    Only on the embedded defaults (no --model, no --codec-weights): a user naming one model asked
+    for that model.
+    """
+    from frankensplit.models.zoo import MODELS, create_model, default_model_id
+
+    if args.model is not None or args.codec_weights is not None:
+        return []
+    default = MODELS.get(default_model_id())
+    ids = [m for m in MODELS.names() if m != default.model_id and MODELS.get(m).trained
+           and (MODELS.get(m).teacher, MODELS.get(m).encoder) == (teacher, default.encoder)]
+    return [create_model(m, teacher_weights=args.teacher_weights) for m in ids]
+
+
 def _run_dataset(args: argparse.Namespace) -> int:
     """``--data``: the full ``frankensplit eval`` comparison on a labelled dataset."""
     from frankensplit.eval import load_dataset, run_eval
@@ -157,9 +173,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("no photos: pass --images DIR (scikit-image/matplotlib photos not found)")
     codecs = [c for c in (args.codecs or "jpeg,webp").split(",") if c]
     model = load_model(args)
+    models = [model, *_rate_curve(args, model.teacher.name)]
     t0 = time.perf_counter()
     # Unlabelled photos: every method is scored by agreement with the uncompressed teacher.
-    result = run_eval([model], photos, [-1] * len(photos), args.out, {c: None for c in codecs},
+    result = run_eval(models, photos, [-1] * len(photos), args.out, {c: None for c in codecs},
                       data=str(args.images or "photos bundled with scikit-image/matplotlib"),
                       overwrite=True)
     _print_table(photos, codecs, result, model.model_id)

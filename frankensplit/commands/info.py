@@ -16,7 +16,7 @@ HELP = "describe a model: parameters of each side, split point, latent shape, ed
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="model id")
+    parser.add_argument("model", help="model id, or a codec file written by `frankensplit train`")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--teacher-weights", default="auto",
                         help="auto | offline | online | PATH (None-like 'random' for no weights)")
@@ -29,10 +29,10 @@ def describe(model: FrankenSplit) -> dict[str, Any]:
     x = torch.zeros(1, c, h, w)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         y = model.g_a(x)
-    entry = MODELS.get(model.model_id)
+    trained = MODELS.get(model.model_id).trained if model.model_id in MODELS else True
     return {
         "model_id": model.model_id,
-        "trained": entry.trained,
+        "trained": trained,
         "teacher": model.teacher.name,
         "edge_params": count_parameters(model.edge),
         "server_params": count_parameters(model.server),

@@ -5,6 +5,7 @@ from frankensplit.data.transforms import (
     crop_transform,
     load_image,
     make_transform,
+    normalize_batch,
     normalize_transform,
 )
 
@@ -15,6 +16,7 @@ __all__ = [
     "find_images",
     "load_image",
     "make_transform",
+    "normalize_batch",
     "normalize_transform",
     "read_labels_csv",
 ]

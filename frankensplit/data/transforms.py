@@ -20,10 +20,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image, UnidentifiedImageError
+from torch import Tensor
 from torchvision import transforms as T
 
-__all__ = ["crop_transform", "load_image", "make_transform", "normalize_transform"]
+__all__ = [
+    "crop_transform", "load_image", "make_transform", "normalize_batch", "normalize_transform",
+]
 
 _INTERP = {
     "bicubic": T.InterpolationMode.BICUBIC,
@@ -92,8 +96,20 @@ def normalize_transform(data_config: dict[str, Any]) -> Callable:
     )
 
 
-def make_transform(data_config: dict[str, Any], view: str = "eval", patch_size: int = 128) -> Callable:
-    """PIL image -> normalised tensor (3, H, W) for ``view``."""
-    return T.Compose(
-        [crop_transform(data_config, view, patch_size), normalize_transform(data_config)]
-    )
+def normalize_batch(x: Tensor, data_config: dict[str, Any]) -> Tensor:
+    """Images in [0, 1] (N, 3, H, W) -> the teacher's normalised input (its mean and std).
+
+    What a learned image codec's reconstruction goes through before the teacher sees it.
+    """
+    mean = torch.tensor(data_config["mean"], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(data_config["std"], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+def make_transform(
+    data_config: dict[str, Any], view: str = "eval", patch_size: int = 128, normalize: bool = True
+) -> Callable:
+    """PIL image -> tensor (3, H, W) for ``view``: normalised with the teacher's mean and std, or
+    (``normalize=False``) RGB in [0, 1], the input of learned image codecs."""
+    last = normalize_transform(data_config) if normalize else T.ToTensor()
+    return T.Compose([crop_transform(data_config, view, patch_size), last])

@@ -3,6 +3,10 @@
     frankensplit eval --model fs-lite0-untrained --data ../shared/data/fixtures/tiny16 \\
         --codecs jpeg,webp --qualities 10,50 --limit 16 --out results/eval_tiny
 
+Baselines: an Entropic Student model is a ``--model`` like FrankenSplit's (zoo id or the
+``best.safetensors`` of its training run); the learned image codec is a codec,
+``--codecs bmshj2018-factorized:RUN_FOLDER`` (its sweep is the trained lambdas).
+
 Writes results.json, results.csv, rate_accuracy.png, summary.md and records.jsonl into ``--out``
 (see :mod:`frankensplit.eval.schema`). Interrupt it at any time; ``--resume`` continues.
 """
@@ -21,12 +25,15 @@ HELP = "rate-accuracy evaluation: FrankenSplit models vs standard codecs, real b
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the sub-command's arguments."""
     parser.add_argument("--model", default=None, metavar="M[,M2...]",
-                        help="model id(s), comma-separated (default: the default model)")
+                        help="model id(s) or codec files written by `frankensplit train` "
+                             "(FrankenSplit, Entropic Student), comma-separated (default: the "
+                             "default model)")
     parser.add_argument("--data", required=True,
                         help="image folder (with labels.csv or wnid sub-folders) or a labels CSV")
     parser.add_argument("--codecs", default=None,
                         help="comma-separated codecs, or 'none' (default: jpeg,webp,avif,jxl, "
-                             "those available here)")
+                             "those available here); learned codecs name their weights: "
+                             "bmshj2018-factorized:RUN_FOLDER_OR_FILE")
     parser.add_argument("--qualities", action="append", default=[], metavar="[CODEC=]Q1,Q2",
                         help="quality sweep for every codec, or for one with CODEC=; repeatable "
                              "(default: each codec's sweep; jxl takes butteraugli distances)")
@@ -90,7 +97,7 @@ def parse_qualities(specs: Sequence[str], codecs: Sequence[str]) -> dict[str, tu
 
     Args:
         specs: each ``"Q1,Q2"`` (every codec) or ``"codec=Q1,Q2"`` (that codec; wins over the
-            former).
+            former). A codec given as ``NAME:SOURCE`` may be named by ``NAME`` alone.
         codecs: the codecs of the run.
 
     Raises:
@@ -104,6 +111,8 @@ def parse_qualities(specs: Sequence[str], codecs: Sequence[str]) -> dict[str, tu
             out = {c: _numbers(spec, "for every codec") for c in codecs}
             continue
         name = name.strip()
+        if name not in out:  # NAME for a NAME:SOURCE codec
+            name = next((c for c in codecs if c.partition(":")[0] == name), name)
         if name not in out:
             raise ValueError(f"--qualities names codec {name!r}, not among {list(codecs)}")
         specific[name] = _numbers(values, f"of {name}")

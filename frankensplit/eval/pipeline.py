@@ -70,7 +70,7 @@ def _meta(models: Sequence[FrankenSplit], data: str, n: int, labelled: bool,
 
     return {
         "data": data, "images": n, "reference": "label" if labelled else "teacher",
-        "models": [{"model_id": m.model_id, "teacher": m.teacher.name,
+        "models": [{"model_id": m.model_id, "method": m.method, "teacher": m.teacher.name,
                     "trained": trained(m.model_id)} for m in models],
         "codecs": {c: None if q is None else [float(v) for v in q] for c, q in codecs.items()},
         "torch_threads": torch.get_num_threads(), "frankensplit_version": __version__,
@@ -95,11 +95,12 @@ def run_eval(
     """Measure, aggregate and write results.json/.csv, rate_accuracy.png and summary.md.
 
     Args:
-        models: FrankenSplit models (eval mode, CDF tables built).
+        models: split models, FrankenSplit or Entropic Student (eval mode, CDF tables built).
         files: image files (see :func:`load_dataset`).
         labels: label per file, -1 when unknown (then accuracy is agreement with the teacher).
         out: output folder; the record log ``records.jsonl`` lives there too.
-        codecs: codec name -> qualities (None: its default sweep); default :data:`DEFAULT_CODECS`
+        codecs: codec name (or ``NAME:SOURCE``) -> qualities (None: its default sweep); default
+            :data:`DEFAULT_CODECS`
             at their default sweeps. An empty mapping compares FrankenSplit with the teacher only.
         data: description of the data source, written into the results.
         resume: continue the record log in ``out``, measuring only what it lacks.

@@ -37,7 +37,8 @@ def write_csv(path: Path, rows: Sequence[dict]) -> None:
 
 #: Display names; other methods are shown upper-cased.
 _NAMES = {FRANKENSPLIT_METHOD: "FrankenSplit", TEACHER_METHOD: "teacher", "webp": "WebP",
-          "jxl": "JPEG XL"}
+          "jxl": "JPEG XL", "entropic_student": "Entropic Student",
+          "bmshj2018-factorized": "Balle 2018 (MSE)"}
 
 
 def _label(method: str) -> str:

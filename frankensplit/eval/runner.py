@@ -4,8 +4,14 @@ Per image and per teacher::
 
     image --crop--> x_crop (PIL, teacher input size) --normalise--> x (1, 3, H, W)
     teacher(x)                                           -> reference logits (computed once, shared)
-    FrankenSplit: edge.encode(x) -> packet -> server: decode_latent -> g_s -> tail -> logits
+    split model:  edge.encode(x) -> packet -> server: decode_latent -> g_s -> tail -> logits
     codec q:      encode(x_crop) -> bytes -> decode -> x_hat crop -> normalise -> teacher -> logits
+
+Split models are FrankenSplit's and the Entropic Student baseline's; each model's rows carry its
+``method`` (its encoder's id: "frankensplit" or "entropic_student"), so the two form separate
+curves and FrankenSplit's savings are reported against Entropic Student like against any codec.
+Codecs include the learned image codec baseline (``bmshj2018-factorized:SOURCE``), whose rows also
+get ``bits_estimated`` from its latent's likelihoods.
 
 The server half is run as ``decode_latent`` then ``g_s`` then ``tail``, which is exactly
 ``server.decode`` split in two so that entropy decoding and the networks are timed separately
@@ -16,7 +22,7 @@ calling process's torch thread setting.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +32,7 @@ from PIL import Image
 from torch import Tensor
 
 from frankensplit.backbones import SplitBackbone
-from frankensplit.codecs import ImageCodec, create_codec, encode_decode_timed
+from frankensplit.codecs import ImageCodec, LearnedImageCodec, create_codec, encode_decode_timed
 from frankensplit.data import crop_transform, load_image, normalize_transform
 from frankensplit.eval.records import RecordLog
 from frankensplit.eval.schema import TEACHER_METHOD, TEACHER_SETTING
@@ -49,9 +55,10 @@ class OperatingPoint:
 
     Attributes:
         teacher: timm name of the teacher.
-        method: ``"teacher"``, ``"frankensplit"`` or a codec name.
+        method: ``"teacher"``, a split model's method (``"frankensplit"``,
+            ``"entropic_student"``) or a codec name.
         setting: ``"uncompressed"``, the model id, or the codec quality as text.
-        quality: the codec quality as a number (None for teacher and FrankenSplit).
+        quality: the codec quality as a number (None for the teacher and split models).
     """
 
     teacher: str
@@ -70,7 +77,7 @@ class _Group:
     """Everything measured against one teacher."""
 
     teacher: SplitBackbone  # that of the first model with this teacher
-    models: dict[str, FrankenSplit] = field(default_factory=dict)
+    models: dict[tuple[str, str], FrankenSplit] = field(default_factory=dict)  # (method, id)
     codecs: dict[str, ImageCodec] = field(default_factory=dict)
     points: list[OperatingPoint] = field(default_factory=list)
 
@@ -81,13 +88,13 @@ def plan(
     """The operating points of a run, teacher by teacher in the order the models are given.
 
     Args:
-        models: FrankenSplit models (one point each); models sharing a teacher share its rows.
-        codecs: codec name -> qualities (None: the codec's default sweep), measured with every
-            distinct teacher.
+        models: split models (one point each); models sharing a teacher share its rows.
+        codecs: codec name (or ``NAME:SOURCE``) -> qualities (None: the codec's default sweep),
+            measured with every distinct teacher.
 
     Raises:
-        ValueError: no model, a duplicate model id, an unknown codec, or an invalid or repeated
-            quality.
+        ValueError: no model, a duplicate model id, an unknown codec, two codecs of one name, or
+            an invalid or repeated quality.
     """
     return [p for g in _groups(models, codecs).values() for p in g.points]
 
@@ -96,13 +103,14 @@ def _groups(
     models: Sequence[FrankenSplit], codecs: Mapping[str, Sequence[float] | None]
 ) -> dict[str, _Group]:
     if not models:
-        raise ValueError("evaluation needs at least one FrankenSplit model")
+        raise ValueError("evaluation needs at least one split model (FrankenSplit, "
+                         "Entropic Student)")
     ids = [m.model_id for m in models]
     if len(set(ids)) != len(ids):
         raise ValueError(f"model ids must be distinct, got {ids}")
-    created = {name: create_codec(name) for name in codecs}
+    created = _codecs(codecs, {TEACHER_METHOD, *(m.method for m in models)})
     sweeps = {name: tuple(qs) if qs is not None else created[name].qualities
-              for name, qs in codecs.items()}
+              for name, qs in zip(created, codecs.values())}
     probe = Image.new("RGB", (16, 16), (128, 64, 32))
     for name, qs in sweeps.items():
         if not qs:
@@ -117,12 +125,23 @@ def _groups(
         if name not in groups:
             groups[name] = _Group(model.teacher, codecs=created)
             groups[name].points.append(OperatingPoint(name, TEACHER_METHOD, TEACHER_SETTING))
-        groups[name].models[model.model_id] = model
-        groups[name].points.append(OperatingPoint(name, FRANKENSPLIT_METHOD, model.model_id))
+        groups[name].models[(model.method, model.model_id)] = model
+        groups[name].points.append(OperatingPoint(name, model.method, model.model_id))
     for name, group in groups.items():
         group.points += [OperatingPoint(name, c, format_quality(q), float(q))
                          for c, qs in sweeps.items() for q in qs]
     return groups
+
+
+def _codecs(specs: Iterable[str], taken: set[str]) -> dict[str, ImageCodec]:
+    """Codec name -> codec for ``--codecs`` entries (``NAME`` or ``NAME:SOURCE``), in order."""
+    created: dict[str, ImageCodec] = {}
+    for spec in specs:
+        codec = create_codec(spec)
+        if codec.name in created or codec.name in taken:
+            raise ValueError(f"codec {spec!r}: method name {codec.name!r} is already in this run")
+        created[codec.name] = codec
+    return created
 
 
 def _top5(logits: Tensor) -> list[int]:
@@ -152,7 +171,8 @@ def _codec(group: _Group, codec: ImageCodec, quality: float, crop: Any, norm: An
     t0 = time.perf_counter()
     logits = group.teacher(norm(coded.x_hat).unsqueeze(0))  # (1, num_classes)
     t1 = time.perf_counter()
-    return {"pred": _top5(logits), "bytes": len(coded.data), "bits_estimated": None,
+    bits = codec.estimated_bits(crop, quality) if isinstance(codec, LearnedImageCodec) else None
+    return {"pred": _top5(logits), "bytes": len(coded.data), "bits_estimated": bits,
             "encode_ms": coded.encode_s * 1000.0, "decode_ms": coded.decode_s * 1000.0,
             "infer_ms": _ms(t0, t1)}
 
@@ -175,8 +195,8 @@ def _measure_image(
         if p.method == TEACHER_METHOD:
             fields = {"pred": teacher_pred, "bytes": None, "bits_estimated": None,
                       "encode_ms": None, "decode_ms": None, "infer_ms": teacher_ms}
-        elif p.method == FRANKENSPLIT_METHOD:
-            fields = _frankensplit(group.models[p.setting], x)
+        elif (p.method, p.setting) in group.models:
+            fields = _frankensplit(group.models[(p.method, p.setting)], x)
         else:
             fields = _codec(group, group.codecs[p.method], float(p.quality), crop, norm)
         records.append({
@@ -199,11 +219,11 @@ def evaluate(
     """Measure every operating point on every image, logging records; skips what ``log`` holds.
 
     Args:
-        models: FrankenSplit models in eval mode with CDF tables built.
+        models: split models (FrankenSplit, Entropic Student) in eval mode, CDF tables built.
         files: image files.
         labels: ILSVRC label per file, -1 when unknown. When any is unknown, every method is
             scored by agreement with the uncompressed teacher's top-1 instead.
-        codecs: codec name -> qualities (None: default sweep).
+        codecs: codec name (or ``NAME:SOURCE``) -> qualities (None: default sweep).
         log: where records go; records already in it are not measured again.
         progress: show a tqdm bar on stderr.
 

@@ -4,9 +4,10 @@ Records (``records.jsonl`` in the output folder, one JSON object per line, appen
 done so that an interrupted run loses at most the image in flight)::
 
     teacher         timm name of the teacher the method feeds
-    method          "teacher", "frankensplit" or a codec name ("jpeg", "webp", "avif", "jxl")
-    setting         "uncompressed" (teacher), the model id (frankensplit), the quality as text
-                    (codecs; for jxl the butteraugli distance)
+    method          "teacher", a split model's method ("frankensplit", "entropic_student") or a
+                    codec name ("jpeg", "webp", "avif", "jxl", "bmshj2018-factorized")
+    setting         "uncompressed" (teacher), the model id (split models), the quality as text
+                    (codecs; for jxl the butteraugli distance, for bmshj2018-factorized lambda)
     index, file     position in the dataset and the image's file name (checked on --resume)
     label           ILSVRC class index, -1 when unknown
     reference       the class this record is scored against: the label, or the uncompressed
@@ -14,7 +15,7 @@ done so that an interrupted run loses at most the image in flight)::
     pred            the method's top-5 classes, best first
     correct1/5      reference == pred[0] / reference in pred
     bytes           bytes sent for this image (whole packet or file; null for the teacher)
-    bits_estimated  -sum(log2 likelihoods) of the latent (frankensplit only, else null)
+    bits_estimated  -sum(log2 likelihoods) of the latent (learned methods only, else null)
     pixels          H*W of the teacher's input crop (50176 at 224x224), for bpp
     encode_ms       edge side: g_a + entropy encoding, or the codec's encoder
     decode_ms       server side, bytes -> input of the network: entropy decoding to y_hat, or the
@@ -51,9 +52,11 @@ RECORD_FIELDS: tuple[str, ...] = (
 #: apply" (e.g. bytes of the uncompressed teacher, bpp_estimated of a standard codec).
 SCHEMA: dict[str, str] = {
     "teacher": "timm name of the teacher classifying the method's output",
-    "method": "teacher | frankensplit | jpeg | webp | avif | jxl | ...",
-    "setting": "uncompressed | model id | codec quality (jxl: butteraugli distance)",
-    "quality": "codec quality as a number (null for teacher and frankensplit)",
+    "method": "teacher | frankensplit | entropic_student | jpeg | webp | avif | jxl | "
+              "bmshj2018-factorized | ...",
+    "setting": "uncompressed | model id | codec quality (jxl: butteraugli distance; "
+               "bmshj2018-factorized: lambda)",
+    "quality": "codec quality as a number (null for teacher and split models)",
     "images": "number of images averaged over",
     "reference": "label: top-1/5 against the labels; teacher: agreement with the uncompressed "
                  "teacher's top-1 (datasets without labels)",
@@ -65,7 +68,7 @@ SCHEMA: dict[str, str] = {
     "bytes": "mean bytes per image sent (packet header / file container included)",
     "kb": "bytes / 1000",
     "bpp_actual": "bytes * 8 / pixels of the teacher's input crop (real rate)",
-    "bpp_estimated": "likelihood estimate of the latent's rate (frankensplit only)",
+    "bpp_estimated": "likelihood estimate of the latent's rate (learned methods only)",
     "encode_ms": "mean edge encoding time (ms, batch size 1)",
     "decode_ms": "mean server decoding time, bytes -> network input (ms)",
     "infer_ms": "mean server network time (g_s + tail, or the whole teacher) (ms)",

@@ -12,7 +12,8 @@ blueprint or the tail; the server never holds the encoder).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -128,6 +129,9 @@ class FrankenSplit(nn.Module):
         entropy: entropy model over the latent.
         g_s: blueprint decoder producing the teacher's features at the split.
         teacher: the split backbone (frozen; its head gives the distillation target h).
+        architecture: the registry ids it was built from (teacher, encoder, entropy,
+            latent_channels, decoder, split_reduction), as plain data; written into saved codec
+            files so that a file alone rebuilds its model (``zoo.build_model`` fills it in).
     """
 
     def __init__(
@@ -137,6 +141,7 @@ class FrankenSplit(nn.Module):
         entropy: FactorizedPrior,
         g_s: nn.Module,
         teacher: SplitBackbone,
+        architecture: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         bitstream.Packet(model_id, (1, 1, 1), b"")  # validates the id with the wire format's rules
@@ -145,6 +150,17 @@ class FrankenSplit(nn.Module):
         self.entropy = entropy
         self.g_s = g_s
         self.teacher = teacher
+        self.architecture = dict(architecture or {})
+
+    @property
+    def method(self) -> str:
+        """The method this model implements, as evaluations label it: its encoder's registry id.
+
+        The encoder is what tells the methods apart ("frankensplit": the shallow residual
+        encoder; "entropic_student": Matsubara et al.'s GDN encoder at stride 4). Encoder reuse
+        keeps "frankensplit"; a model built without an architecture record is "frankensplit".
+        """
+        return str(self.architecture.get("encoder", "frankensplit"))
 
     def forward(self, x: Tensor) -> dict[str, Tensor | dict[str, Tensor]]:
         """Training/analysis pass (no entropy coding).
@@ -152,7 +168,7 @@ class FrankenSplit(nn.Module):
         Returns:
             ``{"y_hat", "likelihoods": {"y"}, "h_hat"}``; noisy y_hat in train mode, rounded in eval.
         """
-        y = self.g_a(x)  # (N, C, H/8, W/8)
+        y = self.g_a(x)  # (N, C, H/r, W/r), r = g_a.reduction (8; Entropic Student: 4)
         y_hat, y_likelihoods = self.entropy(y)
         h_hat = self.g_s(y_hat)  # (N, *spec.feature_shape)
         return {"y_hat": y_hat, "likelihoods": {"y": y_likelihoods}, "h_hat": h_hat}

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from frankensplit.backbones import SplitBackbone, create_backbone
-from frankensplit.blueprints import create_blueprint
+from frankensplit.blueprints import create_decoder
 from frankensplit.models.encoder import ENCODERS
 from frankensplit.models.entropy import ENTROPY_MODELS
 from frankensplit.models.split import FrankenSplit
@@ -30,6 +30,7 @@ __all__ = [
     "ZOO_DIR",
     "ModelEntry",
     "build_model",
+    "codec_metadata",
     "codec_state",
     "create_model",
     "default_model_id",
@@ -38,6 +39,7 @@ __all__ = [
     "list_models",
     "load_codec",
     "load_codec_state",
+    "load_model_file",
     "save_codec",
 ]
 
@@ -60,6 +62,9 @@ class ModelEntry:
         config: the training config (path relative to the repo) that produced it.
         description: one line for ``frankensplit models``.
         metrics: measured figures recorded at training time (informational).
+        decoder: ``DECODERS`` id of g_s ("blueprint": the family's FrankenSplit blueprint).
+        split_reduction: stride of the teacher's split (None: FrankenSplit's split point; 4:
+            Entropic Student's).
     """
 
     model_id: str
@@ -73,6 +78,8 @@ class ModelEntry:
     config: str | None = None
     description: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
+    decoder: str = "blueprint"
+    split_reduction: int | None = None
 
     @property
     def trained(self) -> bool:
@@ -95,6 +102,13 @@ for _id, _teacher in _UNTRAINED.items():
     MODELS.register(_id)(
         ModelEntry(_id, _teacher, description=f"random codec weights, teacher {_teacher}")
     )
+#: The Entropic Student baseline (Matsubara et al., WACV 2022) on lite0: its 24-channel GDN encoder
+#: and decoder replace the teacher up to its stride-4 stage (``blocks.1``, 24 x 56 x 56).
+MODELS.register("es-lite0-untrained")(ModelEntry(
+    "es-lite0-untrained", "tf_efficientnet_lite0", encoder="entropic_student", latent_channels=24,
+    decoder="entropic_student", split_reduction=4,
+    description="Entropic Student baseline, random codec weights, teacher tf_efficientnet_lite0",
+))
 
 
 def _register_index(index: Path = ZOO_DIR / "index.json") -> None:
@@ -128,21 +142,49 @@ def build_model(
     entropy: str = "factorized",
     latent_channels: int = 48,
     teacher_weights: str | Path | None = "auto",
+    decoder: str = "blueprint",
+    split_reduction: int | None = None,
 ) -> FrankenSplit:
-    """Assemble a FrankenSplit model with codec weights seeded from the model id.
+    """Assemble a split model with codec weights seeded from the model id.
 
     The seed makes a random (untrained) codec identical in every process, so an edge and a server
     started separately agree even before training.
+
+    Args:
+        model_id: id written into every packet.
+        teacher: timm name, or an already split backbone.
+        encoder: ``ENCODERS`` id.
+        entropy: ``ENTROPY_MODELS`` id.
+        latent_channels: channels of y.
+        teacher_weights: see :func:`frankensplit.backbones.create_backbone`.
+        decoder: ``DECODERS`` id ("blueprint" or "entropic_student").
+        split_reduction: stride of the teacher's split (None: FrankenSplit's).
+
+    Raises:
+        ValueError: unknown ids, a given backbone split elsewhere than ``split_reduction``, or an
+            encoder whose latent stride is not the one the decoder takes.
     """
-    backbone = teacher if isinstance(teacher, SplitBackbone) else create_backbone(
-        teacher, weights=teacher_weights
-    )
+    if isinstance(teacher, SplitBackbone):
+        backbone = teacher
+        if split_reduction is not None and backbone.spec.reduction != split_reduction:
+            raise ValueError(f"backbone {backbone.name} is split at stride "
+                             f"{backbone.spec.reduction}, split_reduction is {split_reduction}")
+        split_reduction = backbone.spec.reduction  # recorded explicitly: the file must rebuild it
+    else:
+        backbone = create_backbone(teacher, weights=teacher_weights,
+                                   split_reduction=split_reduction)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(zlib.crc32(model_id.encode()))
         g_a = ENCODERS.get(encoder)(in_channels=3, latent_channels=latent_channels)
         em = ENTROPY_MODELS.get(entropy)(latent_channels)
-        g_s = create_blueprint(backbone.spec, latent_channels)
-    return FrankenSplit(model_id, g_a, em, g_s, backbone)
+        g_s = create_decoder(decoder, backbone.spec, latent_channels)
+    if g_a.reduction != getattr(g_s, "latent_stride", g_a.reduction):
+        raise ValueError(f"encoder {encoder!r} makes latents of stride {g_a.reduction}, decoder "
+                         f"{decoder!r} takes stride {g_s.latent_stride}")
+    architecture = {"kind": "split", "teacher": backbone.name, "encoder": encoder,
+                    "entropy": entropy, "latent_channels": latent_channels, "decoder": decoder,
+                    "split_reduction": split_reduction}
+    return FrankenSplit(model_id, g_a, em, g_s, backbone, architecture)
 
 
 def save_codec(model: FrankenSplit, path: str | Path, metadata: dict[str, str] | None = None) -> str:
@@ -155,7 +197,11 @@ def save_codec(model: FrankenSplit, path: str | Path, metadata: dict[str, str] |
 
     model.update(force=True)
     state = codec_state(model)
-    meta = {"model_id": model.model_id, "format": "frankensplit-codec-1", **(metadata or {})}
+    # The teacher is recorded so that a later run can tell whether g_s fits its own teacher.
+    meta = {"model_id": model.model_id, "format": "frankensplit-codec-1",
+            "teacher": model.teacher.name, **(metadata or {})}
+    if getattr(model, "architecture", None):  # what load_model_file rebuilds the model from
+        meta["architecture"] = json.dumps(model.architecture, sort_keys=True)
     save_file(state, str(path), metadata=meta)
     return file_sha256(path)
 
@@ -193,6 +239,23 @@ def codec_state(model: FrankenSplit) -> dict[str, torch.Tensor]:
     }
 
 
+def codec_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata written by `save_codec` (model id, format, teacher, lambda...).
+
+    Raises:
+        ValueError: missing or unreadable file.
+    """
+    from safetensors import safe_open
+
+    if not Path(path).is_file():
+        raise ValueError(f"codec weights not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as e:
+        raise ValueError(f"cannot read codec weights {path}: {e}") from e
+
+
 def load_codec_state(
     model: FrankenSplit,
     state: dict[str, torch.Tensor],
@@ -228,20 +291,26 @@ def create_model(
     teacher_weights: str | Path | None = "auto",
     codec_weights: str | Path | None = None,
 ) -> FrankenSplit:
-    """A zoo model, ready to code (eval mode, CDF tables built).
+    """A zoo model (or a trained codec file), ready to code (eval mode, CDF tables built).
 
     Args:
-        model_id: an id from :func:`list_models`.
+        model_id: an id from :func:`list_models`, or the path of a codec file written by
+            ``frankensplit train`` (see :func:`load_model_file`).
         teacher_weights: see :func:`frankensplit.backbones.create_backbone`.
         codec_weights: override the shipped codec weights with a file of your own.
 
     Raises:
         ValueError: unknown id, or weights that cannot be loaded.
     """
+    if model_id not in MODELS and Path(model_id).is_file():
+        if codec_weights is not None:
+            raise ValueError(f"{model_id} is a codec file already; codec_weights must be None")
+        return load_model_file(model_id, teacher_weights)
     entry = MODELS.get(model_id)
     model = build_model(
         model_id, entry.teacher, entry.encoder, entry.entropy, entry.latent_channels,
-        teacher_weights=teacher_weights,
+        teacher_weights=teacher_weights, decoder=entry.decoder,
+        split_reduction=entry.split_reduction,
     )
     if codec_weights is not None:
         load_codec(model, codec_weights)
@@ -249,6 +318,37 @@ def create_model(
         load_codec(model, ZOO_DIR / entry.weights, sha256=entry.sha256)
     model.eval()
     model.update(force=codec_weights is None and entry.weights is None)
+    return model
+
+
+def load_model_file(path: str | Path, teacher_weights: str | Path | None = "auto") -> FrankenSplit:
+    """The split model a codec file describes, with its weights, ready to code.
+
+    ``save_codec`` records the model id and the architecture (teacher, encoder, entropy model,
+    latent channels, decoder, split stride) in the file's metadata, so a training run's
+    ``best.safetensors`` is evaluated like a zoo id: ``frankensplit eval --model PATH``.
+
+    Raises:
+        ValueError: unreadable file, no (or a non-split) architecture record, or weights that do
+            not fit it.
+    """
+    meta = codec_metadata(path)
+    try:
+        arch = json.loads(meta["architecture"])
+        if arch["kind"] != "split":
+            raise ValueError(f"{path} holds a {arch['kind']!r} model, not a split model "
+                             "(learned image codecs are evaluated with --codecs)")
+        model = build_model(
+            meta["model_id"], arch["teacher"], arch["encoder"], arch["entropy"],
+            int(arch["latent_channels"]), teacher_weights=teacher_weights,
+            decoder=arch["decoder"], split_reduction=arch["split_reduction"],
+        )
+    except (KeyError, TypeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} records no usable architecture ({e!r}); load it into a zoo "
+                         "model with codec_weights (--codec-weights) instead") from e
+    load_codec(model, path)
+    model.eval()
+    model.update()  # no-op: the tables were saved with the codec
     return model
 
 

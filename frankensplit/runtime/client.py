@@ -3,27 +3,36 @@
 ```
 image --preprocess (PIL, numpy)--> x (1,3,224,224) --g_a (onnxruntime)--> y (1,48,28,28)
       --round(y - medians), rANS (compressai's C++ coder)--> payload --bitstream.pack--> packet
-packet --HTTP POST /v1/classify (urllib)--> server --> top-k JSON
+packet --HTTP POST /v1/classify (urllib, retried: runtime.retry)--> server --> top-k JSON
 ```
 
 This is what runs on the device, so its import closure is deliberately small: this module imports
 only the standard library, numpy, PIL, onnxruntime and the torch-free modules ``bitstream``,
-``runtime.bundle``, ``runtime.preprocess`` and ``runtime.rans``. ``tests/test_runtime_client.py``
+``runtime.bundle``, ``runtime.preprocess``, ``runtime.rans`` and ``runtime.retry``.
+``tests/test_runtime_client.py``
 checks in a fresh interpreter that encoding an image leaves ``torch`` out of ``sys.modules``.
 
 The ONNX encoder's float output can differ from torch's in the last bits, so a value lying almost
 exactly on a rounding boundary may round the other way; such a packet still decodes exactly (the
 coder is lossless on symbols), it is just a marginally different latent. The test suite measures
 how often that happens on the fixture images.
+
+Sending is retried (`RetryPolicy`, default 3 retries within 60 s) on 503/502/504/429 and on
+failed connections, with exponential backoff, jitter and the server's ``Retry-After``; each
+request carries one client-generated ``X-Request-Id`` on every attempt, which the server echoes,
+so an answer is matched to its request exactly even across retries and server restarts, and an
+``X-Attempt`` number, with which the server serves retried requests first when its queue is full.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,19 +43,57 @@ from frankensplit import bitstream
 from frankensplit.runtime.bundle import EDGE_FORMAT, TABLE_NAMES, EdgeManifest, read_manifest
 from frankensplit.runtime.preprocess import ImageInput, preprocess
 from frankensplit.runtime.rans import FactorizedCoder
+from frankensplit.runtime.retry import (
+    RetryCallback,
+    RetryPolicy,
+    call_with_retry,
+    is_retryable,
+    parse_retry_after,
+)
 
-__all__ = ["CLASSIFY_PATH", "EdgeClient", "ServerError", "classify_url", "post_packet"]
+__all__ = [
+    "ATTEMPT_HEADER",
+    "CLASSIFY_PATH",
+    "REQUEST_ID_HEADER",
+    "EdgeClient",
+    "RetryPolicy",
+    "ServerError",
+    "classify_url",
+    "post_packet",
+]
 
 CLASSIFY_PATH = "/v1/classify"
+#: Sent with every request (the same on each retry) and echoed by the server.
+REQUEST_ID_HEADER = "X-Request-Id"
+#: The attempt number (1, 2, ...): a server ranks retried requests first in a full queue.
+ATTEMPT_HEADER = "X-Attempt"
 
 
 class ServerError(RuntimeError):
-    """The server answered with an HTTP error; ``status`` and the server's ``detail`` are kept."""
+    """The server answered with an HTTP error; ``status`` and the server's ``detail`` are kept.
 
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(f"server answered {status}: {detail}")
+    Also kept: ``retry_after``, the server's ``Retry-After`` in seconds (None when it sent none),
+    and once known the ``request_id`` sent and the ``attempts`` made (for the message and logs).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        retry_after: float | None = None,
+        request_id: str | None = None,
+        attempts: int = 1,
+    ) -> None:
+        context = [f"request {request_id}"] if request_id else []
+        if attempts > 1:
+            context.append(f"gave up after {attempts} attempts")
+        suffix = f" ({', '.join(context)})" if context else ""
+        super().__init__(f"server answered {status}: {detail}{suffix}")
         self.status = status
         self.detail = detail
+        self.retry_after = retry_after
+        self.request_id = request_id
+        self.attempts = attempts
 
 
 def classify_url(url: str, topk: int) -> str:
@@ -146,6 +193,9 @@ class EdgeClient:
         token: str | None = None,
         timeout: float = 30.0,
         cafile: str | Path | None = None,
+        retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, shared safely
+        request_id: str | None = None,
+        on_retry: RetryCallback | None = None,
     ) -> dict[str, Any]:
         """Encode ``image`` and POST the packet to a ``frankensplit serve`` server.
 
@@ -154,21 +204,43 @@ class EdgeClient:
             image: a path or a PIL image.
             topk: how many classes to return.
             token: bearer token, when the server requires one.
-            timeout: seconds to wait for the answer.
+            timeout: seconds to wait for one attempt's answer (cut to the retry deadline).
             cafile: CA bundle (PEM) to verify an https server with, e.g. a self-signed one.
+            retry: when and how long to retry (`retry.NO_RETRY`: one attempt).
+            request_id: ``X-Request-Id`` to send (None: a fresh random one).
+            on_retry: called before each retry with (retry number, error, wait in seconds).
 
         Returns:
             The server's JSON answer (``model_id``, ``predictions``, timings), plus
-            ``packet_bytes``: the size of what was sent.
+            ``packet_bytes``: the size of what was sent, ``request_id``: the id the server
+            echoed, and ``attempts``: how many attempts it took.
 
         Raises:
             ServerError: the server answered with an error status (its message is kept).
-            OSError: the server cannot be reached.
+            OSError: the server cannot be reached, or answered for another request id.
         """
         packet = self.encode(image)
-        result = post_packet(url, packet, topk=topk, token=token, timeout=timeout, cafile=cafile)
+        result = post_packet(url, packet, topk=topk, token=token, timeout=timeout, cafile=cafile,
+                             retry=retry, request_id=request_id, on_retry=on_retry)
         result["packet_bytes"] = len(packet)
         return result
+
+
+def _post_once(
+    request: urllib.request.Request, timeout: float, context: ssl.SSLContext | None
+) -> tuple[dict[str, Any], str | None]:
+    """One attempt: the decoded JSON answer and the echoed request id."""
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+            return json.loads(response.read()), response.headers.get(REQUEST_ID_HEADER)
+    except urllib.error.HTTPError as e:
+        body = e.read().decode("utf-8", errors="replace")
+        try:
+            detail = json.loads(body).get("detail", body)
+        except (json.JSONDecodeError, AttributeError):
+            detail = body
+        retry_after = parse_retry_after(e.headers.get("Retry-After") if e.headers else None)
+        raise ServerError(e.code, str(detail), retry_after) from None
 
 
 def post_packet(
@@ -178,29 +250,49 @@ def post_packet(
     token: str | None = None,
     timeout: float = 30.0,
     cafile: str | Path | None = None,
+    retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, shared safely
+    request_id: str | None = None,
+    on_retry: RetryCallback | None = None,
 ) -> dict[str, Any]:
     """POST one packet to ``url``'s classify endpoint and return the decoded JSON answer.
 
-    See `EdgeClient.classify` for the arguments.
+    See `EdgeClient.classify` for the arguments and the keys added to the answer. The same
+    ``X-Request-Id`` goes with every attempt; an answer echoing another id is refused (it cannot
+    be this request's), an answer without one is accepted (a server that does not echo).
 
     Raises:
-        ServerError: an HTTP error status.
-        OSError: connection failures and timeouts.
+        ServerError: an HTTP error status (the last one, when retries were spent).
+        OSError: connection failures and timeouts (after the retries), or a mismatched echo.
     """
-    headers = {"Content-Type": "application/octet-stream", "Accept": "application/json"}
+    request_id = request_id or uuid.uuid4().hex
+    headers = {"Content-Type": "application/octet-stream", "Accept": "application/json",
+               REQUEST_ID_HEADER: request_id}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(
         classify_url(url, topk), data=packet, headers=headers, method="POST"
     )
     context = ssl.create_default_context(cafile=str(cafile)) if cafile is not None else None
+    attempts = 0
+
+    def attempt(time_left: float) -> tuple[dict[str, Any], str | None]:
+        nonlocal attempts
+        attempts += 1
+        request.add_header(ATTEMPT_HEADER, str(attempts))  # replaces the previous value
+        return _post_once(request, min(timeout, time_left), context)
+
     try:
-        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as e:
-        body = e.read().decode("utf-8", errors="replace")
-        try:
-            detail = json.loads(body).get("detail", body)
-        except (json.JSONDecodeError, AttributeError):
-            detail = body
-        raise ServerError(e.code, str(detail)) from None
+        answer, echoed = call_with_retry(attempt, retry, on_retry)
+    except ServerError as e:
+        raise ServerError(e.status, e.detail, e.retry_after, request_id, attempts) from None
+    except (OSError, http.client.HTTPException) as e:
+        if not (is_retryable(e) or isinstance(e, http.client.HTTPException)):
+            raise
+        reason = getattr(e, "reason", None) or str(e) or type(e).__name__
+        raise ConnectionError(f"no answer from {url} after {attempts} attempt(s): {reason} "
+                              f"(request {request_id})") from e
+    if echoed is not None and echoed != request_id:
+        raise ConnectionError(f"{url} answered request {echoed!r} to request {request_id!r}")
+    answer["request_id"] = echoed
+    answer["attempts"] = attempts
+    return answer

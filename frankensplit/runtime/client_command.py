@@ -25,7 +25,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", default=None,
                         help="bearer token (default: $FRANKENSPLIT_TOKEN)")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per attempt")
+    parser.add_argument("--retries", type=int, default=3, metavar="N",
+                        help="retry a request up to N times on 503/502/504/429 or a failed "
+                             "connection, with exponential backoff and the server's Retry-After "
+                             "(0: never; other 4xx errors never are)")
+    parser.add_argument("--deadline", type=float, default=60.0, metavar="S",
+                        help="give up on a request (all attempts and waits) after S seconds")
     parser.add_argument("--cafile", default=None,
                         help="CA certificate (PEM) to trust for an https server, e.g. self-signed")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image")
@@ -42,10 +48,11 @@ def _line(image: str, packet_bytes: int, answer: dict | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Encode (and classify) each image; print one line per image."""
-    from frankensplit.runtime.client import EdgeClient, post_packet
+    from frankensplit.runtime.client import EdgeClient, RetryPolicy, post_packet
 
     if args.url is None and args.save is None:
         raise ValueError("nothing to do: pass --url to classify and/or --save to keep packets")
+    retry = RetryPolicy(retries=args.retries, deadline_s=args.deadline)
     token = args.token or os.environ.get("FRANKENSPLIT_TOKEN")
     client = EdgeClient(args.bundle, threads=args.threads)
     save = Path(args.save) if args.save else None
@@ -58,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         answer = None
         if args.url is not None:
             answer = post_packet(args.url, packet, topk=args.topk, token=token,
-                                 timeout=args.timeout, cafile=args.cafile)
+                                 timeout=args.timeout, cafile=args.cafile, retry=retry)
         if args.json:
             print(json.dumps({"image": image, "packet_bytes": len(packet), "answer": answer}))
         else:

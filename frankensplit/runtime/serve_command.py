@@ -1,4 +1,11 @@
-"""``frankensplit serve``: the HTTP inference server (FastAPI on uvicorn)."""
+"""``frankensplit serve``: the HTTP inference server (FastAPI on uvicorn).
+
+Weights load in the background (``/healthz`` answers, ``/readyz`` turns 200 when done), but the
+files are checked first, in the foreground: a missing, truncated or corrupted weights file (sha256
+from the bundle manifest or ``zoo/index.json``, then the safetensors header) ends the command with
+one line and exit code 2 instead of a server that never becomes ready. The load-shedding flags
+map one to one onto `ServerConfig` (see ``docs/reliability.md``).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +13,9 @@ import argparse
 import ipaddress
 import os
 import sys
+from pathlib import Path
 
-__all__ = ["HELP", "configure", "run"]
+__all__ = ["HELP", "check_weights", "configure", "run"]
 
 HELP = "serve one or more models over HTTP: POST a packet to /v1/classify, get top-k classes"
 
@@ -26,6 +34,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="wait this long for more requests after the first (0: batch only "
                              "what queued while busy)")
     parser.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    parser.add_argument("--max-queue", type=int, default=64,
+                        help="requests waiting per model; beyond, 503 + Retry-After")
+    parser.add_argument("--max-in-flight", type=int, default=128,
+                        help="classify requests handled at once; beyond, 503 + Retry-After")
+    parser.add_argument("--request-timeout", type=float, default=30.0, metavar="S",
+                        help="answer 504 when upload + queue + decoding exceed S seconds")
+    parser.add_argument("--retry-after", type=int, default=1, metavar="S",
+                        help="Retry-After seconds sent with every 503")
+    parser.add_argument("--decode-timeout", type=float, default=5.0, metavar="S",
+                        help="kill the entropy-decoder worker after S seconds on one batch")
+    parser.add_argument("--max-connections", type=int, default=512,
+                        help="open connections + requests uvicorn accepts; beyond, a plain 503")
+    parser.add_argument("--graceful-timeout", type=float, default=10.0, metavar="S",
+                        help="on SIGTERM/SIGINT, wait at most S seconds for requests in flight")
     parser.add_argument("--no-isolate-decoder", action="store_true",
                         help="entropy-decode in the server process (trusted senders only)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
@@ -44,15 +66,54 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def check_weights(spec: str) -> None:
+    """Fail fast on a model whose weights file is missing, truncated or corrupted.
+
+    Checks the sha256 recorded for the file (bundle manifest or zoo index), which catches any
+    changed byte, then parses the safetensors header, which catches a truncated or malformed file
+    even where no checksum is recorded. Costs one read of the file (2 MB for lite0).
+
+    Raises:
+        ValueError: unknown spec, checksum mismatch or unreadable file (the message names it).
+    """
+    from safetensors import safe_open
+
+    from frankensplit.runtime.bundle import ServerManifest, read_manifest
+
+    if Path(spec).is_dir():  # a bundle is checked without importing torch: fails in a second
+        manifest = read_manifest(spec, verify=True)  # every file's sha256
+        if not isinstance(manifest, ServerManifest):
+            raise ValueError(f"{spec} is a {manifest.format}; serve needs a server bundle")
+        path = Path(spec) / manifest.codec_file
+    else:
+        from frankensplit.models.zoo import MODELS, ZOO_DIR, file_sha256
+
+        entry = MODELS.get(spec)
+        if entry.weights is None:
+            return  # random codec weights: nothing on disk
+        path = ZOO_DIR / entry.weights
+        if not path.is_file():
+            raise ValueError(f"model {spec!r}: codec weights not found: {path}")
+        if entry.sha256 is not None and (actual := file_sha256(path)) != entry.sha256:
+            raise ValueError(f"model {spec!r}: checksum mismatch for {path}: expected "
+                             f"{entry.sha256} (zoo index), got {actual}")
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            f.keys()
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise ValueError(f"model {spec!r}: cannot read weights {path}: {e}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Check the model names, then serve until interrupted (models load in the background)."""
+    for spec in args.model:
+        check_weights(spec)  # fail now on a typo or a bad file, not after the server is up
+
     import uvicorn
 
-    from frankensplit.runtime.loading import load_server_model, resolve_model_spec
+    from frankensplit.runtime.loading import load_server_model
     from frankensplit.runtime.server import ServerConfig, create_app
 
-    for spec in args.model:
-        resolve_model_spec(spec)  # fail now on a typo, not after the server is up
     if bool(args.ssl_keyfile) != bool(args.ssl_certfile):
         raise ValueError("--ssl-keyfile and --ssl-certfile go together")
     token = args.token or os.environ.get("FRANKENSPLIT_TOKEN") or None
@@ -73,10 +134,17 @@ def run(args: argparse.Namespace) -> int:
 
     config = ServerConfig(
         max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue, max_in_flight=args.max_in_flight,
+        request_timeout_s=args.request_timeout, retry_after_s=args.retry_after,
         max_body_bytes=args.max_body_bytes, token=token,
-        isolate_decoder=not args.no_isolate_decoder,
+        isolate_decoder=not args.no_isolate_decoder, decode_timeout_s=args.decode_timeout,
     )
+    if args.max_connections < 1 or args.graceful_timeout < 0:
+        raise ValueError(f"--max-connections must be >= 1 and --graceful-timeout >= 0, got "
+                         f"{args.max_connections} and {args.graceful_timeout}")
     app = create_app(config=config, loader=loader)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                ssl_keyfile=args.ssl_keyfile, ssl_certfile=args.ssl_certfile)
+                ssl_keyfile=args.ssl_keyfile, ssl_certfile=args.ssl_certfile,
+                limit_concurrency=args.max_connections,
+                timeout_graceful_shutdown=args.graceful_timeout)
     return 0

@@ -9,25 +9,37 @@ Endpoints:
 
 - ``POST /v1/classify?topk=5``: body = one packet, raw ``application/octet-stream``; the packet's
   model id selects the model. Answers ``{"model_id", "predictions": [{"index", "name",
-  "probability"}], "decode_ms", ...}``; 400 bad packet or topk, 401 missing/wrong token,
-  404 unknown model, 413 body over the limit, 503 not ready or queue full.
+  "probability"}], "decode_ms", ...}``; 400 bad packet, topk or ``X-Request-Id``, 401
+  missing/wrong token, 404 unknown model, 413 body over the limit, 503 (with ``Retry-After``)
+  not ready, queue full or too many requests in flight, 504 not answered within
+  ``request_timeout_s``. An ``X-Request-Id`` header (1-128 visible ASCII characters) is echoed
+  on every answer, so a client that retries can match answers to requests exactly; an
+  ``X-Attempt`` header (1, 2, ...) ranks retried requests first in a full queue.
 - ``GET /v1/models``: the models served and the latent shapes they accept.
 - ``GET /healthz``: the process answers. ``GET /readyz``: 200 once every model is loaded.
 - ``GET /metrics``: Prometheus (requests by status, latency histogram, bytes received, batch sizes).
 
 The bearer token (when configured) guards ``/v1/*`` and ``/metrics``; the probes stay open for
-orchestrators. See `frankensplit.runtime.service` for what happens to a packet.
+orchestrators. See `frankensplit.runtime.service` for what happens to a packet, and
+``docs/reliability.md`` for the limits (``ServerConfig``) and how clients retry.
+
+Load shedding, in the order a request meets it: uvicorn's connection limit (``--max-connections``,
+a plain 503), ``max_in_flight`` (503 before the body is used), the model's bounded queue
+(``max_queue``, 503), then ``request_timeout_s`` over upload + queue + decoding (504). Every 503
+carries ``Retry-After``; nothing waits without bound.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import re
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from typing import TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -38,7 +50,14 @@ from frankensplit.runtime.loading import LoadedModel
 from frankensplit.runtime.metrics import CONTENT_TYPE_LATEST
 from frankensplit.runtime.service import HTTPError, InferenceService, ServerConfig, loaded_models
 
-__all__ = ["ServerConfig", "create_app", "run_in_thread"]
+__all__ = ["ATTEMPT_HEADER", "REQUEST_ID_HEADER", "ServerConfig", "create_app", "run_in_thread"]
+
+#: Header a client may set on ``/v1/classify``; the server echoes it on the answer.
+REQUEST_ID_HEADER = "X-Request-Id"
+#: The client's attempt number for this request (1, 2, ...): retries rank first in a full queue.
+ATTEMPT_HEADER = "X-Attempt"
+_REQUEST_ID = re.compile(r"[!-~]{1,128}")  # visible ASCII: safe to echo, bounded
+T = TypeVar("T")
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -56,6 +75,28 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise HTTPError(413, f"body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _drain(request: Request, limit: int) -> None:
+    """Read and drop the body of a refused request, so the client reads our answer, not a reset."""
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return
+
+
+async def _within(
+    work: Awaitable[T], deadline: float, config: ServerConfig, model_id: str | None = None
+) -> T:
+    """``work``'s result, or 504 once the request's ``request_timeout_s`` is spent."""
+    try:
+        return await asyncio.wait_for(work, max(deadline - time.monotonic(), 0.0))
+    except asyncio.TimeoutError:
+        raise HTTPError(
+            504, f"not answered within request_timeout_s={config.request_timeout_s:g} s "
+            "(upload, queue wait and decoding); retry later", model_id,
+        ) from None
 
 
 def _check_token(request: Request, token: str | None) -> None:
@@ -85,8 +126,23 @@ def _topk(request: Request, default: int) -> int:
     return int(raw)
 
 
-def _error(e: HTTPError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
+def _attempt(request: Request) -> int:
+    raw = request.headers.get(ATTEMPT_HEADER)
+    if raw is None:
+        return 1
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise HTTPError(400, f"{ATTEMPT_HEADER} must be an integer in 1..1000, got {raw[:20]!r}")
+    return int(raw)
+
+
+def _error(
+    e: HTTPError, config: ServerConfig | None = None, request_id: str | None = None
+) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else {}
+    if e.status == 503 and config is not None:
+        headers["Retry-After"] = str(config.retry_after_s)
+    if request_id is not None:
+        headers[REQUEST_ID_HEADER] = request_id
     return JSONResponse({"detail": e.detail}, status_code=e.status, headers=headers)
 
 
@@ -95,25 +151,43 @@ async def classify(request: Request) -> JSONResponse:
     service: InferenceService = request.app.state.service
     config = service.config
     start = time.perf_counter()
+    deadline = time.monotonic() + config.request_timeout_s
+    raw_id = request.headers.get(REQUEST_ID_HEADER)
+    # echoed only when well-formed; a malformed one is refused once the caller is authenticated
+    request_id = raw_id if raw_id is None or _REQUEST_ID.fullmatch(raw_id) else None
+    admitted = False
     try:
         _check_token(request, config.token)
+        if raw_id is not None and request_id is None:
+            raise HTTPError(400, f"{REQUEST_ID_HEADER} must be 1 to 128 visible ASCII characters")
         if not service.ready:
             raise HTTPError(503, service.error or "models are still loading")
-        body = await _read_body(request, config.max_body_bytes)
+        if service.in_flight >= config.max_in_flight:
+            await _within(_drain(request, config.max_body_bytes), deadline, config)
+            raise HTTPError(503, f"server busy: {service.in_flight} requests in flight "
+                                 f"(max_in_flight {config.max_in_flight})")
+        service.in_flight += 1
+        admitted = True
+        body = await _within(_read_body(request, config.max_body_bytes), deadline, config)
         service.metrics.bytes_received.inc(len(body))
         model, packet = service.parse(body)
         try:
-            topk = _topk(request, config.default_topk)
+            topk, attempt = _topk(request, config.default_topk), _attempt(request)
         except HTTPError as e:
             raise HTTPError(e.status, e.detail, model.model_id) from None
-        answer = await service.classify(model, packet, topk)
+        work = service.classify(model, packet, topk, attempt)
+        answer = await _within(work, deadline, config, model.model_id)
     except HTTPError as e:
         # label: a loaded model's id once the packet names one, never raw client input
         service.metrics.requests.labels(e.model_id or "-", str(e.status)).inc()
-        return _error(e)
+        return _error(e, config, request_id)
+    finally:
+        if admitted:
+            service.in_flight -= 1
     service.metrics.requests.labels(model.model_id, "200").inc()
     service.metrics.latency.labels(model.model_id).observe(time.perf_counter() - start)
-    return JSONResponse(answer)
+    headers = {REQUEST_ID_HEADER: request_id} if request_id is not None else None
+    return JSONResponse(answer, headers=headers)
 
 
 async def list_models(request: Request) -> JSONResponse:

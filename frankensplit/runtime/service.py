@@ -43,11 +43,25 @@ class ServerConfig:
     batch on one core); waiting for a batch to fill (10 ms) never helped. So batching is on but
     never waits: it adds no latency when idle and only groups requests that would queue anyway.
 
+    Why the load-shedding defaults: a saturated server should say so at once rather than let
+    work pile up. At about 16 images/s (the figure above) 64 queued packets are 4 s of work, so a
+    request admitted at the back of a full queue is still answered well inside
+    ``request_timeout_s``; beyond that it is cheaper for everyone that the client comes back
+    later (503 with ``Retry-After``) than that the queue, the latency and the memory grow without
+    bound. Clients of ``runtime.client`` retry 503/504 with backoff, so shedding costs latency,
+    not answers. ``docs/reliability.md`` lists every limit with its flag and measured figures.
+
     Attributes:
         max_batch: most packets decoded together (1 disables batching).
         max_wait_ms: how long a batch waits for more packets after the first (0: batch only what
             queued up while the model was busy, adding no latency).
-        max_queue: most requests waiting per model before answering 503.
+        max_queue: most requests waiting per model; beyond, 503 with ``Retry-After``.
+        max_in_flight: most classify requests handled at once over all models (reading their
+            body, queued or decoding); beyond, 503 with ``Retry-After`` before any work is done.
+        request_timeout_s: longest a classify request may take from arrival (body upload, queue
+            wait and decoding) before it is answered 504 and dropped from the queue, so a slow
+            upload or a long queue never leaves a client hanging.
+        retry_after_s: the ``Retry-After`` (whole seconds) sent with every 503.
         max_body_bytes: largest accepted request body (413 beyond).
         token: bearer token required on ``/v1/*`` and ``/metrics`` (None: no authentication).
         isolate_decoder: entropy-decode in a sandboxed worker process (see module docstring);
@@ -58,7 +72,10 @@ class ServerConfig:
 
     max_batch: int = 8
     max_wait_ms: float = 0.0
-    max_queue: int = 256
+    max_queue: int = 64
+    max_in_flight: int = 128
+    request_timeout_s: float = 30.0
+    retry_after_s: int = 1
     max_body_bytes: int = 1 << 20
     token: str | None = None
     isolate_decoder: bool = True
@@ -66,14 +83,16 @@ class ServerConfig:
     default_topk: int = 5
 
     def __post_init__(self) -> None:
-        for name in ("max_batch", "max_queue", "max_body_bytes", "default_topk"):
+        for name in ("max_batch", "max_queue", "max_in_flight", "retry_after_s",
+                     "max_body_bytes", "default_topk"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"ServerConfig.{name} must be a positive int, got {value!r}")
-        if self.max_wait_ms < 0 or self.decode_timeout_s <= 0:
+        if self.max_wait_ms < 0 or self.decode_timeout_s <= 0 or self.request_timeout_s <= 0:
             raise ValueError(
-                f"ServerConfig needs max_wait_ms >= 0 and decode_timeout_s > 0, got "
-                f"{self.max_wait_ms!r} and {self.decode_timeout_s!r}"
+                f"ServerConfig needs max_wait_ms >= 0, decode_timeout_s > 0 and "
+                f"request_timeout_s > 0, got {self.max_wait_ms!r}, {self.decode_timeout_s!r} "
+                f"and {self.request_timeout_s!r}"
             )
         if self.token is not None and not self.token:
             raise ValueError("ServerConfig.token must be None or a non-empty string")
@@ -141,6 +160,7 @@ class InferenceService:
         self.compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frankensplit-model")
         self.ready = False
         self.error: str | None = None
+        self.in_flight = 0  # classify requests admitted and not yet answered (event loop only)
         self._restarts_seen = 0
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -259,12 +279,16 @@ class InferenceService:
         return model, packet
 
     async def classify(
-        self, model: LoadedModel, packet: bitstream.Packet, topk: int
+        self, model: LoadedModel, packet: bitstream.Packet, topk: int, attempt: int = 1
     ) -> dict[str, Any]:
-        """One packet (validated by `parse`) -> the JSON answer."""
+        """One packet (validated by `parse`) -> the JSON answer.
+
+        ``attempt`` (the client's ``X-Attempt``) ranks the request in a full queue: see
+        `runtime.batching` for why retried requests go first.
+        """
         job = _Job(packet, topk, time.perf_counter())
         try:
-            result = await self.batchers[model.model_id].submit(job)
+            result = await self.batchers[model.model_id].submit(job, priority=attempt)
         except QueueFullError as e:
             raise HTTPError(503, f"server busy: {e}", model.model_id) from None
         except bitstream.BitstreamError as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 __all__ = ["HELP", "configure", "format_summary", "run"]
 
-HELP = "train FrankenSplit codecs from a YAML config (one model per lambda)"
+HELP = "train codecs from a YAML config, one per lambda (FrankenSplit and the baselines)"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +29,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 #: Metrics of the summary line and how each is printed.
 _METRICS = {"top1": "top1 {:.2f}%", "agreement": "agreement {:.2f}%",
-            "bpp_estimated": "bpp_estimated {:.4f}"}
+            "bpp_estimated": "bpp_estimated {:.4f}", "psnr": "PSNR {:.2f} dB"}
 
 
 def format_summary(summary: dict[str, Any], run_dir: Path) -> str:
@@ -49,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from frankensplit.train.loop import format_lmbda, train
 
     cfg = load_config(args.config, args.overrides)
+    if args.no_progress:  # no bars: one log line per epoch instead, so a log file shows progress
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     summaries = train(cfg, out, resume=args.resume, progress=not args.no_progress)
     if env_info().is_main:

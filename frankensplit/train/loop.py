@@ -8,6 +8,9 @@ Per step (FRANKENSPLIT.md)::
     L      = sum w (h_hat - h)^2 + lmbda * sum(-log2 p(y_hat))     w = 1 or 1/2 (1 + s)
     aux    = entropy model quantile loss           (its own optimizer, every step)
 
+The learned image codec baseline (``objective: image``) shares everything but the model, its input
+and the loss (bpp + lmbda * 255^2 * MSE): :mod:`frankensplit.train.objectives`.
+
 Only codec parameters are trained. Every epoch ends with a checkpoint (``last.pt``, tensors and
 plain data only, read back with ``weights_only=True``) and, when validation data is given, a
 validation whose top-1 (or teacher agreement without labels) picks ``best.safetensors``.
@@ -18,7 +21,10 @@ where an uninterrupted one would.
 from __future__ import annotations
 
 import json
+import logging
 import math
+import resource
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -32,14 +38,29 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from frankensplit.config import StageConfig, TrainConfig, to_dict
-from frankensplit.data import ImageDataset, make_transform
+from frankensplit.data import ImageDataset
 from frankensplit.losses import rd_loss
 from frankensplit.models.split import FrankenSplit
-from frankensplit.models.zoo import build_model, codec_state, load_codec_state, save_codec
+from frankensplit.models.zoo import (
+    CODEC_PARTS,
+    codec_metadata,
+    codec_state,
+    load_codec_state,
+    save_codec,
+)
 from frankensplit.train.distributed import DistInfo, all_reduce_mean, cleanup, setup
+from frankensplit.train.objectives import TrainModel, build_trainee, image_step, input_transform
 from frankensplit.train.validate import validate
 
-__all__ = ["MixedPrecisionForward", "format_lmbda", "train", "train_one"]
+__all__ = ["MixedPrecisionForward", "format_lmbda", "peak_memory_mb", "train", "train_one"]
+
+_log = logging.getLogger(__name__)
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (what training needs on a machine)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
 
 def format_lmbda(lmbda: float) -> str:
@@ -93,7 +114,7 @@ class _Run:
 
     cfg: TrainConfig
     lmbda: float
-    model: FrankenSplit
+    model: TrainModel
     net: nn.Module  # what the forward goes through: the model, its AMP wrapper, or DDP of those
     device: torch.device
     info: DistInfo
@@ -110,7 +131,7 @@ def _train_loader(run: _Run, stage: StageConfig, epoch_seed: int) -> DataLoader:
     cfg, info = run.cfg, run.info
     if not cfg.data.train:
         raise ValueError("data.train is empty: give at least one training image folder")
-    transform = make_transform(run.model.teacher.data_config, stage.view, stage.patch_size)
+    transform = input_transform(cfg, run.model.teacher.data_config, stage.view, stage.patch_size)
     dataset: Any = ImageDataset(cfg.data.train, transform, limit=cfg.data.train_limit)
     if stage.saliency:
         from frankensplit.saliency import SaliencyDataset
@@ -129,11 +150,12 @@ def _train_loader(run: _Run, stage: StageConfig, epoch_seed: int) -> DataLoader:
     )
 
 
-def _val_loader(cfg: TrainConfig, model: FrankenSplit) -> DataLoader | None:
+def _val_loader(cfg: TrainConfig, model: TrainModel) -> DataLoader | None:
     if cfg.data.val is None:
         return None
     dataset = ImageDataset(
-        cfg.data.val, make_transform(model.teacher.data_config, "eval"), limit=cfg.data.val_limit
+        cfg.data.val, input_transform(cfg, model.teacher.data_config, "eval"),
+        limit=cfg.data.val_limit,
     )
     return DataLoader(dataset, batch_size=32, num_workers=cfg.data.workers)
 
@@ -145,6 +167,8 @@ def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
 def _step(run: _Run, batch: tuple) -> dict[str, Tensor]:
     model, device = run.model, run.device
     x = batch[0].to(device, non_blocking=True)
+    if run.cfg.objective == "image":  # x in [0, 1]; the teacher is not in the loss
+        return image_step(run.net, x, run.lmbda)
     dtype = _amp_dtype(run.cfg, device)
     with torch.no_grad(), torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
         h = model.teacher.head(x).float()  # (N, *spec.feature_shape)
@@ -178,16 +202,25 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _build(cfg: TrainConfig, lmbda: float, device: torch.device) -> FrankenSplit:
+def _build(cfg: TrainConfig, lmbda: float, device: torch.device) -> TrainModel:
     """The model for one lambda: seeded codec, optional init codec, frozen parts, on ``device``."""
     model_id = cfg.model_id.format(lmbda=format_lmbda(lmbda))
-    model = build_model(model_id, cfg.teacher, cfg.encoder, cfg.entropy, cfg.latent_channels,
-                        teacher_weights=cfg.teacher_weights)
+    model = build_trainee(cfg, model_id)
     if cfg.init_codec:
         from safetensors.torch import load_file
 
         state = load_file(cfg.init_codec)
-        parts = tuple(p for p in ("g_a", "entropy", "g_s") if p in cfg.freeze or p != "g_s")
+        # g_s maps to one teacher's features: keep it when that teacher is ours (fine-tuning to
+        # another lambda) or when it is frozen; a new teacher gets a fresh blueprint (reuse).
+        teacher = codec_metadata(cfg.init_codec).get("teacher")
+        if teacher is None:  # files written before the teacher was recorded: judge by shapes
+            own = model.g_s.state_dict()
+            g_s = {k[len("g_s."):]: v for k, v in state.items() if k.startswith("g_s.")}
+            same_teacher = g_s.keys() == own.keys() and all(
+                v.shape == own[k].shape for k, v in g_s.items())
+        else:
+            same_teacher = teacher == model.teacher.name
+        parts = tuple(p for p in CODEC_PARTS if p != "g_s" or same_teacher or p in cfg.freeze)
         load_codec_state(model, {k: v for k, v in state.items() if k.split(".")[0] in parts},
                          parts, source=cfg.init_codec)
     for part in cfg.freeze:
@@ -274,12 +307,23 @@ def _run_stage(run: _Run, si: int, stage: StageConfig, ckpt: dict[str, Any] | No
                 run.best = {"score": _score(record["val"]), "stage": stage.name,
                             "epoch": epoch + 1, **record["val"]}
                 save_codec(run.model, run.run_dir / "best.safetensors", {"lmbda": str(run.lmbda)})
+        record["peak_memory_mb"] = peak_memory_mb()
         run.history.append(record)
+        _log.info("%s %s %d/%d: loss %.4g, bpp_train %.3f, %.1f img/s%s", run.model.model_id,
+                  stage.name, epoch + 1, stage.epochs, record["loss"], record["bpp_train"],
+                  record["images_per_s"], _val_text(record.get("val")))
         if run.info.is_main:
             _checkpoint(run.run_dir / "last.pt", codec=codec_state(run.model),
                         opt=opt.state_dict(), sched=sched.state_dict(),
                         aux_opt=aux_opt.state_dict() if aux_opt else {},
                         stage=si, epoch=epoch + 1, best=run.best, history=run.history)
+
+
+def _val_text(val: dict[str, float] | None) -> str:
+    if not val:
+        return ""
+    return f"; val top1 {val['top1']:.2f}%, agreement {val['agreement']:.2f}%, " \
+           f"bpp_estimated {val['bpp_estimated']:.3f}"
 
 
 def _run_epoch(
@@ -302,6 +346,8 @@ def _run_epoch(
         parts = _step(run, batch)
         opt.zero_grad(set_to_none=True)
         parts["loss"].backward()
+        if run.cfg.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(run.main_params, run.cfg.clip_grad_norm)
         opt.step()
         aux = run.model.aux_loss()
         if aux_opt is not None:

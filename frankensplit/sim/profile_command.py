@@ -1,0 +1,112 @@
+"""``frankensplit profile``: time every stage of both pipelines on this machine -> profile JSON.
+
+    frankensplit profile [--model M] [--images DIR] [--threads 1,2] [--repeat 5] [--out profile.json]
+
+Without ``--images`` it times the real photos shipped with scikit-image (and matplotlib), so it
+runs on any machine with the package installed; the default run takes about a minute on a 2-core
+CPU. The JSON layout is documented in :mod:`frankensplit.sim.profile`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["HELP", "configure", "parse_threads", "run"]
+
+HELP = "measure edge, server and codec compute times on this machine (a device profile JSON)"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the sub-command's arguments."""
+    from frankensplit.commands._common import add_model_args
+
+    add_model_args(parser)
+    parser.add_argument("--images", default=None,
+                        help="folder of photos (default: those shipped with scikit-image)")
+    parser.add_argument("--limit", type=int, default=None, help="first N images only")
+    parser.add_argument("--threads", default="1,2",
+                        help="edge intra-op thread counts, comma-separated (default 1,2)")
+    parser.add_argument("--server-threads", type=int, default=None,
+                        help="torch threads of the server stages (default: torch's default)")
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs per image and stage")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs before them")
+    parser.add_argument("--codecs", default=None,
+                        help="codecs, comma-separated, or 'none' (default: jpeg,webp,avif,jxl, "
+                             "those available here)")
+    parser.add_argument("--qualities", action="append", default=[], metavar="[CODEC=]Q1,Q2",
+                        help="qualities to time, for every codec or one (default: a low, middle "
+                             "and high setting per codec)")
+    parser.add_argument("--bundle", default=None,
+                        help="edge bundle of the model (default: export one to a temporary folder)")
+    parser.add_argument("--out", default="profile.json", help="profile JSON to write")
+
+
+def parse_threads(text: str) -> list[int]:
+    """``"1,2"`` -> ``[1, 2]``.
+
+    Raises:
+        ValueError: not positive integers, or none.
+    """
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--threads must be integers separated by commas, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ValueError(f"--threads must list positive integers, got {text!r}")
+    return sorted(set(values))
+
+
+def _codecs(args: argparse.Namespace) -> dict[str, tuple[float, ...]]:
+    from frankensplit.eval.command import parse_codecs, parse_qualities
+    from frankensplit.sim.measure import PROFILE_QUALITIES
+
+    names, _ = parse_codecs(args.codecs)  # default: those of jpeg, webp, avif, jxl available
+    given = parse_qualities(args.qualities, names)
+    out = {}
+    for name in names:
+        qualities = given[name] or PROFILE_QUALITIES.get(name)
+        if qualities is None:
+            from frankensplit.codecs import create_codec
+
+            qualities = create_codec(name).qualities[::3]
+        out[name] = tuple(qualities)
+    return out
+
+
+def _images(args: argparse.Namespace) -> list:
+    from frankensplit.commands.demo import bundled_photos
+    from frankensplit.data import find_images
+
+    images = find_images(args.images) if args.images else bundled_photos()
+    if args.limit is not None:
+        if args.limit < 1:
+            raise ValueError(f"--limit must be positive, got {args.limit}")
+        images = images[: args.limit]
+    if not images:
+        raise ValueError(f"no images found in {args.images or 'the installed packages'}")
+    return images
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure, write the JSON, print the table."""
+    import torch
+
+    from frankensplit.commands._common import load_model
+    from frankensplit.sim.measure import measure_profile
+    from frankensplit.sim.profile import format_profile, write_profile
+
+    threads = parse_threads(args.threads)
+    if args.server_threads is not None:
+        if args.server_threads < 1:
+            raise ValueError(f"--server-threads must be positive, got {args.server_threads}")
+        torch.set_num_threads(args.server_threads)
+    images = _images(args)
+    codecs = _codecs(args)
+    model = load_model(args)
+    profile = measure_profile(model, images, threads, args.repeat, args.warmup, codecs,
+                              server_threads=args.server_threads, bundle=args.bundle)
+    path = write_profile(profile, args.out)
+    print(format_profile(profile))
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
