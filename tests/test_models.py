@@ -206,3 +206,25 @@ def test_untrained_zoo_models_are_identical_across_processes() -> None:
     b = create_model("fs-lite0-untrained", teacher_weights=None)
     x = torch.randn(1, 3, 224, 224)
     assert a.edge.encode(x) == b.edge.encode(x)
+
+
+def test_bytes_do_not_depend_on_threads_or_repetition(tiny16) -> None:
+    # The shipped default codec on real photos: the edge's packets must not change with the
+    # number of intra-op threads (a different float reduction order could flip a rounded symbol)
+    # nor between runs, or a server-side cache or a replayed request would disagree.
+    from frankensplit.data import find_images, make_transform
+    from frankensplit.models.zoo import create_model, default_model_id
+    from PIL import Image
+
+    model = create_model(default_model_id()).eval()
+    transform = make_transform(model.teacher.data_config, "eval")
+    x = torch.stack([transform(Image.open(p).convert("RGB")) for p in find_images(tiny16)[:4]])
+    threads = torch.get_num_threads()
+    try:
+        runs = []
+        for n in (1, 2, 1):
+            torch.set_num_threads(n)
+            runs.append(model.edge.encode(x))
+    finally:
+        torch.set_num_threads(threads)
+    assert runs[0] == runs[1] == runs[2]
