@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -24,17 +23,6 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 TINY16 = Path(__file__).resolve().parents[2] / "shared/data/fixtures/tiny16"
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo where there is one."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def median_ms(fn: Callable[[], object], runs: int, warmup: int) -> float:
@@ -112,6 +100,8 @@ def main() -> None:
         for threads in (2, 1):
             rows.append((f"torch eager, {threads} thread(s)",
                          bench_torch(args.model, image, threads, args.runs, args.warmup)))
+
+    from frankensplit.sim.measure import cpu_name
 
     print(f"edge encode, {args.model}, image {image.name}, median of {args.runs} runs")
     print(f"CPU: {cpu_name()}, {os.cpu_count()} logical cores, "
