@@ -212,9 +212,10 @@ def test_bytes_do_not_depend_on_threads_or_repetition(tiny16) -> None:
     # The shipped default codec on real photos: the edge's packets must not change with the
     # number of intra-op threads (a different float reduction order could flip a rounded symbol)
     # nor between runs, or a server-side cache or a replayed request would disagree.
+    from PIL import Image
+
     from frankensplit.data import find_images, make_transform
     from frankensplit.models.zoo import create_model, default_model_id
-    from PIL import Image
 
     model = create_model(default_model_id()).eval()
     transform = make_transform(model.teacher.data_config, "eval")
