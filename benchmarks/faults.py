@@ -19,7 +19,6 @@ counts, retries by cause, and each restart's downtime (kill to ``/readyz`` 200).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -32,7 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from load import make_packets, photos, reference_top1  # benchmarks/load.py
+from load import load_parser, make_packets, photos, reference_top1  # benchmarks/load.py
 
 from frankensplit.runtime.client import RetryPolicy
 from frankensplit.runtime.loadgen import LoadReport, run_load
@@ -40,19 +39,10 @@ from frankensplit.runtime.serve_process import ServeProcess
 
 
 def main() -> int:
-    from frankensplit.models.zoo import default_model_id
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default=default_model_id())
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds of load")
+    parser = load_parser(__doc__.split("\n")[0], clients=8, retries=60, deadline=180.0)
     parser.add_argument("--kills", type=int, default=2, help="SIGKILL + restart this many times")
     parser.add_argument("--min-up", type=float, default=5.0,
                         help="seconds a restarted server serves before the next kill")
-    parser.add_argument("--images", type=int, default=8)
-    parser.add_argument("--retries", type=int, default=60, help="client retries per request")
-    parser.add_argument("--deadline", type=float, default=180.0, help="client seconds per request")
-    parser.add_argument("--json", default=None, metavar="OUT")
     args = parser.parse_args()
 
     images = photos(args.images)

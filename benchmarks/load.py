@@ -84,19 +84,28 @@ def server_status_counts(url: str) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def main() -> int:
+def load_parser(
+    description: str, clients: int, retries: int, deadline: float
+) -> argparse.ArgumentParser:
+    """The arguments every load-driving benchmark takes (this one and ``faults.py``)."""
     from frankensplit.models.zoo import default_model_id
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", default=default_model_id())
-    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--clients", type=int, default=clients)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load")
+    parser.add_argument("--images", type=int, default=8, help="distinct packets sent")
+    parser.add_argument("--retries", type=int, default=retries, help="client retries per request")
+    parser.add_argument("--deadline", type=float, default=deadline,
+                        help="client seconds per request")
+    parser.add_argument("--json", default=None, metavar="OUT", help="also write the results here")
+    return parser
+
+
+def main() -> int:
+    parser = load_parser(__doc__.split("\n")[0], clients=32, retries=20, deadline=120.0)
     parser.add_argument("--max-queue", type=int, default=8, help="server --max-queue")
     parser.add_argument("--max-batch", type=int, default=8, help="server --max-batch")
-    parser.add_argument("--images", type=int, default=8, help="distinct packets sent")
-    parser.add_argument("--retries", type=int, default=20, help="client retries per request")
-    parser.add_argument("--deadline", type=float, default=120.0, help="client seconds per request")
-    parser.add_argument("--json", default=None, metavar="OUT", help="also write the results here")
     args = parser.parse_args()
 
     images = photos(args.images)
