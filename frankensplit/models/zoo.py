@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -42,6 +43,8 @@ __all__ = [
     "load_model_file",
     "save_codec",
 ]
+
+T = TypeVar("T")
 
 ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
 
@@ -212,19 +215,25 @@ def load_codec(model: FrankenSplit, path: str | Path, sha256: str | None = None)
     Raises:
         ValueError: missing, corrupt or truncated file, checksum mismatch, or weights that do not fit.
     """
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"codec weights not found: {path}")
     if sha256 is not None and (actual := file_sha256(path)) != sha256:
         raise ValueError(f"checksum mismatch for {path}: expected {sha256}, got {actual}")
+    state = _read_codec_file(path, lambda f: {k: f.get_tensor(k) for k in f.keys()})  # noqa: SIM118
+    load_codec_state(model, state, source=str(path))
+
+
+def _read_codec_file(path: Path, read: Callable[[Any], T]) -> T:
+    """``read(handle)`` on a safetensors file; anything safetensors raises for a damaged file
+    (several types) becomes one ValueError naming the file."""
+    from safetensors import safe_open
+
     try:
         with safe_open(str(path), framework="pt") as f:
-            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open API
+            return read(f)
     except Exception as e:
         raise ValueError(f"cannot read codec weights {path}: {e}") from e
-    load_codec_state(model, state, source=str(path))
 
 
 CODEC_PARTS = ("g_a", "entropy", "g_s")
@@ -245,15 +254,10 @@ def codec_metadata(path: str | Path) -> dict[str, str]:
     Raises:
         ValueError: missing or unreadable file.
     """
-    from safetensors import safe_open
-
-    if not Path(path).is_file():
+    path = Path(path)
+    if not path.is_file():
         raise ValueError(f"codec weights not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
-    except Exception as e:
-        raise ValueError(f"cannot read codec weights {path}: {e}") from e
+    return _read_codec_file(path, lambda f: dict(f.metadata() or {}))
 
 
 def load_codec_state(
