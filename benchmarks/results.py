@@ -1,8 +1,11 @@
-"""Regenerate the README's results: every trained zoo model against JPEG, WebP, AVIF and JPEG XL.
+"""Regenerate the README's results: every trained zoo model against codecs and learned baselines.
 
 Runs ``frankensplit eval`` (the library behind it) on the dev split of ``../shared/data`` and writes
-``results/README_results.md``: the result tables, the "bytes to stay within 1 / 3 points of the
-teacher" figures and FrankenSplit's rate saving at equal top-1, with the plot beside it. The record
+``results/README_results.md``. The trained zoo models are FrankenSplit's and the Entropic Student
+baseline's (``es-lite0-*``); the codecs are JPEG, WebP, AVIF, JPEG XL and the shipped Balle 2018
+factorized prior (``bmshj2018-factorized``, ``frankensplit/zoo/bmshj2018``). It writes the result
+tables, the "bytes to stay within 1 / 3 points of the teacher" figures and FrankenSplit's rate
+saving at equal top-1 against each, with the plot beside it. The record
 log makes it resumable: rerun with ``--resume`` after an interruption. Not a unit test.
 
     python benchmarks/results.py                       # all 1,286 images (hours on 2 CPU cores)
@@ -30,7 +33,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=None, help="first N images only (quick runs)")
     p.add_argument("--models", default=None,
                    help="comma-separated model ids (default: every trained zoo model)")
-    p.add_argument("--codecs", default="jpeg,webp,avif,jxl", help="comma-separated codecs")
+    p.add_argument("--codecs", default="jpeg,webp,avif,jxl,bmshj2018-factorized",
+                   help="comma-separated codecs")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
                    help="folder for README_results.md; the eval files go to OUT/readme_eval")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
@@ -51,8 +55,10 @@ def readme_section(markdown: str, command: str, plot: str, partial: bool) -> str
     note = ("\n> Partial run (`--limit`): not the figures to publish.\n" if partial else "")
     return (
         "## Results\n\n"
-        "FrankenSplit against standard codecs feeding the same unmodified teacher, every image at\n"
-        "batch size 1 with real coding (rates are real bytes, headers and containers included).\n"
+        "FrankenSplit against standard codecs and a learned image codec (Balle 2018, MSE) feeding\n"
+        "the same unmodified teacher, and against the Entropic Student trained with the same data\n"
+        "and budget; every image at batch size 1 with real coding (rates are real bytes, headers\n"
+        "and containers included).\n"
         f"Regenerate with `{command}`.\n{note}\n"
         f"![rate-accuracy]({plot})\n\n{markdown}"
     )

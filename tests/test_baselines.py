@@ -162,6 +162,17 @@ def test_balle_decode_is_the_eval_forward_and_every_byte_is_counted(balle_file):
     assert codec.estimated_bits(img, 0.025) > 0
 
 
+def test_balle_source_forms_and_the_shipped_default(balle_file, tmp_path, monkeypatch):
+    folder = tmp_path / "shipped"  # a folder of codec files, the layout of frankensplit/zoo/bmshj2018
+    folder.mkdir()
+    (folder / "bmshj2018-l0.025.safetensors").write_bytes(balle_file.read_bytes())
+    assert create_codec(f"bmshj2018-factorized:{folder}").qualities == (0.025,)
+    monkeypatch.setattr("frankensplit.codecs.learned.SHIPPED_DIR", folder)
+    assert create_codec("bmshj2018-factorized").qualities == (0.025,)  # no SOURCE: shipped models
+    with pytest.raises(ValueError, match="neither a codec file nor a folder"):
+        create_codec(f"bmshj2018-factorized:{tmp_path / 'missing'}")
+
+
 def test_balle_codec_any_size_and_bad_input(balle_file):
     codec = create_codec(f"bmshj2018-factorized:{balle_file}")
     img = Image.new("RGB", (37, 50), (200, 30, 90))  # not multiples of 16: padded and cropped
@@ -178,7 +189,10 @@ def test_balle_codec_any_size_and_bad_input(balle_file):
         two.encode(img, 0.05)
     with pytest.raises(ValueError, match="bmshj2018-factorized decode"):
         codec.decode(codec.encode(img, 0.025)[:-3])
-    with pytest.raises(CodecUnavailableError, match="needs trained weights"):
+    # as on a checkout without the shipped models:
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(CodecUnavailableError,
+                                                           match="needs trained weights"):
+        mp.setattr("frankensplit.codecs.learned.SHIPPED_DIR", balle_file.parent / "none")
         create_codec("bmshj2018-factorized")
     with pytest.raises(ValueError, match="takes no ':SOURCE'"):
         create_codec(f"jpeg:{balle_file}")

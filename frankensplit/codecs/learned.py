@@ -2,8 +2,10 @@
 
 ``create_codec("bmshj2018-factorized:SOURCE")`` loads the factorized-prior image codec of Balle et
 al. (ICLR 2018) trained by ``frankensplit train`` with ``objective: image`` (see
-:mod:`frankensplit.models.image_codec`). SOURCE is one codec file (``.../best.safetensors``) or a
-training run folder, whose ``lmbda-*/best.safetensors`` are all loaded. The sweep value
+:mod:`frankensplit.models.image_codec`). SOURCE is one codec file (``.../best.safetensors``), a
+training run folder, whose ``lmbda-*/best.safetensors`` are all loaded, or a folder of codec files.
+Without SOURCE, the models shipped in ``frankensplit/zoo/bmshj2018/`` (trained by
+``configs/balle_cpu.yaml`` and ``configs/balle_cpu_rates.yaml``) are used. The sweep value
 ("quality") is the lambda a model was trained with: each lambda is its own model, and a larger
 lambda means more bytes and a better picture, so the sweep ascends like the other codecs'.
 
@@ -42,7 +44,10 @@ if TYPE_CHECKING:
 
     from frankensplit.models.image_codec import Bmshj2018Factorized
 
-__all__ = ["LearnedImageCodec", "bmshj2018_factorized", "load_image_codec"]
+__all__ = ["SHIPPED_DIR", "LearnedImageCodec", "bmshj2018_factorized", "load_image_codec"]
+
+#: The shipped Balle 2018 models, one codec file per lambda (the default SOURCE).
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "zoo" / "bmshj2018"
 
 
 def load_image_codec(path: str | Path) -> tuple[float, Bmshj2018Factorized]:
@@ -76,11 +81,11 @@ def _files(source: Path) -> list[Path]:
     if source.is_file():
         return [source]
     if source.is_dir():
-        found = sorted(source.glob("lmbda-*/best.safetensors"))
+        found = sorted(source.glob("lmbda-*/best.safetensors")) or sorted(source.glob("*.safetensors"))
         if found:
             return found
-    raise ValueError(f"{source}: neither a codec file nor a training run folder with "
-                     "lmbda-*/best.safetensors")
+    raise ValueError(f"{source}: neither a codec file nor a folder with codec files "
+                     "(*.safetensors, or a training run's lmbda-*/best.safetensors)")
 
 
 class LearnedImageCodec:
@@ -167,14 +172,16 @@ def bmshj2018_factorized(source: str | Path | None = None) -> LearnedImageCodec:
     """Balle et al. 2018 factorized prior trained for MSE, from ``source`` (see module docstring).
 
     Raises:
-        CodecUnavailableError: no source given (it has no built-in weights).
+        CodecUnavailableError: no source given and no shipped models in :data:`SHIPPED_DIR`.
         ValueError: a source that holds no trained image codec, or repeated lambdas.
     """
     if source is None:
-        raise CodecUnavailableError(
-            "codec 'bmshj2018-factorized' needs trained weights: bmshj2018-factorized:PATH, a "
-            "codec file or a run folder of `frankensplit train --config configs/balle_cpu.yaml`"
-        )
+        if not any(SHIPPED_DIR.glob("*.safetensors")):
+            raise CodecUnavailableError(
+                "codec 'bmshj2018-factorized' needs trained weights: bmshj2018-factorized:PATH, a "
+                "codec file or a run folder of `frankensplit train --config configs/balle_cpu.yaml`"
+            )
+        source = SHIPPED_DIR
     models: dict[float, Bmshj2018Factorized] = {}
     for path in _files(Path(source)):
         lmbda, model = load_image_codec(path)
