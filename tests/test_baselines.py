@@ -119,6 +119,27 @@ def test_baseline_config_fields_are_validated(overrides, error, match):
         load_config(None, overrides)
 
 
+def test_entropic_student_exports_and_serves_from_its_bundles(tmp_path):
+    """The bundles carry ES's decoder and split: the server rebuilds ES (not FrankenSplit) and
+    decodes the edge client's packets to the in-memory model's logits."""
+    from frankensplit.runtime.client import EdgeClient
+    from frankensplit.runtime.export import export_bundle
+    from frankensplit.runtime.loading import load_server_model
+
+    model = build_model("es-lite0-test", "tf_efficientnet_lite0", teacher_weights=None, **ES).eval()
+    bundles = export_bundle(model, tmp_path, encoder="entropic_student", entropy="factorized")
+    loaded = load_server_model(str(bundles.server_dir), teacher_weights=None)
+    assert loaded.latent_shape == (24, 56, 56)
+    client = EdgeClient(bundles.edge_dir, threads=1)
+    img = Image.new("RGB", (300, 260), (40, 120, 200))
+    packet = client.encode(img)
+    assert bitstream.unpack(packet).shape == (24, 56, 56)
+    with torch.no_grad():
+        ours = model.server.decode([packet])  # the in-memory model, same teacher weights (None)
+        served = loaded.part.decode([packet])
+    torch.testing.assert_close(served, ours, rtol=0, atol=0)
+
+
 # ------------------------------------------------------------------------------------------------
 # Balle 2018 factorized prior
 # ------------------------------------------------------------------------------------------------

@@ -158,6 +158,9 @@ class ServerManifest:
         codec_file: safetensors of g_a, the entropy model (with CDF tables) and g_s.
         preprocess: the edge's preprocessing, for reference.
         files: file name -> sha256.
+        decoder: ``DECODERS`` id of g_s ("blueprint" for FrankenSplit; bundles written before this
+            field existed are FrankenSplit's).
+        split_reduction: stride of the teacher's split (None: FrankenSplit's; 4: Entropic Student's).
     """
 
     model_id: str
@@ -170,6 +173,8 @@ class ServerManifest:
     codec_file: str
     preprocess: Preprocess
     files: dict[str, str] = field(default_factory=dict)
+    decoder: str = "blueprint"
+    split_reduction: int | None = None
     format: str = SERVER_FORMAT
     bundle_version: int = BUNDLE_VERSION
 

@@ -136,6 +136,7 @@ def export_server(
     with torch.no_grad():
         y = model.g_a(torch.zeros(1, 3, preprocess.crop, preprocess.crop))
     save_codec(model, folder / _CODEC_FILE, metadata={"teacher": model.teacher.name})
+    arch = getattr(model, "architecture", None) or {}  # what build_model recorded
     manifest = ServerManifest(
         model_id=model.model_id,
         bitstream_version=bitstream.FORMAT_VERSION,
@@ -147,6 +148,8 @@ def export_server(
         codec_file=_CODEC_FILE,
         preprocess=preprocess,
         files={_CODEC_FILE: sha256_file(folder / _CODEC_FILE)},
+        decoder=arch.get("decoder", "blueprint"),
+        split_reduction=arch.get("split_reduction"),
     )
     write_manifest(folder, manifest)
     return manifest

@@ -80,7 +80,8 @@ def load_server_model(spec: str, teacher_weights: str | Path | None = "auto") ->
     assert isinstance(manifest, ServerManifest)
     model = build_model(
         manifest.model_id, manifest.teacher, manifest.encoder, manifest.entropy,
-        manifest.latent_channels, teacher_weights=teacher_weights,
+        manifest.latent_channels, teacher_weights=teacher_weights, decoder=manifest.decoder,
+        split_reduction=manifest.split_reduction,
     )
     load_codec(model, folder / manifest.codec_file, sha256=manifest.files.get(manifest.codec_file))
     model.eval()
