@@ -1,0 +1,74 @@
+"""tools/ship_model.py: a shipped codec's index entry rebuilds exactly the model that was trained."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from frankensplit.models.image_codec import build_image_codec
+from frankensplit.models.zoo import MODELS, ModelEntry, build_model, create_model, save_codec
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def ship(tmp_path, monkeypatch):
+    """The tool's module with its zoo folder redirected to ``tmp_path / "zoo"``."""
+    spec = importlib.util.spec_from_file_location("ship_model", REPO / "tools/ship_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (tmp_path / "zoo").mkdir()
+    monkeypatch.setattr(module, "ZOO", tmp_path / "zoo")
+    return module
+
+
+def _run_dir(root: Path, model, lmbda: float) -> Path:
+    """A training run folder as ``frankensplit train`` leaves it (weights, summary, config)."""
+    run = root / "run" / f"lmbda-{lmbda:g}"
+    run.mkdir(parents=True)
+    save_codec(model, run / "best.safetensors", {"lmbda": str(lmbda)})
+    (run / "summary.json").write_text(json.dumps({
+        "best": {"top1": 50.0, "teacher_top1": 80.0, "bpp_estimated": 1.25},
+        "history": [{"stage": "rate", "images": 4000}, {"stage": "rate", "images": 4000}]}))
+    (root / "run" / "config.json").write_text(json.dumps({"stages": [{"name": "rate",
+                                                                      "batch_size": 16}]}))
+    return run
+
+
+def test_split_model_entry_rebuilds_the_trained_architecture(ship, tmp_path, monkeypatch):
+    es = build_model("es-lite0-l9", "tf_efficientnet_lite0", teacher_weights=None,
+                     encoder="entropic_student", decoder="entropic_student", latent_channels=24,
+                     split_reduction=4)
+    with torch.no_grad():  # weights unlike the id-seeded init: the load must really happen
+        next(es.g_s.parameters()).add_(1.0)
+    run = _run_dir(tmp_path, es, 9.0)
+    dest = ship.ship(run / "best.safetensors", "configs/es_lite0_cpu.yaml", None)
+    assert dest == tmp_path / "zoo" / "es-lite0-l9.safetensors"
+    (raw,) = json.loads((tmp_path / "zoo" / "index.json").read_text())["models"]
+    assert raw["metrics"] == {"val_top1_256": 50.0, "val_teacher_top1_256": 80.0,
+                              "val_bpp_estimated": 1.25, "train_steps_this_run": 500}
+    entry = ModelEntry(**raw)
+    assert (entry.encoder, entry.decoder, entry.split_reduction, entry.latent_channels) == (
+        "entropic_student", "entropic_student", 4, 24)
+    monkeypatch.setattr("frankensplit.models.zoo.ZOO_DIR", tmp_path / "zoo")
+    monkeypatch.setitem(MODELS._entries, entry.model_id, entry)
+    loaded = create_model(entry.model_id, teacher_weights=None)
+    for (name, a), b in zip(es.g_s.state_dict().items(), loaded.g_s.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    # shipping again replaces the entry instead of adding a second one
+    ship.ship(run / "best.safetensors", "configs/es_lite0_cpu.yaml", None)
+    assert len(json.loads((tmp_path / "zoo" / "index.json").read_text())["models"]) == 1
+
+
+def test_image_codec_goes_to_the_shipped_baseline_folder(ship, tmp_path):
+    from frankensplit.backbones import create_backbone
+
+    model = build_image_codec("bmshj2018-l0.5", 16, 12, create_backbone("tf_efficientnet_lite0",
+                                                                        weights=None))
+    dest = ship.ship(_run_dir(tmp_path, model, 0.5) / "best.safetensors", "configs/x.yaml", None)
+    assert dest == tmp_path / "zoo" / "bmshj2018" / "bmshj2018-l0.5.safetensors"
+    assert not (tmp_path / "zoo" / "index.json").exists()  # not a split model: no index entry
