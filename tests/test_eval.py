@@ -20,6 +20,7 @@ from frankensplit.eval import (
     coverage,
     load_dataset,
     rate_savings,
+    rate_savings_at_baseline,
     read_records,
     run_eval,
     summarize,
@@ -136,6 +137,24 @@ def test_rate_savings_at_equal_top1() -> None:
     assert savings[1].baseline_bytes is None and savings[1].saving is None  # not covered
 
 
+def test_rate_savings_read_at_the_baseline_points() -> None:
+    # A baseline that never reaches FrankenSplit's top-1 values: no saving at FS's points ...
+    fs = [(1000, 30.0), (2000, 70.0)]
+    weak = [(16000, 50.0), (8000, 40.0)]
+    assert all(s.saving is None for s in rate_savings(fs, weak))
+    # ... but FS's curve covers the baseline's 40% and 50% (log-linear, as everywhere)
+    at = rate_savings_at_baseline(fs, weak)
+    assert [s.baseline_bytes for s in at] == [8000, 16000]  # sorted by the baseline's bytes
+    assert at[0].bytes == pytest.approx(1000 * 2 ** 0.25)
+    assert at[0].saving == pytest.approx(1 - 1000 * 2 ** 0.25 / 8000)
+    assert at[1].bytes == pytest.approx(1000 * 2 ** 0.5)
+    (below,) = rate_savings_at_baseline(fs, [(500, 20.0)])  # below FS's measured range
+    assert below.bytes is None and below.saving is None
+    # FS's bytes are read with the "stay" rule: a dip below the target after reaching it counts
+    noisy = [(1000, 30.0), (1500, 45.0), (1800, 38.0), (2000, 70.0)]
+    assert rate_savings_at_baseline(noisy, [(8000, 40.0)])[0].bytes > 1800
+
+
 def _rows(curves: dict[str, list[tuple[float, float]]], teacher_top1: float) -> list[dict]:
     """Synthetic result rows (only the columns the summary reads)."""
     rows = [{"teacher": "t", "method": "teacher", "setting": "uncompressed", "bytes": None,
@@ -157,12 +176,19 @@ def test_summarize_and_markdown() -> None:
     by_setting = {p["setting"]: p for p in s["savings"]["avif"]}
     assert by_setting["0"]["saving"] == pytest.approx(1 - 3000 / by_setting["0"]["baseline_bytes"])
     assert by_setting["1"]["saving"] is None  # AVIF never reaches 83.0
+    reverse = s["savings_at_baseline"]["avif"]  # one entry per AVIF point, read on FS's curve
+    assert len(reverse) == len(BASELINES["avif"])
+    covered = [p for p in reverse if p["saving"] is not None]
+    assert covered and all(81.0 <= p["top1"] <= 83.0 for p in covered)
+    for p in covered:
+        assert p["saving"] == pytest.approx(1 - p["bytes"] / p["baseline_bytes"])
     for row in rows:
         row.update(dict.fromkeys(("top5", "penalty", "kb", "bpp_actual", "bpp_estimated",
                                   "encode_ms", "decode_ms", "infer_ms"), 0.0))
     text = summary_markdown(rows, [s], {"data": "d", "images": 1286, "reference": "label"})
     assert "| AVIF | 13.2 | 6.6 |" in text and "| JPEG | not reached | 9.4 |" in text
     assert "| FrankenSplit | 4.2 | below lowest setting |" in text  # 3000 * (5/3)**0.68
+    assert "| AVIF | " in text.split("read at each baseline setting")[1]
 
 
 def test_parse_qualities() -> None:

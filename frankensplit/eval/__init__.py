@@ -29,6 +29,7 @@ from frankensplit.eval.summary import (
     bytes_within,
     coverage,
     rate_savings,
+    rate_savings_at_baseline,
     within_table,
 )
 
@@ -52,6 +53,7 @@ __all__ = [
     "load_dataset",
     "plan",
     "rate_savings",
+    "rate_savings_at_baseline",
     "read_records",
     "run_eval",
     "summarize",

@@ -14,7 +14,12 @@ from typing import Any
 from frankensplit.eval.records import record_key
 from frankensplit.eval.runner import FRANKENSPLIT_METHOD, OperatingPoint
 from frankensplit.eval.schema import SCHEMA, TEACHER_METHOD
-from frankensplit.eval.summary import bytes_within, coverage, rate_savings
+from frankensplit.eval.summary import (
+    bytes_within,
+    coverage,
+    rate_savings,
+    rate_savings_at_baseline,
+)
 
 __all__ = ["aggregate", "curves", "summarize"]
 
@@ -106,7 +111,10 @@ def summarize(
         ``within`` (``{method: {str(margin): bytes or None}}``), ``within_status`` (the same
         keys, :func:`~frankensplit.eval.summary.coverage`'s word for each) and ``savings``
         (``{baseline: [{setting, bytes, top1, baseline_bytes, saving}, ...]}``, FrankenSplit's
-        points sorted by bytes; None where the baseline's curve does not cover that top-1).
+        points sorted by bytes; None where the baseline's curve does not cover that top-1) and
+        ``savings_at_baseline`` (the same keys per baseline point, ``setting`` the baseline's,
+        ``bytes`` FrankenSplit's interpolated ones: :func:`~frankensplit.eval.summary.
+        rate_savings_at_baseline`).
     """
     out = []
     for ref in (r for r in rows if r["method"] == TEACHER_METHOD):
@@ -133,8 +141,18 @@ def summarize(
             ]
             for method, curve in by_method.items() if method != FRANKENSPLIT_METHOD
         }
+        at_baseline = {}
+        for method in savings:
+            base_rows = sorted((r for r in rows if r["teacher"] == teacher
+                                and r["method"] == method and r["bytes"] is not None),
+                               key=lambda r: (r["bytes"], r["top1"]))
+            at_baseline[method] = [
+                {"setting": r["setting"], "bytes": s.bytes, "top1": s.top1,
+                 "baseline_bytes": s.baseline_bytes, "saving": s.saving}
+                for r, s in zip(base_rows, rate_savings_at_baseline(fs_curve, by_method[method]))
+            ]
         out.append({"teacher": teacher, "teacher_top1": ref["top1"], "images": ref["images"],
                     "reference": ref["reference"], "rule": rule, "within": within,
                     "within_status": status,
-                    "savings": savings})
+                    "savings": savings, "savings_at_baseline": at_baseline})
     return out

@@ -155,6 +155,24 @@ def _savings_table(s: dict) -> list[str]:
     return lines
 
 
+def _reverse_savings_table(s: dict) -> list[str]:
+    """Savings read at the baseline points FrankenSplit's curve covers (omitted when none)."""
+    covered = [(b, p) for b, points in s.get("savings_at_baseline", {}).items() for p in points
+               if p["saving"] is not None]
+    if not covered:
+        return []
+    intro = ("The same saving read at each baseline setting whose top-1 FrankenSplit's measured "
+             "curve covers (FrankenSplit's bytes interpolated, rule 'stay'):")
+    lines = ["", intro, "",
+             "| baseline | setting | top-1 | KB | FrankenSplit KB | saving |",
+             "|---|---|---:|---:|---:|---:|"]
+    for method, p in covered:
+        lines.append(f"| {_label(method)} | {p['setting']} | {p['top1']:.2f} | "
+                     f"{p['baseline_bytes'] / 1000:.2f} | {p['bytes'] / 1000:.2f} | "
+                     f"{_pct(p['saving'])} |")
+    return lines
+
+
 def summary_markdown(rows: Sequence[dict], summary: Sequence[dict], meta: dict) -> str:
     """Markdown tables: every row per teacher, the within-margin rates and the savings."""
     lines = [f"Data: `{meta.get('data', '?')}`, {meta.get('images', '?')} images; accuracy "
@@ -168,7 +186,7 @@ def summary_markdown(rows: Sequence[dict], summary: Sequence[dict], meta: dict) 
         mine = [r for r in rows if r["teacher"] == s["teacher"]]
         lines += ["", f"### Teacher `{s['teacher']}`: top-1 {s['teacher_top1']:.2f}%", ""]
         lines += _rows_table(mine)
-        lines += _within_table(s) + _savings_table(s)
+        lines += _within_table(s) + _savings_table(s) + _reverse_savings_table(s)
     return "\n".join(lines) + "\n"
 
 

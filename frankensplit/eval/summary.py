@@ -34,6 +34,7 @@ __all__ = [
     "coverage",
     "format_kb",
     "rate_savings",
+    "rate_savings_at_baseline",
     "within_table",
 ]
 
@@ -147,16 +148,17 @@ def within_table(
 
 @dataclass(frozen=True)
 class Saving:
-    """FrankenSplit's rate saving at one of its operating points against one baseline.
+    """FrankenSplit's rate saving against one baseline at one top-1.
 
     Attributes:
-        bytes: FrankenSplit's mean bytes per image at that point.
+        bytes: FrankenSplit's mean bytes per image at that top-1 (measured, or interpolated on
+            its curve when read at a baseline's point; None: not covered).
         top1: FrankenSplit's top-1 there.
         baseline_bytes: the baseline's interpolated bytes at the same top-1 (None: not covered).
         saving: ``1 - bytes / baseline_bytes`` (0.6 = 60% fewer bytes), None when not covered.
     """
 
-    bytes: float
+    bytes: float | None
     top1: float
     baseline_bytes: float | None
     saving: float | None
@@ -178,6 +180,26 @@ def rate_savings(fs_curve: Curve, baseline: Curve, rule: str = "first") -> list[
         base = bytes_at_accuracy(baseline, top1, rule)
         saving = None if base is None else 1.0 - num_bytes / base
         out.append(Saving(num_bytes, top1, base, saving))
+    return out
+
+
+def rate_savings_at_baseline(fs_curve: Curve, baseline: Curve) -> list[Saving]:
+    """The same saving read the other way: at each measured baseline point, FrankenSplit's bytes.
+
+    Where FrankenSplit's points lie outside the baseline's range (a baseline that never reaches
+    FrankenSplit's top-1, or one whose lowest setting is already above it), :func:`rate_savings`
+    has nothing to say; reading FrankenSplit's curve at the baseline's points covers the overlap
+    from the other side. FrankenSplit's bytes are read with the ``"stay"`` rule (the dearer one on
+    a noisy curve), so these savings, too, are never flattering to FrankenSplit.
+
+    Returns:
+        One :class:`Saving` per baseline point, sorted by the baseline's bytes; ``bytes`` and
+        ``saving`` are None where FrankenSplit's measured curve does not cover that top-1.
+    """
+    out = []
+    for base, top1 in _checked(baseline):
+        fs = bytes_at_accuracy(fs_curve, top1, "stay")
+        out.append(Saving(fs, top1, base, None if fs is None else 1.0 - fs / base))
     return out
 
 
