@@ -44,10 +44,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def trained_models() -> list[str]:
-    """Ids of the zoo models that ship trained codec weights."""
+    """Ids of the zoo models that ship trained codec weights, each method's by ascending lambda
+    (the order of the result rows)."""
     from frankensplit.models.zoo import MODELS, list_models
 
-    return [m for m in list_models() if MODELS.get(m).trained]
+    entries = [MODELS.get(m) for m in list_models() if MODELS.get(m).trained]
+    return [e.model_id for e in sorted(entries, key=lambda e: (e.teacher, e.encoder, e.lmbda or 0))]
 
 
 def readme_section(markdown: str, command: str, plot: str, partial: bool) -> str:
@@ -84,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = run_eval(
         [create_model(m) for m in models], files, labels, eval_dir,
         {c: None for c in args.codecs.split(",") if c},
-        data=str(args.data), resume=args.resume, overwrite=not args.resume,
+        data=os.path.relpath(args.data, REPO), resume=args.resume, overwrite=not args.resume,
         progress=not args.no_progress,
     )
     given = sys.argv[1:] if argv is None else list(argv)

@@ -223,9 +223,11 @@ def test_balle_codec_any_size_and_bad_input(balle_file):
 # Training through the shared loop, then evaluation like `frankensplit eval`
 # ------------------------------------------------------------------------------------------------
 
+# One tiny stage in place of the configs' stages (ES's base config has two, like lite0_cpu.yaml).
+TINY_STAGE = ("stages=[{name: tiny, epochs: 2, batch_size: 2, lr: 1.0e-4, gamma: 0.9, view: patch, "
+              "patch_size: 64, steps_per_epoch: 2}]")
 TINY_RUN = ["data.train_limit=4", "data.workers=0", "data.val=null", "teacher_weights=offline",
-            "stages.0.batch_size=2", "stages.0.patch_size=64", "stages.0.steps_per_epoch=2",
-            "stages.0.epochs=2", "threads=1"]
+            TINY_STAGE, "threads=1"]
 
 
 def _train(config: str, tmp: Path, *overrides: str) -> tuple[dict, Path]:
