@@ -229,3 +229,18 @@ def test_bytes_do_not_depend_on_threads_or_repetition(tiny16) -> None:
     finally:
         torch.set_num_threads(threads)
     assert runs[0] == runs[1] == runs[2]
+
+
+def test_latent_bits_of_the_decoded_latent_equal_the_estimate(tiny16):
+    # The evaluation reads bits_estimated off the server's decoded y_hat instead of running g_a a
+    # second time; that is only right if the two agree (eval-mode rounding is idempotent).
+    from PIL import Image
+
+    from frankensplit.data import find_images, make_transform
+    from frankensplit.models.zoo import create_model, default_model_id
+
+    model = create_model(default_model_id()).eval()
+    transform = make_transform(model.teacher.data_config, "eval")
+    x = torch.stack([transform(Image.open(p).convert("RGB")) for p in find_images(tiny16)[:3]])
+    y_hat = model.server.decode_latent(model.edge.encode(x))  # (3, C, h, w)
+    torch.testing.assert_close(model.latent_bits(y_hat), model.estimated_bits(x), rtol=1e-5, atol=0)

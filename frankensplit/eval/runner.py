@@ -161,7 +161,7 @@ def _frankensplit(model: FrankenSplit, x: Tensor) -> dict[str, Any]:
     t2 = time.perf_counter()
     logits = server.tail(server.g_s(y_hat))  # == server.decode([packet])
     t3 = time.perf_counter()
-    bits = float(model.estimated_bits(x)[0])
+    bits = float(model.latent_bits(y_hat)[0])  # == estimated_bits(x), without g_a again
     return {"pred": _top5(logits), "bytes": len(packet), "bits_estimated": bits,
             "encode_ms": _ms(t0, t1), "decode_ms": _ms(t1, t2), "infer_ms": _ms(t2, t3)}
 
