@@ -15,6 +15,7 @@ from frankensplit.eval.records import record_key
 from frankensplit.eval.runner import FRANKENSPLIT_METHOD, OperatingPoint
 from frankensplit.eval.schema import SCHEMA, TEACHER_METHOD
 from frankensplit.eval.summary import (
+    Saving,
     bytes_within,
     coverage,
     rate_savings,
@@ -101,6 +102,19 @@ def curves(rows: Sequence[dict[str, Any]], teacher: str) -> dict[str, list[tuple
     return {method: sorted(points) for method, points in out.items()}
 
 
+def _coded_rows(rows: Sequence[dict[str, Any]], teacher: str, method: str) -> list[dict[str, Any]]:
+    """One method's rows with bytes, sorted like its curve (and like the savings built on it)."""
+    return sorted((r for r in rows if r["teacher"] == teacher and r["method"] == method
+                   and r["bytes"] is not None), key=lambda r: (r["bytes"], r["top1"]))
+
+
+def _saving_dicts(point_rows: Sequence[dict[str, Any]], savings: Sequence[Saving]) -> list[dict]:
+    """Savings as summary entries, each named by the setting of the row it was read at."""
+    return [{"setting": r["setting"], "bytes": s.bytes, "top1": s.top1,
+             "baseline_bytes": s.baseline_bytes, "saving": s.saving}
+            for r, s in zip(point_rows, savings, strict=True)]
+
+
 def summarize(
     rows: Sequence[dict[str, Any]], margins: Sequence[float] = (1.0, 3.0), rule: str = "first"
 ) -> list[dict[str, Any]]:
@@ -128,29 +142,16 @@ def summarize(
             method: {f"{m:g}": coverage(curve, ref["top1"] - m) for m in margins}
             for method, curve in by_method.items()
         }
-        fs_rows = sorted(
-            (r for r in rows if r["teacher"] == teacher and r["method"] == FRANKENSPLIT_METHOD),
-            key=lambda r: (r["bytes"], r["top1"]),
-        )
+        fs_rows = _coded_rows(rows, teacher, FRANKENSPLIT_METHOD)
         fs_curve = [(r["bytes"], r["top1"]) for r in fs_rows]
-        savings = {
-            method: [
-                {"setting": r["setting"], "bytes": s.bytes, "top1": s.top1,
-                 "baseline_bytes": s.baseline_bytes, "saving": s.saving}
-                for r, s in zip(fs_rows, rate_savings(fs_curve, curve, rule))
-            ]
-            for method, curve in by_method.items() if method != FRANKENSPLIT_METHOD
+        baselines = [method for method in by_method if method != FRANKENSPLIT_METHOD]
+        savings = {method: _saving_dicts(fs_rows, rate_savings(fs_curve, by_method[method], rule))
+                   for method in baselines}
+        at_baseline = {
+            method: _saving_dicts(_coded_rows(rows, teacher, method),
+                                  rate_savings_at_baseline(fs_curve, by_method[method]))
+            for method in baselines
         }
-        at_baseline = {}
-        for method in savings:
-            base_rows = sorted((r for r in rows if r["teacher"] == teacher
-                                and r["method"] == method and r["bytes"] is not None),
-                               key=lambda r: (r["bytes"], r["top1"]))
-            at_baseline[method] = [
-                {"setting": r["setting"], "bytes": s.bytes, "top1": s.top1,
-                 "baseline_bytes": s.baseline_bytes, "saving": s.saving}
-                for r, s in zip(base_rows, rate_savings_at_baseline(fs_curve, by_method[method]))
-            ]
         out.append({"teacher": teacher, "teacher_top1": ref["top1"], "images": ref["images"],
                     "reference": ref["reference"], "rule": rule, "within": within,
                     "within_status": status,
