@@ -127,8 +127,10 @@ def export_server(
     Args:
         model: the model to export.
         folder: output folder (created if needed).
-        encoder: ``ENCODERS`` id of ``model.g_a`` (models do not record their registry ids).
-        entropy: ``ENTROPY_MODELS`` id of ``model.entropy``.
+        encoder: ``ENCODERS`` id of ``model.g_a``, for models without a recorded architecture
+            (``build_model`` records it, and the record is what the manifest then names, so that
+            encoder, decoder and split always come from one source).
+        entropy: ``ENTROPY_MODELS`` id of ``model.entropy``, likewise.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -136,19 +138,20 @@ def export_server(
     with torch.no_grad():
         y = model.g_a(torch.zeros(1, 3, preprocess.crop, preprocess.crop))
     save_codec(model, folder / _CODEC_FILE, metadata={"teacher": model.teacher.name})
-    arch = getattr(model, "architecture", None) or {}  # what build_model recorded
+    recorded = getattr(model, "architecture", None) or {}  # what build_model recorded
+    arch = {"encoder": encoder, "entropy": entropy, "decoder": "blueprint", **recorded}
     manifest = ServerManifest(
         model_id=model.model_id,
         bitstream_version=bitstream.FORMAT_VERSION,
         teacher=model.teacher.name,
-        encoder=encoder,
-        entropy=entropy,
+        encoder=arch["encoder"],
+        entropy=arch["entropy"],
         latent_channels=int(y.shape[1]),
         latent_shape=tuple(int(d) for d in y.shape[1:]),  # type: ignore[arg-type]
         codec_file=_CODEC_FILE,
         preprocess=preprocess,
         files={_CODEC_FILE: sha256_file(folder / _CODEC_FILE)},
-        decoder=arch.get("decoder", "blueprint"),
+        decoder=arch["decoder"],
         split_reduction=arch.get("split_reduction"),
     )
     write_manifest(folder, manifest)
