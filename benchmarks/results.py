@@ -48,7 +48,7 @@ def trained_models() -> list[str]:
     (the order of the result rows)."""
     from frankensplit.models.zoo import MODELS, list_models
 
-    entries = [MODELS.get(m) for m in list_models() if MODELS.get(m).trained]
+    entries = [e for e in map(MODELS.get, list_models()) if e.trained]
     return [e.model_id for e in sorted(entries, key=lambda e: (e.teacher, e.encoder, e.lmbda or 0))]
 
 
