@@ -21,7 +21,10 @@ class ServerMetrics:
     """The server's counters and histograms.
 
     Model labels only ever take the ids of loaded models (or ``"-"``), never a value read from an
-    unverified request, so a client cannot blow up the label cardinality.
+    unverified request, so a client cannot blow up the label cardinality. Statuses are those the
+    server answers, plus ``499`` for a client that hung up before its body arrived (nginx's
+    convention; nothing is sent). ``frankensplit_limit{name=...}`` publishes the configured
+    limits, so a dashboard can put a gauge (open connections) next to its bound.
     """
 
     def __init__(self) -> None:
@@ -50,6 +53,25 @@ class ServerMetrics:
         )
         self.models_loaded = Gauge(
             "frankensplit_models_loaded", "Models ready to serve.", registry=self.registry
+        )
+        # connections (runtime.connections): what slow or idle clients hold, and what was cut
+        self.open_connections = Gauge(
+            "frankensplit_open_connections", "TCP connections open now.", registry=self.registry
+        )
+        self.connections_refused = Counter(
+            "frankensplit_connections_refused",
+            "Connections closed at once because max_connections were open.",
+            registry=self.registry,
+        )
+        self.header_timeouts = Counter(
+            "frankensplit_header_timeouts",
+            "Connections closed because no complete request head came within header_timeout_s.",
+            registry=self.registry,
+        )
+        self.limits = Gauge(
+            "frankensplit_limit",
+            "The server's configured limits (ServerConfig and ConnectionLimits fields).",
+            ["name"], registry=self.registry,
         )
 
     def render(self) -> bytes:

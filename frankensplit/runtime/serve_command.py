@@ -4,7 +4,8 @@ Weights load in the background (``/healthz`` answers, ``/readyz`` turns 200 when
 files are checked first, in the foreground: a missing, truncated or corrupted weights file (sha256
 from the bundle manifest or ``zoo/index.json``, then the safetensors header) ends the command with
 one line and exit code 2 instead of a server that never becomes ready. The load-shedding flags
-map one to one onto `ServerConfig` (see ``docs/reliability.md``).
+map one to one onto `ServerConfig` and, for connections, `ConnectionLimits` (see
+``docs/reliability.md``); uvicorn runs with the guarded protocol of `runtime.connections`.
 """
 
 from __future__ import annotations
@@ -40,12 +41,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="classify requests handled at once; beyond, 503 + Retry-After")
     parser.add_argument("--request-timeout", type=float, default=30.0, metavar="S",
                         help="answer 504 when upload + queue + decoding exceed S seconds")
+    parser.add_argument("--body-timeout", type=float, default=10.0, metavar="S",
+                        help="answer 408 and close when a request body is not in S seconds "
+                             "after its headers")
+    parser.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+                        help="close a connection that sends no complete request head within S "
+                             "seconds of connecting or of the previous answer")
     parser.add_argument("--retry-after", type=int, default=1, metavar="S",
                         help="Retry-After seconds sent with every 503")
     parser.add_argument("--decode-timeout", type=float, default=5.0, metavar="S",
                         help="kill the entropy-decoder worker after S seconds on one batch")
     parser.add_argument("--max-connections", type=int, default=512,
-                        help="open connections + requests uvicorn accepts; beyond, a plain 503")
+                        help="open connections; one more is answered 503 + Retry-After and "
+                             "closed at once")
     parser.add_argument("--graceful-timeout", type=float, default=10.0, metavar="S",
                         help="on SIGTERM/SIGINT, wait at most S seconds for requests in flight")
     parser.add_argument("--no-isolate-decoder", action="store_true",
@@ -111,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from frankensplit.runtime.connections import ConnectionLimits, server_config
     from frankensplit.runtime.loading import load_server_model
     from frankensplit.runtime.server import ServerConfig, create_app
 
@@ -135,16 +144,23 @@ def run(args: argparse.Namespace) -> int:
     config = ServerConfig(
         max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue, max_in_flight=args.max_in_flight,
-        request_timeout_s=args.request_timeout, retry_after_s=args.retry_after,
+        request_timeout_s=args.request_timeout, body_timeout_s=args.body_timeout,
+        retry_after_s=args.retry_after,
         max_body_bytes=args.max_body_bytes, token=token,
         isolate_decoder=not args.no_isolate_decoder, decode_timeout_s=args.decode_timeout,
     )
-    if args.max_connections < 1 or args.graceful_timeout < 0:
-        raise ValueError(f"--max-connections must be >= 1 and --graceful-timeout >= 0, got "
-                         f"{args.max_connections} and {args.graceful_timeout}")
+    limits = ConnectionLimits(max_connections=args.max_connections,
+                              header_timeout_s=args.header_timeout, retry_after_s=args.retry_after)
+    if args.graceful_timeout < 0:
+        raise ValueError(f"--graceful-timeout must be >= 0, got {args.graceful_timeout}")
     app = create_app(config=config, loader=loader)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                ssl_keyfile=args.ssl_keyfile, ssl_certfile=args.ssl_certfile,
-                limit_concurrency=args.max_connections,
-                timeout_graceful_shutdown=args.graceful_timeout)
-    return 0
+    server = uvicorn.Server(server_config(
+        app, limits, host=args.host, port=args.port, log_level=args.log_level,
+        ssl_keyfile=args.ssl_keyfile, ssl_certfile=args.ssl_certfile,
+        timeout_graceful_shutdown=args.graceful_timeout,
+    ))
+    try:
+        server.run()
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown, as uvicorn.run allows
+        pass
+    return 0 if server.started else 3  # 3: uvicorn's start-up failure code (port in use, ...)

@@ -10,9 +10,9 @@ Endpoints:
 - ``POST /v1/classify?topk=5``: body = one packet, raw ``application/octet-stream``; the packet's
   model id selects the model. Answers ``{"model_id", "predictions": [{"index", "name",
   "probability"}], "decode_ms", ...}``; 400 bad packet, topk or ``X-Request-Id``, 401
-  missing/wrong token, 404 unknown model, 413 body over the limit, 503 (with ``Retry-After``)
-  not ready, queue full or too many requests in flight, 504 not answered within
-  ``request_timeout_s``. An ``X-Request-Id`` header (1-128 visible ASCII characters) is echoed
+  missing/wrong token, 404 unknown model, 408 body not received within ``body_timeout_s`` (the
+  connection is closed), 413 body over the limit, 503 (with ``Retry-After``) not ready, queue
+  full or too many requests in flight, 504 not answered within ``request_timeout_s``. An ``X-Request-Id`` header (1-128 visible ASCII characters) is echoed
   on every answer, so a client that retries can match answers to requests exactly; an
   ``X-Attempt`` header (1, 2, ...) ranks retried requests first in a full queue.
 - ``GET /v1/models``: the models served and the latent shapes they accept.
@@ -23,10 +23,12 @@ The bearer token (when configured) guards ``/v1/*`` and ``/metrics``; the probes
 orchestrators. See `frankensplit.runtime.service` for what happens to a packet, and
 ``docs/reliability.md`` for the limits (``ServerConfig``) and how clients retry.
 
-Load shedding, in the order a request meets it: uvicorn's connection limit (``--max-connections``,
-a plain 503), ``max_in_flight`` (503 before the body is used), the model's bounded queue
-(``max_queue``, 503), then ``request_timeout_s`` over upload + queue + decoding (504). Every 503
-carries ``Retry-After``; nothing waits without bound.
+Load shedding, in the order a request meets it: the connection cap (``--max-connections``, 503)
+and the request-head deadline (``--header-timeout``, closed), both in `runtime.connections`; the
+body deadline (``body_timeout_s``, 408 and closed); ``max_in_flight`` (503, counted only once the
+body is in, so slow uploads cannot take the slots of complete requests); the model's bounded
+queue (``max_queue``, 503); then ``request_timeout_s`` over upload + queue + decoding (504).
+Every 503 carries ``Retry-After``; nothing waits without bound.
 """
 
 from __future__ import annotations
@@ -43,14 +45,19 @@ from typing import TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from frankensplit import __version__
 from frankensplit.models.split import ServerPart
+from frankensplit.runtime.connections import ConnectionLimits, server_config
 from frankensplit.runtime.loading import LoadedModel
 from frankensplit.runtime.metrics import CONTENT_TYPE_LATEST
 from frankensplit.runtime.service import HTTPError, InferenceService, ServerConfig, loaded_models
 
-__all__ = ["ATTEMPT_HEADER", "REQUEST_ID_HEADER", "ServerConfig", "create_app", "run_in_thread"]
+__all__ = [
+    "ATTEMPT_HEADER", "REQUEST_ID_HEADER", "ConnectionLimits", "ServerConfig", "create_app",
+    "run_in_thread",
+]
 
 #: Header a client may set on ``/v1/classify``; the server echoes it on the answer.
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -60,7 +67,7 @@ _REQUEST_ID = re.compile(r"[!-~]{1,128}")  # visible ASCII: safe to echo, bounde
 T = TypeVar("T")
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _stream_body(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) as soon as it is known to exceed ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None:
@@ -77,13 +84,28 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _drain(request: Request, limit: int) -> None:
-    """Read and drop the body of a refused request, so the client reads our answer, not a reset."""
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return
+async def _read_body(request: Request, config: ServerConfig, deadline: float) -> bytes:
+    """The whole body by ``deadline`` (monotonic), before the request takes an in-flight slot.
+
+    Why first: a slot held while a client uploads is a slot a stalled client can keep (measured
+    before this order: 150 stalled uploads made every other request 503 for 30 s). Read first,
+    a stalled upload holds only its connection and the bytes it sent, until 408.
+
+    Raises:
+        HTTPError: 408 when the body is not in by the deadline (the answer closes the
+            connection: the rest of the body may still be on its way), 413 over the limit,
+            400 bad ``Content-Length``, 499 (never sent) when the client hung up.
+    """
+    try:
+        return await asyncio.wait_for(_stream_body(request, config.max_body_bytes),
+                                      max(deadline - time.monotonic(), 0.0))
+    except asyncio.TimeoutError:
+        limit = min(config.body_timeout_s, config.request_timeout_s)
+        raise HTTPError(408, f"request body not received within {limit:g} s (body_timeout_s="
+                             f"{config.body_timeout_s:g}); send it at once after the headers"
+                        ) from None
+    except ClientDisconnect:
+        raise HTTPError(499, "client closed the connection before its body arrived") from None
 
 
 async def _within(
@@ -141,6 +163,8 @@ def _error(
     headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else {}
     if e.status == 503 and config is not None:
         headers["Retry-After"] = str(config.retry_after_s)
+    if e.status == 408:
+        headers["Connection"] = "close"  # the rest of the body may still come: not reusable
     if request_id is not None:
         headers[REQUEST_ID_HEADER] = request_id
     return JSONResponse({"detail": e.detail}, status_code=e.status, headers=headers)
@@ -150,8 +174,8 @@ async def classify(request: Request) -> JSONResponse:
     """``POST /v1/classify``: one packet in the body -> top-k JSON."""
     service: InferenceService = request.app.state.service
     config = service.config
-    start = time.perf_counter()
-    deadline = time.monotonic() + config.request_timeout_s
+    start, arrived = time.perf_counter(), time.monotonic()
+    deadline = arrived + config.request_timeout_s
     raw_id = request.headers.get(REQUEST_ID_HEADER)
     # echoed only when well-formed; a malformed one is refused once the caller is authenticated
     request_id = raw_id if raw_id is None or _REQUEST_ID.fullmatch(raw_id) else None
@@ -162,13 +186,13 @@ async def classify(request: Request) -> JSONResponse:
             raise HTTPError(400, f"{REQUEST_ID_HEADER} must be 1 to 128 visible ASCII characters")
         if not service.ready:
             raise HTTPError(503, service.error or "models are still loading")
+        body_deadline = min(arrived + config.body_timeout_s, deadline)
+        body = await _read_body(request, config, body_deadline)
         if service.in_flight >= config.max_in_flight:
-            await _within(_drain(request, config.max_body_bytes), deadline, config)
             raise HTTPError(503, f"server busy: {service.in_flight} requests in flight "
                                  f"(max_in_flight {config.max_in_flight})")
         service.in_flight += 1
         admitted = True
-        body = await _within(_read_body(request, config.max_body_bytes), deadline, config)
         service.metrics.bytes_received.inc(len(body))
         model, packet = service.parse(body)
         try:
@@ -267,11 +291,18 @@ def create_app(
 
 
 @contextmanager
-def run_in_thread(app: FastAPI, host: str = "127.0.0.1", timeout: float = 60.0) -> Iterator[str]:
+def run_in_thread(
+    app: FastAPI,
+    host: str = "127.0.0.1",
+    timeout: float = 60.0,
+    limits: ConnectionLimits | None = None,
+) -> Iterator[str]:
     """Serve ``app`` with uvicorn in a background thread on a free port; yield its base URL.
 
     For tests, benchmarks and embedding a server in another program. The port is bound here
-    (port 0), so parallel runs never collide; the server is stopped on exit.
+    (port 0), so parallel runs never collide; the server is stopped on exit. It runs the same
+    protocol and connection limits as ``frankensplit serve`` (`runtime.connections`; None: the
+    defaults).
 
     Raises:
         RuntimeError: uvicorn did not start within ``timeout`` seconds.
@@ -280,7 +311,7 @@ def run_in_thread(app: FastAPI, host: str = "127.0.0.1", timeout: float = 60.0) 
 
     sock = socket.socket()
     sock.bind((host, 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server = uvicorn.Server(server_config(app, limits, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout

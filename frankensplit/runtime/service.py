@@ -56,11 +56,18 @@ class ServerConfig:
         max_wait_ms: how long a batch waits for more packets after the first (0: batch only what
             queued up while the model was busy, adding no latency).
         max_queue: most requests waiting per model; beyond, 503 with ``Retry-After``.
-        max_in_flight: most classify requests handled at once over all models (reading their
-            body, queued or decoding); beyond, 503 with ``Retry-After`` before any work is done.
+        max_in_flight: most classify requests handled at once over all models (parsed, queued
+            or decoding); beyond, 503 with ``Retry-After`` before any work is done. A request
+            takes its slot only once its whole body has arrived, so slow uploads cannot fill
+            the slots (they are bounded by ``body_timeout_s`` and the connection cap instead).
         request_timeout_s: longest a classify request may take from arrival (body upload, queue
             wait and decoding) before it is answered 504 and dropped from the queue, so a slow
             upload or a long queue never leaves a client hanging.
+        body_timeout_s: longest the body may take to arrive, from the end of the request head
+            (and never past ``request_timeout_s``); then 408 and the connection is closed. Why
+            10 s: a lite0 packet (about 5 KB) needs only 4 kbit/s to make it, and even a 1 MiB
+            body (``max_body_bytes``) needs under 1 Mbit/s, while a client that stalls holds its
+            connection (and the memory of what it sent) no longer than that.
         retry_after_s: the ``Retry-After`` (whole seconds) sent with every 503.
         max_body_bytes: largest accepted request body (413 beyond).
         token: bearer token required on ``/v1/*`` and ``/metrics`` (None: no authentication).
@@ -75,6 +82,7 @@ class ServerConfig:
     max_queue: int = 64
     max_in_flight: int = 128
     request_timeout_s: float = 30.0
+    body_timeout_s: float = 10.0
     retry_after_s: int = 1
     max_body_bytes: int = 1 << 20
     token: str | None = None
@@ -94,8 +102,15 @@ class ServerConfig:
                 f"request_timeout_s > 0, got {self.max_wait_ms!r}, {self.decode_timeout_s!r} "
                 f"and {self.request_timeout_s!r}"
             )
+        if not self.body_timeout_s > 0:
+            raise ValueError(f"ServerConfig.body_timeout_s must be > 0, got {self.body_timeout_s!r}")
         if self.token is not None and not self.token:
             raise ValueError("ServerConfig.token must be None or a non-empty string")
+
+
+#: The `ServerConfig` fields published on ``/metrics`` as ``frankensplit_limit{name=...}``.
+_PUBLISHED_LIMITS = ("max_batch", "max_queue", "max_in_flight", "request_timeout_s",
+                     "body_timeout_s", "max_body_bytes", "decode_timeout_s")
 
 
 class HTTPError(Exception):
@@ -153,6 +168,8 @@ class InferenceService:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.metrics = ServerMetrics()
+        for name in _PUBLISHED_LIMITS:
+            self.metrics.limits.labels(name).set(getattr(config, name))
         self.models: dict[str, LoadedModel] = {}
         self.batchers: dict[str, Batcher] = {}
         self.names: dict[str, list[str] | None] = {}
