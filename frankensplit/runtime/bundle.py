@@ -7,6 +7,12 @@ edge/    manifest.json  encoder.onnx  quantized_cdf.npy  cdf_length.npy  offset.
 server/  manifest.json  codec.safetensors
 ```
 
+An int8 edge bundle (``frankensplit export --int8``) holds ``encoder_int8.onnx`` instead of
+``encoder.onnx``; its manifest says ``encoder_precision: "int8"`` and records how the graph was
+quantised and on what (`EncoderQuantization`). Everything else, the model id and the tables
+included, is the fp32 bundle's: the server decodes the symbols it receives, whichever graph
+produced them.
+
 The edge bundle is everything a device needs to produce packets the server decodes bit-exactly:
 g_a as ONNX, the entropy model's *integer* CDF tables (the same tables the server's decoder reads,
 so rANS coding agrees byte for byte), the medians the latent is rounded around, and the teacher's
@@ -27,11 +33,14 @@ from typing import Any
 
 __all__ = [
     "BUNDLE_VERSION",
+    "DEFAULT_CALIBRATION_IMAGES",
     "EDGE_FORMAT",
+    "ENCODER_PRECISIONS",
     "MANIFEST_NAME",
     "SERVER_FORMAT",
     "TABLE_NAMES",
     "EdgeManifest",
+    "EncoderQuantization",
     "Preprocess",
     "ServerManifest",
     "read_manifest",
@@ -46,6 +55,10 @@ MANIFEST_NAME = "manifest.json"
 #: The entropy model's tables, one ``.npy`` file each (int32 except the float32 medians).
 TABLE_NAMES = ("quantized_cdf", "cdf_length", "offset", "medians")
 _INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+#: What the edge encoder graph computes in: float32 throughout, or int8 (QDQ) convolutions.
+ENCODER_PRECISIONS = ("fp32", "int8")
+#: Calibration images of an int8 encoder unless told otherwise (``export --calibration-images``).
+DEFAULT_CALIBRATION_IMAGES = 256
 
 
 def sha256_file(path: str | Path) -> str:
@@ -109,6 +122,48 @@ class Preprocess:
 
 
 @dataclass(frozen=True)
+class EncoderQuantization:
+    """How an int8 edge encoder was made from the fp32 graph (``frankensplit export --int8``).
+
+    Attributes:
+        tool: the quantiser, e.g. "onnxruntime 1.32.0 quantize_static".
+        quant_format: "QDQ" (QuantizeLinear / DequantizeLinear pairs around float ops, which
+            ONNX Runtime fuses into integer kernels at load).
+        weights: weight type and granularity, e.g. "int8, symmetric, per output channel".
+        activations: activation type and granularity, e.g. "uint8, asymmetric, per tensor".
+        calibration_method: ONNX Runtime's ``CalibrationMethod`` name ("Percentile", "MinMax").
+        calibration_images: how many images the activation ranges were calibrated on.
+        calibration_source: the folder they came from, as given at export (informational).
+        calibration_sha256: sha256 over the calibration images, in the order used: of the
+            lines ``"<file name> <sha256 of its bytes>\n"``, so the set is identified exactly.
+        float_encoder_sha256: sha256 of the fp32 ONNX graph that was quantised.
+        float_nodes: graph nodes left in float32 (those producing the output y: the latent is
+            rounded to symbols next, and an 8-bit grid on y itself would add error there).
+        latent_rms_error: RMS of y(int8) - y(fp32) on calibration images at export, in units of
+            the symbol step (export refuses a graph above 0.5).
+    """
+
+    tool: str
+    quant_format: str
+    weights: str
+    activations: str
+    calibration_method: str
+    calibration_images: int
+    calibration_source: str
+    calibration_sha256: str
+    float_encoder_sha256: str
+    float_nodes: tuple[str, ...] = ()
+    latent_rms_error: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.calibration_images, int) or self.calibration_images < 1:
+            raise ValueError(
+                f"calibration_images must be a positive int, got {self.calibration_images!r}"
+            )
+        object.__setattr__(self, "float_nodes", tuple(str(n) for n in self.float_nodes))
+
+
+@dataclass(frozen=True)
 class EdgeManifest:
     """``edge/manifest.json``.
 
@@ -122,6 +177,13 @@ class EdgeManifest:
         opset: ONNX opset of the graph.
         precision: bits of the quantized CDFs (compressai's rANS uses 16).
         files: file name -> sha256, for every other file of the bundle.
+        encoder_precision: "fp32" or "int8" (`ENCODER_PRECISIONS`): what the encoder graph
+            computes in.
+        quantization: for an int8 encoder, how it was quantised and calibrated (None for fp32).
+        figures: accuracy and size recorded for this model id when it was exported, e.g.
+            ``{"top1": 72.4, "bytes_per_image": 4883, "source": "zoo index metrics dev1286_*"}``
+            (empty when nothing was recorded). Measured with the fp32 encoder: an int8 bundle
+            carries its fp32 model's figures. The rate-choosing client ranks bundles by them.
     """
 
     model_id: str
@@ -133,8 +195,23 @@ class EdgeManifest:
     opset: int
     precision: int = 16
     files: dict[str, str] = field(default_factory=dict)
+    encoder_precision: str = "fp32"
+    quantization: EncoderQuantization | None = None
+    figures: dict[str, Any] = field(default_factory=dict)
     format: str = EDGE_FORMAT
     bundle_version: int = BUNDLE_VERSION
+
+    def __post_init__(self) -> None:
+        if self.encoder_precision not in ENCODER_PRECISIONS:
+            raise ValueError(
+                f"encoder_precision {self.encoder_precision!r} is not one of {ENCODER_PRECISIONS}"
+            )
+        if (self.encoder_precision == "int8") != (self.quantization is not None):
+            raise ValueError(
+                "an int8 encoder needs its quantization record and an fp32 one has none; got "
+                f"encoder_precision {self.encoder_precision!r} with quantization "
+                f"{self.quantization!r}"
+            )
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -194,6 +271,8 @@ def _from_dict(cls: type, raw: dict[str, Any], path: Path) -> EdgeManifest | Ser
         raise ValueError(f"{path}: unknown manifest keys {unknown}; expected only {sorted(known)}")
     try:
         fields = dict(raw, preprocess=Preprocess(**raw["preprocess"]))
+        if fields.get("quantization") is not None:
+            fields["quantization"] = EncoderQuantization(**fields["quantization"])
         if "latent_shape" in fields:
             fields["latent_shape"] = tuple(int(d) for d in fields["latent_shape"])
         return cls(**fields)

@@ -7,13 +7,20 @@ bundle gets the codec weights as safetensors and the teacher's name. Nothing is 
 The ONNX graph is produced by torch's TorchScript-based exporter (``dynamo=False``): g_a is a plain
 stack of convolutions, which that exporter handles without the extra ``onnxscript`` dependency the
 dynamo exporter needs. Every export is checked by running the graph in onnxruntime against torch.
+
+With ``int8=Int8Calibration(folder, images)`` the edge bundle's encoder is a static int8 copy of
+that graph (``runtime/quantize.py``: ONNX Runtime's ``quantize_static``, QDQ, per-channel weights,
+calibrated on images of ``folder`` with the teacher's preprocessing), checked against the fp32
+graph on calibration images; the manifest records precision, calibration and checksums.
 """
 
 from __future__ import annotations
 
+import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,15 +37,61 @@ from frankensplit.runtime.bundle import (
     sha256_file,
     write_manifest,
 )
+from frankensplit.runtime.quantize import DEFAULT_CALIBRATION_IMAGES, calibration_images
 
-__all__ = ["DEFAULT_OPSET", "ExportResult", "export_bundle", "export_edge", "export_model",
-           "export_server"]
+__all__ = ["DEFAULT_OPSET", "ExportResult", "Int8Calibration", "export_bundle", "export_edge",
+           "export_model", "export_server", "recorded_figures"]
 
 DEFAULT_OPSET = 17
 _ONNX_FILE = "encoder.onnx"
+_INT8_FILE = "encoder_int8.onnx"
+#: An int8 graph whose latent is further than this (RMS, symbol steps) from fp32's is refused.
+_INT8_MAX_RMS = 0.5
+#: Calibration images the export check of an int8 graph runs on (a subset of the calibration set).
+_INT8_CHECK_IMAGES = 8
 _CODEC_FILE = "codec.safetensors"
 #: Largest |onnxruntime - torch| accepted on the export check (float32 conv reordering is ~1e-6).
 _ONNX_ATOL = 1e-4
+
+
+@dataclass(frozen=True)
+class Int8Calibration:
+    """Ask `export_edge` for an int8 encoder, calibrated on images of ``folder``.
+
+    The folder is listed at construction, so a bad one fails before any export work starts.
+
+    Attributes:
+        folder: a folder of training images (never the evaluation set), searched recursively.
+        images: how many of them to calibrate on (evenly spaced over the sorted file list).
+        paths: the images chosen (`runtime.quantize.calibration_images`), set at construction.
+
+    Raises:
+        ValueError: a missing folder, one without images, or ``images`` < 1.
+    """
+
+    folder: Path
+    images: int = DEFAULT_CALIBRATION_IMAGES
+    paths: tuple[Path, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "folder", Path(self.folder))
+        object.__setattr__(self, "paths", tuple(calibration_images(self.folder, self.images)))
+
+
+def recorded_figures(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Top-1 and bytes per image from a zoo entry's ``metrics``, for the edge manifest.
+
+    Takes the largest evaluation recorded as ``dev<N>_top1`` / ``dev<N>_bytes_per_image``
+    (``tools/ship_model.py`` writes them); ``{}`` when the entry has none.
+    """
+    sizes = [int(m.group(1)) for k in metrics if (m := re.fullmatch(r"dev(\d+)_top1", k))
+             and f"dev{m.group(1)}_bytes_per_image" in metrics]
+    if not sizes:
+        return {}
+    n = max(sizes)
+    return {"top1": float(metrics[f"dev{n}_top1"]),
+            "bytes_per_image": float(metrics[f"dev{n}_bytes_per_image"]),
+            "source": f"zoo index metrics dev{n}_top1, dev{n}_bytes_per_image ({n} images)"}
 
 
 @dataclass(frozen=True)
@@ -76,13 +129,45 @@ def _check_onnx(path: Path, x: torch.Tensor, y: torch.Tensor) -> None:
         )
 
 
-def export_edge(model: FrankenSplit, folder: str | Path, opset: int = DEFAULT_OPSET) -> EdgeManifest:
+def _quantize(folder: Path, int8: Int8Calibration, preprocess: Preprocess) -> Any:
+    """fp32 ``encoder.onnx`` -> ``encoder_int8.onnx`` (the fp32 file is removed); the record."""
+    from frankensplit.runtime.preprocess import preprocess as prepare
+    from frankensplit.runtime.quantize import latent_error, quantize_encoder
+
+    images = list(int8.paths)
+    record = quantize_encoder(folder / _ONNX_FILE, folder / _INT8_FILE, images, preprocess,
+                              source=int8.folder)
+    x = np.stack([prepare(p, preprocess) for p in images[:_INT8_CHECK_IMAGES]])  # (n, 3, c, c)
+    error = latent_error(folder / _ONNX_FILE, folder / _INT8_FILE, x)
+    if not np.isfinite(error) or error > _INT8_MAX_RMS:
+        raise RuntimeError(
+            f"the int8 encoder's latent is {error:.3g} symbol steps (RMS) from the fp32 one's on "
+            f"calibration images (limit {_INT8_MAX_RMS}): quantisation failed for this model"
+        )
+    (folder / _ONNX_FILE).unlink()
+    return replace(record, latent_rms_error=round(error, 5))
+
+
+def export_edge(
+    model: FrankenSplit,
+    folder: str | Path,
+    opset: int = DEFAULT_OPSET,
+    int8: Int8Calibration | None = None,
+    figures: dict[str, Any] | None = None,
+) -> EdgeManifest:
     """Write the edge bundle of ``model`` into ``folder`` (created if needed).
+
+    Args:
+        model: the model to export.
+        folder: output folder.
+        opset: ONNX opset (>= 17).
+        int8: calibrate and ship a static int8 encoder instead of the fp32 one.
+        figures: recorded accuracy and size of this model (see `EdgeManifest.figures`).
 
     Raises:
         ValueError: an opset below 17.
         TypeError: an entropy model other than the factorized prior (no integer tables).
-        RuntimeError: the exported graph disagrees with torch.
+        RuntimeError: the exported graph disagrees with torch, or the int8 graph with fp32.
     """
     if opset < DEFAULT_OPSET:
         raise ValueError(f"opset must be >= {DEFAULT_OPSET}, got {opset}")
@@ -99,21 +184,28 @@ def export_edge(model: FrankenSplit, folder: str | Path, opset: int = DEFAULT_OP
         y = g_a(x)  # (2, C, crop/r, crop/r)
     _export_onnx(g_a, x, folder / _ONNX_FILE, opset)
     _check_onnx(folder / _ONNX_FILE, x, y)
+    if int8 is None:  # an int8 bundle re-exported in place as fp32
+        (folder / _INT8_FILE).unlink(missing_ok=True)
+    quantization = None if int8 is None else _quantize(folder, int8, preprocess)
+    encoder_file = _ONNX_FILE if int8 is None else _INT8_FILE
 
     tables = model.entropy.tables()
     for name in TABLE_NAMES:
         dtype = np.float32 if name == "medians" else np.int32
         np.save(folder / f"{name}.npy", tables[name].cpu().numpy().astype(dtype), allow_pickle=False)
-    files = [_ONNX_FILE, *(f"{name}.npy" for name in TABLE_NAMES)]
+    files = [encoder_file, *(f"{name}.npy" for name in TABLE_NAMES)]
     manifest = EdgeManifest(
         model_id=model.model_id,
         bitstream_version=bitstream.FORMAT_VERSION,
         preprocess=preprocess,
         latent_channels=int(y.shape[1]),
         reduction=preprocess.crop // int(y.shape[-1]),
-        encoder_file=_ONNX_FILE,
+        encoder_file=encoder_file,
         opset=opset,
         files={name: sha256_file(folder / name) for name in files},
+        encoder_precision="fp32" if int8 is None else "int8",
+        quantization=quantization,
+        figures=dict(figures or {}),
     )
     write_manifest(folder, manifest)
     return manifest
@@ -164,15 +256,18 @@ def export_bundle(
     encoder: str = "frankensplit",
     entropy: str = "factorized",
     opset: int = DEFAULT_OPSET,
+    int8: Int8Calibration | None = None,
+    figures: dict[str, Any] | None = None,
 ) -> ExportResult:
-    """Write ``out/edge`` and ``out/server`` for ``model``.
+    """Write ``out/edge`` and ``out/server`` for ``model`` (``int8``, ``figures``: `export_edge`).
 
     The server bundle goes first: saving the codec rebuilds the CDF tables, and the edge must
-    carry exactly the tables the server will decode with.
+    carry exactly the tables the server will decode with. An int8 edge bundle pairs with the
+    same server bundle as the fp32 one (same model id, same tables).
     """
     out = Path(out)
     export_server(model, out / "server", encoder=encoder, entropy=entropy)
-    export_edge(model, out / "edge", opset=opset)
+    export_edge(model, out / "edge", opset=opset, int8=int8, figures=figures)
     return ExportResult(out / "edge", out / "server")
 
 
@@ -182,12 +277,18 @@ def export_model(
     codec_weights: str | Path | None = None,
     teacher_weights: str | Path | None = "auto",
     opset: int = DEFAULT_OPSET,
+    int8: Int8Calibration | None = None,
 ) -> ExportResult:
     """Create a zoo model (optionally with codec weights of your own) and export it.
+
+    The zoo's recorded figures go into the edge manifest (`recorded_figures`), except with codec
+    weights of your own, which the zoo never measured.
 
     Raises:
         ValueError: unknown model id or weights that cannot be loaded.
     """
     entry = MODELS.get(model_id)
     model = create_model(model_id, teacher_weights=teacher_weights, codec_weights=codec_weights)
-    return export_bundle(model, out, encoder=entry.encoder, entropy=entry.entropy, opset=opset)
+    figures = recorded_figures(entry.metrics) if codec_weights is None else {}
+    return export_bundle(model, out, encoder=entry.encoder, entropy=entry.entropy, opset=opset,
+                         int8=int8, figures=figures)

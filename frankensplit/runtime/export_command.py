@@ -1,9 +1,11 @@
-"""``frankensplit export``: write a model's edge and server bundles."""
+"""``frankensplit export``: write a model's edge and server bundles (optionally an int8 edge)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from frankensplit.runtime.bundle import DEFAULT_CALIBRATION_IMAGES
 
 __all__ = ["HELP", "configure", "run"]
 
@@ -19,16 +21,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher-weights", default="auto",
                         help="teacher weights: auto, offline, online or a checkpoint path")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
+    parser.add_argument("--int8", action="store_true",
+                        help="ship a static int8 encoder (ONNX Runtime quantize_static, QDQ, "
+                             "per-channel weights); needs --calibration")
+    parser.add_argument("--calibration", default=None, metavar="DIR",
+                        help="training images to calibrate the int8 encoder on (never the "
+                             "evaluation set), with the teacher's preprocessing")
+    parser.add_argument("--calibration-images", type=int, default=DEFAULT_CALIBRATION_IMAGES,
+                        metavar="N", help="how many images of DIR, evenly spaced over its sorted "
+                                          f"files (default {DEFAULT_CALIBRATION_IMAGES})")
 
 
 def run(args: argparse.Namespace) -> int:
     """Export and print where the bundles went."""
-    from frankensplit.runtime.export import export_model
+    if args.int8 != (args.calibration is not None):
+        raise ValueError("--int8 and --calibration DIR go together: an int8 encoder is "
+                         "calibrated on images of DIR")
+    from frankensplit.runtime.export import Int8Calibration, export_model
 
+    int8 = Int8Calibration(args.calibration, args.calibration_images) if args.int8 else None
     result = export_model(
         args.model, args.out, codec_weights=args.codec_weights,
-        teacher_weights=args.teacher_weights, opset=args.opset,
+        teacher_weights=args.teacher_weights, opset=args.opset, int8=int8,
     )
-    print(f"edge bundle:   {result.edge_dir}", file=sys.stdout)
+    precision = "int8" if int8 is not None else "fp32"
+    print(f"edge bundle:   {result.edge_dir} ({precision} encoder)", file=sys.stdout)
     print(f"server bundle: {result.server_dir}", file=sys.stdout)
     return 0
