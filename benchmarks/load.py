@@ -6,14 +6,16 @@
 Starts ``python -m frankensplit serve`` on a free loopback port (default model: the zoo's default,
 ``frankensplit.models.zoo.default_model_id()``), encodes a few real photos into packets in this
 process (the tiny16 fixtures of ``../shared/data`` when present, else the photos shipped with
-scikit-image/matplotlib), asks the server once per packet for the reference answer, then runs
+scikit-image/matplotlib) and decodes them there too for the reference answers (every class's
+probability per packet), then runs
 ``--clients`` closed-loop clients (threads, `frankensplit.runtime.client.post_packet` with retry)
 for ``--duration`` seconds (`frankensplit.runtime.loadgen`).
 
 Why ``--max-queue 8`` by default: with 32 clients and batches of 8 the server is saturated, so
 the run exercises load shedding (503 + Retry-After) and client retries, not just the happy path.
 
-Printed and written (``--json``): requests, successes (correct top-1 and echoed X-Request-Id),
+Printed and written (``--json``): requests, successes (echoed X-Request-Id, and top-5 classes and
+probabilities those of the in-process decoding of the same packet: ``loadgen.answer_matches``),
 failures, wrong answers and lost requests (all must be 0; the exit code is 1 otherwise), 503s seen
 and retries, throughput, latency p50/p95/p99 (retries and their waits included), the server's own
 request counts by status (``/metrics``), and its RSS sampled every second (``/proc/<pid>/status``
@@ -33,7 +35,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from frankensplit.runtime.client import RetryPolicy, post_packet
+from frankensplit.runtime.client import RetryPolicy
 from frankensplit.runtime.loadgen import run_load
 from frankensplit.runtime.serve_process import RssSampler, ServeProcess
 
@@ -52,8 +54,9 @@ def photos(count: int) -> list[Path]:
     return found[:count]
 
 
-def make_packets(model_id: str, images: list[Path]) -> list[bytes]:
-    """Edge-encode ``images`` with ``model_id`` in this process (torch), one packet each."""
+def make_packets(model_id: str, images: list[Path]) -> tuple[list[bytes], list[list[float]]]:
+    """Edge-encode ``images`` with ``model_id`` in this process (torch), one packet each, and
+    decode the packets here too: the reference answer (every class's probability) per packet."""
     import torch
 
     from frankensplit.data.transforms import load_image, make_transform
@@ -63,14 +66,9 @@ def make_packets(model_id: str, images: list[Path]) -> list[bytes]:
     transform = make_transform(model.teacher.data_config)
     x = torch.stack([transform(load_image(path)) for path in images])  # (N, 3, 224, 224)
     with torch.no_grad():
-        return model.edge.encode(x)
-
-
-def reference_top1(url: str, packets: list[bytes]) -> list[int]:
-    """The server's first answer per packet: the expected top-1 for the rest of the run."""
-    retry = RetryPolicy(retries=10, deadline_s=120.0)
-    return [int(post_packet(url, p, topk=1, retry=retry)["predictions"][0]["index"])
-            for p in packets]
+        packets = model.edge.encode(x)
+        probs = model.server.decode(packets).float().softmax(dim=1)  # (N, classes)
+    return packets, probs.tolist()
 
 
 def server_status_counts(url: str) -> dict[str, int]:
@@ -109,13 +107,12 @@ def main() -> int:
     args = parser.parse_args()
 
     images = photos(args.images)
-    packets = make_packets(args.model, images)
+    packets, expected = make_packets(args.model, images)
     log = Path(tempfile.mkdtemp(prefix="frankensplit-load-")) / "server.log"
     serve_args = ["--model", args.model, "--max-queue", str(args.max_queue),
                   "--max-batch", str(args.max_batch), "--log-level", "warning"]
     with ServeProcess(serve_args, log=log) as server:
         ready_s = server.wait_ready()
-        expected = reference_top1(server.url, packets)
         retry = RetryPolicy(retries=args.retries, deadline_s=args.deadline)
         with RssSampler(server.process.pid, interval_s=1.0) as rss:
             report = run_load(server.url, packets, expected, clients=args.clients,

@@ -1,5 +1,5 @@
 """Shared test set-up: offline hub, the shared data folder, tiny teachers of every family, and the
-lite0 model, bundles and edge client the runtime tests share (session-scoped: built once)."""
+models, bundles and edge clients the runtime tests share (session-scoped: built once)."""
 
 from __future__ import annotations
 
@@ -58,3 +58,54 @@ def edge_client(lite0_bundle):
     from frankensplit.runtime.client import EdgeClient
 
     return EdgeClient(lite0_bundle.edge_dir, threads=1)
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    """The zoo's default (trained) model, read-only: what the runtime tests serve and code.
+
+    Its answers depend on the image (unlike ``fs-lite0-untrained``, which answers one class for
+    every photo), so a test comparing answers can see a wrong one.
+    """
+    from frankensplit.models.zoo import MODELS, create_model, default_model_id
+
+    if not MODELS.get(default_model_id()).trained:
+        pytest.skip("the zoo's default has no trained weights in this checkout")
+    return create_model(default_model_id())
+
+
+@pytest.fixture(scope="session")
+def default_bundle(default_model, tmp_path_factory):
+    """Edge and server bundles of `default_model` (``frankensplit export``)."""
+    from frankensplit.runtime.export import export_bundle
+
+    return export_bundle(default_model, tmp_path_factory.mktemp("default_bundle"))
+
+
+@pytest.fixture(scope="session")
+def default_client(default_bundle):
+    """The torch-free edge client on `default_bundle` (one onnxruntime thread)."""
+    from frankensplit.runtime.client import EdgeClient
+
+    return EdgeClient(default_bundle.edge_dir, threads=1)
+
+
+@pytest.fixture(scope="session")
+def second_model(default_model):
+    """Another trained zoo model of the default's architecture, on the same teacher object."""
+    from frankensplit.models.zoo import MODELS, ZOO_DIR, build_model, load_codec
+
+    default = MODELS.get(default_model.model_id)
+    same = [MODELS.get(m) for m in MODELS.names() if m != default.model_id
+            and MODELS.get(m).trained and (MODELS.get(m).teacher, MODELS.get(m).encoder,
+                                           MODELS.get(m).decoder)
+            == (default.teacher, default.encoder, default.decoder)]
+    if not same:
+        pytest.skip("the zoo ships a single model of the default's architecture")
+    entry = same[0]
+    model = build_model(entry.model_id, default_model.teacher, entry.encoder, entry.entropy,
+                        entry.latent_channels, decoder=entry.decoder)
+    load_codec(model, ZOO_DIR / entry.weights, sha256=entry.sha256)
+    model.eval()
+    model.update()
+    return model

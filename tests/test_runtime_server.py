@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -19,12 +20,12 @@ uvicorn = pytest.importorskip("uvicorn")
 
 from frankensplit import bitstream
 from frankensplit.cli import main as cli_main
-from frankensplit.models.zoo import build_model
+from frankensplit.models.zoo import default_model_id
 from frankensplit.runtime.client import ServerError, post_packet
 from frankensplit.runtime.loading import load_server_model, resolve_model_spec, served_model
 from frankensplit.runtime.server import ServerConfig, create_app, run_in_thread
 
-MODEL_ID = "fs-lite0-untrained"
+MODEL_ID = default_model_id()  # conftest's default_model: trained, its answers depend on the image
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TINY16 = Path(__file__).resolve().parents[2] / "shared/data/fixtures/tiny16"
@@ -49,41 +50,57 @@ def _wait_ready(url: str, timeout: float = 60.0) -> httpx.Response:
 
 
 @pytest.fixture(scope="module")
-def second(lite0_model):
-    """A second model id sharing the teacher (its codec is seeded from its own id)."""
-    other = build_model("fs-lite0-second", lite0_model.teacher)
-    other.eval()
-    other.update(force=True)
-    return other
+def second(second_model):
+    """A second trained model sharing the default's teacher: its answers differ from the default's."""
+    return second_model
 
 
 @pytest.fixture(scope="module")
-def server(lite0_model, second):
+def server(default_model, second):
     config = ServerConfig(max_batch=8, max_wait_ms=20.0, token=TOKEN, max_body_bytes=200_000)
-    app = create_app({m.model_id: served_model(m) for m in (lite0_model, second)}, config)
+    app = create_app({m.model_id: served_model(m) for m in (default_model, second)}, config)
     with live_server(app) as url:
         _wait_ready(url)
         yield url
 
 
 @pytest.fixture(scope="module")
-def packets(edge_client):
-    return [edge_client.encode(path) for path in _images(8)]
+def packets(default_client):
+    return [default_client.encode(path) for path in _images(8)]
 
 
 @pytest.fixture(scope="module")
-def reference(lite0_model, packets):
-    """In-process answers: top-5 (probabilities, indexes) per packet."""
-    probs = lite0_model.server.decode(packets).softmax(1)
+def reference(default_model, packets):
+    """In-process answers: top-5 (probabilities, indexes) per packet, and the full vectors."""
+    probs = default_model.server.decode(packets).softmax(1)
     values, indexes = probs.topk(5, dim=1)
-    return values.numpy(), indexes.numpy()
+    return values.numpy(), indexes.numpy(), probs.numpy()
 
 
 def _check(answer: dict, reference, row: int) -> None:
-    values, indexes = reference
-    assert [p["index"] for p in answer["predictions"]] == indexes[row].tolist()
-    got = np.array([p["probability"] for p in answer["predictions"]])
-    np.testing.assert_allclose(got, values[row], rtol=1e-4, atol=1e-6)
+    values, indexes, _ = reference
+    top = answer["predictions"][:5]
+    assert [p["index"] for p in top] == indexes[row][: len(top)].tolist()
+    got = np.array([p["probability"] for p in top])
+    np.testing.assert_allclose(got, values[row][: len(got)], rtol=1e-4, atol=1e-6)
+
+
+def _vector(answer: dict) -> np.ndarray:
+    """The full probability vector of an answer asked with ``topk`` = every class."""
+    probs = np.full(len(answer["predictions"]), np.nan)
+    for p in answer["predictions"]:
+        probs[p["index"]] = p["probability"]
+    return probs
+
+
+def test_the_served_model_answers_each_photo_differently(reference):
+    """The premise of every answer check here: another photo's answer is a different one (the
+    untrained model these tests once served answered one class for every photo)."""
+    _, indexes, probs = reference
+    assert len(set(indexes[:, 0].tolist())) >= len(indexes) // 2
+    for i in range(len(probs)):
+        for j in range(i):
+            assert np.abs(probs[i] - probs[j]).max() > 1e-2, (i, j)
 
 
 def _post(url: str, body: bytes, headers: dict | None = None, query: str = "") -> httpx.Response:
@@ -93,20 +110,20 @@ def _post(url: str, body: bytes, headers: dict | None = None, query: str = "") -
                       timeout=60)
 
 
-def test_probes_and_metrics(server):
+def test_probes_and_metrics(server, second):
     assert httpx.get(f"{server}/healthz").json() == {"status": "ok"}
-    assert httpx.get(f"{server}/readyz").json()["models"] == ["fs-lite0-second", MODEL_ID]
+    assert httpx.get(f"{server}/readyz").json()["models"] == sorted([second.model_id, MODEL_ID])
     assert httpx.get(f"{server}/metrics").status_code == 401
     models = httpx.get(f"{server}/v1/models", headers=AUTH).json()["models"]
     assert {m["model_id"]: m["latent_shape"] for m in models}[MODEL_ID] == [48, 28, 28]
 
 
-def test_edge_client_predictions_equal_in_process(server, edge_client, packets, reference):
+def test_edge_client_predictions_equal_in_process(server, default_client, packets, reference):
     from timm.data import ImageNetInfo
 
     info = ImageNetInfo()
     for row, path in enumerate(_images(3)):
-        answer = edge_client.classify(server, path, topk=5, token=TOKEN)
+        answer = default_client.classify(server, path, topk=5, token=TOKEN)
         assert answer["model_id"] == MODEL_ID and answer["packet_bytes"] == len(packets[row])
         assert answer["latent_shape"] == [48, 28, 28] and answer["decode_ms"] > 0
         _check(answer, reference, row)
@@ -117,10 +134,13 @@ def test_edge_client_predictions_equal_in_process(server, edge_client, packets, 
 
 def test_concurrent_requests_are_batched(server, packets, reference):
     with ThreadPoolExecutor(len(packets)) as pool:
-        responses = list(pool.map(lambda p: _post(server, p), packets))
+        responses = list(pool.map(lambda p: _post(server, p, query="?topk=1000"), packets))
     assert [r.status_code for r in responses] == [200] * len(packets)
     for row, response in enumerate(responses):
         _check(response.json(), reference, row)
+        # every class's probability, not only the top: an answer is its own packet's
+        np.testing.assert_allclose(_vector(response.json()), reference[2][row], rtol=1e-4,
+                                   atol=1e-6)
     assert max(r.json()["batch_size"] for r in responses) > 1
     metrics = httpx.get(f"{server}/metrics", headers=AUTH).text
     assert f'frankensplit_requests_total{{model="{MODEL_ID}",status="200"}}' in metrics
@@ -128,13 +148,17 @@ def test_concurrent_requests_are_batched(server, packets, reference):
     assert "frankensplit_received_bytes_total" in metrics
 
 
-def test_several_models_by_id(server, second, edge_client):
-    x = torch.from_numpy(edge_client.preprocess(_images(1)[0]))[None]
+def test_several_models_by_id(server, second, default_model, default_client):
+    x = torch.from_numpy(default_client.preprocess(_images(1)[0]))[None]
     packet = second.edge.encode(x)[0]
-    answer = _post(server, packet).json()
-    assert answer["model_id"] == "fs-lite0-second"
-    expected = second.server.decode([packet]).softmax(1).topk(5, dim=1)
-    assert [p["index"] for p in answer["predictions"]] == expected.indices[0].tolist()
+    answer = _post(server, packet, query="?topk=1000").json()
+    assert answer["model_id"] == second.model_id
+    expected = second.server.decode([packet]).softmax(1)[0].numpy()
+    np.testing.assert_allclose(_vector(answer), expected, rtol=1e-4, atol=1e-6)
+    # the check can fail: the default's decoder reads this very payload to another vector
+    relabelled = bitstream.pack(dataclasses.replace(bitstream.unpack(packet), model_id=MODEL_ID))
+    other = default_model.server.decode([relabelled]).softmax(1)[0].numpy()
+    assert np.abs(other - expected).max() > 1e-3
 
 
 def test_error_statuses(server, packets):
@@ -171,12 +195,12 @@ def test_forged_payloads_cannot_take_the_server_down(server, packets, reference)
     _check(_post(server, packets[0]).json(), reference, 0)  # still serving
 
 
-def test_readiness_follows_a_background_loader(lite0_model, packets, reference):
+def test_readiness_follows_a_background_loader(default_model, packets, reference):
     release = threading.Event()
 
     def loader():
         release.wait(30)
-        return [served_model(lite0_model)]
+        return [served_model(default_model)]
 
     app = create_app(config=ServerConfig(isolate_decoder=False, max_batch=1), loader=loader)
     with live_server(app) as url:
@@ -200,21 +224,21 @@ def test_failed_loader_is_reported_on_readyz():
         assert body == {"status": "failed", "detail": "ValueError: weights missing"}
 
 
-def test_server_bundle_loads_the_same_model(lite0_bundle, packets, reference):
-    loaded = load_server_model(str(lite0_bundle.server_dir))
+def test_server_bundle_loads_the_same_model(default_bundle, packets, reference):
+    loaded = load_server_model(str(default_bundle.server_dir))
     assert (loaded.model_id, loaded.latent_shape) == (MODEL_ID, (48, 28, 28))
     values, indexes = loaded.part.decode(packets[:2]).softmax(1).topk(5, dim=1)
     np.testing.assert_array_equal(indexes.numpy(), reference[1][:2])
     np.testing.assert_allclose(values.numpy(), reference[0][:2], rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="serve needs a server bundle"):
-        resolve_model_spec(str(lite0_bundle.edge_dir))
+        resolve_model_spec(str(default_bundle.edge_dir))
 
 
-def test_create_app_and_serve_cli_validate_arguments(lite0_model, capsys):
+def test_create_app_and_serve_cli_validate_arguments(default_model, capsys):
     with pytest.raises(ValueError, match="exactly one"):
         create_app()
     with pytest.raises(ValueError, match="server part for"):
-        create_app({"other-id": lite0_model.server})
+        create_app({"other-id": default_model.server})
     with pytest.raises(ValueError, match="max_batch"):
         ServerConfig(max_batch=0)
     assert cli_main(["serve", "--model", "no-such-model"]) == 2

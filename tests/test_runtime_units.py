@@ -189,3 +189,21 @@ def test_batcher_validates_settings():
     for kwargs in ({"max_batch": 0}, {"max_wait_s": -1.0}, {"max_queue": 0}):
         with pytest.raises(ValueError):
             Batcher(noop, **kwargs)
+
+
+def test_a_load_answer_is_right_only_with_its_own_probability_vector():
+    from frankensplit.runtime.loadgen import answer_matches
+
+    reference = [0.5, 0.2, 0.15, 0.1, 0.05]
+    top3 = [(0, 0.5), (1, 0.2), (2, 0.15)]
+    assert answer_matches(top3, reference, 3)
+    assert answer_matches([(0, 0.50004), (1, 0.2), (2, 0.15)], reference, 3)  # float32 noise
+    assert not answer_matches(top3[:2], reference, 3)  # too few
+    assert not answer_matches([(0, 0.5), (1, 0.2), (3, 0.1)], reference, 3)  # skips class 2
+    assert not answer_matches([(0, 0.5), (2, 0.15), (1, 0.2)], reference, 3)  # out of order
+    # the same top-1 with another vector: another packet's answer, wrong
+    assert not answer_matches([(0, 0.6), (1, 0.2), (2, 0.1)], reference, 3)
+    tie = [0.4, 0.3, 0.3 - 1e-7, 0.0]  # a near tie may come in either order
+    assert answer_matches([(0, 0.4), (2, 0.3 - 1e-7), (1, 0.3)], tie, 3)
+    assert answer_matches([(0, 0.4), (1, 0.3), (2, 0.3 - 1e-7)], tie, 3)
+    assert not answer_matches([(0, 0.4), (0, 0.4), (1, 0.3)], tie, 3)  # a class twice

@@ -4,9 +4,11 @@
 `RetryPolicy`) until ``duration_s`` has passed, then finish what they started. Every request gets
 its own ``X-Request-Id`` and exactly one record, which ends in exactly one of:
 
-- ``correct``: an answer whose echoed id is the request's and whose top-1 equals the reference
-  answer for that packet;
-- ``wrong``: an answer with another top-1 (never expected: classification is deterministic);
+- ``correct``: an answer whose echoed id is the request's and whose top-``topk`` predictions are
+  those of the reference probability vector of that packet (`answer_matches`);
+- ``wrong``: any other answer (never expected: decoding is deterministic). The reference is the
+  full probability vector of an in-process decoding of the same packet, so an answer that is
+  another packet's (swapped inside a batch, say) is wrong even when its top-1 happens to agree;
 - ``failed``: a clear error (`client.ServerError` or ``OSError``, after the retries);
 - ``lost``: no outcome when the run ended (a request that hung past every timeout).
 
@@ -31,7 +33,10 @@ from typing import Any
 from frankensplit.runtime.client import ServerError, post_packet
 from frankensplit.runtime.retry import RetryPolicy
 
-__all__ = ["LoadReport", "RequestRecord", "percentile", "run_load"]
+__all__ = ["LoadReport", "RequestRecord", "answer_matches", "percentile", "run_load"]
+
+#: How far a served probability may be from the reference (float32, other batch compositions).
+RTOL, ATOL = 1e-4, 1e-6
 
 
 @dataclass
@@ -42,7 +47,7 @@ class RequestRecord:
     packet: int
     started: float
     finished: float | None = None
-    top1: int | None = None
+    predictions: list[tuple[int, float]] | None = None  # (class index, probability), top-k
     echoed: str | None = None
     attempts: int = 0
     error: str | None = None
@@ -62,6 +67,31 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[min(len(ordered), max(1, math.ceil(q * len(ordered)))) - 1]
 
 
+def answer_matches(
+    predictions: Sequence[tuple[int, float]], reference: Sequence[float], topk: int,
+    rtol: float = RTOL, atol: float = ATOL,
+) -> bool:
+    """Whether served top-``topk`` predictions are those of the ``reference`` probabilities.
+
+    Each served probability must equal the reference one of its class (within ``rtol``/``atol``),
+    in falling order, and no class left out may be more probable (beyond the tolerance), so two
+    near-equal classes may come in either order but no other vector passes.
+    """
+    k = min(topk, len(reference))
+    if len(predictions) != k or len({i for i, _ in predictions}) != k:
+        return False
+    tol = [atol + rtol * abs(p) for _, p in predictions]
+    for (index, p), t in zip(predictions, tol):
+        if not 0 <= index < len(reference) or abs(p - reference[index]) > t:
+            return False
+    probs = [p for _, p in predictions]
+    if any(b > a + t for a, b, t in zip(probs, probs[1:], tol)):
+        return False
+    chosen = {i for i, _ in predictions}
+    rest = max((p for i, p in enumerate(reference) if i not in chosen), default=0.0)
+    return rest <= probs[-1] + tol[-1]
+
+
 def _cause(error: BaseException) -> str:
     if isinstance(error, ServerError):
         return str(error.status)
@@ -75,7 +105,8 @@ class LoadReport:
     """The outcome of a load run (see the module docstring for the categories)."""
 
     records: list[RequestRecord]
-    expected_top1: Sequence[int]
+    expected: Sequence[Sequence[float]]
+    topk: int
     clients: int
     started: float
     duration_s: float
@@ -85,7 +116,9 @@ class LoadReport:
             return "lost"
         if r.error is not None:
             return "failed"
-        return "correct" if r.top1 == self.expected_top1[r.packet] else "wrong"
+        ok = r.predictions is not None and answer_matches(
+            r.predictions, self.expected[r.packet], self.topk)
+        return "correct" if ok else "wrong"
 
     def summary(self) -> dict[str, Any]:
         """Counts, retries by cause, throughput and latency percentiles, as plain data."""
@@ -123,7 +156,7 @@ class LoadReport:
 
 def _client_loop(
     index: int, url: str, packets: Sequence[bytes], end: float, records: list[RequestRecord],
-    lock: threading.Lock, retry: RetryPolicy, token: str | None, timeout: float,
+    lock: threading.Lock, retry: RetryPolicy, token: str | None, timeout: float, topk: int,
 ) -> None:
     """One client: send, wait for the outcome, record it, repeat until ``end``."""
     sent = 0
@@ -136,11 +169,12 @@ def _client_loop(
         sent += 1
         try:
             answer = post_packet(
-                url, packets[packet], topk=1, token=token, timeout=timeout, retry=retry,
+                url, packets[packet], topk=topk, token=token, timeout=timeout, retry=retry,
                 request_id=record.request_id,
                 on_retry=lambda _n, error, _wait, r=record: r.retried.append(_cause(error)),
             )
-            record.top1 = int(answer["predictions"][0]["index"])
+            record.predictions = [(int(p["index"]), float(p["probability"]))
+                                  for p in answer["predictions"]]
             record.echoed = answer["request_id"]
             record.attempts = int(answer["attempts"])
         except (ServerError, OSError) as e:
@@ -154,40 +188,45 @@ def _client_loop(
 def run_load(
     url: str,
     packets: Sequence[bytes],
-    expected_top1: Sequence[int],
+    expected: Sequence[Sequence[float]],
     clients: int = 32,
     duration_s: float = 60.0,
     retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, shared safely
     token: str | None = None,
     timeout: float = 30.0,
+    topk: int = 5,
 ) -> LoadReport:
     """Run ``clients`` closed-loop clients for ``duration_s`` seconds; account for every request.
 
     Args:
         url: the server's base URL.
         packets: what to send; client ``i`` starts at packet ``i`` and goes round.
-        expected_top1: the correct top-1 class index per packet (e.g. a first answer).
+        expected: per packet, the probability of every class from an in-process decoding of
+            that packet (``softmax(server.decode(packets))``); see `answer_matches`.
         clients: concurrent clients (threads; each waits for its answer before the next).
         duration_s: no request starts after this; started ones finish (with their retries).
         retry: each request's retry policy.
         token: bearer token, when the server requires one.
         timeout: seconds per attempt.
+        topk: classes asked for, and compared with the reference, per request.
 
     Raises:
-        ValueError: no packets, a reference missing, or a non-positive count or duration.
+        ValueError: no packets, a reference missing, or a non-positive count, duration or topk.
     """
-    if not packets or len(expected_top1) != len(packets):
-        raise ValueError(f"need one expected top-1 per packet, got {len(packets)} packets and "
-                         f"{len(expected_top1)} answers")
-    if clients < 1 or duration_s <= 0:
-        raise ValueError(f"clients must be >= 1 and duration_s > 0, got {clients}, {duration_s}")
+    if not packets or len(expected) != len(packets):
+        raise ValueError(f"need one reference probability vector per packet, got "
+                         f"{len(packets)} packets and {len(expected)} references")
+    if clients < 1 or duration_s <= 0 or topk < 1:
+        raise ValueError(f"clients and topk must be >= 1 and duration_s > 0, got {clients}, "
+                         f"{topk}, {duration_s}")
+    expected = [[float(p) for p in vector] for vector in expected]
     records: list[RequestRecord] = []
     lock = threading.Lock()
     started = time.monotonic()
     end = started + duration_s
     threads = [
         threading.Thread(target=_client_loop, daemon=True, name=f"load-client-{i}",
-                         args=(i, url, packets, end, records, lock, retry, token, timeout))
+                         args=(i, url, packets, end, records, lock, retry, token, timeout, topk))
         for i in range(clients)
     ]
     for thread in threads:
@@ -196,4 +235,4 @@ def run_load(
     for thread in threads:
         thread.join(timeout=max(give_up - time.monotonic(), 0.0))
     with lock:
-        return LoadReport(list(records), list(expected_top1), clients, started, duration_s)
+        return LoadReport(list(records), expected, topk, clients, started, duration_s)
