@@ -53,6 +53,10 @@ class StageConfig:
         patch_size: side of the random patches for view "patch".
         saliency: weight the distortion by the precomputed saliency maps (needs view "fixed").
         steps_per_epoch: cap on steps per epoch (None: the whole dataset).
+        schedule: "exp": ExponentialLR, ``lr * gamma^epoch`` (the paper's); "cosine": per-step
+            cosine decay from ``lr`` to 0 over the stage after ``warmup_steps`` of linear warm-up
+            (needs ``steps_per_epoch``; ``gamma`` is unused).
+        warmup_steps: linear warm-up steps of the cosine schedule.
     """
 
     name: str = "distill"
@@ -64,6 +68,8 @@ class StageConfig:
     patch_size: int = 128
     saliency: bool = False
     steps_per_epoch: int | None = None
+    schedule: str = "exp"
+    warmup_steps: int = 0
 
 
 @dataclass
@@ -104,6 +110,16 @@ class TrainConfig:
         threads: torch intra-op threads (None: torch's default).
         saliency_cache: folder of the saliency map cache (stage with ``saliency: true``).
         val_every: validate every N epochs.
+        kd_weight: kappa of the output-distillation term, ``kappa * numel(h_i) * KL(teacher ||
+            student logits)`` per image through the frozen tail (T = 1); 0 is the paper's
+            objective. Scaled by the feature size so that kappa compares with the per-element
+            squared error of the distortion. Our extension, not FrankenSplit's (objective "head").
+        channel_norm: weight the distortion per channel by the inverse variance of the teacher's
+            features (mean weight 1; estimated once from 64 training images). Our extension.
+        channels_last: run g_s in channels_last memory format while training on CPU (oneDNN's
+            depthwise convolutions run about 2x faster forward + backward that way, measured by
+            benchmarks/train_throughput.py). g_a stays contiguous: its 3-channel 1x1 stride-2
+            projection crashes conv backward in channels_last on this torch build (PLATFORM.md).
     """
 
     teacher: str = "tf_efficientnet_lite0"
@@ -129,6 +145,9 @@ class TrainConfig:
     threads: int | None = None
     saliency_cache: str | None = None
     val_every: int = 1
+    kd_weight: float = 0.0
+    channel_norm: bool = False
+    channels_last: bool = True
 
     def validate(self) -> None:
         """Check values that the types alone do not."""
@@ -143,6 +162,14 @@ class TrainConfig:
                 raise ValueError(f"stage {s.name}: saliency needs view 'fixed' (aligned maps)")
             if s.epochs < 1 or s.batch_size < 1 or s.lr <= 0:
                 raise ValueError(f"stage {s.name}: epochs, batch_size and lr must be positive")
+            if s.schedule not in ("exp", "cosine"):
+                raise ValueError(f"stage {s.name}: schedule {s.schedule!r} is not exp or cosine")
+            if s.schedule == "cosine" and s.steps_per_epoch is None:
+                raise ValueError(f"stage {s.name}: schedule cosine needs steps_per_epoch")
+            if s.warmup_steps < 0:
+                raise ValueError(f"stage {s.name}: warmup_steps must be >= 0")
+        if self.kd_weight < 0:
+            raise ValueError(f"kd_weight must be >= 0, got {self.kd_weight}")
         bad = set(self.freeze) - {"g_a", "entropy", "g_s"}
         if bad:
             raise ValueError(f"freeze: unknown parts {sorted(bad)}; expected g_a, entropy, g_s")
@@ -176,6 +203,8 @@ class TrainConfig:
                              "apply to objective 'head'")
         if any(s.saliency for s in self.stages) or self.amp:
             raise ValueError("objective 'image' supports neither saliency stages nor amp")
+        if self.kd_weight or self.channel_norm:
+            raise ValueError("kd_weight and channel_norm apply to objective 'head' only")
 
 
 #: Floats in exponent notation without a dot (``1e-3``), which ``yaml.safe_load`` leaves as strings.

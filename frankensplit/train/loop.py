@@ -5,8 +5,12 @@ Per step (FRANKENSPLIT.md)::
     h      = teacher.head(x)                       frozen, eval mode, no grad
     y_hat  = g_a(x) + U(-0.5, 0.5)                 (entropy model, training mode)
     h_hat  = g_s(y_hat)
-    L      = sum w (h_hat - h)^2 + lmbda * sum(-log2 p(y_hat))     w = 1 or 1/2 (1 + s)
+    L      = sum c w (h_hat - h)^2 + lmbda * sum(-log2 p(y_hat))   w = 1 or 1/2 (1 + s)
+             [+ kappa * numel(h_i) * KL(tail(h) || tail(h_hat))]    c = 1 or per-channel weights
     aux    = entropy model quantile loss           (its own optimizer, every step)
+
+The bracketed output-distillation term and the channel weights ``c`` are our options
+(``kd_weight``, ``channel_norm``), off in the paper-faithful configs.
 
 The learned image codec baseline (``objective: image``) shares everything but the model, its input
 and the loss (bpp + lmbda * 255^2 * MSE): :mod:`frankensplit.train.objectives`.
@@ -39,7 +43,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from frankensplit.config import StageConfig, TrainConfig, to_dict
 from frankensplit.data import ImageDataset
-from frankensplit.losses import rd_loss
+from frankensplit.losses import channel_weights, output_distillation, rd_loss
 from frankensplit.models.split import FrankenSplit
 from frankensplit.models.zoo import (
     CODEC_PARTS,
@@ -123,6 +127,7 @@ class _Run:
     val_loader: DataLoader | None
     main_params: list[nn.Parameter]
     quantiles: list[nn.Parameter]
+    c: Tensor | None = None  # per-channel distortion weights (channel_norm), or None
     best: dict[str, Any] = field(default_factory=lambda: {"score": -1.0})
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -170,15 +175,26 @@ def _step(run: _Run, batch: tuple) -> dict[str, Tensor]:
     if run.cfg.objective == "image":  # x in [0, 1]; the teacher is not in the loss
         return image_step(run.net, x, run.lmbda)
     dtype = _amp_dtype(run.cfg, device)
-    with torch.no_grad(), torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
+    kd = run.cfg.kd_weight > 0
+    # inference_mode, not no_grad: the teacher's forward skips autograd's version counters and
+    # views (about a third of its cost on CPU). Its results are cloned to normal tensors because
+    # the losses save them for backward.
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
         h = model.teacher.head(x).float()  # (N, *spec.feature_shape)
+        teacher_logits = model.teacher.tail(h).float() if kd else None  # (N, classes)
+    h = h.clone()
     out = run.net(x)
     s = None
     if len(batch) > 3:  # saliency maps (N, 28, 28) -> the split's spatial size, nearest
         s = F.interpolate(batch[3].to(device)[:, None], size=model.teacher.spec.spatial,
                           mode="nearest")[:, 0]
-    return rd_loss(out["h_hat"].float(), h, out["likelihoods"], run.lmbda, s,
-                   model.teacher.spec.layout)
+    h_hat = out["h_hat"].float()
+    parts = rd_loss(h_hat, h, out["likelihoods"], run.lmbda, s, model.teacher.spec.layout, run.c)
+    if kd:  # through the frozen tail: its parameters take no gradient, h_hat does
+        kl = output_distillation(model.teacher.tail(h_hat), teacher_logits.clone())
+        parts["kd"] = kl
+        parts["loss"] = parts["loss"] + run.cfg.kd_weight * h[0].numel() * kl
+    return parts
 
 
 def _checkpoint(path: Path, **state: Any) -> None:
@@ -235,13 +251,33 @@ def _start(cfg: TrainConfig, lmbda: float, run_dir: Path, progress: bool, info: 
     net: nn.Module = MixedPrecisionForward(model, device.type, dtype) if dtype else model
     if info.enabled:
         net = DistributedDataParallel(net, find_unused_parameters=True)
+    if cfg.channels_last and device.type == "cpu" and cfg.objective == "head":
+        model.g_s.to(memory_format=torch.channels_last)  # see TrainConfig.channels_last
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     return _Run(
         cfg, lmbda, model, net, device, info, run_dir, progress,
         val_loader=_val_loader(cfg, model) if info.is_main else None,
         main_params=[p for n, p in named if not n.endswith("quantiles")],
         quantiles=[p for n, p in named if n.endswith("quantiles")],
+        c=_channel_weights(cfg, model, device) if cfg.channel_norm else None,
     )
+
+
+def _channel_weights(cfg: TrainConfig, model: TrainModel, device: torch.device) -> Tensor:
+    """Per-channel distortion weights from the teacher's features of 64 training images.
+
+    Evenly spaced images of the (sorted) training pool, eval view: deterministic, so a resumed
+    run and every DDP rank compute the same weights without storing them.
+    """
+    dataset = ImageDataset(cfg.data.train, input_transform(cfg, model.teacher.data_config, "eval"),
+                           limit=cfg.data.train_limit)
+    if len(dataset) == 0:
+        raise ValueError("channel_norm: the training pool holds no images")
+    idx = torch.linspace(0, len(dataset) - 1, min(64, len(dataset))).round().long().unique()
+    with torch.inference_mode():
+        x = torch.stack([dataset[int(i)][0] for i in idx]).to(device)  # (64, 3, H, W)
+        h = torch.cat([model.teacher.head(x[i:i + 16]) for i in range(0, len(x), 16)])
+    return channel_weights(h.float(), model.teacher.spec.layout).clone()
 
 
 def train_one(
@@ -280,7 +316,8 @@ def train_one(
 def _run_stage(run: _Run, si: int, stage: StageConfig, ckpt: dict[str, Any] | None) -> None:
     """The epochs of one stage (fresh optimizers, or the checkpoint's when resuming inside it)."""
     opt = torch.optim.Adam(run.main_params, lr=stage.lr)
-    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=stage.gamma)
+    sched = _scheduler(opt, stage)
+    per_step = stage.schedule == "cosine"
     aux_opt = torch.optim.Adam(run.quantiles, lr=run.cfg.aux_lr) if run.quantiles else None
     start = 0
     if ckpt is not None:
@@ -294,8 +331,10 @@ def _run_stage(run: _Run, si: int, stage: StageConfig, ckpt: dict[str, Any] | No
         torch.manual_seed(seed)  # augmentation and noise: same whether resumed or not
         loader = _train_loader(run, stage, seed)
         desc = f"{run.model.model_id} {stage.name} {epoch + 1}/{stage.epochs}"
-        stats = _run_epoch(run, loader, opt, aux_opt, stage, desc)
-        sched.step()
+        stats = _run_epoch(run, loader, opt, aux_opt, stage, desc,
+                           sched if per_step else None)
+        if not per_step:
+            sched.step()
         # CDF tables on every rank, not only where save_codec rebuilds them: they are buffers DDP
         # broadcasts from rank 0 at each forward, and tables of different sizes break that.
         run.model.update(force=True)
@@ -319,6 +358,21 @@ def _run_stage(run: _Run, si: int, stage: StageConfig, ckpt: dict[str, Any] | No
                         stage=si, epoch=epoch + 1, best=run.best, history=run.history)
 
 
+def _scheduler(opt: torch.optim.Optimizer, stage: StageConfig) -> Any:
+    """The stage's learning-rate schedule: per epoch (exp) or per step (cosine with warm-up)."""
+    if stage.schedule == "exp":
+        return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=stage.gamma)
+    total = stage.epochs * int(stage.steps_per_epoch or 1)
+    warm = min(stage.warmup_steps, total - 1)
+
+    def factor(step: int) -> float:  # step = optimizer steps taken so far
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        return 0.5 * (1.0 + math.cos(math.pi * min(step - warm, total - warm) / (total - warm)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
 def _val_text(val: dict[str, float] | None) -> str:
     if not val:
         return ""
@@ -329,6 +383,7 @@ def _val_text(val: dict[str, float] | None) -> str:
 def _run_epoch(
     run: _Run, loader: DataLoader, opt: torch.optim.Optimizer,
     aux_opt: torch.optim.Optimizer | None, stage: StageConfig, desc: str,
+    step_sched: Any = None,
 ) -> dict[str, float]:
     from tqdm.auto import tqdm
 
@@ -339,7 +394,7 @@ def _run_epoch(
     world = run.info.world_size
     bar = tqdm(total=steps, desc=desc, disable=not (run.progress and run.info.is_main), leave=False)
     t0, images, pixels = time.perf_counter(), 0, 0
-    sums = {"loss": 0.0, "distortion": 0.0, "bits": 0.0, "aux": 0.0}
+    sums = {"loss": 0.0, "distortion": 0.0, "bits": 0.0, "aux": 0.0, "kd": 0.0}
     for i, batch in enumerate(loader):
         if i >= steps:
             break
@@ -349,6 +404,8 @@ def _run_epoch(
         if run.cfg.clip_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(run.main_params, run.cfg.clip_grad_norm)
         opt.step()
+        if step_sched is not None:
+            step_sched.step()
         aux = run.model.aux_loss()
         if aux_opt is not None:
             aux_opt.zero_grad(set_to_none=True)
@@ -359,8 +416,9 @@ def _run_epoch(
         n = batch[0].shape[0]
         images += n
         pixels += n * batch[0].shape[2] * batch[0].shape[3]
-        for k in ("loss", "distortion", "bits"):
-            sums[k] += float(parts[k].detach())
+        for k in ("loss", "distortion", "bits", "kd"):
+            if k in parts:
+                sums[k] += float(parts[k].detach())
         sums["aux"] += float(aux.detach())
         bar.set_postfix(loss=f"{float(parts['loss'].detach()):.3g}",
                         bpp=f"{sums['bits'] / pixels:.3f}",
@@ -368,9 +426,11 @@ def _run_epoch(
         bar.update()
     bar.close()
     elapsed = time.perf_counter() - t0
+    kd = {"kd_nats_per_image": sums["kd"] / images} if run.cfg.kd_weight > 0 else {}
     return {
         "loss": sums["loss"] / steps,
         "distortion_per_image": sums["distortion"] / images,
+        **kd,
         "bpp_train": sums["bits"] / pixels,
         "aux": sums["aux"] / steps,
         "images": images * world,
