@@ -24,6 +24,10 @@ alone: measured = end-to-end minus the edge compute timed in the client and the 
 server reports, predicted = uplink + RTTs + downlink; they separate the link model from how long
 the (shared) CPU made compute take during the run. The HTTP request head and response sizes the
 proxy counted are printed per row, to check the model's constants.
+
+``--rate-choice`` runs the other benchmark of this link instead (``shaped_link_rates.py``): the
+client that picks a rate per request by its uplink estimate and a deadline, against every fixed
+rate, at several bandwidths and across a bandwidth step.
 """
 
 from __future__ import annotations
@@ -173,6 +177,11 @@ def run_rate(jobs: dict[str, tuple[int, Callable]], mbit: float | None, rtt_ms: 
 
 
 def main() -> None:
+    if "--rate-choice" in sys.argv[1:]:  # the rate-choice benchmark has its own arguments
+        from shaped_link_rates import main as rate_choice
+
+        rate_choice()
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="zoo model id (default: the default model)")
     parser.add_argument("--profile", required=True, help="device profile (frankensplit profile)")

@@ -1,4 +1,8 @@
-"""``frankensplit client``: encode images on the edge (no torch) and classify them on a server."""
+"""``frankensplit client``: encode images on the edge (no torch) and classify them on a server.
+
+With several ``--bundle`` folders (one per rate) and ``--deadline-ms D``, each image goes at the
+most accurate rate predicted to arrive within D (``runtime/rate_choice.py``).
+"""
 
 from __future__ import annotations
 
@@ -16,9 +20,14 @@ HELP = "encode images with an edge bundle (no torch) and send them to a frankens
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the sub-command's arguments."""
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    parser.add_argument("--bundle", required=True, help="edge bundle folder (from `export`)")
+    parser.add_argument("--bundle", required=True, action="append", metavar="DIR",
+                        help="edge bundle folder (from `export`); repeat it, one per rate, with "
+                             "--deadline-ms")
     parser.add_argument("--url", default=None,
                         help="server base URL, e.g. http://127.0.0.1:8000 (omit to only encode)")
+    parser.add_argument("--deadline-ms", type=float, default=None, metavar="D",
+                        help="latency budget per image (image to answer): send each at the most "
+                             "accurate rate predicted to make it, else the lowest; needs --url")
     parser.add_argument("--save", default=None, metavar="DIR",
                         help="also write each packet to DIR/<image stem>.fsb")
     parser.add_argument("--topk", type=int, default=5, help="classes to ask for")
@@ -31,7 +40,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "connection, with exponential backoff and the server's Retry-After "
                              "(0: never; other 4xx errors never are)")
     parser.add_argument("--deadline", type=float, default=60.0, metavar="S",
-                        help="give up on a request (all attempts and waits) after S seconds")
+                        help="give up on a request (all attempts and waits) after S seconds "
+                             "(the retry deadline; the latency budget is --deadline-ms)")
     parser.add_argument("--cafile", default=None,
                         help="CA certificate (PEM) to trust for an https server, e.g. self-signed")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image")
@@ -42,19 +52,61 @@ def _line(image: str, packet_bytes: int, answer: dict | None) -> str:
         return f"{image}: {packet_bytes} B"
     top = answer["predictions"][0]
     name = top["name"] if top["name"] is not None else f"class {top['index']}"
-    return (f"{image}: {name} (p={top['probability']:.3f}) [{packet_bytes} B, "
+    line = (f"{image}: {name} (p={top['probability']:.3f}) [{packet_bytes} B, "
             f"server decode {answer['decode_ms']:.1f} ms]")
+    if (rate := answer.get("rate")) is not None:
+        uplink = rate["estimate"]["uplink_mbit_per_s"]
+        line += (f" [rate {rate['model_id']} ({rate['reason']}), {answer['latency_ms']:.0f} ms of "
+                 f"{rate['deadline_ms']:g}, uplink estimate "
+                 f"{'-' if uplink is None else f'{uplink:.3g} Mbit/s'}]")
+    return line
+
+
+def _post_kwargs(args: argparse.Namespace) -> dict:
+    from frankensplit.runtime.client import RetryPolicy
+
+    return {"topk": args.topk, "token": args.token or os.environ.get("FRANKENSPLIT_TOKEN"),
+            "timeout": args.timeout, "cafile": args.cafile,
+            "retry": RetryPolicy(retries=args.retries, deadline_s=args.deadline)}
+
+
+def _run_rate_choice(args: argparse.Namespace) -> int:
+    from frankensplit.runtime.rate_choice import RateClient
+
+    if args.url is None:
+        raise ValueError("--deadline-ms chooses a rate by the link: it needs --url")
+    if args.save is not None:
+        raise ValueError("--save is for one bundle; with --deadline-ms the answer's JSON names "
+                         "the rate each image was sent at")
+    client = RateClient(args.bundle, args.deadline_ms, threads=args.threads,
+                        warmup=args.images[0])
+    client.probe(args.url)
+    post = _post_kwargs(args)
+    for image in args.images:
+        answer = client.classify(args.url, image, **post)
+        if args.json:
+            rate, size = answer.pop("rate"), answer.pop("packet_bytes")
+            print(json.dumps({"image": image, "packet_bytes": size,
+                              "latency_ms": answer.pop("latency_ms"), "rate": rate,
+                              "answer": answer}))
+        else:
+            print(_line(image, answer["packet_bytes"], answer), file=sys.stdout)
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     """Encode (and classify) each image; print one line per image."""
-    from frankensplit.runtime.client import EdgeClient, RetryPolicy, post_packet
+    from frankensplit.runtime.client import EdgeClient, post_packet
 
+    if args.deadline_ms is not None:
+        return _run_rate_choice(args)
+    if len(args.bundle) > 1:
+        raise ValueError(f"{len(args.bundle)} bundles given: several rates need --deadline-ms "
+                         "to choose between them")
     if args.url is None and args.save is None:
         raise ValueError("nothing to do: pass --url to classify and/or --save to keep packets")
-    retry = RetryPolicy(retries=args.retries, deadline_s=args.deadline)
-    token = args.token or os.environ.get("FRANKENSPLIT_TOKEN")
-    client = EdgeClient(args.bundle, threads=args.threads)
+    post = _post_kwargs(args)
+    client = EdgeClient(args.bundle[0], threads=args.threads)
     save = Path(args.save) if args.save else None
     if save is not None:
         save.mkdir(parents=True, exist_ok=True)
@@ -64,8 +116,7 @@ def run(args: argparse.Namespace) -> int:
             (save / f"{Path(image).stem}.fsb").write_bytes(packet)
         answer = None
         if args.url is not None:
-            answer = post_packet(args.url, packet, topk=args.topk, token=token,
-                                 timeout=args.timeout, cafile=args.cafile, retry=retry)
+            answer = post_packet(args.url, packet, **post)
         if args.json:
             print(json.dumps({"image": image, "packet_bytes": len(packet), "answer": answer}))
         else:
