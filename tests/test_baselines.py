@@ -230,11 +230,28 @@ TINY_RUN = ["data.train_limit=4", "data.workers=0", "data.val=null", "teacher_we
             TINY_STAGE, "threads=1"]
 
 
+#: Run folder -> the codec parameters its training started from (captured from the loop itself).
+STARTS: dict[Path, dict[str, torch.Tensor]] = {}
+
+
 def _train(config: str, tmp: Path, *overrides: str) -> tuple[dict, Path]:
+    from frankensplit.train import loop
+
     cfg = load_config(REPO / "configs" / config,
                       [f"data.train=[{TINY16}]", *TINY_RUN, *overrides])
-    (summary,) = train(cfg, tmp, progress=False)
+    start, started = loop._start, []
+
+    def capture(*args, **kwargs):
+        run = start(*args, **kwargs)
+        started.append({n: p.detach().clone() for n, p in run.model.named_parameters()
+                        if n.split(".", 1)[0] in ("g_a", "g_s", "entropy")})
+        return run
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(loop, "_start", capture)
+        (summary,) = train(cfg, tmp, progress=False)
     (run,) = tmp.glob("lmbda-*")
+    (STARTS[run],) = started
     return summary, run
 
 
@@ -256,6 +273,24 @@ def test_two_epochs_of_training_change_the_loss(which, request):
     assert first["loss"] != second["loss"] and np.isfinite([first["loss"], second["loss"]]).all()
     assert first["images"] == second["images"] == 4 and first["bpp_train"] > 0
     assert (run / "best.safetensors").is_file() and (run / "last.pt").is_file()
+
+
+@pytest.mark.parametrize("which", ["es_run", "balle_run"])
+def test_training_moves_every_trained_part(which, request):
+    """The losses above differ even without a step (each epoch draws other patches and noise);
+    here the optimizers must have stepped: against the parameters the run started from, every
+    part has moved, and the entropy model's quantiles (the aux step) too."""
+    from safetensors.torch import load_file
+
+    _, run = request.getfixturevalue(which)
+    start = STARTS[run]
+    trained = load_file(run / "last.safetensors")
+    assert start and set(start) <= set(trained)
+    for part in ("g_a", "g_s", "entropy"):
+        moved = [k for k in start if k.startswith(part + ".") and not torch.equal(start[k], trained[k])]
+        assert moved, f"{which}: no {part} parameter moved"
+    quantiles = [k for k in start if k.endswith("quantiles")]
+    assert quantiles and all(not torch.equal(start[k], trained[k]) for k in quantiles)
 
 
 def test_eval_both_baselines_beside_frankensplit(es_run, balle_run, tiny16, tmp_path):

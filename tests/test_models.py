@@ -200,12 +200,37 @@ def test_zoo_errors() -> None:
         create_model("fs-does-not-exist")
 
 
+_ENCODE_IN_A_FRESH_PROCESS = """
+import hashlib, sys, torch
+torch.manual_seed(int(sys.argv[1]))
+torch.rand(int(sys.argv[1]))  # each process its own RNG history before the model is built
+from frankensplit.models.zoo import create_model
+model = create_model("fs-lite0-untrained", teacher_weights=None)
+x = torch.linspace(-2, 2, 3 * 224 * 224).reshape(1, 3, 224, 224)
+print(hashlib.sha256(model.edge.encode(x)[0]).hexdigest())
+"""
+
+
 def test_untrained_zoo_models_are_identical_across_processes() -> None:
-    """Seeded from the id: an edge and a server started separately agree before training."""
+    """Seeded from the id: an edge and a server started separately agree before training.
+
+    A fresh interpreter, with another RNG history, and this process build the model and encode
+    the same input: the packets are identical."""
+    import hashlib
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
     a = create_model("fs-lite0-untrained", teacher_weights=None)
     b = create_model("fs-lite0-untrained", teacher_weights=None)
     x = torch.randn(1, 3, 224, 224)
     assert a.edge.encode(x) == b.edge.encode(x)
+    other = subprocess.run([sys.executable, "-c", _ENCODE_IN_A_FRESH_PROCESS, "7"], cwd=REPO,
+                           capture_output=True, text=True, timeout=180, check=False)
+    assert other.returncode == 0, other.stderr[-2000:]
+    here = a.edge.encode(torch.linspace(-2, 2, 3 * 224 * 224).reshape(1, 3, 224, 224))[0]
+    assert other.stdout.strip().splitlines()[-1] == hashlib.sha256(here).hexdigest()
 
 
 def test_bytes_do_not_depend_on_threads_or_repetition(tiny16) -> None:

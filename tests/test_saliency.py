@@ -208,3 +208,31 @@ def test_a_saliency_guided_stage_trains_on_the_cache(cached, tmp_path):
     (summary,) = train(cfg, tmp_path, progress=False)
     assert summary["history"][0]["images"] == 1
     assert (tmp_path / "lmbda-2/best.safetensors").is_file()
+
+
+def test_the_saliency_map_weighs_the_distortion(cached, tmp_path):
+    """The map reaches the loss as w = 1/2 (1 + s): one step (the loss before any update) on a
+    cache of all-zero maps has exactly half the head distortion of all-one maps, and the real
+    maps give a value in between."""
+    from frankensplit.config import load_config
+    from frankensplit.train import train
+
+    data, cache = cached
+    maps = np.load(cache / "maps.npy")
+    distortion = {}
+    for name, fill in (("zeros", 0.0), ("ones", 1.0), ("real", None)):
+        copy = tmp_path / f"cache-{name}"
+        shutil.copytree(cache, copy)
+        if fill is not None:
+            np.save(copy / "maps.npy", np.full_like(maps, fill))
+        cfg = load_config(None, [
+            f"data.train=[{data}]", "data.workers=0", "teacher_weights=offline", "lmbda=[2]",
+            "model_id=fs-sal-l{lmbda}", f"saliency_cache={copy}", "data.train_limit=2",
+            "stages.0.view=fixed", "stages.0.saliency=true", "stages.0.batch_size=2",
+            "stages.0.steps_per_epoch=1", "stages.0.epochs=1", "threads=1",
+        ])
+        (summary,) = train(cfg, tmp_path / name, progress=False)
+        distortion[name] = summary["history"][0]["distortion_per_image"]
+    assert 0 < maps[:2].mean() < 1  # the real maps are neither all 0 nor all 1
+    assert distortion["zeros"] == pytest.approx(distortion["ones"] / 2, rel=1e-5)
+    assert distortion["zeros"] < distortion["real"] < distortion["ones"]

@@ -181,22 +181,45 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_ddp_two_processes_on_cpu(tmp_path):
+def ddp_run(tmp_path: Path) -> tuple[list[dict], Path, list[str]]:
+    """``frankensplit train`` on two CPU ranks (gloo) through ``tests/ddp_worker.py``: the ranks'
+    records, and the config file and overrides that a single process can train from again."""
     config = tmp_path / "ddp.yaml"
     config.write_text("teacher: tf_efficientnet_lite0\n")
     # 2 epochs with validation: rank 0 rebuilds the CDF tables when it saves best.safetensors,
-    # and the next epoch's buffer broadcast must still agree across ranks.
-    sets = [a for s in [*TINY, f"data.val={TINY16}", "data.val_limit=1",
-                        "stages.0.batch_size=1", "stages.0.steps_per_epoch=1",
-                        "stages.0.epochs=2"] for a in ("--set", s)]
+    # and the next epoch's buffer broadcast must still agree across ranks. 2 steps per epoch.
+    overrides = [*TINY, f"data.val={TINY16}", "data.val_limit=1", "stages.0.batch_size=1",
+                 "stages.0.steps_per_epoch=2", "stages.0.epochs=2"]
+    sets = [a for s in overrides for a in ("--set", s)]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-           "-m", "frankensplit", "train", "--config", str(config), *sets,
-           "--out", str(tmp_path / "run"), "--no-progress"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+           str(REPO / "tests/ddp_worker.py"), str(tmp_path / "ranks"),
+           "train", "--config", str(config), *sets, "--out", str(tmp_path / "run"), "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     done = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True,
                           timeout=300, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "run/lmbda-2"
     assert all((run / n).is_file() for n in ("last.pt", "best.safetensors", "summary.json"))
     assert done.stdout.count("fs-test-l2: best") == 1  # printed by rank 0 only
+    ranks = [torch.load(tmp_path / f"ranks/rank{r}.pt", weights_only=True) for r in (0, 1)]
+    return ranks, config, overrides
+
+
+def _same(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and torch.equal(a, b))
+
+
+def test_ddp_two_processes_on_cpu(tmp_path):
+    """Two CPU ranks train on different batches, apply the same gradient at every optimizer step
+    (the codec's and the aux step's) and end with the same weights: DDP really averages."""
+    ranks, _, _ = ddp_run(tmp_path)
+    assert len(ranks[0]["steps"]) == len(ranks[1]["steps"]) == 4
+    for k, (a, b) in enumerate(zip(ranks[0]["steps"], ranks[1]["steps"], strict=True)):
+        assert not torch.equal(a["batch"][0], b["batch"][0]), f"step {k}: the same batch"
+    assert len(ranks[0]["grads"]) == len(ranks[1]["grads"]) == 8  # 4 x (codec, aux)
+    for k, (g0, g1) in enumerate(zip(ranks[0]["grads"], ranks[1]["grads"], strict=True)):
+        assert all(_same(a, b) for a, b in zip(g0, g1, strict=True)), f"optimizer step {k}"
+    assert ranks[0]["parameters"].keys() == ranks[1]["parameters"].keys()
+    for name, p in ranks[0]["parameters"].items():
+        assert torch.equal(p, ranks[1]["parameters"][name]), name
