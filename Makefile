@@ -7,7 +7,7 @@ PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE = 1
 
-.PHONY: demo test venv lint results
+.PHONY: demo test venv lint results mutants
 
 venv: $(STAMP)
 
@@ -29,3 +29,8 @@ lint: $(STAMP)
 # Regenerate the README's results table and plot (needs ../shared/data and trained zoo models).
 results: $(STAMP)
 	$(PY) benchmarks/results.py
+
+# The mutation check (tools/mutants.py, not part of `make test`): plausible bugs, each applied to a
+# temporary copy of HEAD, must each make the tests that guard against it fail.
+mutants: $(STAMP)
+	nice -n 10 $(PY) tools/mutants.py
