@@ -8,7 +8,9 @@ to ``frankensplit/zoo/bmshj2018/`` (the default source of the ``bmshj2018-factor
 
 With ``--results`` (the ``results.json`` of ``frankensplit eval`` / ``benchmarks/results.py``), the
 entry also records the model's dev-set figures, and its description quotes them. Rerunning replaces
-an entry of the same id. Not a library module: a maintainer's tool.
+an entry of the same id. Then run ``tools/fixture_figures.py``: ``tests/test_zoo_figures.py`` holds
+every shipped model to the fixture figures recorded for its weights. Not a library module: a
+maintainer's tool.
 
     python tools/ship_model.py runs/es_lite0_cpu/lmbda-0.25/best.safetensors \\
         --config "configs/es_lite0_cpu.yaml" [--results results/readme_eval/results.json]
