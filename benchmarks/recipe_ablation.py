@@ -28,9 +28,21 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared/data"
 DEV = SHARED / "eval/ilsvrc2012_val_dev"
 
-#: name -> (what it tests, --set overrides on top of the base config).
+ZOO = REPO / "frankensplit/zoo"
+#: The paper's stage 2 at the same pixel budget: 8 fixed 224^2 crops per step cost about 1.53x the
+#: pixels of 16 patches of 128^2, so 260 steps match 400 (saliency maps of the first 1280 images:
+#: ``frankensplit saliency --teacher tf_efficientnet_lite0 --data ../shared/data/train --limit 1280``).
+SALIENCY = ["stages.0.view=fixed", "stages.0.saliency=true", "stages.0.batch_size=8",
+            "stages.0.lr=4.0e-4", "stages.0.steps_per_epoch=130", "data.train_limit=1280",
+            f"saliency_cache={REPO / 'runs/saliency/tf_efficientnet_lite0'}"]
+
+#: name -> (what it tests, --set overrides on top of the base config). An arm may set its own
+#: ``lmbda`` and ``init_codec`` (a second point of a curve).
 ARMS: dict[str, tuple[str, list[str]]] = {
     "base": ("head distillation, lr 1e-3, exp decay 0.9 / 250 steps (shipped rates recipe)", []),
+    "base_l1": ("base at lambda 1 from fs-lite0-l1 (second point of base's curve)", [
+        "lmbda=[1]", f"init_codec={ZOO / 'fs-lite0-l1.safetensors'}"]),
+    "kd3": ("+ output distillation, kappa 3", ["kd_weight=3"]),
     "kd10": ("+ output distillation, kappa 10", ["kd_weight=10"]),
     "kd30": ("+ output distillation, kappa 30", ["kd_weight=30"]),
     "norm": ("+ per-channel normalised distortion", ["channel_norm=true"]),
@@ -38,7 +50,11 @@ ARMS: dict[str, tuple[str, list[str]]] = {
         "stages.0.schedule=cosine", "stages.0.lr=2.0e-3", "stages.0.warmup_steps=50"]),
     "pool": ("+ imagenet_sample_1k in the training pool (1000 classes)", [
         f"data.train=[{SHARED / 'train'},{SHARED / 'eval/imagenet_sample_1k'}]"]),
+    "kd3_cos": ("kd3 + cos", ["kd_weight=3", "stages.0.schedule=cosine", "stages.0.lr=2.0e-3",
+                              "stages.0.warmup_steps=50"]),
     "kd10_norm": ("kd10 + norm", ["kd_weight=10", "channel_norm=true"]),
+    "sal": ("paper's stage 2: saliency-weighted, 8 fixed 224^2 crops, lr 4e-4 (equal pixels)",
+            SALIENCY),
     "kd10_cos": ("kd10 + cos", ["kd_weight=10", "stages.0.schedule=cosine",
                                 "stages.0.lr=2.0e-3", "stages.0.warmup_steps=50"]),
 }
@@ -79,7 +95,7 @@ def train_arms(args: argparse.Namespace, arms: list[str]) -> dict[str, float]:
     while pending or running:
         while pending and len(running) < args.jobs:
             arm = pending.pop(0)
-            if (args.out / arm / f"lmbda-{args.lmbda}" / "last.safetensors").is_file():
+            if weights(args, arm).is_file():
                 print(f"{arm}: already trained", flush=True)
                 continue
             (args.out / arm).mkdir(parents=True, exist_ok=True)
@@ -98,8 +114,14 @@ def train_arms(args: argparse.Namespace, arms: list[str]) -> dict[str, float]:
     return walls
 
 
+def arm_lmbda(args: argparse.Namespace, arm: str) -> str:
+    """The arm's lambda as in its folder name: its own ``lmbda=[x]`` or the common one."""
+    own = [v for v in ARMS[arm][1] if v.startswith("lmbda=")]
+    return f"{float(own[-1].split('[')[1].rstrip(']')):g}" if own else args.lmbda
+
+
 def weights(args: argparse.Namespace, arm: str) -> Path:
-    return args.out / arm / f"lmbda-{args.lmbda}" / "last.safetensors"
+    return args.out / arm / f"lmbda-{arm_lmbda(args, arm)}" / "last.safetensors"
 
 
 def evaluate(args: argparse.Namespace, arms: list[str]) -> dict[str, dict]:
@@ -112,7 +134,7 @@ def evaluate(args: argparse.Namespace, arms: list[str]) -> dict[str, dict]:
     subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     rows = json.loads((out / "results.json").read_text())["rows"]
     by_id = {r["setting"]: r for r in rows}
-    return {a: by_id[f"abl-{a}-l{args.lmbda}"] for a in arms}
+    return {a: by_id[f"abl-{a}-l{arm_lmbda(args, a)}"] for a in arms}
 
 
 def feature_error(path: Path, folder: Path, n: int) -> float:
@@ -152,14 +174,15 @@ def main() -> None:
              f"{args.val_limit} dev images, real bytes, batch 1 (teacher "
              f"{next(iter(rows.values()))['teacher_top1']:.2f}%). Feature error = sum (h_hat - h)^2"
              f" / sum h^2 on {args.error_images} images of each set."), "",
-             "| arm | what | top-1 | KB | bpp actual | feature error train pool | dev | wall min |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+             ("| arm | what | lambda | top-1 | KB | bpp actual | feature error train pool | dev "
+             "| wall min |"), "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for arm in arms:
         r = rows[arm]
         e_train = feature_error(weights(args, arm), SHARED / "train", args.error_images)
         e_dev = feature_error(weights(args, arm), DEV, args.error_images)
         wall = f"{walls[arm]:.1f}" if arm in walls else "-"
-        lines.append(f"| {arm} | {ARMS[arm][0]} | {r['top1']:.2f} | {r['kb']:.2f} | "
+        lines.append(f"| {arm} | {ARMS[arm][0]} | {arm_lmbda(args, arm)} | {r['top1']:.2f} | "
+                     f"{r['kb']:.2f} | "
                      f"{r['bpp_actual']:.3f} | {e_train:.3f} | {e_dev:.3f} | {wall} |")
     text = "\n".join(lines)
     (args.out / "ablation.md").write_text(text + "\n")

@@ -247,12 +247,14 @@ def _build(cfg: TrainConfig, lmbda: float, device: torch.device) -> TrainModel:
 def _start(cfg: TrainConfig, lmbda: float, run_dir: Path, progress: bool, info: DistInfo) -> _Run:
     device = _device(cfg, info)
     model = _build(cfg, lmbda, device)
+    if cfg.channels_last and device.type == "cpu" and cfg.objective == "head":
+        # Before DDP wraps the model: its gradient buckets take the parameters' strides as they
+        # are then, and a later change reorders the averaged gradients (tests/test_ddp_union.py).
+        model.g_s.to(memory_format=torch.channels_last)  # see TrainConfig.channels_last
     dtype = _amp_dtype(cfg, device)
     net: nn.Module = MixedPrecisionForward(model, device.type, dtype) if dtype else model
     if info.enabled:
         net = DistributedDataParallel(net, find_unused_parameters=True)
-    if cfg.channels_last and device.type == "cpu" and cfg.objective == "head":
-        model.g_s.to(memory_format=torch.channels_last)  # see TrainConfig.channels_last
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     return _Run(
         cfg, lmbda, model, net, device, info, run_dir, progress,
