@@ -1,8 +1,8 @@
 """Rate chosen per request by the link, through the shaped link: adaptive against every fixed rate.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/shaped_link.py --rate-choice \\
-        [--models fs-lite0-l64,fs-lite0-l4,...] [--deadline-ms 400] [--bandwidths 0.3,1,5] \\
-        [--step 5:0.3] [--rtt-ms 40] [--images 40] [--data ../shared/data/eval/ilsvrc2012_val_dev]
+        [--models fs-lite0-l64,fs-lite0-l4,...] [--deadline-ms 400] [--bandwidths 0.2,1,5] \\
+        [--step 5:0.2] [--rtt-ms 40] [--images 40] [--data ../shared/data/eval/ilsvrc2012_val_dev]
 
 (``shaped_link.py --rate-choice`` runs this file's `main`.) What runs, all real and on loopback:
 
@@ -144,8 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", default=None, help="comma-separated zoo ids (default: the "
                         "trained models of the default's family)")
     parser.add_argument("--deadline-ms", type=float, default=400.0)
-    parser.add_argument("--bandwidths", default="0.3,1,5", help="Mbit/s of the constant phases")
-    parser.add_argument("--step", default="5:0.3", help="A:B Mbit/s, switched halfway ('' none)")
+    parser.add_argument("--bandwidths", default="0.2,1,5", help="Mbit/s of the constant phases")
+    parser.add_argument("--step", default="5:0.2", help="A:B Mbit/s, switched halfway ('' none)")
     parser.add_argument("--rtt-ms", type=float, default=40.0)
     parser.add_argument("--images", type=int, default=40, help="labelled images per phase")
     parser.add_argument("--data", default=str(DEV), help="folder with labels.csv")

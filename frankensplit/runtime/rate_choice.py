@@ -7,7 +7,8 @@ sends the image at the most accurate rate predicted to make D, or at the lowest 
 
     predicted(r) = edge(r) + base + server + (bytes(r) + http_bytes) * ms_per_byte
     send  argmax_{r : high(r) <= D} accuracy(r)            else the rate with the fewest bytes
-    high  = mean + z * std of that sum (z = 1.65: about the 95th percentile)
+    high  = mean + z * std of that sum (z = 1.65: about the 95th percentile; each term's
+            relative spread taken as at least 15%, so that a few samples are not certainty)
 
 Where each term comes from, all measured by the client itself:
 
@@ -133,6 +134,8 @@ class RateChooser:
         deadline_ms: the latency budget per request, image to answer.
         z: how many standard deviations of the predicted latency must fit in the deadline.
         http_bytes: bytes per request beyond the packet and the probe (`HTTP_BYTES`).
+        min_spread: the smallest relative standard deviation assumed for each term (upload,
+            edge, server): one or two equal samples are not taken for certainty.
 
     Attributes:
         base_ms: the probed base latency (set by `RateClient.probe`; 0 until then).
@@ -152,6 +155,7 @@ class RateChooser:
     deadline_ms: float
     z: float = 1.65
     http_bytes: float = HTTP_BYTES
+    min_spread: float = 0.15
     base_ms: float = field(default=0.0, init=False)
     ms_per_byte: Smoothed = field(default_factory=lambda: Smoothed(alpha=0.5), init=False)
     server_ms: Smoothed = field(default_factory=Smoothed, init=False)
@@ -191,11 +195,12 @@ class RateChooser:
         wire = rate.bytes_per_image * ratio + self.http_bytes
         upload = wire * per_byte
         # relative spread of bytes (image to image) and of the per-byte time, combined
-        rel = math.hypot(self.size_ratio.std / max(ratio, 1e-9),
-                         self.ms_per_byte.std / max(per_byte, 1e-12))
+        rel = max(self.min_spread, math.hypot(self.size_ratio.std / max(ratio, 1e-9),
+                                              self.ms_per_byte.std / max(per_byte, 1e-12)))
         edge, server = self._edge(rate), self.server_ms
         mean = (edge.mean or 0.0) + self.base_ms + (server.mean or 0.0) + upload
-        std = math.sqrt(edge.var + server.var + (upload * rel) ** 2)
+        var = sum(max(s.var, (self.min_spread * (s.mean or 0.0)) ** 2) for s in (edge, server))
+        std = math.sqrt(var + (upload * rel) ** 2)
         return mean, mean + self.z * std
 
     def _edge(self, rate: Rate) -> Smoothed:
