@@ -168,7 +168,7 @@ def main() -> None:
     rows = evaluate(args, arms)
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # beside other jobs, one thread (two OpenMP threads stall on 2 cores)
     lines = [(f"Recipe ablation: lambda {args.lmbda}, {args.steps} steps of 16 x 128^2 patches per "
              f"arm from `{Path(args.init).name}`, base `{Path(args.config).name}`; first "
              f"{args.val_limit} dev images, real bytes, batch 1 (teacher "
@@ -176,10 +176,16 @@ def main() -> None:
              f" / sum h^2 on {args.error_images} images of each set."), "",
              ("| arm | what | lambda | top-1 | KB | bpp actual | feature error train pool | dev "
              "| wall min |"), "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    cache_path = args.out / "feature_error.json"  # keyed by weights file and image count
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     for arm in arms:
         r = rows[arm]
-        e_train = feature_error(weights(args, arm), SHARED / "train", args.error_images)
-        e_dev = feature_error(weights(args, arm), DEV, args.error_images)
+        key = f"{weights(args, arm)}:{args.error_images}"
+        if key not in cache:
+            cache[key] = [feature_error(weights(args, arm), SHARED / "train", args.error_images),
+                          feature_error(weights(args, arm), DEV, args.error_images)]
+            cache_path.write_text(json.dumps(cache, indent=1))
+        e_train, e_dev = cache[key]
         wall = f"{walls[arm]:.1f}" if arm in walls else "-"
         lines.append(f"| {arm} | {ARMS[arm][0]} | {arm_lmbda(args, arm)} | {r['top1']:.2f} | "
                      f"{r['kb']:.2f} | "

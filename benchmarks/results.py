@@ -1,7 +1,8 @@
 """Regenerate the README's results: every trained zoo model against codecs and learned baselines.
 
 Runs ``frankensplit eval`` (the library behind it) on the dev split of ``../shared/data`` and writes
-``results/README_results.md``. The trained zoo models are FrankenSplit's and the Entropic Student
+``results/README_results.md``, published as ``docs/results.md`` with its plot (not for ``--limit``
+runs). The trained zoo models are FrankenSplit's and the Entropic Student
 baseline's (``es-lite0-*``); the codecs are JPEG, WebP, AVIF, JPEG XL and the shipped Balle 2018
 factorized prior (``bmshj2018-factorized``, ``frankensplit/zoo/bmshj2018``). It writes the result
 tables, the "bytes to stay within 1 / 3 points of the teacher" figures and FrankenSplit's rate
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +42,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--threads", type=int, default=1, help="torch threads (timings: one core)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-docs", dest="docs", action="store_false",
+                   help="do not write docs/results.md and docs/results_rate_accuracy.png")
     return p.parse_args(argv)
 
 
@@ -92,10 +96,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     given = sys.argv[1:] if argv is None else list(argv)
     command = "python benchmarks/results.py" + "".join(
         f" {shlex.quote(a)}" for a in given if a not in ("--resume", "--no-progress"))
-    text = readme_section(summary_markdown(result.rows, result.summary, result.meta), command,
-                          os.path.relpath(result.paths["plot"], args.out), args.limit is not None)
+    markdown = summary_markdown(result.rows, result.summary, result.meta)
+    partial = args.limit is not None
+    text = readme_section(markdown, command, os.path.relpath(result.paths["plot"], args.out),
+                          partial)
     (args.out / "README_results.md").write_text(text)
     print(f"wrote {args.out / 'README_results.md'} and {eval_dir}/")
+    if args.docs and not partial:  # the published copy: docs/results.md and its plot
+        docs = REPO / "docs"
+        shutil.copyfile(result.paths["plot"], docs / "results_rate_accuracy.png")
+        (docs / "results.md").write_text(
+            "# " + readme_section(markdown, command, "results_rate_accuracy.png", False)[3:])
+        print(f"wrote {docs / 'results.md'} and {docs / 'results_rate_accuracy.png'}")
     return 0
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 from collections.abc import Sequence
@@ -44,7 +45,8 @@ def _train_metrics(run_dir: Path) -> dict[str, Any]:
     config = run_dir.parent / "config.json"
     batch = ({s["name"]: s["batch_size"] for s in json.loads(config.read_text())["stages"]}
              if config.is_file() else {})
-    out = {"val_top1_256": best.get("top1"), "val_teacher_top1_256": best.get("teacher_top1"),
+    n = int(best.get("images") or 256)  # validation images (older runs: the first 256 dev images)
+    out = {f"val_top1_{n}": best.get("top1"), f"val_teacher_top1_{n}": best.get("teacher_top1"),
            "val_bpp_estimated": best.get("bpp_estimated")}
     if batch:
         out["train_steps_this_run"] = sum(h["images"] // batch[h["stage"]]
@@ -73,8 +75,9 @@ def _describe(label: str, lmbda: float, metrics: dict[str, Any]) -> str:
         return (f"{label}, lambda {lmbda:g}, CPU-scale: {dev['top1']:.2f}% top-1 (teacher "
                 f"{dev['teacher_top1']:.2f}%) at {dev['bytes_per_image'] / 1000:.2f} KB = "
                 f"{dev['bpp_actual']:.3f} bpp on the dev set")
-    return f"{label}, lambda {lmbda:g}, CPU-scale: {metrics.get('val_top1_256', float('nan')):.2f}% " \
-           "top-1 on 256 dev images at training time"
+    val = next(((k, v) for k, v in metrics.items() if k.startswith("val_top1_")), ("_0", math.nan))
+    return f"{label}, lambda {lmbda:g}, CPU-scale: {val[1]:.2f}% top-1 on " \
+           f"{val[0].rsplit('_', 1)[1]} dev images at training time"
 
 
 def ship(src: Path, config: str, results: Path | None) -> Path:
