@@ -1,12 +1,15 @@
-"""Pieces shared by the core sub-commands."""
+"""Pieces shared by the core sub-commands (torch-free until a model is loaded)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from frankensplit.models.split import FrankenSplit
-from frankensplit.models.zoo import MODELS, create_model, default_model_id
+from frankensplit.models.zoo_index import MODELS, default_model_id
+
+if TYPE_CHECKING:
+    from frankensplit.models.split import FrankenSplit
 
 __all__ = ["add_model_args", "load_model", "untrained_note"]
 
@@ -35,6 +38,8 @@ def untrained_note(model_id: str) -> str | None:
 
 def load_model(args: argparse.Namespace) -> FrankenSplit:
     """The model named by the args, with a note on stderr when its codec is untrained."""
+    from frankensplit.models.zoo import create_model
+
     model_id = args.model or default_model_id()
     model = create_model(model_id, teacher_weights=args.teacher_weights,
                          codec_weights=args.codec_weights)

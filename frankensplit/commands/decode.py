@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from frankensplit.commands._common import add_model_args, load_model
+
+if TYPE_CHECKING:
+    import torch
 
 HELP = "server side: decode .fsb bitstreams and print the top-k classes (JSON lines)"
 

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from frankensplit.commands._common import add_model_args, load_model
-from frankensplit.data import find_images
 
 __all__ = ["BUNDLED_PHOTOS", "HELP", "bundled_photos", "configure", "run"]
 
@@ -159,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the pipeline on the photos (or ``--data``), print the table, write the plot."""
     import torch
 
+    from frankensplit.data import find_images
     from frankensplit.eval import run_eval
 
     threads = args.threads if args.threads is not None else (1 if args.data else None)

@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 
 from frankensplit.commands._common import add_model_args, load_model
-from frankensplit.data import load_image, make_transform
-from frankensplit.models.split import FrankenSplit
 
 HELP = "edge side: encode images into FrankenSplit bitstreams (.fsb), one per image"
 
@@ -18,6 +16,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder for the .fsb files")
 
 def run(args: argparse.Namespace) -> int:
+    from frankensplit.data import load_image, make_transform
+    from frankensplit.models.split import FrankenSplit
+
     model = load_model(args)
     transform = make_transform(model.teacher.data_config, "eval")
     out = Path(args.out)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch.utils.flop_counter import FlopCounterMode
+from frankensplit.models.zoo_index import MODELS
 
-from frankensplit.models.split import FrankenSplit, count_parameters
-from frankensplit.models.zoo import MODELS, create_model
+if TYPE_CHECKING:
+    from frankensplit.models.split import FrankenSplit
 
 HELP = "describe a model: parameters of each side, split point, latent shape, edge MACs"
 
@@ -24,6 +23,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def describe(model: FrankenSplit) -> dict[str, Any]:
     """The facts ``info`` prints, measured on the model (MACs counted by torch's flop counter)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from frankensplit.models.split import count_parameters
+
     spec = model.teacher.spec
     c, h, w = spec.input_size
     x = torch.zeros(1, c, h, w)
@@ -51,6 +55,8 @@ def describe(model: FrankenSplit) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from frankensplit.models.zoo import create_model
+
     weights = None if args.teacher_weights == "random" else args.teacher_weights
     info = describe(create_model(args.model, teacher_weights=weights))
     if args.json:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from frankensplit.models.zoo import MODELS, default_model_id, entry_dict
+from frankensplit.models.zoo_index import MODELS, default_model_id, entry_dict
 
 HELP = "list model ids (shipped weights first)"
 

@@ -1,22 +1,13 @@
 """Datasets and preprocessing."""
 
-from frankensplit.data.datasets import IMAGE_SUFFIXES, ImageDataset, find_images, read_labels_csv
-from frankensplit.data.transforms import (
-    crop_transform,
-    load_image,
-    make_transform,
-    normalize_batch,
-    normalize_transform,
-)
+from frankensplit._lazy import lazy_exports
 
-__all__ = [
-    "IMAGE_SUFFIXES",
-    "ImageDataset",
-    "crop_transform",
-    "find_images",
-    "load_image",
-    "make_transform",
-    "normalize_batch",
-    "normalize_transform",
-    "read_labels_csv",
-]
+#: module of each public name, imported on first use (`frankensplit --help` imports no torch).
+_EXPORTS = {
+    "frankensplit.data.datasets": ("IMAGE_SUFFIXES", "ImageDataset", "find_images",
+        "read_labels_csv"),
+    "frankensplit.data.transforms": ("crop_transform", "load_image", "make_transform",
+        "normalize_batch", "normalize_transform"),
+}
+__all__ = [name for names in _EXPORTS.values() for name in names]
+lazy_exports(__name__, _EXPORTS)

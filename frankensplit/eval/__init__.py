@@ -12,50 +12,19 @@ The record and row schema is documented in :mod:`frankensplit.eval.schema`; the 
 :mod:`frankensplit.eval.summary`.
 """
 
-from frankensplit.eval.aggregate import aggregate, curves, summarize
-from frankensplit.eval.pipeline import (
-    DEFAULT_CODECS,
-    RECORDS_FILE,
-    EvalResult,
-    load_dataset,
-    run_eval,
-)
-from frankensplit.eval.records import RecordLog, read_records
-from frankensplit.eval.runner import FRANKENSPLIT_METHOD, OperatingPoint, evaluate, plan
-from frankensplit.eval.schema import RECORD_FIELDS, SCHEMA, TEACHER_METHOD
-from frankensplit.eval.summary import (
-    Saving,
-    bytes_at_accuracy,
-    bytes_within,
-    coverage,
-    rate_savings,
-    rate_savings_at_baseline,
-    within_table,
-)
+from frankensplit._lazy import lazy_exports
 
-__all__ = [
-    "DEFAULT_CODECS",
-    "FRANKENSPLIT_METHOD",
-    "RECORDS_FILE",
-    "RECORD_FIELDS",
-    "SCHEMA",
-    "TEACHER_METHOD",
-    "EvalResult",
-    "OperatingPoint",
-    "RecordLog",
-    "Saving",
-    "aggregate",
-    "bytes_at_accuracy",
-    "bytes_within",
-    "coverage",
-    "curves",
-    "evaluate",
-    "load_dataset",
-    "plan",
-    "rate_savings",
-    "rate_savings_at_baseline",
-    "read_records",
-    "run_eval",
-    "summarize",
-    "within_table",
-]
+#: module of each public name, imported on first use (`frankensplit --help` imports no torch).
+_EXPORTS = {
+    "frankensplit.eval.aggregate": ("aggregate", "curves", "summarize"),
+    "frankensplit.eval.pipeline": ("DEFAULT_CODECS", "RECORDS_FILE", "EvalResult", "load_dataset",
+        "run_eval"),
+    "frankensplit.eval.records": ("RecordLog", "read_records"),
+    "frankensplit.eval.schema": ("FRANKENSPLIT_METHOD", "RECORD_FIELDS", "SCHEMA",
+        "TEACHER_METHOD"),
+    "frankensplit.eval.runner": ("OperatingPoint", "evaluate", "plan"),
+    "frankensplit.eval.summary": ("Saving", "bytes_at_accuracy", "bytes_within", "coverage",
+        "rate_savings", "rate_savings_at_baseline", "within_table"),
+}
+__all__ = [name for names in _EXPORTS.values() for name in names]
+lazy_exports(__name__, _EXPORTS)

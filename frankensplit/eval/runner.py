@@ -35,13 +35,10 @@ from frankensplit.backbones import SplitBackbone
 from frankensplit.codecs import ImageCodec, LearnedImageCodec, create_codec, encode_decode_timed
 from frankensplit.data import crop_transform, load_image, normalize_transform
 from frankensplit.eval.records import RecordLog
-from frankensplit.eval.schema import TEACHER_METHOD, TEACHER_SETTING
+from frankensplit.eval.schema import FRANKENSPLIT_METHOD, TEACHER_METHOD, TEACHER_SETTING
 from frankensplit.models.split import FrankenSplit
 
 __all__ = ["FRANKENSPLIT_METHOD", "OperatingPoint", "evaluate", "format_quality", "plan"]
-
-#: ``method`` of FrankenSplit rows and records (their ``setting`` is the model id).
-FRANKENSPLIT_METHOD = "frankensplit"
 
 
 def format_quality(quality: float) -> str:

@@ -32,7 +32,10 @@ rate, ``bpp_estimated`` the likelihood estimate, reported side by side).
 
 from __future__ import annotations
 
-__all__ = ["RECORD_FIELDS", "RESULTS_VERSION", "SCHEMA", "TEACHER_METHOD", "TEACHER_SETTING"]
+__all__ = [
+    "FRANKENSPLIT_METHOD", "RECORD_FIELDS", "RESULTS_VERSION", "SCHEMA", "TEACHER_METHOD",
+    "TEACHER_SETTING",
+]
 
 #: Version of the results.json layout; bumped whenever a column changes meaning.
 RESULTS_VERSION = 1
@@ -40,6 +43,9 @@ RESULTS_VERSION = 1
 #: ``method`` and ``setting`` of the uncompressed teacher's rows and records.
 TEACHER_METHOD = "teacher"
 TEACHER_SETTING = "uncompressed"
+
+#: ``method`` of FrankenSplit rows and records (their ``setting`` is the model id).
+FRANKENSPLIT_METHOD = "frankensplit"
 
 #: Fields of one per-image record, in order.
 RECORD_FIELDS: tuple[str, ...] = (

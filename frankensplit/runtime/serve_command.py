@@ -94,7 +94,7 @@ def check_weights(spec: str) -> None:
             raise ValueError(f"{spec} is a {manifest.format}; serve needs a server bundle")
         path = Path(spec) / manifest.codec_file
     else:
-        from frankensplit.models.zoo import MODELS, ZOO_DIR, file_sha256
+        from frankensplit.models.zoo_index import MODELS, ZOO_DIR, file_sha256
 
         entry = MODELS.get(spec)
         if entry.weights is None:

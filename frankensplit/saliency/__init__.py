@@ -5,27 +5,13 @@
 1/2 (1 + s) (FRANKENSPLIT.md, "Saliency-guided").
 """
 
-from frankensplit.saliency.cache import (
-    CACHE_FORMAT,
-    CacheResult,
-    SaliencyDataset,
-    build_cache,
-    file_rows,
-    read_manifest,
-    rows_sha256,
-)
-from frankensplit.saliency.gradcam import MAP_SIZE, TargetLayers, saliency_maps, target_layers
+from frankensplit._lazy import lazy_exports
 
-__all__ = [
-    "CACHE_FORMAT",
-    "MAP_SIZE",
-    "CacheResult",
-    "SaliencyDataset",
-    "TargetLayers",
-    "build_cache",
-    "file_rows",
-    "read_manifest",
-    "rows_sha256",
-    "saliency_maps",
-    "target_layers",
-]
+#: module of each public name, imported on first use (`frankensplit --help` imports no torch).
+_EXPORTS = {
+    "frankensplit.saliency.cache": ("CACHE_FORMAT", "CacheResult", "SaliencyDataset", "build_cache",
+        "file_rows", "read_manifest", "rows_sha256"),
+    "frankensplit.saliency.gradcam": ("MAP_SIZE", "TargetLayers", "saliency_maps", "target_layers"),
+}
+__all__ = [name for names in _EXPORTS.values() for name in names]
+lazy_exports(__name__, _EXPORTS)

@@ -24,8 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from frankensplit.eval.runner import FRANKENSPLIT_METHOD
-from frankensplit.eval.schema import RESULTS_VERSION, TEACHER_METHOD
+from frankensplit.eval.schema import FRANKENSPLIT_METHOD, RESULTS_VERSION, TEACHER_METHOD
 from frankensplit.eval.summary import bytes_at_accuracy, coverage
 
 __all__ = ["Matched", "Scenario", "given_scenario", "load_eval", "match_model", "match_within",

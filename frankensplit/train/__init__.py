@@ -1,5 +1,10 @@
 """Training: head-distilled rate-distortion with optional saliency guidance."""
 
-from frankensplit.train.loop import format_lmbda, train, train_one
+from frankensplit._lazy import lazy_exports
 
-__all__ = ["format_lmbda", "train", "train_one"]
+#: module of each public name, imported on first use (`frankensplit --help` imports no torch).
+_EXPORTS = {
+    "frankensplit.train.loop": ("format_lmbda", "train", "train_one"),
+}
+__all__ = [name for names in _EXPORTS.values() for name in names]
+lazy_exports(__name__, _EXPORTS)
