@@ -48,6 +48,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("results", type=Path, help="results.json of frankensplit eval on the dev set")
     p.add_argument("--baselines", type=Path, default=BASELINES)
+    p.add_argument("--plot", type=Path, default=None, help="also write a rate-accuracy PNG here")
     args = p.parse_args()
     from frankensplit.eval.summary import bytes_at_accuracy
 
@@ -71,7 +72,35 @@ def main() -> int:
         cells = " | ".join("-" if need[c] is None else f"{need[c]:.0f}" for c in CODECS)
         print(f"| {r['setting']} | {r['top1']:.2f} | {r['bytes']:.0f} | {cells} | "
               f"{best or 'none reaches it'} | {ratio} |")
+    if args.plot:
+        plot(args.plot, curves, fs, teacher[0]["top1"])
+        print(f"\nwrote {args.plot}")
     return 0
+
+
+def plot(path: Path, curves: dict[str, list[tuple[float, float]]], fs: list[dict],
+         teacher_top1: float) -> None:
+    """Codec reference curves and FrankenSplit's points, top-1 over KB (log axis)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for codec, points in curves.items():
+        ax.plot([b / 1000 for b, _ in points], [t for _, t in points], "o--", ms=3,
+                label=f"{codec} (BASELINES.md)")
+    ax.plot([r["bytes"] / 1000 for r in fs], [r["top1"] for r in fs], "s-", color="black",
+            label="FrankenSplit (this zoo)")
+    ax.axhline(teacher_top1, color="gray", lw=0.8, ls=":", label=f"teacher {teacher_top1:.2f}%")
+    ax.set_xscale("log")
+    ax.set_xlabel("KB per image (real bytes)")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_ylim(40, 86)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":
