@@ -9,8 +9,12 @@ writes, calibrated on ``--calibration``) and then:
 
 - **timing**, per thread count (2, 1): the median over ``--runs`` single-image runs of g_a (the
   encoder), entropy (round + rANS + packet framing) and their sum, for fp32 and int8 *interleaved*
-  (each round runs every configuration once, in rotating order), so a machine whose load changes
-  during the run slows both alike and the int8 / fp32 ratio stays fair. torch eager (fp32, same
+  (blocks of 10 runs of each configuration in turn, `interleaved_median_ms`), so a machine whose
+  load changes during the run slows both alike and the int8 / fp32 ratio stays fair. The timed
+  sessions run with onnxruntime's intra-op spinning off (``EdgeClient(spin=False)``): with it on,
+  the threads of the session that ran last keep spinning and slow the next one (two 2-thread
+  sessions taking turns measured 9.0 and 2.9-3.9 ms for what takes 4.8 and 1.9 ms alone; off,
+  5.2 and 2.1-2.2 ms, within 10% of alone). torch eager (fp32, same
   thread count) is timed after, as before. Preprocessing is timed once, apart (same for all).
 - **what runs**: the op types of the graph ONNX Runtime actually executes for each encoder
   (after its fusions), and with ``--profile`` ONNX Runtime's per-operator time at 2 threads.
@@ -43,19 +47,26 @@ TINY16 = SHARED / "fixtures/tiny16"
 TRAIN = SHARED / "train/imagenette224"
 
 
-def interleaved_median_ms(fns: dict[str, Callable[[], object]], runs: int,
-                          warmup: int) -> dict[str, float]:
-    """Median wall time (ms) of each ``fn()``; every round runs each once, in rotating order."""
+def interleaved_median_ms(fns: dict[str, Callable[[], object]], runs: int, warmup: int,
+                          block: int = 10) -> dict[str, float]:
+    """Median wall time (ms) of each ``fn()``, measured in blocks taken in turns.
+
+    Each round runs every configuration for ``block`` timed calls (after one untimed call), in
+    rotating order, so that a change of machine load during the run slows all configurations
+    alike.
+    """
     names = list(fns)
     for _ in range(warmup):
         for name in names:
             fns[name]()
     times: dict[str, list[float]] = {name: [] for name in names}
-    for i in range(runs):
+    for i in range(-(-runs // block)):
         for name in names[i % len(names):] + names[:i % len(names)]:
-            start = time.perf_counter()
-            fns[name]()
-            times[name].append((time.perf_counter() - start) * 1000)
+            fns[name]()  # wakes this configuration's threads
+            for _ in range(min(block, runs - i * block)):
+                start = time.perf_counter()
+                fns[name]()
+                times[name].append((time.perf_counter() - start) * 1000)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -64,7 +75,7 @@ def bench_onnx(bundles: dict[str, Path], image: Path, threads: int, runs: int,
     """g_a, entropy and total per precision at ``threads``, interleaved."""
     from frankensplit.runtime.client import EdgeClient
 
-    clients = {p: EdgeClient(b, threads=threads) for p, b in bundles.items()}
+    clients = {p: EdgeClient(b, threads=threads, spin=False) for p, b in bundles.items()}
     x = next(iter(clients.values())).preprocess(image)[None]  # (1, 3, 224, 224)
     ys = {p: c.encode_latent(x)[0] for p, c in clients.items()}
     fns: dict[str, Callable[[], object]] = {}

@@ -98,8 +98,9 @@ def run_phase(bandwidths: list[float], rtt_ms: float, port: int, images: list[Pa
 
 def _record(client: str, i: int, label: int, answer: dict, ms: float, model_id: str,
             deadline_ms: float, rate: dict | None = None) -> dict:
+    server_ms = float(answer.get("decode_ms", 0.0)) + float(answer.get("queue_ms", 0.0))
     return {"client": client, "image": i, "sent": model_id, "bytes": answer["packet_bytes"],
-            "ms": round(ms, 2), "within": ms <= deadline_ms,
+            "ms": round(ms, 2), "server_ms": round(server_ms, 2), "within": ms <= deadline_ms,
             "correct": answer["predictions"][0]["index"] == label, "rate": rate}
 
 
