@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,15 +17,7 @@ from frankensplit.models.zoo import load_model_file
 from frankensplit.train import train
 from frankensplit.train.distributed import DistInfo
 from frankensplit.train.loop import _scheduler, _start, _step
-
-REPO = Path(__file__).resolve().parents[1]
-TINY16 = REPO.parent / "shared/data/fixtures/tiny16"
-TINY = [
-    f"data.train=[{TINY16}]", "data.train_limit=4", "data.workers=0", "teacher_weights=offline",
-    "stages.0.batch_size=2", "stages.0.view=patch", "stages.0.patch_size=64",
-    "stages.0.steps_per_epoch=2", "stages.0.epochs=1", "lmbda=[2]", "model_id=fs-test-l{lmbda}",
-    "threads=1",
-]
+from tests.test_train import TINY, TINY16  # the same two-step tiny run as the loop tests
 
 
 def test_output_distillation_is_the_summed_kl_and_zero_only_at_the_teacher():

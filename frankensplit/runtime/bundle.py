@@ -20,16 +20,17 @@ preprocessing. The server bundle holds the codec weights and names the teacher, 
 loaded from its own source (never copied into our files). Every manifest carries the model id,
 the bitstream format version and a sha256 per file, verified at load.
 
-This module is torch-free (json, hashlib, dataclasses): the edge client imports it.
+This module is torch-free (json, dataclasses, the zoo index's sha256): the edge client imports it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from frankensplit.models.zoo_index import file_sha256
 
 __all__ = [
     "BUNDLE_VERSION",
@@ -65,13 +66,8 @@ ENCODER_PRECISIONS = ("fp32", "int8")
 DEFAULT_CALIBRATION_IMAGES = 128
 
 
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+# One sha256 for the zoo and the bundles (torch-free, as the edge client needs).
+sha256_file = file_sha256
 
 
 @dataclass(frozen=True)
