@@ -102,7 +102,16 @@ class TrainConfig:
         init_codec: codec weights (safetensors) to start from, e.g. a trained lite0 model. Its
             g_a and entropy model are always loaded; its g_s only when "g_s" is frozen (a new
             teacher needs a new blueprint decoder: encoder reuse).
+        init_g_s: also start g_s from ``init_codec`` when it was trained for another teacher:
+            every tensor whose shape fits is loaded, the rest keep their seeded init (Lite2's
+            48-channel output layer against Lite0's 40). A warm start for encoder reuse and for
+            a new backbone's end-to-end codec: the source decoder's upsampling and feature
+            structure transfer, a fresh one first spends its budget learning the features' scale.
         freeze: parts kept frozen ("g_a", "entropy", "g_s"): encoder reuse trains only "g_s".
+        input_size: side of the edge encoder's square input when not the teacher's (encoder
+            reuse: the source model's, so that one packet serves every backbone); with
+            ``crop_pct``, recorded in the codec file and used by training, eval and serving.
+        crop_pct: centre crop of ``input_size`` (see there).
         aux_lr: Adam learning rate of the entropy model's quantile (aux) loss.
         seed: seed of everything random (init, shuffling, augmentation).
         device: "cpu", "cuda" or "cuda:N".
@@ -137,7 +146,10 @@ class TrainConfig:
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
     data: DataConfig = field(default_factory=DataConfig)
     init_codec: str | None = None
+    init_g_s: bool = False
     freeze: list[str] = field(default_factory=list)
+    input_size: int | None = None
+    crop_pct: float | None = None
     aux_lr: float = 1e-3
     seed: int = 0
     device: str = "cpu"
@@ -175,6 +187,13 @@ class TrainConfig:
             raise ValueError(f"freeze: unknown parts {sorted(bad)}; expected g_a, entropy, g_s")
         if {"g_a", "entropy", "g_s"} <= set(self.freeze):
             raise ValueError("freeze: g_a, entropy and g_s are all frozen, nothing would train")
+        if self.init_g_s and not self.init_codec:
+            raise ValueError("init_g_s needs init_codec (the codec whose g_s to start from)")
+        if (self.input_size is None) != (self.crop_pct is None):
+            raise ValueError("input_size and crop_pct go together: set both or neither")
+        if self.input_size is not None and (self.input_size < 8 or not 0 < self.crop_pct <= 1):
+            raise ValueError(f"input_size must be >= 8 and crop_pct in (0, 1], got "
+                             f"{self.input_size} and {self.crop_pct}")
         if "{lmbda}" not in self.model_id and len(self.lmbda) > 1:
             raise ValueError("model_id must contain '{lmbda}' when sweeping several lambdas")
         self._validate_model()

@@ -128,6 +128,41 @@ def test_encoder_reuse_trains_only_the_new_decoder(tmp_path):
     assert any(not torch.equal(out[k], v) for k, v in g_s.items() if v.is_floating_point())
 
 
+def test_reuse_warm_start_and_the_edge_input_size_reach_the_trained_file(tmp_path):
+    # Lite2 with the lite0 encoder's 224 px input (its own 260 px is refused by the blueprints)
+    # and init_g_s: g_s tensors whose shape fits start from lite0's decoder, the 48-channel
+    # output layer (lite0: 40) keeps its seeded init. The file records the input size, so eval
+    # and serving preprocess as the edge does.
+    from frankensplit.models.zoo import load_model_file
+
+    lite0 = build_model("fs-lite0-src", "tf_efficientnet_lite0", teacher_weights=None)
+    save_codec(lite0, tmp_path / "lite0.safetensors")
+    src = load_file(tmp_path / "lite0.safetensors")
+    cfg = load_config(None, [
+        *TINY, "teacher=tf_efficientnet_lite2", "model_id=fs-test.lite2", "stages.0.lr=1.0e-30",
+        f"init_codec={tmp_path / 'lite0.safetensors'}", "freeze=[g_a, entropy]", "init_g_s=true",
+        "input_size=224", "crop_pct=0.875",
+    ])
+    train(cfg, tmp_path / "run", progress=False)
+    out = load_file(tmp_path / "run/lmbda-2/last.safetensors")
+    seeded = build_model("fs-test.lite2", "tf_efficientnet_lite2", teacher_weights=None).g_s
+    fresh = {"g_s." + k: v for k, v in seeded.state_dict().items()}
+    moving = [k for k in fresh if "running_" in k or "num_batches" in k]  # BN stats, train mode
+    fits = [k for k in fresh if k in src and src[k].shape == fresh[k].shape and k not in moving]
+    refit = [k for k in fresh if (k not in src or src[k].shape != fresh[k].shape)
+             and k not in moving]
+    assert fits and refit
+    assert all(torch.allclose(out[k], src[k], atol=1e-12) for k in fits)
+    assert all(torch.allclose(out[k], fresh[k], atol=1e-12) for k in refit)
+    model = load_model_file(tmp_path / "run/lmbda-2/best.safetensors", teacher_weights=None)
+    assert model.teacher.data_config["input_size"] == (3, 224, 224)
+    assert model.teacher.data_config["crop_pct"] == 0.875
+    with pytest.raises(ValueError, match="input_size and crop_pct go together"):
+        load_config(None, [*TINY, "input_size=224"]).validate()
+    with pytest.raises(ValueError, match="init_g_s needs init_codec"):
+        load_config(None, [*TINY, "init_g_s=true"]).validate()
+
+
 def test_fine_tuning_the_same_teacher_starts_from_every_part_of_the_init_codec(tmp_path):
     # Another lambda for the same teacher: g_s fits, so it is loaded too (the lite1 reuse test
     # above shows a different teacher gets a fresh g_s instead).

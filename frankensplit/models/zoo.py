@@ -62,6 +62,8 @@ def build_model(
     teacher_weights: str | Path | None = "auto",
     decoder: str = "blueprint",
     split_reduction: int | None = None,
+    input_size: int | None = None,
+    crop_pct: float | None = None,
 ) -> FrankenSplit:
     """Assemble a split model with codec weights seeded from the model id.
 
@@ -77,6 +79,12 @@ def build_model(
         teacher_weights: see :func:`frankensplit.backbones.create_backbone`.
         decoder: ``DECODERS`` id ("blueprint" or "entropic_student").
         split_reduction: stride of the teacher's split (None: FrankenSplit's).
+        input_size: side of the square image the edge encoder takes, and crop_pct its centre
+            crop, when not the teacher's own (None: the teacher's timm preprocessing). Encoder
+            reuse needs it: a Lite1 decoder reusing a Lite0 encoder decodes packets of 224 px
+            images, so its tail runs on the 28 x 28 features the one packet holds (a CNN tail
+            ends in global pooling and takes any size; resampling features to 30 x 30 would
+            add nothing the packet does not hold).
 
     Raises:
         ValueError: unknown ids, a given backbone split elsewhere than ``split_reduction``, or an
@@ -91,6 +99,12 @@ def build_model(
     else:
         backbone = create_backbone(teacher, weights=teacher_weights,
                                    split_reduction=split_reduction)
+    if input_size is not None or crop_pct is not None:
+        if input_size is None or crop_pct is None or input_size < 8 or not 0 < crop_pct <= 1:
+            raise ValueError(f"input_size and crop_pct go together (a side >= 8 and a crop in "
+                             f"(0, 1]), got {input_size!r} and {crop_pct!r}")
+        backbone.data_config = {**backbone.data_config, "input_size": (3, input_size, input_size),
+                                "crop_pct": crop_pct}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(zlib.crc32(model_id.encode()))
         g_a = ENCODERS.get(encoder)(in_channels=3, latent_channels=latent_channels)
@@ -102,6 +116,8 @@ def build_model(
     architecture = {"kind": "split", "teacher": backbone.name, "encoder": encoder,
                     "entropy": entropy, "latent_channels": latent_channels, "decoder": decoder,
                     "split_reduction": split_reduction}
+    if input_size is not None:  # recorded only when set: older files keep their exact metadata
+        architecture.update(input_size=input_size, crop_pct=crop_pct)
     return FrankenSplit(model_id, g_a, em, g_s, backbone, architecture)
 
 
@@ -229,7 +245,8 @@ def create_model(
     model = build_model(
         model_id, entry.teacher, entry.encoder, entry.entropy, entry.latent_channels,
         teacher_weights=teacher_weights, decoder=entry.decoder,
-        split_reduction=entry.split_reduction,
+        split_reduction=entry.split_reduction, input_size=entry.input_size,
+        crop_pct=entry.crop_pct,
     )
     if codec_weights is not None:
         load_codec(model, codec_weights)
@@ -261,6 +278,7 @@ def load_model_file(path: str | Path, teacher_weights: str | Path | None = "auto
             meta["model_id"], arch["teacher"], arch["encoder"], arch["entropy"],
             int(arch["latent_channels"]), teacher_weights=teacher_weights,
             decoder=arch["decoder"], split_reduction=arch["split_reduction"],
+            input_size=arch.get("input_size"), crop_pct=arch.get("crop_pct"),
         )
     except (KeyError, TypeError, json.JSONDecodeError) as e:
         raise ValueError(f"{path} records no usable architecture ({e!r}); load it into a zoo "

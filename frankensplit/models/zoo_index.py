@@ -48,6 +48,9 @@ class ModelEntry:
         decoder: ``DECODERS`` id of g_s ("blueprint": the family's FrankenSplit blueprint).
         split_reduction: stride of the teacher's split (None: FrankenSplit's split point; 4:
             Entropic Student's).
+        input_size: side of the edge encoder's square input when not the teacher's (encoder
+            reuse: the source model's), with ``crop_pct`` its centre crop.
+        crop_pct: see ``input_size``.
     """
 
     model_id: str
@@ -63,6 +66,8 @@ class ModelEntry:
     metrics: dict[str, Any] = field(default_factory=dict)
     decoder: str = "blueprint"
     split_reduction: int | None = None
+    input_size: int | None = None
+    crop_pct: float | None = None
 
     @property
     def trained(self) -> bool:

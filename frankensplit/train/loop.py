@@ -239,9 +239,22 @@ def _build(cfg: TrainConfig, lmbda: float, device: torch.device) -> TrainModel:
         parts = tuple(p for p in CODEC_PARTS if p != "g_s" or same_teacher or p in cfg.freeze)
         load_codec_state(model, {k: v for k, v in state.items() if k.split(".")[0] in parts},
                          parts, source=cfg.init_codec)
+        if cfg.init_g_s and "g_s" not in parts:
+            _warm_start(model.g_s, state, "g_s.")
     for part in cfg.freeze:
         getattr(model, part).requires_grad_(False)
     return model.to(device)
+
+
+def _warm_start(module: nn.Module, state: dict[str, Tensor], prefix: str) -> None:
+    """Load the tensors of ``state`` under ``prefix`` whose shape fits ``module`` (see init_g_s)."""
+    own = module.state_dict()
+    fits = {k[len(prefix):]: v for k, v in state.items()
+            if k.startswith(prefix) and k[len(prefix):] in own and v.shape == own[k[len(prefix):]].shape}
+    if not fits:
+        raise ValueError(f"init_g_s: no {prefix[:-1]} tensor of the init codec fits this decoder")
+    own.update(fits)
+    module.load_state_dict(own)
 
 
 def _start(cfg: TrainConfig, lmbda: float, run_dir: Path, progress: bool, info: DistInfo) -> _Run:

@@ -50,7 +50,7 @@ def build_trainee(cfg: TrainConfig, model_id: str) -> TrainModel:
     return build_model(
         model_id, cfg.teacher, cfg.encoder, cfg.entropy, cfg.latent_channels,
         teacher_weights=cfg.teacher_weights, decoder=cfg.decoder,
-        split_reduction=cfg.split_reduction,
+        split_reduction=cfg.split_reduction, input_size=cfg.input_size, crop_pct=cfg.crop_pct,
     )
 
 
