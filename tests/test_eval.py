@@ -319,3 +319,23 @@ def test_eval_command(model: FrankenSplit, tmp_path: Path, capsys: pytest.Captur
     assert "resume" in capsys.readouterr().err
     assert main([*argv, "--resume"]) == 0
     assert main([*argv, "--codecs", "nope"]) == 2
+
+
+def test_one_backbone_at_two_input_sizes_gets_two_teacher_groups(
+    model: FrankenSplit, data: Dataset, tmp_path: Path
+) -> None:
+    from frankensplit.models.zoo import build_model
+
+    small = build_model("fs-lite0-192", "tf_efficientnet_lite0", input_size=192, crop_pct=0.875)
+    small.eval().update(force=True)
+    doc = json.loads(run_eval([model, small], *data, tmp_path, {}, data="tiny16")
+                     .paths["json"].read_text())
+    rows = [(r["teacher"], r["method"], r["setting"]) for r in doc["rows"]]
+    assert rows == [
+        ("tf_efficientnet_lite0", "teacher", "uncompressed"),
+        ("tf_efficientnet_lite0", "frankensplit", "fs-lite0-untrained"),
+        ("tf_efficientnet_lite0@192px", "teacher", "uncompressed"),
+        ("tf_efficientnet_lite0@192px", "frankensplit", "fs-lite0-192"),
+    ]
+    fs = next(r for r in doc["rows"] if r["setting"] == "fs-lite0-192")
+    assert fs["bytes"] < next(r for r in doc["rows"] if r["setting"] == "fs-lite0-untrained")["bytes"]

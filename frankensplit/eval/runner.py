@@ -118,7 +118,7 @@ def _groups(
             created[name].encode(probe, q)
     groups: dict[str, _Group] = {}
     for model in models:
-        name = model.teacher.name
+        name = teacher_label(model)
         if name not in groups:
             groups[name] = _Group(model.teacher, codecs=created)
             groups[name].points.append(OperatingPoint(name, TEACHER_METHOD, TEACHER_SETTING))
@@ -128,6 +128,18 @@ def _groups(
         group.points += [OperatingPoint(name, c, format_quality(q), float(q))
                          for c, qs in sweeps.items() for q in qs]
     return groups
+
+
+def teacher_label(model: FrankenSplit) -> str:
+    """The teacher rows a model is measured beside: its backbone at its preprocessing.
+
+    A reuse decoder takes its source encoder's input (Lite1 at 224 px, not its own 240), so two
+    models of one backbone at different input sizes get separate teacher and codec rows,
+    ``tf_efficientnet_lite1@224px`` beside ``tf_efficientnet_lite1``; sharing the first one's
+    preprocessing would measure the other at the wrong size.
+    """
+    size = (getattr(model, "architecture", None) or {}).get("input_size")
+    return model.teacher.name if size is None else f"{model.teacher.name}@{size}px"
 
 
 def _codecs(specs: Iterable[str], taken: set[str]) -> dict[str, ImageCodec]:
