@@ -46,7 +46,7 @@ def photos(count: int) -> list[Path]:
     """Real photos: the shared tiny16 fixtures when present, else the installed sample photos."""
     found = sorted(TINY16.glob("*.jpg"))
     if not found:
-        from frankensplit.commands.demo import bundled_photos
+        from frankensplit.data import bundled_photos
 
         found = bundled_photos()
     if not found:

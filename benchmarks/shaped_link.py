@@ -116,9 +116,10 @@ def qualities(args: argparse.Namespace) -> dict[str, float]:
     """Codec -> quality: matched to the model's top-1 on an eval result, or given."""
     out: dict[str, float] = {}
     if args.eval:
-        from frankensplit.sim.matching import load_eval, match_model
+        from frankensplit.eval.records import read_results
+        from frankensplit.sim.matching import match_model
 
-        scenario = match_model(load_eval(args.eval), args.eval_model, args.codecs.split(","))
+        scenario = match_model(read_results(args.eval), args.eval_model, args.codecs.split(","))
         for name, m in scenario.codecs.items():
             if m.quality is None:
                 raise ValueError(f"{name}: no quality at the model's top-1 ({m.status})")
@@ -201,8 +202,7 @@ def main() -> None:
 
 def measure(args: argparse.Namespace) -> None:
     from frankensplit.codecs import create_codec
-    from frankensplit.commands.demo import bundled_photos
-    from frankensplit.data import crop_transform, load_image
+    from frankensplit.data import bundled_photos, crop_transform, load_image
     from frankensplit.models.zoo import create_model, default_model_id
     from frankensplit.runtime.client import EdgeClient, post_packet
     from frankensplit.runtime.export import export_bundle

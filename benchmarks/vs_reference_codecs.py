@@ -16,7 +16,6 @@ Not a unit test; ``benchmarks/results.py`` is the same-run comparison.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
@@ -50,9 +49,10 @@ def main() -> int:
     p.add_argument("--baselines", type=Path, default=BASELINES)
     p.add_argument("--plot", type=Path, default=None, help="also write a rate-accuracy PNG here")
     args = p.parse_args()
+    from frankensplit.eval.records import read_results
     from frankensplit.eval.summary import bytes_at_accuracy
 
-    rows = json.loads(args.results.read_text())["rows"]
+    rows = read_results(args.results)["rows"]
     teacher = [r for r in rows if r["method"] == "teacher"]
     fs = sorted((r for r in rows if r["method"] == "frankensplit"), key=lambda r: r["bytes"])
     if not fs:

@@ -1,6 +1,7 @@
 """The ``frankensplit`` command line: one thin sub-command per concern.
 
-Each sub-command lives next to the library code it drives, in a module exposing::
+Each sub-command is a module of :mod:`frankensplit.commands` (``train`` and the runtime's
+``export``, ``client``, ``serve`` still live beside their package) exposing::
 
     HELP: str                                 # one line for ``frankensplit --help``
     def configure(parser: ArgumentParser) -> None
@@ -28,13 +29,13 @@ COMMANDS: dict[str, str] = {
     "decode": "frankensplit.commands.decode",
     "demo": "frankensplit.commands.demo",
     "train": "frankensplit.train.command",
-    "saliency": "frankensplit.saliency.command",
-    "eval": "frankensplit.eval.command",
+    "saliency": "frankensplit.commands.saliency",
+    "eval": "frankensplit.commands.eval",
     "export": "frankensplit.runtime.export_command",
     "client": "frankensplit.runtime.client_command",
     "serve": "frankensplit.runtime.serve_command",
-    "profile": "frankensplit.sim.profile_command",
-    "simulate": "frankensplit.sim.simulate_command",
+    "profile": "frankensplit.commands.profile",
+    "simulate": "frankensplit.commands.simulate",
 }
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from frankensplit.codecs import parse_qualities
 from frankensplit.eval import (
     RECORD_FIELDS,
     RECORDS_FILE,
@@ -25,7 +26,6 @@ from frankensplit.eval import (
     run_eval,
     summarize,
 )
-from frankensplit.eval.command import parse_qualities
 from frankensplit.eval.report import summary_markdown
 from frankensplit.models.split import FrankenSplit
 

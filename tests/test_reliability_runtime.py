@@ -26,7 +26,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 
 from frankensplit import bitstream
-from frankensplit.commands.demo import bundled_photos
+from frankensplit.data import bundled_photos
 from frankensplit.data.transforms import load_image, make_transform
 from frankensplit.models.zoo import (
     MODELS,

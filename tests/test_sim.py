@@ -250,7 +250,7 @@ def test_shaper_rejects_bad_settings(sink) -> None:
 
 @pytest.fixture(scope="module")
 def profile_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from frankensplit.commands.demo import bundled_photos
+    from frankensplit.data import bundled_photos
 
     photos = bundled_photos()
     if not photos:

@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 
-from frankensplit.commands.demo import bundled_photos
+from frankensplit.data import bundled_photos
 from frankensplit.data.transforms import load_image, make_transform
 from frankensplit.runtime.client import post_packet
 from frankensplit.runtime.connections import ConnectionLimits

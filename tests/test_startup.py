@@ -90,8 +90,10 @@ def test_simulate_runs_where_torch_cannot_be_imported():
     """``simulate`` prices a profile and byte counts: its whole run imports no torch."""
     code = BLOCKER + """
 import importlib
-for name in ("simulate_command", "latency", "links", "matching", "profile", "report", "simulate"):
-    importlib.import_module(f"frankensplit.sim.{name}")  # what simulate_command.run imports
+importlib.import_module("frankensplit.commands.simulate")
+importlib.import_module("frankensplit.eval.records")  # what commands.simulate.run imports
+for name in ("latency", "links", "matching", "profile", "report", "simulate"):
+    importlib.import_module(f"frankensplit.sim.{name}")
 print("ok")
 """
     out = _python(code)

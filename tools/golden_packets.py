@@ -43,7 +43,7 @@ def shipped_models() -> list[str]:
 
 def photos() -> list[Path]:
     """The photos the packets are written for: the first two bundled ones."""
-    from frankensplit.commands.demo import bundled_photos
+    from frankensplit.data import bundled_photos
 
     found = bundled_photos()[:PHOTOS]
     if len(found) < PHOTOS:

@@ -22,10 +22,13 @@ Example::
 
 from frankensplit.codecs.base import (
     CODECS,
+    DEFAULT_CODECS,
     CodecUnavailableError,
     ImageCodec,
     available_codecs,
     create_codec,
+    parse_codecs,
+    parse_qualities,
 )
 from frankensplit.codecs.jxl import JpegXLCodec
 from frankensplit.codecs.learned import LearnedImageCodec, load_image_codec
@@ -41,6 +44,7 @@ from frankensplit.codecs.pillow import PillowCodec
 
 __all__ = [
     "CODECS",
+    "DEFAULT_CODECS",
     "CodecUnavailableError",
     "Coded",
     "ImageCodec",
@@ -54,5 +58,7 @@ __all__ = [
     "encode_decode_timed",
     "load_image_codec",
     "measure",
+    "parse_codecs",
+    "parse_qualities",
     "psnr",
 ]

@@ -1,1 +1,4 @@
-"""Core CLI sub-commands (models, info, encode, decode, demo); see ``frankensplit.cli``."""
+"""The CLI sub-commands, each a thin ``run(args)`` over library calls; see ``frankensplit.cli``.
+
+Library packages never import this package.
+"""

@@ -23,34 +23,9 @@ from typing import Any
 
 from frankensplit.commands._common import add_model_args, load_model
 
-__all__ = ["BUNDLED_PHOTOS", "HELP", "bundled_photos", "configure", "run"]
+__all__ = ["HELP", "configure", "run"]
 
 HELP = "run the split pipeline on real photos and compare bytes with JPEG/WebP"
-
-#: (package, path inside it) of the photos the demo uses when no --images is given.
-BUNDLED_PHOTOS = (
-    ("skimage", "data/chelsea.png"),
-    ("skimage", "data/coffee.png"),
-    ("skimage", "data/astronaut.png"),
-    ("skimage", "data/rocket.jpg"),
-    ("skimage", "data/motorcycle_left.png"),
-    ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
-)
-
-
-def bundled_photos() -> list[Path]:
-    """Paths of the photos shipped by installed packages (those whose package is installed)."""
-    import importlib.util
-
-    found = []
-    for package, rel in BUNDLED_PHOTOS:
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
-            continue
-        path = Path(next(iter(spec.submodule_search_locations))) / rel
-        if path.is_file():
-            found.append(path)
-    return found
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -139,8 +114,8 @@ def _rate_curve(args: argparse.Namespace, teacher: str) -> list[Any]:
 
 def _run_dataset(args: argparse.Namespace) -> int:
     """``--data``: the full ``frankensplit eval`` comparison on a labelled dataset."""
+    from frankensplit.codecs import parse_codecs
     from frankensplit.eval import load_dataset, run_eval
-    from frankensplit.eval.command import parse_codecs
 
     codecs, skipped = parse_codecs(args.codecs)
     if skipped:
@@ -158,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the pipeline on the photos (or ``--data``), print the table, write the plot."""
     import torch
 
-    from frankensplit.data import find_images
+    from frankensplit.data import bundled_photos, find_images
     from frankensplit.eval import run_eval
 
     threads = args.threads if args.threads is not None else (1 if args.data else None)

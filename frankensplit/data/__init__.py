@@ -6,6 +6,7 @@ from frankensplit._lazy import lazy_exports
 _EXPORTS = {
     "frankensplit.data.datasets": ("IMAGE_SUFFIXES", "ImageDataset", "find_images",
         "read_labels_csv"),
+    "frankensplit.data.photos": ("BUNDLED_PHOTOS", "bundled_photos"),
     "frankensplit.data.transforms": ("crop_transform", "load_image", "make_transform",
         "normalize_batch", "normalize_transform"),
 }

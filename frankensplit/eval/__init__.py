@@ -17,9 +17,8 @@ from frankensplit._lazy import lazy_exports
 #: module of each public name, imported on first use (`frankensplit --help` imports no torch).
 _EXPORTS = {
     "frankensplit.eval.aggregate": ("aggregate", "curves", "summarize"),
-    "frankensplit.eval.pipeline": ("DEFAULT_CODECS", "RECORDS_FILE", "EvalResult", "load_dataset",
-        "run_eval"),
-    "frankensplit.eval.records": ("RecordLog", "read_records"),
+    "frankensplit.eval.pipeline": ("RECORDS_FILE", "EvalResult", "load_dataset", "run_eval"),
+    "frankensplit.eval.records": ("RecordLog", "read_records", "read_results"),
     "frankensplit.eval.schema": ("FRANKENSPLIT_METHOD", "RECORD_FIELDS", "SCHEMA",
         "TEACHER_METHOD"),
     "frankensplit.eval.runner": ("OperatingPoint", "evaluate", "plan"),

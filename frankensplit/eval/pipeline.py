@@ -14,16 +14,14 @@ from typing import Any
 
 import torch
 
+from frankensplit.codecs.base import DEFAULT_CODECS
 from frankensplit.eval.aggregate import aggregate, summarize
 from frankensplit.eval.records import RecordLog, read_records
 from frankensplit.eval.report import write_report
 from frankensplit.eval.runner import evaluate
 from frankensplit.models.split import FrankenSplit
 
-__all__ = ["DEFAULT_CODECS", "RECORDS_FILE", "EvalResult", "load_dataset", "run_eval"]
-
-#: The standard codecs compared by default (those of shared/BASELINES.md).
-DEFAULT_CODECS = ("jpeg", "webp", "avif", "jxl")
+__all__ = ["RECORDS_FILE", "EvalResult", "load_dataset", "run_eval"]
 
 #: Name of the per-image record log inside the output folder.
 RECORDS_FILE = "records.jsonl"
@@ -100,7 +98,7 @@ def run_eval(
         labels: label per file, -1 when unknown (then accuracy is agreement with the teacher).
         out: output folder; the record log ``records.jsonl`` lives there too.
         codecs: codec name (or ``NAME:SOURCE``) -> qualities (None: its default sweep); default
-            :data:`DEFAULT_CODECS`
+            :data:`~frankensplit.codecs.DEFAULT_CODECS`
             at their default sweeps. An empty mapping compares FrankenSplit with the teacher only.
         data: description of the data source, written into the results.
         resume: continue the record log in ``out``, measuring only what it lacks.

@@ -1,10 +1,11 @@
-"""The per-image record log (JSONL): what makes an evaluation interruptible and resumable.
+"""The per-image record log (JSONL) that makes an evaluation resumable, and reading results back.
 
 Every finished (operating point, image) pair is one line, appended and flushed at once; the final
 aggregation reads nothing but this file. An interrupted run therefore loses at most the image in
 flight, and ``resume=True`` skips every pair already logged. A half-written last line (the process
 was killed mid-write) is dropped when the log is reopened; a damaged line anywhere else is an error,
-because silently skipping it would bias the averages.
+because silently skipping it would bias the averages. :func:`read_results` reads a finished
+evaluation's ``results.json`` (``frankensplit simulate``, the benchmarks).
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from frankensplit.eval.schema import RECORD_FIELDS
+from frankensplit.eval.schema import RECORD_FIELDS, RESULTS_VERSION
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs Python 3.11
 
-__all__ = ["Key", "RecordLog", "read_records", "record_key"]
+__all__ = ["Key", "RecordLog", "read_records", "read_results", "record_key"]
 
 #: (teacher, method, setting, index): identifies one record.
 Key = tuple[str, str, str, int]
@@ -28,6 +29,26 @@ Key = tuple[str, str, str, int]
 def record_key(record: dict[str, Any]) -> Key:
     """The identity of a record."""
     return (record["teacher"], record["method"], record["setting"], int(record["index"]))
+
+
+def read_results(path: str | Path) -> dict[str, Any]:
+    """Read a ``frankensplit eval`` results.json (or the folder holding it).
+
+    Raises:
+        ValueError: not JSON, another results version, or no rows.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    try:
+        results = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not JSON: {e}") from None
+    if not isinstance(results, dict) or results.get("version") != RESULTS_VERSION:
+        raise ValueError(f"{path} is not a results.json of version {RESULTS_VERSION}")
+    if not results.get("rows"):
+        raise ValueError(f"{path} has no result rows")
+    return results
 
 
 def read_records(path: str | Path) -> Iterator[dict[str, Any]]:

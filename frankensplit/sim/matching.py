@@ -17,18 +17,16 @@ A target a curve does not cover gives no bytes, and the reason (``coverage``) is
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from frankensplit.eval.schema import FRANKENSPLIT_METHOD, RESULTS_VERSION, TEACHER_METHOD
+from frankensplit.eval.schema import FRANKENSPLIT_METHOD, TEACHER_METHOD
 from frankensplit.eval.summary import bytes_at_accuracy, coverage
 
-__all__ = ["Matched", "Scenario", "given_scenario", "load_eval", "match_model", "match_within",
-           "parse_bytes", "parse_match"]
+__all__ = ["Matched", "Scenario", "given_scenario", "match_model", "match_within", "parse_bytes",
+           "parse_match"]
 
 Row = dict[str, Any]
 
@@ -63,26 +61,6 @@ class Scenario:
     frankensplit: Matched
     codecs: dict[str, Matched]
     notes: list[str] = field(default_factory=list)
-
-
-def load_eval(path: str | Path) -> dict[str, Any]:
-    """Read a ``frankensplit eval`` results.json (or the folder holding it).
-
-    Raises:
-        ValueError: not JSON, another results version, or no rows.
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "results.json"
-    try:
-        results = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not JSON: {e}") from None
-    if not isinstance(results, dict) or results.get("version") != RESULTS_VERSION:
-        raise ValueError(f"{path} is not a results.json of version {RESULTS_VERSION}")
-    if not results.get("rows"):
-        raise ValueError(f"{path} has no result rows")
-    return results
 
 
 def _fs_row(rows: Sequence[Row], model_id: str | None) -> Row:

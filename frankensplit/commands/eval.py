@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 
-__all__ = ["HELP", "configure", "parse_codecs", "parse_qualities", "run"]
+__all__ = ["HELP", "configure", "run"]
 
 HELP = "rate-accuracy evaluation: FrankenSplit models vs standard codecs, real bytes"
 
@@ -50,79 +49,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def parse_codecs(text: str | None) -> tuple[list[str], list[str]]:
-    """Codec names from ``--codecs``.
-
-    Returns:
-        (codecs to use, default codecs skipped because their library is missing here). Only the
-        default list skips; a codec named explicitly must be available.
-
-    Raises:
-        ValueError: an unknown or (explicitly named) unavailable codec.
-    """
-    from frankensplit.codecs import CodecUnavailableError, create_codec
-    from frankensplit.eval.pipeline import DEFAULT_CODECS
-
-    if text is not None:
-        names = [c.strip() for c in text.split(",") if c.strip()]
-        if names == ["none"]:
-            return [], []
-        for name in names:
-            create_codec(name)
-        return names, []
-    use, skipped = [], []
-    for name in DEFAULT_CODECS:
-        try:
-            create_codec(name)
-            use.append(name)
-        except CodecUnavailableError:
-            skipped.append(name)
-    return use, skipped
-
-
-def _numbers(text: str, what: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise ValueError(
-            f"qualities {what} must be numbers separated by commas, got {text!r}"
-        ) from None
-    if not values:
-        raise ValueError(f"qualities {what} are empty")
-    return values
-
-
-def parse_qualities(specs: Sequence[str], codecs: Sequence[str]) -> dict[str, tuple | None]:
-    """``{codec: qualities or None}`` from ``--qualities`` values.
-
-    Args:
-        specs: each ``"Q1,Q2"`` (every codec) or ``"codec=Q1,Q2"`` (that codec; wins over the
-            former). A codec given as ``NAME:SOURCE`` may be named by ``NAME`` alone.
-        codecs: the codecs of the run.
-
-    Raises:
-        ValueError: a spec for a codec not in the run, or values that are not numbers.
-    """
-    out: dict[str, tuple | None] = {c: None for c in codecs}
-    specific: dict[str, tuple] = {}
-    for spec in specs:
-        name, sep, values = spec.partition("=")
-        if not sep:
-            out = {c: _numbers(spec, "for every codec") for c in codecs}
-            continue
-        name = name.strip()
-        if name not in out:  # NAME for a NAME:SOURCE codec
-            name = next((c for c in codecs if c.partition(":")[0] == name), name)
-        if name not in out:
-            raise ValueError(f"--qualities names codec {name!r}, not among {list(codecs)}")
-        specific[name] = _numbers(values, f"of {name}")
-    return {**out, **specific}
-
-
 def run(args: argparse.Namespace) -> int:
     """Load the models, measure, write the result files, print the summary."""
     import torch
 
+    from frankensplit.codecs import parse_codecs, parse_qualities
     from frankensplit.commands._common import untrained_note
     from frankensplit.eval.pipeline import load_dataset, run_eval
     from frankensplit.models.zoo import create_model, default_model_id

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from frankensplit.commands._common import add_model_args, load_model
+
 __all__ = ["HELP", "configure", "parse_threads", "run"]
 
 HELP = "measure edge, server and codec compute times on this machine (a device profile JSON)"
@@ -19,8 +21,6 @@ HELP = "measure edge, server and codec compute times on this machine (a device p
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the sub-command's arguments."""
-    from frankensplit.commands._common import add_model_args
-
     add_model_args(parser)
     parser.add_argument("--images", default=None,
                         help="folder of photos (default: those shipped with scikit-image)")
@@ -58,7 +58,7 @@ def parse_threads(text: str) -> list[int]:
 
 
 def _codecs(args: argparse.Namespace) -> dict[str, tuple[float, ...]]:
-    from frankensplit.eval.command import parse_codecs, parse_qualities
+    from frankensplit.codecs import parse_codecs, parse_qualities
     from frankensplit.sim.measure import PROFILE_QUALITIES
 
     names, _ = parse_codecs(args.codecs)  # default: those of jpeg, webp, avif, jxl available
@@ -75,8 +75,7 @@ def _codecs(args: argparse.Namespace) -> dict[str, tuple[float, ...]]:
 
 
 def _images(args: argparse.Namespace) -> list:
-    from frankensplit.commands.demo import bundled_photos
-    from frankensplit.data import find_images
+    from frankensplit.data import bundled_photos, find_images
 
     images = find_images(args.images) if args.images else bundled_photos()
     if args.limit is not None:
@@ -92,7 +91,6 @@ def run(args: argparse.Namespace) -> int:
     """Measure, write the JSON, print the table."""
     import torch
 
-    from frankensplit.commands._common import load_model
     from frankensplit.sim.measure import measure_profile
     from frankensplit.sim.profile import format_profile, write_profile
 

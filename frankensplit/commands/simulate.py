@@ -58,12 +58,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _scenarios(args: argparse.Namespace, profile: dict) -> list:
+    from frankensplit.eval.records import read_results
     from frankensplit.sim import matching
 
     codecs = [c.strip() for c in args.codecs.split(",") if c.strip()] if args.codecs else None
     scenarios = []
     if args.eval:
-        results = matching.load_eval(args.eval)
+        results = read_results(args.eval)
         for mode, points in matching.parse_match(args.match):
             if mode == "model":
                 scenarios.append(matching.match_model(results, args.model, codecs))
