@@ -1,10 +1,11 @@
 # The two set-up commands of the README. Each creates .venv on first use (pip, Python 3.10+).
 #   make demo   -> the main job: `frankensplit demo` on its embedded defaults
-#   make test   -> the test suite (what .ci/run calls)
+#   make test   -> ruff, then the test suite (what .ci/run calls)
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-stamp
+LINT    = $(VENV)/bin/ruff check frankensplit tests benchmarks tools
 export HF_HUB_OFFLINE = 1
 
 .PHONY: demo test venv lint results mutants
@@ -21,10 +22,11 @@ demo: $(STAMP)
 	$(VENV)/bin/frankensplit demo
 
 test: $(STAMP)
+	$(LINT)
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check frankensplit tests benchmarks
+	$(LINT)
 
 # Regenerate the README's results table and plot (needs ../shared/data and trained zoo models).
 results: $(STAMP)
