@@ -123,6 +123,13 @@ class TrainConfig:
             student logits)`` per image through the frozen tail (T = 1); 0 is the paper's
             objective. Scaled by the feature size so that kappa compares with the per-element
             squared error of the distortion. Our extension, not FrankenSplit's (objective "head").
+        train_tail: Entropic Student's second stage (Matsubara et al., WACV 2022): g_s and a
+            trainable copy of the teacher's tail (the model's own tail, stored in its codec file;
+            the teacher stays untouched for the reference rows) fine-tuned to the teacher's
+            logits, ``KL(teacher || student)`` per image at T = 1, instead of the head
+            distortion. Labels are not used (the training pool is unlabelled; the paper adds
+            cross-entropy). Needs g_a and the entropy model frozen: the bitstream stays the
+            first stage's. Tail batch norms keep the teacher's statistics (eval mode).
         channel_norm: weight the distortion per channel by the inverse variance of the teacher's
             features (mean weight 1; estimated once from 64 training images). Our extension.
         channels_last: run g_s in channels_last memory format while training on CPU (oneDNN's
@@ -160,6 +167,7 @@ class TrainConfig:
     kd_weight: float = 0.0
     channel_norm: bool = False
     channels_last: bool = True
+    train_tail: bool = False
 
     def validate(self) -> None:
         """Check values that the types alone do not."""
@@ -187,6 +195,11 @@ class TrainConfig:
             raise ValueError(f"freeze: unknown parts {sorted(bad)}; expected g_a, entropy, g_s")
         if {"g_a", "entropy", "g_s"} <= set(self.freeze):
             raise ValueError("freeze: g_a, entropy and g_s are all frozen, nothing would train")
+        if self.train_tail and not {"g_a", "entropy"} <= set(self.freeze):
+            raise ValueError("train_tail (Entropic Student's second stage) needs g_a and entropy "
+                             "frozen: freeze: [g_a, entropy]")
+        if self.train_tail and "g_s" in self.freeze:
+            raise ValueError("train_tail fine-tunes g_s with the tail: do not freeze g_s")
         if self.init_g_s and not self.init_codec:
             raise ValueError("init_g_s needs init_codec (the codec whose g_s to start from)")
         if (self.input_size is None) != (self.crop_pct is None):

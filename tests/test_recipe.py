@@ -140,3 +140,48 @@ def test_channels_last_g_s_computes_the_same_loss(tmp_path, one_thread):
         run.model.eval()  # rounding, not noise: the same y_hat in both
         losses.append(_step(run, (x, torch.zeros(2), torch.zeros(2)))["loss"])
     assert torch.allclose(losses[0], losses[1], rtol=1e-4)
+
+
+#: Entropic Student on lite0 (stride-4 split), as configs/es_lite0_cpu.yaml builds it.
+ES = ["encoder=entropic_student", "decoder=entropic_student", "split_reduction=4",
+      "latent_channels=24", "model_id=es-test-l{lmbda}"]
+
+
+def test_entropic_student_second_stage_trains_decoder_and_own_tail_only(tmp_path):
+    from safetensors.torch import load_file
+
+    from frankensplit.models.zoo import build_model, save_codec
+
+    stage1 = build_model("es-test-l2", "tf_efficientnet_lite0", "entropic_student",
+                         latent_channels=24, teacher_weights="offline", decoder="entropic_student",
+                         split_reduction=4)
+    save_codec(stage1, tmp_path / "stage1.safetensors")
+    with pytest.raises(ValueError, match="needs g_a and entropy frozen"):
+        load_config(None, [*TINY, *ES, "train_tail=true"]).validate()
+    cfg = load_config(None, [*TINY, *ES, "train_tail=true", "freeze=[g_a, entropy]",
+                             f"init_codec={tmp_path / 'stage1.safetensors'}"])
+    train(cfg, tmp_path / "run", progress=False)
+    src = load_file(tmp_path / "stage1.safetensors")
+    out = load_file(tmp_path / "run/lmbda-2/last.safetensors")
+    frozen = [k for k in src if k.split(".")[0] in ("g_a", "entropy")]
+    assert frozen and all(torch.equal(out[k], src[k]) for k in frozen)
+    assert any(not torch.equal(out[k], src[k]) for k in src if k.startswith("g_s."))
+    teacher_tail = {"tail." + k: v for k, v in stage1.teacher.tail.state_dict().items()}
+    tail = [k for k in out if k.startswith("tail.")]
+    assert sorted(tail) == sorted(teacher_tail)  # the whole tail is stored, nothing else
+    assert any(not torch.equal(out[k], teacher_tail[k]) for k in tail
+               if out[k].is_floating_point() and "running_" not in k)
+    # BN statistics stay the teacher's: the tail is fine-tuned in eval mode
+    assert all(torch.equal(out[k], teacher_tail[k]) for k in tail if "running_" in k)
+    model = load_model_file(tmp_path / "run/lmbda-2/last.safetensors", teacher_weights="offline")
+    assert model.tail is not None and model.architecture["tail"] == "trained"
+    # the teacher itself is untouched, and the server half decodes through the model's own tail
+    assert all(torch.equal(v, stage1.teacher.tail.state_dict()[k])
+               for k, v in model.teacher.tail.state_dict().items())
+    x = torch.randn(1, 3, 64, 64)
+    packet = model.edge.encode(x)[0]
+    y_hat = model.server.decode_latent([packet])
+    with torch.no_grad():
+        assert torch.allclose(model.server.decode([packet]), model.classify(model.g_s(y_hat)))
+        assert not torch.allclose(model.classify(model.g_s(y_hat)),
+                                  model.teacher.tail(model.g_s(y_hat)))

@@ -56,12 +56,14 @@ class ServerPart(nn.Module):
     """What runs on the server: entropy decoder, blueprint decoder g_s and the frozen teacher tail.
 
     Args:
-        model_id: packets carrying another id are rejected.
+        model_id: the model's own id (the decoder's: what a server labels its answers with).
         entropy: the entropy model with the same CDF tables as the edge.
         g_s: the blueprint decoder.
         tail: the unmodified teacher tail.
         limits: wire-format limits applied to every packet (default: latents of inputs up to
             512x512, i.e. C x 64 x 64 symbols).
+        encoder_id: the id the packets it decodes carry; packets carrying another are rejected
+            (None: ``model_id``; encoder reuse: the source model's, see `FrankenSplit.encoder_id`).
     """
 
     def __init__(
@@ -71,9 +73,11 @@ class ServerPart(nn.Module):
         g_s: nn.Module,
         tail: nn.Module,
         limits: bitstream.Limits | None = None,
+        encoder_id: str | None = None,
     ) -> None:
         super().__init__()
         self.model_id = model_id
+        self.encoder_id = model_id if encoder_id is None else encoder_id
         self.entropy = entropy
         self.g_s = g_s
         self.tail = tail
@@ -91,9 +95,10 @@ class ServerPart(nn.Module):
             bitstream.BitstreamError: malformed packet, or one for another model / latent size.
         """
         packet = bitstream.unpack(data, self.limits)
-        if packet.model_id != self.model_id:
+        if packet.model_id != self.encoder_id:
             raise bitstream.CorruptError(
-                f"packet is for model {packet.model_id!r}, this server part is {self.model_id!r}"
+                f"packet is for model {packet.model_id!r}, this server part decodes "
+                f"{self.encoder_id!r}"
             )
         if packet.shape[0] != self.entropy.channels:
             raise bitstream.CorruptError(
@@ -130,8 +135,9 @@ class FrankenSplit(nn.Module):
         g_s: blueprint decoder producing the teacher's features at the split.
         teacher: the split backbone (frozen; its head gives the distillation target h).
         architecture: the registry ids it was built from (teacher, encoder, entropy,
-            latent_channels, decoder, split_reduction), as plain data; written into saved codec
-            files so that a file alone rebuilds its model (``zoo.build_model`` fills it in).
+            latent_channels, decoder, split_reduction; input_size, crop_pct and reuses when
+            set), as plain data; written into saved codec files so that a file alone rebuilds
+            its model (``zoo.build_model`` fills it in).
     """
 
     def __init__(
@@ -142,6 +148,7 @@ class FrankenSplit(nn.Module):
         g_s: nn.Module,
         teacher: SplitBackbone,
         architecture: Mapping[str, Any] | None = None,
+        tail: nn.Module | None = None,
     ) -> None:
         super().__init__()
         bitstream.Packet(model_id, (1, 1, 1), b"")  # validates the id with the wire format's rules
@@ -151,6 +158,25 @@ class FrankenSplit(nn.Module):
         self.g_s = g_s
         self.teacher = teacher
         self.architecture = dict(architecture or {})
+        # A tail of its own (Entropic Student's second stage fine-tunes a copy of the teacher's),
+        # or None: the unmodified teacher tail, FrankenSplit's. The teacher itself never changes,
+        # so the uncompressed reference stays the real teacher.
+        self.tail = tail
+
+    def classify(self, h_hat: Tensor) -> Tensor:
+        """Logits of decoded features: through the model's own tail, else the teacher's."""
+        return (self.teacher.tail if self.tail is None else self.tail)(h_hat)
+
+    @property
+    def encoder_id(self) -> str:
+        """The id its packets carry: its own, or under encoder reuse its source model's.
+
+        A reuse model (``architecture["reuses"]``) runs its source's g_a and entropy model, so
+        its edge writes exactly the source's packets, id included, and one packet can be sent to
+        any server decoder of that encoder (`frankensplit.runtime.service`); the bytes an
+        evaluation counts are then the bytes the device really sends.
+        """
+        return str(self.architecture.get("reuses") or self.model_id)
 
     @property
     def method(self) -> str:
@@ -176,11 +202,15 @@ class FrankenSplit(nn.Module):
     def train(self, mode: bool = True) -> FrankenSplit:
         super().train(mode)
         self.teacher.eval()  # the teacher never leaves eval mode
+        if self.tail is not None:
+            self.tail.eval()  # fine-tuned on the teacher's batch statistics, as in deployment
         return self
 
     def codec_parameters(self) -> list[nn.Parameter]:
-        """The trainable parameters: encoder, entropy model and blueprint (never the teacher)."""
-        return [*self.g_a.parameters(), *self.entropy.parameters(), *self.g_s.parameters()]
+        """The trainable parameters: encoder, entropy model, blueprint and an own tail (never the
+        teacher)."""
+        own = [] if self.tail is None else list(self.tail.parameters())
+        return [*self.g_a.parameters(), *self.entropy.parameters(), *self.g_s.parameters(), *own]
 
     def aux_loss(self) -> Tensor:
         """The entropy model's auxiliary quantile loss."""
@@ -192,13 +222,14 @@ class FrankenSplit(nn.Module):
 
     @property
     def edge(self) -> EdgePart:
-        """The device half (shares parameters with this model)."""
-        return EdgePart(self.model_id, self.g_a, self.entropy)
+        """The device half (shares parameters with this model); packets carry `encoder_id`."""
+        return EdgePart(self.encoder_id, self.g_a, self.entropy)
 
     @property
     def server(self) -> ServerPart:
-        """The server half (shares parameters with this model)."""
-        return ServerPart(self.model_id, self.entropy, self.g_s, self.teacher.tail)
+        """The server half (shares parameters with this model): decodes `encoder_id`'s packets."""
+        tail = self.teacher.tail if self.tail is None else self.tail
+        return ServerPart(self.model_id, self.entropy, self.g_s, tail, encoder_id=self.encoder_id)
 
     def estimated_bits(self, x: Tensor) -> Tensor:
         """Estimated bits per image from the eval-mode likelihoods, (N,)."""

@@ -8,6 +8,7 @@ package, timm, or a checkpoint path), never copied into our files.
 
 from __future__ import annotations
 
+import copy
 import json
 import zlib
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from frankensplit import bitstream
 from frankensplit.backbones import SplitBackbone, create_backbone
 from frankensplit.blueprints import create_decoder
 from frankensplit.models.encoder import ENCODERS
@@ -37,6 +39,7 @@ __all__ = [
     "ZOO_DIR",
     "ModelEntry",
     "build_model",
+    "check_reuse",
     "codec_metadata",
     "codec_state",
     "create_model",
@@ -47,6 +50,7 @@ __all__ = [
     "load_codec",
     "load_codec_state",
     "load_model_file",
+    "model_parts",
     "save_codec",
 ]
 
@@ -64,6 +68,8 @@ def build_model(
     split_reduction: int | None = None,
     input_size: int | None = None,
     crop_pct: float | None = None,
+    reuses: str | None = None,
+    trained_tail: bool = False,
 ) -> FrankenSplit:
     """Assemble a split model with codec weights seeded from the model id.
 
@@ -85,11 +91,23 @@ def build_model(
             images, so its tail runs on the 28 x 28 features the one packet holds (a CNN tail
             ends in global pooling and takes any size; resampling features to 30 x 30 would
             add nothing the packet does not hold).
+        trained_tail: give the model a trainable copy of the teacher's tail, stored in its codec
+            file (Entropic Student's second stage; ``TrainConfig.train_tail``).
+        reuses: id of the model whose g_a and entropy model this one runs (encoder reuse):
+            its packets carry that id (`FrankenSplit.encoder_id`). Recorded only; the weights are
+            the caller's to load (``load_codec_state(..., parts=("g_a", "entropy"))``), and
+            `create_model` / `load_model_file` check them against a shipped source.
 
     Raises:
-        ValueError: unknown ids, a given backbone split elsewhere than ``split_reduction``, or an
-            encoder whose latent stride is not the one the decoder takes.
+        ValueError: unknown ids, a given backbone split elsewhere than ``split_reduction``, an
+            encoder whose latent stride is not the one the decoder takes, or ``reuses`` that is
+            not a packet id or is the model's own id.
     """
+    if reuses is not None:
+        bitstream.Packet(reuses, (1, 1, 1), b"")  # the id packets will carry: wire-format rules
+        if reuses == model_id:
+            raise ValueError(f"model {model_id!r} cannot reuse itself; reuses=None is its own "
+                             "encoder")
     if isinstance(teacher, SplitBackbone):
         backbone = teacher
         if split_reduction is not None and backbone.spec.reduction != split_reduction:
@@ -118,7 +136,13 @@ def build_model(
                     "split_reduction": split_reduction}
     if input_size is not None:  # recorded only when set: older files keep their exact metadata
         architecture.update(input_size=input_size, crop_pct=crop_pct)
-    return FrankenSplit(model_id, g_a, em, g_s, backbone, architecture)
+    if reuses is not None:  # likewise
+        architecture["reuses"] = reuses
+    tail = None
+    if trained_tail:
+        tail = copy.deepcopy(backbone.tail).requires_grad_(True)
+        architecture["tail"] = "trained"
+    return FrankenSplit(model_id, g_a, em, g_s, backbone, architecture, tail=tail)
 
 
 def save_codec(model: FrankenSplit, path: str | Path, metadata: dict[str, str] | None = None) -> str:
@@ -170,12 +194,20 @@ def _read_codec_file(path: Path, read: Callable[[Any], T]) -> T:
 CODEC_PARTS = ("g_a", "entropy", "g_s")
 
 
+def model_parts(model: FrankenSplit) -> tuple[str, ...]:
+    """The parts a model's codec file holds: ``CODEC_PARTS``, and "tail" for a model with a
+    tail of its own (Entropic Student's second stage)."""
+    return CODEC_PARTS if getattr(model, "tail", None) is None else (*CODEC_PARTS, "tail")
+
+
 def codec_state(model: FrankenSplit) -> dict[str, torch.Tensor]:
-    """The codec's tensors (g_a, entropy model with its CDF tables, g_s), without the teacher."""
+    """The codec's tensors (g_a, entropy model with its CDF tables, g_s, an own tail), without
+    the teacher."""
+    parts = model_parts(model)
     return {
         k: v.detach().contiguous().clone()
         for k, v in model.state_dict().items()
-        if k.split(".", 1)[0] in CODEC_PARTS
+        if k.split(".", 1)[0] in parts
     }
 
 
@@ -194,7 +226,7 @@ def codec_metadata(path: str | Path) -> dict[str, str]:
 def load_codec_state(
     model: FrankenSplit,
     state: dict[str, torch.Tensor],
-    parts: tuple[str, ...] = CODEC_PARTS,
+    parts: tuple[str, ...] | None = None,
     source: str = "state",
 ) -> None:
     """Load the ``parts`` of a codec state into ``model``, strictly for those parts.
@@ -205,9 +237,11 @@ def load_codec_state(
     Raises:
         ValueError: missing or unexpected tensors, or shapes that do not fit.
     """
+    known = model_parts(model)
+    parts = known if parts is None else parts
     for part in parts:
-        if part not in CODEC_PARTS:
-            raise ValueError(f"unknown codec part {part!r}; expected one of {CODEC_PARTS}")
+        if part not in known:
+            raise ValueError(f"unknown codec part {part!r}; expected one of {known}")
         prefix = part + "."
         sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         if not sub:
@@ -216,7 +250,7 @@ def load_codec_state(
             getattr(model, part).load_state_dict(sub, strict=True)
         except (RuntimeError, ValueError) as e:
             raise ValueError(f"{source}: {part} does not fit {model.model_id}: {e}") from e
-    unknown = {k.split(".", 1)[0] for k in state} - set(CODEC_PARTS)
+    unknown = {k.split(".", 1)[0] for k in state} - set(known)
     if unknown:
         raise ValueError(f"{source} holds unexpected tensors under {sorted(unknown)}")
 
@@ -246,7 +280,7 @@ def create_model(
         model_id, entry.teacher, entry.encoder, entry.entropy, entry.latent_channels,
         teacher_weights=teacher_weights, decoder=entry.decoder,
         split_reduction=entry.split_reduction, input_size=entry.input_size,
-        crop_pct=entry.crop_pct,
+        crop_pct=entry.crop_pct, reuses=entry.reuses,
     )
     if codec_weights is not None:
         load_codec(model, codec_weights)
@@ -254,6 +288,7 @@ def create_model(
         load_codec(model, ZOO_DIR / entry.weights, sha256=entry.sha256)
     model.eval()
     model.update(force=codec_weights is None and entry.weights is None)
+    check_reuse(model)
     return model
 
 
@@ -279,6 +314,7 @@ def load_model_file(path: str | Path, teacher_weights: str | Path | None = "auto
             int(arch["latent_channels"]), teacher_weights=teacher_weights,
             decoder=arch["decoder"], split_reduction=arch["split_reduction"],
             input_size=arch.get("input_size"), crop_pct=arch.get("crop_pct"),
+            reuses=arch.get("reuses"), trained_tail=arch.get("tail") == "trained",
         )
     except (KeyError, TypeError, json.JSONDecodeError) as e:
         raise ValueError(f"{path} records no usable architecture ({e!r}); load it into a zoo "
@@ -286,4 +322,32 @@ def load_model_file(path: str | Path, teacher_weights: str | Path | None = "auto
     load_codec(model, path)
     model.eval()
     model.update()  # no-op: the tables were saved with the codec
+    check_reuse(model)
     return model
+
+
+def check_reuse(model: FrankenSplit) -> None:
+    """Check that a reuse model's g_a and entropy model are its source's, tensor for tensor.
+
+    Why: its packets name the source (`FrankenSplit.encoder_id`), and a server decodes them with
+    any decoder of that source; an encoder or CDF table that differs in one value would write
+    packets under the source's id that the source's tables decode into another latent, silently.
+    Checked against the source's shipped weights (a zoo id with a weights file); a source
+    without one (an untrained id, a model known only from its own file) cannot be checked here.
+
+    Raises:
+        ValueError: a tensor of g_a or the entropy model that differs from the source's.
+    """
+    source = model.architecture.get("reuses")
+    if source is None or source not in MODELS or (entry := MODELS.get(source)).weights is None:
+        return
+    path = ZOO_DIR / entry.weights
+    theirs = _read_codec_file(path, lambda f: {k: f.get_tensor(k) for k in f.keys()  # noqa: SIM118
+                                               if k.split(".", 1)[0] in ("g_a", "entropy")})
+    ours = {k: v for k, v in codec_state(model).items() if k.split(".", 1)[0] in ("g_a", "entropy")}
+    differ = sorted(k for k in ours.keys() | theirs.keys()
+                    if k not in ours or k not in theirs or not torch.equal(ours[k], theirs[k]))
+    if differ:
+        raise ValueError(f"model {model.model_id!r} reuses {source!r}, but its {differ[0]} "
+                         f"(and {len(differ) - 1} more tensors) differ from {path.name}'s; "
+                         "load the source's g_a and entropy model into it")

@@ -51,6 +51,9 @@ class ModelEntry:
         input_size: side of the edge encoder's square input when not the teacher's (encoder
             reuse: the source model's), with ``crop_pct`` its centre crop.
         crop_pct: see ``input_size``.
+        reuses: id of the model whose edge encoder and entropy model this one shares (encoder
+            reuse: its packets name that id, and one packet serves every backbone whose
+            decoder reuses it); None: its own. Its ``input_size``/``crop_pct`` are the source's.
     """
 
     model_id: str
@@ -68,6 +71,7 @@ class ModelEntry:
     split_reduction: int | None = None
     input_size: int | None = None
     crop_pct: float | None = None
+    reuses: str | None = None
 
     @property
     def trained(self) -> bool:

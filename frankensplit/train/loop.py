@@ -175,7 +175,8 @@ def _step(run: _Run, batch: tuple) -> dict[str, Tensor]:
     if run.cfg.objective == "image":  # x in [0, 1]; the teacher is not in the loss
         return image_step(run.net, x, run.lmbda)
     dtype = _amp_dtype(run.cfg, device)
-    kd = run.cfg.kd_weight > 0
+    tail = run.cfg.train_tail  # Entropic Student's second stage: output distillation only
+    kd = run.cfg.kd_weight > 0 or tail
     # inference_mode, not no_grad: the teacher's forward skips autograd's version counters and
     # views (about a third of its cost on CPU). Its results are cloned to normal tensors because
     # the losses save them for backward.
@@ -190,7 +191,10 @@ def _step(run: _Run, batch: tuple) -> dict[str, Tensor]:
                           mode="nearest")[:, 0]
     h_hat = out["h_hat"].float()
     parts = rd_loss(h_hat, h, out["likelihoods"], run.lmbda, s, model.teacher.spec.layout, run.c)
-    if kd:  # through the frozen tail: its parameters take no gradient, h_hat does
+    if tail:  # the model's own tail takes gradients; the distortion is only reported
+        parts["kd"] = output_distillation(model.classify(h_hat), teacher_logits.clone())
+        parts["loss"] = parts["kd"]
+    elif kd:  # through the frozen tail: its parameters take no gradient, h_hat does
         kl = output_distillation(model.teacher.tail(h_hat), teacher_logits.clone())
         parts["kd"] = kl
         parts["loss"] = parts["loss"] + run.cfg.kd_weight * h[0].numel() * kl
@@ -441,7 +445,8 @@ def _run_epoch(
         bar.update()
     bar.close()
     elapsed = time.perf_counter() - t0
-    kd = {"kd_nats_per_image": sums["kd"] / images} if run.cfg.kd_weight > 0 else {}
+    kd = ({"kd_nats_per_image": sums["kd"] / images}
+          if run.cfg.kd_weight > 0 or run.cfg.train_tail else {})
     return {
         "loss": sums["loss"] / steps,
         "distortion_per_image": sums["distortion"] / images,

@@ -30,7 +30,7 @@ def _through_codec(
     """(logits through the codec, uncompressed teacher logits, likelihoods, per-image MSE)."""
     out = model(x)
     if isinstance(model, FrankenSplit):  # x is normalised; h_hat feeds the tail
-        return model.teacher.tail(out["h_hat"]), model.teacher(x), out["likelihoods"], None
+        return model.classify(out["h_hat"]), model.teacher(x), out["likelihoods"], None
     config = model.teacher.data_config  # x is RGB in [0, 1]
     x_hat = torch.round(out["x_hat"].clamp(0, 1) * 255) / 255  # (N, 3, H, W), the decoded picture
     mse = (x_hat - x).pow(2).flatten(1).mean(1)  # (N,)
