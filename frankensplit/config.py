@@ -108,6 +108,9 @@ class TrainConfig:
             a new backbone's end-to-end codec: the source decoder's upsampling and feature
             structure transfer, a fresh one first spends its budget learning the features' scale.
         freeze: parts kept frozen ("g_a", "entropy", "g_s"): encoder reuse trains only "g_s".
+        reuses: encoder reuse: id of the model whose frozen g_a and entropy model this one runs
+            (``init_codec``'s), recorded in the codec file; its packets carry that id, so one
+            packet is decodable by every decoder of the encoder (``FrankenSplit.encoder_id``).
         input_size: side of the edge encoder's square input when not the teacher's (encoder
             reuse: the source model's, so that one packet serves every backbone); with
             ``crop_pct``, recorded in the codec file and used by training, eval and serving.
@@ -155,6 +158,7 @@ class TrainConfig:
     init_codec: str | None = None
     init_g_s: bool = False
     freeze: list[str] = field(default_factory=list)
+    reuses: str | None = None
     input_size: int | None = None
     crop_pct: float | None = None
     aux_lr: float = 1e-3
@@ -200,6 +204,10 @@ class TrainConfig:
                              "frozen: freeze: [g_a, entropy]")
         if self.train_tail and "g_s" in self.freeze:
             raise ValueError("train_tail fine-tunes g_s with the tail: do not freeze g_s")
+        if self.reuses is not None and not ({"g_a", "entropy"} <= set(self.freeze)
+                                            and self.init_codec):
+            raise ValueError("reuses needs the source's g_a and entropy model: init_codec and "
+                             "freeze: [g_a, entropy]")
         if self.init_g_s and not self.init_codec:
             raise ValueError("init_g_s needs init_codec (the codec whose g_s to start from)")
         if (self.input_size is None) != (self.crop_pct is None):

@@ -141,7 +141,7 @@ def test_reuse_warm_start_and_the_edge_input_size_reach_the_trained_file(tmp_pat
     cfg = load_config(None, [
         *TINY, "teacher=tf_efficientnet_lite2", "model_id=fs-test.lite2", "stages.0.lr=1.0e-30",
         f"init_codec={tmp_path / 'lite0.safetensors'}", "freeze=[g_a, entropy]", "init_g_s=true",
-        "input_size=224", "crop_pct=0.875",
+        "input_size=224", "crop_pct=0.875", "reuses=fs-lite0-src",
     ])
     train(cfg, tmp_path / "run", progress=False)
     out = load_file(tmp_path / "run/lmbda-2/last.safetensors")
@@ -157,6 +157,9 @@ def test_reuse_warm_start_and_the_edge_input_size_reach_the_trained_file(tmp_pat
     model = load_model_file(tmp_path / "run/lmbda-2/best.safetensors", teacher_weights=None)
     assert model.teacher.data_config["input_size"] == (3, 224, 224)
     assert model.teacher.data_config["crop_pct"] == 0.875
+    assert model.encoder_id == "fs-lite0-src"  # its packets name the source encoder
+    with pytest.raises(ValueError, match="reuses needs the source"):
+        load_config(None, [*TINY, "reuses=fs-lite0-src"]).validate()
     with pytest.raises(ValueError, match="input_size and crop_pct go together"):
         load_config(None, [*TINY, "input_size=224"]).validate()
     with pytest.raises(ValueError, match="init_g_s needs init_codec"):

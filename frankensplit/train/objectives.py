@@ -51,7 +51,7 @@ def build_trainee(cfg: TrainConfig, model_id: str) -> TrainModel:
         model_id, cfg.teacher, cfg.encoder, cfg.entropy, cfg.latent_channels,
         teacher_weights=cfg.teacher_weights, decoder=cfg.decoder,
         split_reduction=cfg.split_reduction, input_size=cfg.input_size, crop_pct=cfg.crop_pct,
-        trained_tail=cfg.train_tail,
+        trained_tail=cfg.train_tail, reuses=cfg.reuses,
     )
 
 
