@@ -168,7 +168,8 @@ class EdgeManifest:
     """``edge/manifest.json``.
 
     Attributes:
-        model_id: id written into every packet.
+        model_id: id written into every packet: the encoder's (for a reuse model, its source's,
+            whose edge bundle this then is).
         bitstream_version: ``frankensplit.bitstream.FORMAT_VERSION`` the packets use.
         preprocess: image -> x.
         latent_channels: channels of y.
@@ -238,6 +239,11 @@ class ServerManifest:
         decoder: ``DECODERS`` id of g_s ("blueprint" for FrankenSplit; bundles written before this
             field existed are FrankenSplit's).
         split_reduction: stride of the teacher's split (None: FrankenSplit's; 4: Entropic Student's).
+        input_size: side of the edge encoder's input when not the teacher's, with ``crop_pct``
+            (encoder reuse: the source's; None: the teacher's own preprocessing).
+        crop_pct: see ``input_size``.
+        reuses: id of the model whose encoder this decoder's packets come from (encoder reuse:
+            the packets, and the edge bundle exported with it, carry that id); None: its own.
     """
 
     model_id: str
@@ -252,6 +258,9 @@ class ServerManifest:
     files: dict[str, str] = field(default_factory=dict)
     decoder: str = "blueprint"
     split_reduction: int | None = None
+    input_size: int | None = None
+    crop_pct: float | None = None
+    reuses: str | None = None
     format: str = SERVER_FORMAT
     bundle_version: int = BUNDLE_VERSION
 

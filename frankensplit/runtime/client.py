@@ -96,15 +96,17 @@ class ServerError(RuntimeError):
         self.attempts = attempts
 
 
-def classify_url(url: str, topk: int) -> str:
-    """The classify endpoint for a server base URL (a URL already ending in it is kept)."""
+def classify_url(url: str, topk: int, backbone: str | None = None) -> str:
+    """The classify endpoint for a server base URL (a URL already ending in it is kept), asking
+    for ``topk`` classes from ``backbone`` (None: the server's default for the packet)."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"server URL must be http(s)://host[:port][/prefix], got {url!r}")
     path = parts.path.rstrip("/")
     if not path.endswith(CLASSIFY_PATH):
         path += CLASSIFY_PATH
-    query = urllib.parse.urlencode({"topk": topk})
+    query = urllib.parse.urlencode({"topk": topk} if backbone is None
+                                   else {"topk": topk, "backbone": backbone})
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, query, ""))
 
 
@@ -203,6 +205,7 @@ class EdgeClient:
         retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, shared safely
         request_id: str | None = None,
         on_retry: RetryCallback | None = None,
+        backbone: str | None = None,
     ) -> dict[str, Any]:
         """Encode ``image`` and POST the packet to a ``frankensplit serve`` server.
 
@@ -216,9 +219,13 @@ class EdgeClient:
             retry: when and how long to retry (`retry.NO_RETRY`: one attempt).
             request_id: ``X-Request-Id`` to send (None: a fresh random one).
             on_retry: called before each retry with (retry number, error, wait in seconds).
+            backbone: which of the server's decoders for this encoder answers: a model id or a
+                teacher's timm name (encoder reuse: one packet, several backbones; None: the
+                encoder's own model). ``GET /v1/models`` lists them per encoder.
 
         Returns:
-            The server's JSON answer (``model_id``, ``predictions``, timings), plus
+            The server's JSON answer (``model_id`` of the decoder, ``encoder_id``, ``backbone``,
+            ``predictions``, timings), plus
             ``packet_bytes``: the size of what was sent, ``request_id``: the id the server
             echoed, and ``attempts``: how many attempts it took.
 
@@ -228,7 +235,8 @@ class EdgeClient:
         """
         packet = self.encode(image)
         result = post_packet(url, packet, topk=topk, token=token, timeout=timeout, cafile=cafile,
-                             retry=retry, request_id=request_id, on_retry=on_retry)
+                             retry=retry, request_id=request_id, on_retry=on_retry,
+                             backbone=backbone)
         result["packet_bytes"] = len(packet)
         return result
 
@@ -260,6 +268,7 @@ def post_packet(
     retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, shared safely
     request_id: str | None = None,
     on_retry: RetryCallback | None = None,
+    backbone: str | None = None,
 ) -> dict[str, Any]:
     """POST one packet to ``url``'s classify endpoint and return the decoded JSON answer.
 
@@ -277,7 +286,7 @@ def post_packet(
     if token:
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(
-        classify_url(url, topk), data=packet, headers=headers, method="POST"
+        classify_url(url, topk, backbone), data=packet, headers=headers, method="POST"
     )
     context = ssl.create_default_context(cafile=str(cafile)) if cafile is not None else None
     attempts = 0

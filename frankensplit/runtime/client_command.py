@@ -31,6 +31,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save", default=None, metavar="DIR",
                         help="also write each packet to DIR/<image stem>.fsb")
     parser.add_argument("--topk", type=int, default=5, help="classes to ask for")
+    parser.add_argument("--backbone", default=None, metavar="ID_OR_TIMM_NAME",
+                        help="which server backbone decodes the packets: a decoder's model id or "
+                             "its teacher's timm name (default: the encoder's own model; "
+                             "GET /v1/models lists them per encoder)")
     parser.add_argument("--token", default=None,
                         help="bearer token (default: $FRANKENSPLIT_TOKEN)")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads")
@@ -66,7 +70,7 @@ def _post_kwargs(args: argparse.Namespace) -> dict:
     from frankensplit.runtime.client import RetryPolicy
 
     return {"topk": args.topk, "token": args.token or os.environ.get("FRANKENSPLIT_TOKEN"),
-            "timeout": args.timeout, "cafile": args.cafile,
+            "timeout": args.timeout, "cafile": args.cafile, "backbone": args.backbone,
             "retry": RetryPolicy(retries=args.retries, deadline_s=args.deadline)}
 
 

@@ -12,6 +12,10 @@ With ``int8=Int8Calibration(folder, images)`` the edge bundle's encoder is a sta
 that graph (``runtime/quantize.py``: ONNX Runtime's ``quantize_static``, QDQ, per-channel weights,
 calibrated on images of ``folder`` with the teacher's preprocessing), checked against the fp32
 graph on calibration images; the manifest records precision, calibration and checksums.
+
+A reuse model (``reuses``: another model's encoder, `FrankenSplit.encoder_id`) exports like any
+other: its server bundle holds its own g_s and names its source, and its edge bundle is its
+source's encoder, tables and preprocessing under the source's id, so its packets are the source's.
 """
 
 from __future__ import annotations
@@ -195,7 +199,7 @@ def export_edge(
         np.save(folder / f"{name}.npy", tables[name].cpu().numpy().astype(dtype), allow_pickle=False)
     files = [encoder_file, *(f"{name}.npy" for name in TABLE_NAMES)]
     manifest = EdgeManifest(
-        model_id=model.model_id,
+        model_id=model.encoder_id,  # a reuse model's edge is its source's: same packets, same id
         bitstream_version=bitstream.FORMAT_VERSION,
         preprocess=preprocess,
         latent_channels=int(y.shape[1]),
@@ -245,6 +249,9 @@ def export_server(
         files={_CODEC_FILE: sha256_file(folder / _CODEC_FILE)},
         decoder=arch["decoder"],
         split_reduction=arch.get("split_reduction"),
+        input_size=arch.get("input_size"),
+        crop_pct=arch.get("crop_pct"),
+        reuses=arch.get("reuses"),
     )
     write_manifest(folder, manifest)
     return manifest

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from frankensplit.models.split import FrankenSplit, ServerPart
-from frankensplit.models.zoo import MODELS, build_model, create_model, load_codec
+from frankensplit.models.zoo import MODELS, build_model, check_reuse, create_model, load_codec
 from frankensplit.runtime.bundle import Preprocess, ServerManifest, read_manifest
 
 __all__ = ["LoadedModel", "load_server_model", "resolve_model_spec", "served_model"]
@@ -24,15 +24,23 @@ class LoadedModel:
     """A model ready to serve.
 
     Attributes:
-        model_id: the id its packets carry.
+        model_id: the model's own id (answers and metrics name it).
         part: entropy decoder, g_s and the teacher tail.
         latent_shape: (C, H, W) of the packets it accepts; others are refused before decoding,
             so a packet cannot make the server run g_s on an arbitrarily large latent.
+        teacher: timm name of the backbone whose tail it runs (None: not known, a bare part);
+            clients may choose a decoder by it (``?backbone=``, `runtime.routing`).
     """
 
     model_id: str
     part: ServerPart
     latent_shape: tuple[int, int, int]
+    teacher: str | None = None
+
+    @property
+    def encoder_id(self) -> str:
+        """The id of the packets it decodes: its own, or a reuse model's source's."""
+        return self.part.encoder_id
 
 
 def served_model(model: FrankenSplit) -> LoadedModel:
@@ -41,7 +49,8 @@ def served_model(model: FrankenSplit) -> LoadedModel:
     with torch.no_grad():
         y = model.g_a(torch.zeros(1, 3, crop, crop))  # (1, C, crop/r, crop/r)
     shape = tuple(int(d) for d in y.shape[1:])
-    return LoadedModel(model.model_id, model.server, shape)  # type: ignore[arg-type]
+    return LoadedModel(model.model_id, model.server, shape,  # type: ignore[arg-type]
+                       model.teacher.name)
 
 
 def resolve_model_spec(spec: str) -> str:
@@ -81,11 +90,13 @@ def load_server_model(spec: str, teacher_weights: str | Path | None = "auto") ->
     model = build_model(
         manifest.model_id, manifest.teacher, manifest.encoder, manifest.entropy,
         manifest.latent_channels, teacher_weights=teacher_weights, decoder=manifest.decoder,
-        split_reduction=manifest.split_reduction,
+        split_reduction=manifest.split_reduction, input_size=manifest.input_size,
+        crop_pct=manifest.crop_pct, reuses=manifest.reuses,
     )
     load_codec(model, folder / manifest.codec_file, sha256=manifest.files.get(manifest.codec_file))
     model.eval()
     model.update()  # no-op: the tables were loaded with the codec
+    check_reuse(model)
     loaded = served_model(model)
     if loaded.latent_shape != manifest.latent_shape:
         raise ValueError(

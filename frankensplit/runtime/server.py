@@ -7,15 +7,21 @@ uploads wait cheaply while one compute thread runs the model; FastAPI documents 
 
 Endpoints:
 
-- ``POST /v1/classify?topk=5``: body = one packet, raw ``application/octet-stream``; the packet's
-  model id selects the model. Answers ``{"model_id", "predictions": [{"index", "name",
-  "probability"}], "decode_ms", ...}``; 400 bad packet, topk or ``X-Request-Id``, 401
-  missing/wrong token, 404 unknown model, 408 body not received within ``body_timeout_s`` (the
-  connection is closed), 413 body over the limit, 503 (with ``Retry-After``) not ready, queue
-  full or too many requests in flight, 504 not answered within ``request_timeout_s``. An ``X-Request-Id`` header (1-128 visible ASCII characters) is echoed
+- ``POST /v1/classify?topk=5&backbone=B``: body = one packet, raw ``application/octet-stream``;
+  the packet's model id names the encoder that wrote it, and ``backbone`` (optional: a decoder's
+  model id or its teacher's timm name) which of that encoder's decoders answers: its own model
+  by default, or a reuse model's other backbone (`runtime.routing`). Answers ``{"model_id" (the
+  decoder), "encoder_id", "backbone" (its teacher), "predictions": [{"index", "name",
+  "probability"}], "decode_ms", ...}``; 400 bad packet, topk, backbone or ``X-Request-Id``, 401
+  missing/wrong token, 404 unknown model (no decoder for the packet's encoder, or no such
+  backbone for it; the message lists what is served), 408 body not received within
+  ``body_timeout_s`` (the connection is closed), 413 body over the limit, 503 (with
+  ``Retry-After``) not ready, queue full or too many requests in flight, 504 not answered within
+  ``request_timeout_s``. An ``X-Request-Id`` header (1-128 visible ASCII characters) is echoed
   on every answer, so a client that retries can match answers to requests exactly; an
   ``X-Attempt`` header (1, 2, ...) ranks retried requests first in a full queue.
-- ``GET /v1/models``: the models served and the latent shapes they accept.
+- ``GET /v1/models``: the models served (id, encoder id, teacher, accepted latent shape), and
+  per encoder id its default and the backbones that decode its packets.
 - ``GET /healthz``: the process answers. ``GET /readyz``: 200 once every model is loaded.
 - ``GET /metrics``: Prometheus (requests by status, latency histogram, bytes received, batch sizes).
 
@@ -64,6 +70,7 @@ REQUEST_ID_HEADER = "X-Request-Id"
 #: The client's attempt number for this request (1, 2, ...): retries rank first in a full queue.
 ATTEMPT_HEADER = "X-Attempt"
 _REQUEST_ID = re.compile(r"[!-~]{1,128}")  # visible ASCII: safe to echo, bounded
+_BACKBONE = re.compile(r"[a-z0-9._-]{1,128}")  # model ids and timm names: safe to echo, bounded
 T = TypeVar("T")
 
 
@@ -148,6 +155,14 @@ def _topk(request: Request, default: int) -> int:
     return int(raw)
 
 
+def _backbone(request: Request) -> str | None:
+    raw = request.query_params.get("backbone")
+    if raw is None or _BACKBONE.fullmatch(raw):
+        return raw
+    raise HTTPError(400, f"backbone must be a model id or timm name (1..128 of a-z 0-9 . _ -), "
+                         f"got {raw[:40]!r}")
+
+
 def _attempt(request: Request) -> int:
     raw = request.headers.get(ATTEMPT_HEADER)
     if raw is None:
@@ -194,7 +209,7 @@ async def classify(request: Request) -> JSONResponse:
         service.in_flight += 1
         admitted = True
         service.metrics.bytes_received.inc(len(body))
-        model, packet = service.parse(body)
+        model, packet = service.parse(body, _backbone(request))
         try:
             topk, attempt = _topk(request, config.default_topk), _attempt(request)
         except HTTPError as e:
@@ -215,14 +230,18 @@ async def classify(request: Request) -> JSONResponse:
 
 
 async def list_models(request: Request) -> JSONResponse:
-    """``GET /v1/models``: ids and accepted latent shapes."""
+    """``GET /v1/models``: the models, and per encoder id the backbones decoding its packets."""
     service: InferenceService = request.app.state.service
     if (denied := _unauthorized(request, service)) is not None:
         return denied
-    return JSONResponse({"models": [
-        {"model_id": m.model_id, "latent_shape": list(m.latent_shape) if m.latent_shape else None}
-        for m in service.models.values()
-    ]})
+    return JSONResponse({
+        "models": [
+            {"model_id": m.model_id, "encoder_id": m.encoder_id, "teacher": m.teacher,
+             "latent_shape": list(m.latent_shape) if m.latent_shape else None}
+            for m in service.models.values()
+        ],
+        "encoders": {e: encoder.describe() for e, encoder in service.encoders.items()},
+    })
 
 
 async def healthz() -> JSONResponse:

@@ -1,7 +1,8 @@
 """The inference service behind the HTTP app: validation, batching, sandboxed decoding, g_s + tail.
 
-Request path: the body is parsed (`bitstream.unpack`, the model's own checks, and the exact latent
-shape the model accepts, so no packet can make it run g_s on a huge latent), then queued for the
+Request path: the body is parsed (`bitstream.unpack`; the packet's encoder id and the request's
+``backbone`` choose the decoder, `runtime.routing`; then that model's own checks and the exact
+latent shape it accepts, so no packet can make it run g_s on a huge latent), then queued for the
 model's `Batcher`. A batch is entropy-decoded in a sandboxed worker process (`runtime.sandbox`:
 compressai's decoder is not memory-safe on forged payloads), then g_s and the teacher tail run on
 one compute thread (torch uses its own intra-op threads inside it). Nothing is kept per client.
@@ -25,6 +26,12 @@ from frankensplit.models.split import ServerPart
 from frankensplit.runtime.batching import Batcher, QueueFullError
 from frankensplit.runtime.loading import LoadedModel
 from frankensplit.runtime.metrics import ServerMetrics
+from frankensplit.runtime.routing import (
+    AmbiguousBackboneError,
+    Encoder,
+    UnknownBackboneError,
+    group_by_encoder,
+)
 from frankensplit.runtime.sandbox import SandboxedDecoder
 
 __all__ = ["HTTPError", "InferenceService", "ServerConfig", "loaded_models"]
@@ -171,6 +178,7 @@ class InferenceService:
         for name in _PUBLISHED_LIMITS:
             self.metrics.limits.labels(name).set(getattr(config, name))
         self.models: dict[str, LoadedModel] = {}
+        self.encoders: dict[str, Encoder] = {}  # encoder id (what packets name) -> its decoders
         self.batchers: dict[str, Batcher] = {}
         self.names: dict[str, list[str] | None] = {}
         self.sandbox: SandboxedDecoder | None = None
@@ -187,8 +195,9 @@ class InferenceService:
         loop = asyncio.get_running_loop()
         try:
             models = await loop.run_in_executor(self.compute, lambda: list(loader()))
+            encoders = group_by_encoder(models)  # one set of tables per encoder, checked
             if self.config.isolate_decoder:
-                tables = {m.model_id: _tables(m.part) for m in models}
+                tables = {e: _tables(d.decoders[0].part) for e, d in encoders.items()}
                 self.sandbox = SandboxedDecoder(tables, timeout_s=self.config.decode_timeout_s)
                 await loop.run_in_executor(self.compute, self.sandbox.start)
         except Exception as e:  # noqa: BLE001 - reported on /readyz and in the log
@@ -203,6 +212,7 @@ class InferenceService:
             )
             batcher.start()
             self.batchers[model.model_id] = batcher
+        self.encoders = encoders
         self.metrics.models_loaded.set(len(self.models))
         self.ready = True
 
@@ -227,7 +237,7 @@ class InferenceService:
                     results.append(e)
             return results
         _, h, w = packets[0].shape
-        symbols = self.sandbox.decode(model.model_id, [p.payload for p in packets], (h, w))
+        symbols = self.sandbox.decode(model.encoder_id, [p.payload for p in packets], (h, w))
         medians = model.part.entropy.medians().view(-1, 1, 1)
         # symbols + medians in float32: exactly what the entropy model's decompress returns
         return [s if isinstance(s, Exception) else torch.from_numpy(s.copy()).float() + medians
@@ -273,17 +283,36 @@ class InferenceService:
 
     # -- request handling -------------------------------------------------------------------
 
-    def parse(self, body: bytes) -> tuple[LoadedModel, bitstream.Packet]:
-        """Validate a packet fully before it costs any decoding work."""
+    def parse(
+        self, body: bytes, backbone: str | None = None
+    ) -> tuple[LoadedModel, bitstream.Packet]:
+        """Validate a packet fully before it costs any decoding work.
+
+        Args:
+            body: the packet.
+            backbone: which decoder of the packet's encoder answers (a model id or a teacher's
+                timm name; None: the encoder's default), see `runtime.routing.Encoder.choose`.
+
+        Raises:
+            HTTPError: 400 bad packet or a backbone that fits several decoders, 404 an encoder
+                no loaded decoder takes or a backbone not served for it (the message lists
+                what is).
+        """
         try:
             packet = bitstream.unpack(body)
         except bitstream.BitstreamError as e:
             raise HTTPError(400, str(e)) from None
-        model = self.models.get(packet.model_id)
-        if model is None:
+        encoder = self.encoders.get(packet.model_id)
+        if encoder is None:
             raise HTTPError(
-                404, f"unknown model {packet.model_id!r}; served: {sorted(self.models)}"
+                404, f"unknown model {packet.model_id!r}; served encoders: {sorted(self.encoders)}"
             )
+        try:
+            model = encoder.choose(backbone)
+        except UnknownBackboneError as e:
+            raise HTTPError(404, str(e)) from None
+        except AmbiguousBackboneError as e:
+            raise HTTPError(400, str(e)) from None
         try:
             packet = model.part.parse(body)
         except bitstream.BitstreamError as e:
@@ -321,6 +350,8 @@ class InferenceService:
         ]
         return {
             "model_id": model.model_id,
+            "encoder_id": packet.model_id,
+            "backbone": model.teacher,
             "predictions": predictions,
             "payload_bytes": len(packet.payload),
             "latent_shape": list(packet.shape),
