@@ -24,7 +24,7 @@ from typing import Any
 
 from frankensplit.eval.summary import format_kb
 
-__all__ = ["ReuseRow", "reuse_markdown", "reuse_rows", "top1_at_bytes"]
+__all__ = ["ReuseRow", "default_pairs", "reuse_markdown", "reuse_rows", "top1_at_bytes"]
 
 
 def top1_at_bytes(curve: Sequence[tuple[float, float]], num_bytes: float) -> float | None:
@@ -73,6 +73,20 @@ class ReuseRow:
     def cost(self) -> float | None:
         """Points of top-1 that reuse costs at equal bytes (positive: reuse is worse)."""
         return None if self.e2e_top1 is None else self.e2e_top1 - self.reuse_top1
+
+
+def default_pairs() -> dict[str, list[str]]:
+    """Every trained reuse model of the zoo -> the trained end-to-end FrankenSplit codecs of its
+    backbone (same teacher, own encoder), by ascending lambda. Reads the index only (no torch)."""
+    from frankensplit.models.zoo_index import MODELS, list_models
+
+    entries = [e for e in map(MODELS.get, list_models()) if e.trained]
+    pairs = {}
+    for reuse in (e for e in entries if getattr(e, "reuses", None)):
+        own = [e for e in entries if e.teacher == reuse.teacher and not getattr(e, "reuses", None)
+               and e.encoder == reuse.encoder]
+        pairs[reuse.model_id] = [e.model_id for e in sorted(own, key=lambda e: e.lmbda or 0)]
+    return pairs
 
 
 def _backbone(label: str) -> str:

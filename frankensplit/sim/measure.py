@@ -118,7 +118,7 @@ def _edge_torch(model: FrankenSplit, xs: Sequence[torch.Tensor], threads: int, r
 
     def pack(y: torch.Tensor) -> bytes:  # the second half of EdgePart.encode
         payload = model.entropy.compress(y)[0]
-        return bitstream.pack(bitstream.Packet(model.model_id, tuple(y.shape[1:]), payload))
+        return bitstream.pack(bitstream.Packet(model.encoder_id, tuple(y.shape[1:]), payload))
 
     for x in xs:
         g_a += time_ms(partial(model.g_a, x), repeat, warmup)
@@ -224,7 +224,7 @@ def measure_profile(
     xs = [normalize_transform(config)(c).unsqueeze(0) for c in crops]  # each (1, 3, 224, 224)
     with tempfile.TemporaryDirectory() as tmp:
         edge_dir = Path(bundle) if bundle else _export(model, tmp)
-        edge = {f"onnx-{t}": _edge_onnx(edge_dir, model.model_id, xs, t, repeat, warmup)
+        edge = {f"onnx-{t}": _edge_onnx(edge_dir, model.encoder_id, xs, t, repeat, warmup)
                 for t in threads}
     edge |= {f"torch-{t}": _edge_torch(model, xs, t, repeat, warmup) for t in threads}
     torch.set_num_threads(server_threads)
