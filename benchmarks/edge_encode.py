@@ -92,7 +92,7 @@ def bench_torch(model_id: str, image: Path, threads: int, runs: int, warmup: int
     import torch
 
     from frankensplit import bitstream
-    from frankensplit.data.transforms import load_image, make_transform
+    from frankensplit.data import load_image, make_transform
     from frankensplit.models.zoo import create_model
 
     torch.set_num_threads(threads)

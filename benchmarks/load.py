@@ -59,7 +59,7 @@ def make_packets(model_id: str, images: list[Path]) -> tuple[list[bytes], list[l
     decode the packets here too: the reference answer (every class's probability) per packet."""
     import torch
 
-    from frankensplit.data.transforms import load_image, make_transform
+    from frankensplit.data import load_image, make_transform
     from frankensplit.models.zoo import create_model
 
     model = create_model(model_id)

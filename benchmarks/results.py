@@ -53,7 +53,9 @@ def trained_models() -> list[str]:
     from frankensplit.models.zoo import MODELS, list_models
 
     entries = [e for e in map(MODELS.get, list_models()) if e.trained]
-    return [e.model_id for e in sorted(entries, key=lambda e: (e.teacher, e.encoder, e.lmbda or 0))]
+    order = sorted(entries, key=lambda e: (e.architecture.teacher, e.architecture.encoder,
+                                           e.lmbda or 0))
+    return [e.model_id for e in order]
 
 
 def readme_section(markdown: str, command: str, plot: str, partial: bool) -> str:

@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from frankensplit.eval import load_dataset, run_eval
         from frankensplit.models.zoo import create_model
 
-        sources = sorted({MODELS.get(r).reuses for r in pairs})
+        sources = sorted({MODELS.get(r).architecture.reuses for r in pairs})
         ids = [*sources, *dict.fromkeys(m for r, e2e in pairs.items() for m in (r, *e2e))]
         torch.set_num_threads(args.threads)
         files, labels = load_dataset(args.data, args.limit)

@@ -104,7 +104,7 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
-    from frankensplit.data.transforms import load_image, make_transform
+    from frankensplit.data import load_image, make_transform
     from frankensplit.models.zoo import create_model, default_model_id
     from frankensplit.runtime.loading import served_model
     from frankensplit.runtime.server import ServerConfig, create_app, run_in_thread

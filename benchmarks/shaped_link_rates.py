@@ -47,8 +47,7 @@ def family(model_id: str | None) -> list[str]:
 
     base = MODELS.get(model_id or default_model_id())
     same = [MODELS.get(m) for m in MODELS.names()]
-    same = [e for e in same if e.trained and (e.teacher, e.encoder, e.decoder, e.split_reduction)
-            == (base.teacher, base.encoder, base.decoder, base.split_reduction)]
+    same = [e for e in same if e.trained and e.architecture == base.architecture]
     return [e.model_id for e in sorted(same, key=lambda e: e.lmbda or 0.0, reverse=True)]
 
 

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from frankensplit.files import read_safetensors
+
 __all__ = [
     "OFFLINE_WEIGHTS",
     "BackboneHead",
@@ -317,15 +319,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"checkpoint not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            sd = load_file(str(path))
-        else:
+    if path.suffix == ".safetensors":
+        sd = read_safetensors(path, "checkpoint")[0]
+    else:
+        try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"cannot read checkpoint {path}: {e}") from e
+        except Exception as e:
+            raise ValueError(f"cannot read checkpoint {path}: {e}") from e
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):

@@ -7,16 +7,16 @@ name the key and the allowed ones. A lambda sweep is a list (``lmbda: [0.5, 1, 2
 from __future__ import annotations
 
 import dataclasses
-import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["DataConfig", "StageConfig", "TrainConfig", "from_dict", "load_config", "to_dict"]
+from frankensplit.files import from_dict
+from frankensplit.models.architecture import TRAINED_TAIL, Architecture
+
+__all__ = ["DataConfig", "StageConfig", "TrainConfig", "load_config", "to_dict"]
 
 
 @dataclass
@@ -77,20 +77,16 @@ class TrainConfig:
     """A training run; ``lmbda`` may be a list (one model per value).
 
     Attributes:
-        teacher: timm model name of the backbone.
+        teacher, method, encoder, entropy, decoder, latent_channels, split_reduction, reuses,
+            input_size, crop_pct: the trained split model's `Architecture` fields (see there;
+            `architecture` builds it). ``reuses`` (encoder reuse) needs ``init_codec``'s g_a
+            and entropy model frozen; ``input_size``/``crop_pct`` are then the source's. The
+            image codec takes ``teacher`` and ``latent_channels`` (M) only.
         teacher_weights: "auto", "offline", "online" or a checkpoint path.
-        encoder: ``ENCODERS`` id.
-        entropy: ``ENTROPY_MODELS`` id.
-        latent_channels: channels of y (M for the image codec).
         objective: "head": head distillation of the teacher's features at the split, a split
             model (FrankenSplit; Entropic Student). "image": rate + lmbda * 255^2 * MSE on the
             image crop, CompressAI's objective, for the learned image codec baseline (Balle et al.
             2018 factorized prior) whose reconstructions feed the whole teacher.
-        decoder: ``DECODERS`` id of g_s: "blueprint" (FrankenSplit's, per family) or
-            "entropic_student" (Matsubara et al., WACV 2022). Objective "head" only.
-        split_reduction: stride of the teacher's split; None is FrankenSplit's (8 for CNNs, 16
-            for Swin), 4 is Entropic Student's (after the stem and first stage). Objective
-            "head" only.
         hidden_channels: N, the image codec's hidden channels (objective "image" only; 128 as in
             CompressAI's bmshj2018-factorized qualities 1-5).
         clip_grad_norm: clip the codec's gradient to this norm every step (None: no clipping;
@@ -108,13 +104,6 @@ class TrainConfig:
             a new backbone's end-to-end codec: the source decoder's upsampling and feature
             structure transfer, a fresh one first spends its budget learning the features' scale.
         freeze: parts kept frozen ("g_a", "entropy", "g_s"): encoder reuse trains only "g_s".
-        reuses: encoder reuse: id of the model whose frozen g_a and entropy model this one runs
-            (``init_codec``'s), recorded in the codec file; its packets carry that id, so one
-            packet is decodable by every decoder of the encoder (``FrankenSplit.encoder_id``).
-        input_size: side of the edge encoder's square input when not the teacher's (encoder
-            reuse: the source model's, so that one packet serves every backbone); with
-            ``crop_pct``, recorded in the codec file and used by training, eval and serving.
-        crop_pct: centre crop of ``input_size`` (see there).
         aux_lr: Adam learning rate of the entropy model's quantile (aux) loss.
         seed: seed of everything random (init, shuffling, augmentation).
         device: "cpu", "cuda" or "cuda:N".
@@ -143,6 +132,7 @@ class TrainConfig:
 
     teacher: str = "tf_efficientnet_lite0"
     teacher_weights: str = "auto"
+    method: str = "frankensplit"
     encoder: str = "frankensplit"
     entropy: str = "factorized"
     latent_channels: int = 48
@@ -210,14 +200,19 @@ class TrainConfig:
                              "freeze: [g_a, entropy]")
         if self.init_g_s and not self.init_codec:
             raise ValueError("init_g_s needs init_codec (the codec whose g_s to start from)")
-        if (self.input_size is None) != (self.crop_pct is None):
-            raise ValueError("input_size and crop_pct go together: set both or neither")
-        if self.input_size is not None and (self.input_size < 8 or not 0 < self.crop_pct <= 1):
-            raise ValueError(f"input_size must be >= 8 and crop_pct in (0, 1], got "
-                             f"{self.input_size} and {self.crop_pct}")
         if "{lmbda}" not in self.model_id and len(self.lmbda) > 1:
             raise ValueError("model_id must contain '{lmbda}' when sweeping several lambdas")
         self._validate_model()
+
+    def architecture(self) -> Architecture:
+        """The split model it trains (objective "head"); ``train_tail`` is its trained tail.
+
+        Raises:
+            ValueError: bad architecture fields.
+        """
+        names = [f.name for f in dataclasses.fields(Architecture) if f.name != "tail"]
+        return Architecture(**{n: getattr(self, n) for n in names},
+                            tail=TRAINED_TAIL if self.train_tail else None)
 
     def _validate_model(self) -> None:
         """Objective, decoder and split stride: the choices that pick the trained model."""
@@ -226,13 +221,11 @@ class TrainConfig:
         if self.objective not in ("head", "image"):
             raise ValueError(f"objective must be 'head' or 'image', got {self.objective!r}")
         DECODERS.get(self.decoder)  # unknown id: ValueError listing the known ones
-        if self.split_reduction is not None and self.split_reduction < 1:
-            raise ValueError(f"split_reduction must be positive or null, got {self.split_reduction}")
+        self.architecture()  # its own checks: split stride, latent, input size and crop
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise ValueError(f"clip_grad_norm must be positive or null, got {self.clip_grad_norm}")
-        if self.latent_channels < 1 or self.hidden_channels < 1:
-            raise ValueError(f"latent_channels and hidden_channels must be positive, got "
-                             f"{self.latent_channels} and {self.hidden_channels}")
+        if self.hidden_channels < 1:
+            raise ValueError(f"hidden_channels must be positive, got {self.hidden_channels}")
         if self.objective != "image":
             return
         unused = {k: v for k, v in (("encoder", self.encoder), ("decoder", self.decoder),
@@ -245,57 +238,6 @@ class TrainConfig:
             raise ValueError("objective 'image' supports neither saliency stages nor amp")
         if self.kd_weight or self.channel_norm:
             raise ValueError("kd_weight and channel_norm apply to objective 'head' only")
-
-
-#: Floats in exponent notation without a dot (``1e-3``), which ``yaml.safe_load`` leaves as strings.
-_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-
-def _convert(tp: Any, value: Any, where: str) -> Any:
-    """Convert a YAML value to the annotated type, strictly (``TypeError`` when it does not fit)."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, where)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _convert(arg, value, where)
-            except (TypeError, ValueError):
-                continue
-        names = " or ".join("null" if a is type(None) else getattr(a, "__name__", str(a))
-                            for a in args)
-        raise TypeError(f"{where}: expected {names}, got {value!r}")
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        items = value if isinstance(value, list) else [value]  # a scalar is a one-item sweep
-        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(items)]
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
-        return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
-    if tp in (int, str, bool) and type(value) is tp:
-        return value
-    raise TypeError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
-
-
-def from_dict(cls: type, data: Any, where: str = "config") -> Any:
-    """Build dataclass ``cls`` from a mapping.
-
-    Raises:
-        ValueError: unknown keys (named, with the allowed ones).
-        TypeError: not a mapping, or a value of the wrong type.
-    """
-    if not isinstance(data, dict):
-        raise TypeError(f"{where}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown}; allowed: {', '.join(names)}")
-    return cls(**{k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()})
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -93,18 +93,16 @@ def default_client(default_bundle):
 @pytest.fixture(scope="session")
 def second_model(default_model):
     """Another trained zoo model of the default's architecture, on the same teacher object."""
-    from frankensplit.models.zoo import MODELS, ZOO_DIR, build_model, load_codec
+    from frankensplit.models.codec_file import load_codec
+    from frankensplit.models.zoo import MODELS, ZOO_DIR
 
     default = MODELS.get(default_model.model_id)
     same = [MODELS.get(m) for m in MODELS.names() if m != default.model_id
-            and MODELS.get(m).trained and (MODELS.get(m).teacher, MODELS.get(m).encoder,
-                                           MODELS.get(m).decoder)
-            == (default.teacher, default.encoder, default.decoder)]
+            and MODELS.get(m).trained and MODELS.get(m).architecture == default.architecture]
     if not same:
         pytest.skip("the zoo ships a single model of the default's architecture")
     entry = same[0]
-    model = build_model(entry.model_id, default_model.teacher, entry.encoder, entry.entropy,
-                        entry.latent_channels, decoder=entry.decoder)
+    model = entry.architecture.build(entry.model_id, backbone=default_model.teacher)
     load_codec(model, ZOO_DIR / entry.weights, sha256=entry.sha256)
     model.eval()
     model.update()

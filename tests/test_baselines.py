@@ -24,15 +24,17 @@ from frankensplit.codecs.learned import LearnedImageCodec
 from frankensplit.config import load_config
 from frankensplit.data import crop_transform
 from frankensplit.eval import load_dataset, run_eval
+from frankensplit.models.architecture import Architecture
+from frankensplit.models.codec_file import save_codec
 from frankensplit.models.image_codec import build_image_codec
-from frankensplit.models.zoo import build_model, create_model, save_codec
+from frankensplit.models.zoo import create_model
 from frankensplit.train import train
 
 TINY16 = Path(__file__).resolve().parents[2] / "shared/data/fixtures/tiny16"
 REPO = Path(__file__).resolve().parents[1]
 
-ES = {"encoder": "entropic_student", "decoder": "entropic_student", "latent_channels": 24,
-      "split_reduction": 4}
+ES = {"method": "entropic_student", "encoder": "entropic_student", "decoder": "entropic_student",
+      "latent_channels": 24, "split_reduction": 4}
 
 
 @pytest.fixture(autouse=True)
@@ -59,7 +61,7 @@ def tiny16() -> Path:
                          [("tf_efficientnet_lite0", "blocks.1", 24), ("resnet18", "layer1", 64)])
 def test_entropic_student_replaces_the_teacher_up_to_stride_4(teacher, module, channels):
     torch.manual_seed(0)
-    model = build_model(f"es-test-{teacher[:6]}", teacher, teacher_weights=None, **ES).eval()
+    model = Architecture(teacher, **ES).build(f"es-test-{teacher[:6]}", teacher_weights=None).eval()
     spec = model.teacher.spec
     assert (spec.module, spec.channels, spec.reduction) == (module, channels, 4)
     assert model.method == "entropic_student" and count_parameters(model.g_a) == 138_672
@@ -79,17 +81,17 @@ def test_entropic_student_replaces_the_teacher_up_to_stride_4(teacher, module, c
 
 def test_entropic_student_decoder_matches_the_paper_for_resnet50():
     """24 -> 512 -> 256 -> 256 with 2x2 kernels and IGDN: 1,164,032 weights for layer1."""
-    model = build_model("es-test-r50", "resnet50", teacher_weights=None, **ES)
+    model = Architecture("resnet50", **ES).build("es-test-r50", teacher_weights=None)
     assert count_parameters(model.g_s) == 1_164_032
     assert model.g_s(torch.zeros(1, 24, 56, 56)).shape == (1, 256, 56, 56)
 
 
 def test_mismatched_encoder_decoder_and_split_are_refused():
     with pytest.raises(ValueError, match=r"encoder 'frankensplit' makes latents of stride 8.*4"):
-        build_model("es-bad", "tf_efficientnet_lite0", teacher_weights=None,
-                    decoder="entropic_student", split_reduction=4)
+        Architecture("tf_efficientnet_lite0", decoder="entropic_student",
+                     split_reduction=4).build("es-bad", teacher_weights=None)
     with pytest.raises(ValueError, match="supports split reduction"):  # blueprints reach 8
-        build_model("es-bad", "tf_efficientnet_lite0", teacher_weights=None, split_reduction=4)
+        Architecture("tf_efficientnet_lite0", split_reduction=4).build("es-bad", teacher_weights=None)
     with pytest.raises(ValueError, match="no feature stage at stride 3"):
         create_backbone("tf_efficientnet_lite0", weights=None, split_reduction=3)
 
@@ -97,7 +99,7 @@ def test_mismatched_encoder_decoder_and_split_are_refused():
 def test_zoo_entry_is_the_lite0_baseline():
     model = create_model("es-lite0-untrained", teacher_weights=None)
     assert model.method == "entropic_student" and model.teacher.spec.module == "blocks.1"
-    assert model.architecture["split_reduction"] == 4
+    assert model.architecture.split_reduction == 4
 
 
 @pytest.mark.parametrize(
@@ -126,8 +128,9 @@ def test_entropic_student_exports_and_serves_from_its_bundles(tmp_path):
     from frankensplit.runtime.export import export_bundle
     from frankensplit.runtime.loading import load_server_model
 
-    model = build_model("es-lite0-test", "tf_efficientnet_lite0", teacher_weights=None, **ES).eval()
-    bundles = export_bundle(model, tmp_path, encoder="entropic_student", entropy="factorized")
+    model = Architecture("tf_efficientnet_lite0", **ES).build("es-lite0-test",
+                                                              teacher_weights=None).eval()
+    bundles = export_bundle(model, tmp_path)
     loaded = load_server_model(str(bundles.server_dir), teacher_weights=None)
     assert loaded.latent_shape == (24, 56, 56)
     client = EdgeClient(bundles.edge_dir, threads=1)

@@ -39,8 +39,8 @@ def test_demo_prints_one_row_per_photo_and_writes_the_comparison(photos, tmp_pat
     settings = {r["setting"] for r in rows if r["method"] == "frankensplit"}
     # The embedded defaults show every shipped model of the default's teacher: a curve.
     shipped = {m for m in MODELS.names() if MODELS.get(m).trained
-               and MODELS.get(m).teacher == MODELS.get(default).teacher
-               and MODELS.get(m).encoder == MODELS.get(default).encoder}
+               and MODELS.get(m).architecture.teacher == MODELS.get(default).architecture.teacher
+               and MODELS.get(m).architecture.encoder == MODELS.get(default).architecture.encoder}
     assert settings == shipped and default in settings
     fs_rows = [r for r in rows if r["method"] == "frankensplit"]
     assert all(r["bytes"] > 0 and 0 <= r["top1"] <= 100 for r in fs_rows)

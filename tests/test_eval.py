@@ -324,9 +324,10 @@ def test_eval_command(model: FrankenSplit, tmp_path: Path, capsys: pytest.Captur
 def test_one_backbone_at_two_input_sizes_gets_two_teacher_groups(
     model: FrankenSplit, data: Dataset, tmp_path: Path
 ) -> None:
-    from frankensplit.models.zoo import build_model
+    from frankensplit.models.architecture import Architecture
 
-    small = build_model("fs-lite0-192", "tf_efficientnet_lite0", input_size=192, crop_pct=0.875)
+    small = Architecture("tf_efficientnet_lite0", input_size=192, crop_pct=0.875).build(
+        "fs-lite0-192")
     small.eval().update(force=True)
     doc = json.loads(run_eval([model, small], *data, tmp_path, {}, data="tiny16")
                      .paths["json"].read_text())

@@ -16,7 +16,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime.quantization")
 
 from frankensplit.cli import main as cli_main
-from frankensplit.runtime.bundle import EdgeManifest, read_manifest, sha256_file
+from frankensplit.files import file_sha256
+from frankensplit.runtime.bundle import EdgeManifest, read_manifest
 from frankensplit.runtime.client import EdgeClient
 from frankensplit.runtime.export import Int8Calibration, export_bundle
 from frankensplit.runtime.quantize import calibration_digest, calibration_images, optimized_ops
@@ -117,7 +118,7 @@ def test_manifest_precision_must_match_its_record(int8_bundle):
         dataclasses.replace(edge, encoder_precision="int4")
     raw = json.loads((int8_bundle.edge_dir / "manifest.json").read_text())
     assert EdgeManifest.__dataclass_fields__.keys() >= raw.keys()
-    assert raw["files"]["encoder_int8.onnx"] == sha256_file(int8_bundle.edge_dir / "encoder_int8.onnx")
+    assert raw["files"]["encoder_int8.onnx"] == file_sha256(int8_bundle.edge_dir / "encoder_int8.onnx")
 
 
 def test_calibration_images_are_spread_and_checked(tmp_path, tiny16):

@@ -10,10 +10,12 @@ import torch
 
 from frankensplit import bitstream
 from frankensplit.backbones import SplitBackbone
-from frankensplit.blueprints import BLUEPRINTS
-from frankensplit.models import ENCODERS, FactorizedPrior, NotUpdatedError, build_model
+from frankensplit.blueprints import BLUEPRINTS, DECODERS
+from frankensplit.files import file_sha256
+from frankensplit.models import ENCODERS, Architecture, FactorizedPrior, NotUpdatedError
+from frankensplit.models.codec_file import codec_metadata, load_codec, save_codec
 from frankensplit.models.split import count_parameters
-from frankensplit.models.zoo import create_model, file_sha256, load_codec, save_codec
+from frankensplit.models.zoo import MODELS, ZOO_DIR, create_model, load_model_file
 from tests.conftest import TINY_TEACHERS
 
 
@@ -108,7 +110,7 @@ def tiny_model(family: str):
     name, kwargs = TINY_TEACHERS[family]
     torch.manual_seed(0)
     teacher = SplitBackbone(name, timm.create_model(name, pretrained=False, **kwargs))
-    return build_model(f"fs-test-{family}", teacher)
+    return Architecture(name).build(f"fs-test-{family}", backbone=teacher)
 
 
 def test_every_blueprint_family_has_a_tiny_teacher() -> None:
@@ -198,6 +200,71 @@ def test_codec_weights_round_trip_and_checksum(tmp_path) -> None:
 def test_zoo_errors() -> None:
     with pytest.raises(ValueError, match="unknown model id"):
         create_model("fs-does-not-exist")
+
+
+ES = Architecture("tf_efficientnet_lite0", method="entropic_student", encoder="entropic_student",
+                  decoder="entropic_student", latent_channels=24, split_reduction=4)
+
+
+def test_architecture_round_trips_and_reads_the_records_written_before_it() -> None:
+    assert Architecture.from_json(ES.to_json()) == Architecture.from_dict(ES.to_dict()) == ES
+    # codec files and index.json entries written before the method was a field: their encoder
+    legacy = ('{"decoder": "entropic_student", "encoder": "entropic_student", "entropy": '
+              '"factorized", "kind": "split", "latent_channels": 24, "split_reduction": 4, '
+              '"teacher": "tf_efficientnet_lite0"}')
+    assert Architecture.from_json(legacy) == ES
+    for name in MODELS.names():  # each shipped file records the architecture its entry builds
+        if (entry := MODELS.get(name)).trained:
+            meta = codec_metadata(ZOO_DIR / entry.weights)
+            assert Architecture.from_json(meta["architecture"]) == entry.architecture, name
+    with pytest.raises(ValueError, match="not a split model"):
+        Architecture.from_json('{"kind": "image_codec", "name": "bmshj2018-factorized"}')
+    with pytest.raises(ValueError, match=r"unknown keys \['encoder_id'\]"):
+        Architecture.from_dict({"teacher": "resnet18", "encoder_id": "x"})
+    with pytest.raises(ValueError, match="input_size and crop_pct go together"):
+        Architecture("resnet18", input_size=224)
+
+
+class _ToyEncoder(torch.nn.Module):
+    """A stride-8 encoder in two layers: 8 x 8 average pooling, then a 1 x 1 convolution."""
+
+    reduction = 8
+
+    def __init__(self, in_channels: int = 3, latent_channels: int = 8) -> None:
+        super().__init__()
+        self.latent_channels = latent_channels
+        self.net = torch.nn.Sequential(torch.nn.AvgPool2d(8),
+                                       torch.nn.Conv2d(in_channels, latent_channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (N, C, H/8, W/8)
+
+
+class _ToyDecoder(torch.nn.Conv2d):
+    """A 1 x 1 convolution from y_hat to the teacher's features (a CNN split at stride 8)."""
+
+    def __init__(self, spec, latent_channels: int) -> None:
+        super().__init__(latent_channels, spec.channels, 1)
+
+
+@pytest.mark.parametrize(("part", "registry", "factory"), [
+    ("encoder", ENCODERS, _ToyEncoder), ("decoder", DECODERS, _ToyDecoder)])
+def test_a_new_method_or_decoder_is_one_registered_function_plus_one_architecture(
+    part, registry, factory, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setitem(registry._entries, "toy", factory)
+    arch = Architecture("resnet18", method="toy", latent_channels=8, **{part: "toy"})
+    torch.manual_seed(0)  # the random teacher; the codec is seeded from the model id
+    model = arch.build("toy-r18", teacher_weights=None)
+    assert isinstance(getattr(model, {"encoder": "g_a", "decoder": "g_s"}[part]), factory)
+    save_codec(model, tmp_path / "toy.safetensors")
+    torch.manual_seed(0)
+    loaded = load_model_file(tmp_path / "toy.safetensors", teacher_weights=None)
+    assert loaded.architecture == model.architecture == arch and loaded.method == "toy"
+    x = torch.randn(2, 3, 64, 64)
+    packets = model.eval().edge.encode(x)
+    assert loaded.edge.encode(x) == packets
+    torch.testing.assert_close(loaded.server.decode(packets), model.server.decode(packets))
 
 
 _ENCODE_IN_A_FRESH_PROCESS = """

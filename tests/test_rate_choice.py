@@ -95,8 +95,10 @@ def _two_rates():
     base = MODELS.get(default_model_id())
     entries = [MODELS.get(m) for m in MODELS.names()]
     figures = {e.model_id: recorded_figures(e.metrics) for e in entries
-               if e.trained and (e.teacher, e.encoder, e.decoder) ==
-               (base.teacher, base.encoder, base.decoder)}
+               if e.trained and (e.architecture.teacher, e.architecture.encoder,
+                                 e.architecture.decoder) == (base.architecture.teacher,
+                                                             base.architecture.encoder,
+                                                             base.architecture.decoder)}
     figures = {m: f for m, f in figures.items() if f}
     if len(figures) < 2:
         pytest.skip(f"needs two trained models with recorded figures in the zoo, got {figures}")

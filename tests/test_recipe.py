@@ -150,11 +150,13 @@ ES = ["encoder=entropic_student", "decoder=entropic_student", "split_reduction=4
 def test_entropic_student_second_stage_trains_decoder_and_own_tail_only(tmp_path):
     from safetensors.torch import load_file
 
-    from frankensplit.models.zoo import build_model, save_codec
+    from frankensplit.models.architecture import Architecture
+    from frankensplit.models.codec_file import save_codec
 
-    stage1 = build_model("es-test-l2", "tf_efficientnet_lite0", "entropic_student",
-                         latent_channels=24, teacher_weights="offline", decoder="entropic_student",
-                         split_reduction=4)
+    stage1 = Architecture("tf_efficientnet_lite0", method="entropic_student",
+                          encoder="entropic_student", latent_channels=24,
+                          decoder="entropic_student", split_reduction=4).build(
+        "es-test-l2", teacher_weights="offline")
     save_codec(stage1, tmp_path / "stage1.safetensors")
     with pytest.raises(ValueError, match="needs g_a and entropy frozen"):
         load_config(None, [*TINY, *ES, "train_tail=true"]).validate()
@@ -174,7 +176,7 @@ def test_entropic_student_second_stage_trains_decoder_and_own_tail_only(tmp_path
     # BN statistics stay the teacher's: the tail is fine-tuned in eval mode
     assert all(torch.equal(out[k], teacher_tail[k]) for k in tail if "running_" in k)
     model = load_model_file(tmp_path / "run/lmbda-2/last.safetensors", teacher_weights="offline")
-    assert model.tail is not None and model.architecture["tail"] == "trained"
+    assert model.tail is not None and model.architecture.tail == "trained"
     # the teacher itself is untouched, and the server half decodes through the model's own tail
     assert all(torch.equal(v, stage1.teacher.tail.state_dict()[k])
                for k, v in model.teacher.tail.state_dict().items())

@@ -26,18 +26,13 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 
 from frankensplit import bitstream
-from frankensplit.data import bundled_photos
-from frankensplit.data.transforms import load_image, make_transform
-from frankensplit.models.zoo import (
-    MODELS,
-    ZOO_DIR,
-    build_model,
-    default_model_id,
-    file_sha256,
-    load_codec,
-)
+from frankensplit.data import bundled_photos, load_image, make_transform
+from frankensplit.files import file_sha256
+from frankensplit.models.architecture import Architecture
+from frankensplit.models.codec_file import load_codec
+from frankensplit.models.zoo import MODELS, ZOO_DIR, default_model_id
 from frankensplit.runtime.batching import Batcher, QueueFullError
-from frankensplit.runtime.bundle import read_manifest, sha256_file, write_manifest
+from frankensplit.runtime.bundle import read_manifest, write_manifest
 from frankensplit.runtime.client import REQUEST_ID_HEADER, RetryPolicy, ServerError, post_packet
 from frankensplit.runtime.export import export_server
 from frankensplit.runtime.loadgen import answer_matches, percentile, run_load
@@ -362,7 +357,8 @@ def test_corrupted_zoo_weights_fail_at_load_with_a_clear_error(default_model, tm
     assert file_sha256(weights) == entry.sha256  # the shipped file is the one indexed
     bad = tmp_path / "codec.safetensors"
     bad.write_bytes(_corrupt(weights.read_bytes(), how))
-    model = build_model(entry.model_id, default_model.teacher)  # never the shared model
+    teacher = default_model.teacher  # never the shared model:
+    model = Architecture(teacher.name).build(entry.model_id, backbone=teacher)
     with pytest.raises(ValueError, match=re.escape(f"checksum mismatch for {bad}")):
         load_codec(model, bad, sha256=entry.sha256)
     if how != "data-flip":  # without a checksum only the safetensors framing can tell
@@ -374,7 +370,7 @@ def test_corrupted_zoo_weights_fail_at_load_with_a_clear_error(default_model, tm
 def server_bundle(default_model, tmp_path_factory) -> Path:
     """The server half of ``frankensplit export`` (no ONNX export: only this half is needed)."""
     folder = tmp_path_factory.mktemp("bundle") / "server"
-    export_server(default_model, folder, encoder="frankensplit", entropy="factorized")
+    export_server(default_model, folder)
     return folder
 
 
@@ -389,7 +385,7 @@ def bad_bundles(server_bundle, tmp_path) -> dict[str, Path]:
         codec.write_bytes(_corrupt(codec.read_bytes(), "truncated"))
         if name == "framing":  # a manifest written after the damage: only parsing catches it
             manifest = read_manifest(folder, verify=False)
-            files = {**manifest.files, "codec.safetensors": sha256_file(codec)}
+            files = {**manifest.files, "codec.safetensors": file_sha256(codec)}
             write_manifest(folder, dataclasses.replace(manifest, files=files))
         bundles[name] = folder
     return bundles

@@ -27,18 +27,10 @@ pytest.importorskip("uvicorn")
 
 from frankensplit import bitstream
 from frankensplit.cli import main as cli_main
-from frankensplit.data.transforms import load_image, make_transform
-from frankensplit.models.zoo import (
-    MODELS,
-    build_model,
-    codec_metadata,
-    codec_state,
-    create_model,
-    default_model_id,
-    load_codec_state,
-    load_model_file,
-    save_codec,
-)
+from frankensplit.data import load_image, make_transform
+from frankensplit.models.architecture import Architecture
+from frankensplit.models.codec_file import codec_metadata, codec_state, load_codec_state, save_codec
+from frankensplit.models.zoo import MODELS, create_model, default_model_id, load_model_file
 from frankensplit.runtime.bundle import read_manifest
 from frankensplit.runtime.client import EdgeClient, ServerError, classify_url, post_packet
 from frankensplit.runtime.export import export_bundle
@@ -75,8 +67,8 @@ def source(request):
 
 def _write_reuse_file(source, short: str, folder: Path) -> Path:
     """A reuse model's codec file: the source's g_a and entropy model, a fresh g_s."""
-    model = build_model(f"{SOURCE}.{short}", TEACHERS[short], input_size=224, crop_pct=0.875,
-                        reuses=SOURCE)
+    model = Architecture(TEACHERS[short], input_size=224, crop_pct=0.875,
+                         reuses=SOURCE).build(f"{SOURCE}.{short}")
     load_codec_state(model, codec_state(source), parts=("g_a", "entropy"))
     path = folder / f"{model.model_id}.safetensors"
     save_codec(model, path)
@@ -128,17 +120,18 @@ def test_a_reuse_codec_file_records_its_source(source, reuse, reuse_files, tmp_p
         assert (model.model_id, model.encoder_id) == (f"{SOURCE}.{short}", SOURCE)
         assert model.teacher.data_config["input_size"] == (3, 224, 224)
     # a model of its own encoder records nothing new: its files and packets are today's
-    assert "reuses" not in source.architecture and source.encoder_id == SOURCE
+    assert source.architecture.reuses is None and source.encoder_id == SOURCE
     # a file that says it reuses the source but holds another g_a is refused at load
-    other = build_model(f"{SOURCE}.other", reuse["lite1"].teacher, input_size=224, crop_pct=0.875,
-                        reuses=SOURCE)
+    lite1 = reuse["lite1"].teacher
+    other = Architecture(lite1.name, input_size=224, crop_pct=0.875,
+                         reuses=SOURCE).build(f"{SOURCE}.other", backbone=lite1)
     save_codec(other, tmp_path / "other.safetensors")
     with pytest.raises(ValueError, match=f"reuses '{SOURCE}'.*differ"):
         load_model_file(tmp_path / "other.safetensors")
     with pytest.raises(ValueError, match="cannot reuse itself"):
-        build_model(SOURCE, reuse["lite1"].teacher, reuses=SOURCE)
+        Architecture(lite1.name, reuses=SOURCE).build(SOURCE, backbone=lite1)
     with pytest.raises(ValueError, match="model_id"):
-        build_model(f"{SOURCE}.x", reuse["lite1"].teacher, reuses="fs-lite0-l4@lite1")
+        Architecture(lite1.name, reuses="fs-lite0-l4@lite1").build(f"{SOURCE}.x", backbone=lite1)
 
 
 def test_a_reuse_model_writes_the_source_packet_bytes(source, reuse):
@@ -164,9 +157,10 @@ def test_a_reuse_model_exports_the_source_edge_and_its_own_server(source, reuse,
     assert edge.model_id == SOURCE and edge.latent_shape == (48, 28, 28)
     assert edge.preprocess == read_manifest(default_bundle.edge_dir).preprocess
     assert EdgeClient(bundle.edge_dir, threads=1).encode(_image()) == packet
-    assert (server.model_id, server.reuses, server.teacher) == (model.model_id, SOURCE,
-                                                                TEACHERS["lite1"])
-    assert (server.input_size, server.crop_pct, server.latent_shape) == (224, 0.875, (48, 28, 28))
+    arch = server.architecture
+    assert (server.model_id, arch.reuses, arch.teacher) == (model.model_id, SOURCE,
+                                                            TEACHERS["lite1"])
+    assert (arch.input_size, arch.crop_pct, server.latent_shape) == (224, 0.875, (48, 28, 28))
     loaded = load_server_model(str(bundle.server_dir))
     assert (loaded.model_id, loaded.encoder_id, loaded.teacher) == (model.model_id, SOURCE,
                                                                     TEACHERS["lite1"])
@@ -252,8 +246,9 @@ def test_routing_defaults_ambiguity_and_refused_sets(source, reuse):
     with pytest.raises(UnknownBackboneError):
         Encoder(SOURCE, (lite1,)).choose("resnet50")
     # decoders of one encoder must decode its packets alike: same entropy model, same latent
-    stranger = build_model(f"{SOURCE}.stranger", reuse["lite1"].teacher, input_size=224,
-                           crop_pct=0.875, reuses=SOURCE)  # random entropy model, not the source's
+    teacher = reuse["lite1"].teacher  # a random entropy model below, not the source's
+    stranger = Architecture(teacher.name, input_size=224, crop_pct=0.875,
+                            reuses=SOURCE).build(f"{SOURCE}.stranger", backbone=teacher)
     stranger.eval()
     with pytest.raises(ValueError, match="different entropy models"):
         group_by_encoder([served_model(source), served_model(stranger)])

@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 
 from frankensplit import bitstream
 from frankensplit.cli import main as cli_main
-from frankensplit.data.transforms import load_image, make_transform
+from frankensplit.data import load_image, make_transform
 from frankensplit.models.zoo import default_model_id
 from frankensplit.runtime.bundle import read_manifest
 from frankensplit.runtime.client import EdgeClient, classify_url
@@ -43,7 +43,7 @@ def test_bundles_are_complete_and_not_pickled(default_bundle, default_model):
     assert edge.opset >= 17 and edge.latent_shape == server.latent_shape == (48, 28, 28)
     assert (edge.preprocess.resize, edge.preprocess.crop) == (256, 224)
     assert edge.preprocess.interpolation == "bicubic"
-    assert server.teacher == model.teacher.name
+    assert server.architecture.teacher == model.teacher.name
     from safetensors.numpy import load_file
 
     codec = load_file(str(bundle.server_dir / server.codec_file))

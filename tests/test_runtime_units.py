@@ -10,14 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from frankensplit.files import file_sha256
 from frankensplit.runtime.batching import Batcher, QueueFullError
-from frankensplit.runtime.bundle import (
-    EdgeManifest,
-    Preprocess,
-    read_manifest,
-    sha256_file,
-    write_manifest,
-)
+from frankensplit.runtime.bundle import EdgeManifest, Preprocess, read_manifest, write_manifest
 from frankensplit.runtime.preprocess import preprocess
 from frankensplit.runtime.rans import FactorizedCoder, load_ans
 from frankensplit.runtime.sandbox import DecoderCrashedError, SandboxedDecoder
@@ -130,13 +125,13 @@ def _manifest(**overrides) -> EdgeManifest:
 
 def test_manifest_roundtrip_and_validation(tmp_path):
     (tmp_path / "encoder.onnx").write_bytes(b"graph")
-    manifest = _manifest(files={"encoder.onnx": sha256_file(tmp_path / "encoder.onnx")})
+    manifest = _manifest(files={"encoder.onnx": file_sha256(tmp_path / "encoder.onnx")})
     write_manifest(tmp_path, manifest)
     assert read_manifest(tmp_path) == manifest
     assert manifest.latent_shape == (48, 28, 28)
 
     raw = json.loads((tmp_path / "manifest.json").read_text())
-    for change, message in (({"extra": 1}, "unknown manifest keys"),
+    for change, message in (({"extra": 1}, r"manifest.json: unknown keys \['extra'\]"),
                             ({"bundle_version": 99}, "bundle_version 99"),
                             ({"format": "zip"}, "format 'zip'")):
         (tmp_path / "manifest.json").write_text(json.dumps({**raw, **change}))

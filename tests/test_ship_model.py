@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from frankensplit.models.architecture import Architecture
+from frankensplit.models.codec_file import save_codec
 from frankensplit.models.image_codec import build_image_codec
-from frankensplit.models.zoo import MODELS, ModelEntry, build_model, create_model, save_codec
+from frankensplit.models.zoo import MODELS, ModelEntry, create_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,9 +42,9 @@ def _run_dir(root: Path, model, lmbda: float) -> Path:
 
 
 def test_split_model_entry_rebuilds_the_trained_architecture(ship, tmp_path, monkeypatch):
-    es = build_model("es-lite0-l9", "tf_efficientnet_lite0", teacher_weights=None,
-                     encoder="entropic_student", decoder="entropic_student", latent_channels=24,
-                     split_reduction=4)
+    es = Architecture("tf_efficientnet_lite0", method="entropic_student",
+                      encoder="entropic_student", decoder="entropic_student", latent_channels=24,
+                      split_reduction=4).build("es-lite0-l9", teacher_weights=None)
     with torch.no_grad():  # weights unlike the id-seeded init: the load must really happen
         next(es.g_s.parameters()).add_(1.0)
     run = _run_dir(tmp_path, es, 9.0)
@@ -51,8 +53,9 @@ def test_split_model_entry_rebuilds_the_trained_architecture(ship, tmp_path, mon
     (raw,) = json.loads((tmp_path / "zoo" / "index.json").read_text())["models"]
     assert raw["metrics"] == {"val_top1_256": 50.0, "val_teacher_top1_256": 80.0,
                               "val_bpp_estimated": 1.25, "train_steps_this_run": 500}
-    entry = ModelEntry(**raw)
-    assert (entry.encoder, entry.decoder, entry.split_reduction, entry.latent_channels) == (
+    entry = ModelEntry.from_dict(raw)
+    arch = entry.architecture
+    assert (arch.encoder, arch.decoder, arch.split_reduction, arch.latent_channels) == (
         "entropic_student", "entropic_student", 4, 24)
     monkeypatch.setattr("frankensplit.models.zoo.ZOO_DIR", tmp_path / "zoo")
     monkeypatch.setitem(MODELS._entries, entry.model_id, entry)

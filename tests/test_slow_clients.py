@@ -19,8 +19,7 @@ torch = pytest.importorskip("torch")
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 
-from frankensplit.data import bundled_photos
-from frankensplit.data.transforms import load_image, make_transform
+from frankensplit.data import bundled_photos, load_image, make_transform
 from frankensplit.runtime.client import post_packet
 from frankensplit.runtime.connections import ConnectionLimits
 from frankensplit.runtime.loading import served_model

@@ -18,7 +18,8 @@ import torch
 from safetensors.torch import load_file
 
 from frankensplit.config import load_config
-from frankensplit.models.zoo import build_model, codec_metadata, load_codec, save_codec
+from frankensplit.models.architecture import Architecture
+from frankensplit.models.codec_file import codec_metadata, load_codec, save_codec
 from frankensplit.train import train
 from frankensplit.train.loop import MixedPrecisionForward
 
@@ -60,7 +61,7 @@ def test_two_steps_make_the_run_folder_with_a_loadable_best(tmp_path):
     (record,) = summary["history"]
     assert record["images"] == 8 and record["bpp_train"] > 0
     assert 0 <= record["val"]["top1"] <= 100 and record["val"]["images"] == 1
-    model = build_model("fs-test-l2", "tf_efficientnet_lite0", teacher_weights=None)
+    model = Architecture("tf_efficientnet_lite0").build("fs-test-l2", teacher_weights=None)
     load_codec(model, run / "best.safetensors")
     assert model.entropy.ready
 
@@ -112,7 +113,7 @@ def test_resume_continues_exactly_where_an_uninterrupted_run_goes(tmp_path, monk
 def test_encoder_reuse_trains_only_the_new_decoder(tmp_path):
     # Lite1 (240x240 input) as the new server backbone; Lite2's 260x260 is not a multiple of the
     # split stride 8, which the blueprints refuse.
-    lite0 = build_model("fs-lite0-src", "tf_efficientnet_lite0", teacher_weights=None)
+    lite0 = Architecture("tf_efficientnet_lite0").build("fs-lite0-src", teacher_weights=None)
     save_codec(lite0, tmp_path / "lite0.safetensors")
     src = load_file(tmp_path / "lite0.safetensors")
     cfg = load_config(None, [
@@ -123,7 +124,7 @@ def test_encoder_reuse_trains_only_the_new_decoder(tmp_path):
     out = load_file(tmp_path / "run/lmbda-2/last.safetensors")
     frozen = [k for k in src if k.split(".")[0] in ("g_a", "entropy")]
     assert frozen and all(torch.equal(out[k], src[k]) for k in frozen)
-    start = build_model("fs-lite1-reuse", "tf_efficientnet_lite1", teacher_weights=None)
+    start = Architecture("tf_efficientnet_lite1").build("fs-lite1-reuse", teacher_weights=None)
     g_s = {k: v for k, v in start.state_dict().items() if k.startswith("g_s.")}
     assert any(not torch.equal(out[k], v) for k, v in g_s.items() if v.is_floating_point())
 
@@ -135,7 +136,7 @@ def test_reuse_warm_start_and_the_edge_input_size_reach_the_trained_file(tmp_pat
     # and serving preprocess as the edge does.
     from frankensplit.models.zoo import load_model_file
 
-    lite0 = build_model("fs-lite0-src", "tf_efficientnet_lite0", teacher_weights=None)
+    lite0 = Architecture("tf_efficientnet_lite0").build("fs-lite0-src", teacher_weights=None)
     save_codec(lite0, tmp_path / "lite0.safetensors")
     src = load_file(tmp_path / "lite0.safetensors")
     cfg = load_config(None, [
@@ -145,7 +146,7 @@ def test_reuse_warm_start_and_the_edge_input_size_reach_the_trained_file(tmp_pat
     ])
     train(cfg, tmp_path / "run", progress=False)
     out = load_file(tmp_path / "run/lmbda-2/last.safetensors")
-    seeded = build_model("fs-test.lite2", "tf_efficientnet_lite2", teacher_weights=None).g_s
+    seeded = Architecture("tf_efficientnet_lite2").build("fs-test.lite2", teacher_weights=None).g_s
     fresh = {"g_s." + k: v for k, v in seeded.state_dict().items()}
     moving = [k for k in fresh if "running_" in k or "num_batches" in k]  # BN stats, train mode
     fits = [k for k in fresh if k in src and src[k].shape == fresh[k].shape and k not in moving]
@@ -169,7 +170,7 @@ def test_reuse_warm_start_and_the_edge_input_size_reach_the_trained_file(tmp_pat
 def test_fine_tuning_the_same_teacher_starts_from_every_part_of_the_init_codec(tmp_path):
     # Another lambda for the same teacher: g_s fits, so it is loaded too (the lite1 reuse test
     # above shows a different teacher gets a fresh g_s instead).
-    src_model = build_model("fs-lite0-src", "tf_efficientnet_lite0", teacher_weights=None)
+    src_model = Architecture("tf_efficientnet_lite0").build("fs-lite0-src", teacher_weights=None)
     save_codec(src_model, tmp_path / "src.safetensors")
     assert codec_metadata(tmp_path / "src.safetensors")["teacher"] == "tf_efficientnet_lite0"
     src = load_file(tmp_path / "src.safetensors")
@@ -190,7 +191,7 @@ def test_saliency_stage_needs_a_cache(tmp_path):
 
 
 def test_mixed_precision_keeps_the_entropy_model_in_float32():
-    model = build_model("fs-amp", "tf_efficientnet_lite0", teacher_weights=None).train()
+    model = Architecture("tf_efficientnet_lite0").build("fs-amp", teacher_weights=None).train()
     forward = MixedPrecisionForward(model, "cpu", torch.bfloat16)
     out = forward(torch.randn(2, 3, 32, 32))
     assert out["y_hat"].dtype == torch.float32 and out["likelihoods"]["y"].dtype == torch.float32

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from frankensplit.models.zoo import MODELS, ZOO_DIR, ModelEntry, default_model_id, file_sha256
+from frankensplit.files import file_sha256
+from frankensplit.models.zoo import MODELS, ZOO_DIR, ModelEntry, default_model_id
 
 REPO = Path(__file__).resolve().parents[1]
 FIGURES = ("top1", "teacher_agreement", "nll", "bytes_per_image", "bpp_actual")
@@ -37,7 +38,8 @@ def _shipped() -> list[ModelEntry]:
     """Trained entries with the default's teacher, in index order (the default among them)."""
     default = MODELS.get(default_model_id())
     return [MODELS.get(m) for m in MODELS.names()
-            if MODELS.get(m).trained and MODELS.get(m).teacher == default.teacher]
+            if MODELS.get(m).trained
+            and MODELS.get(m).architecture.teacher == default.architecture.teacher]
 
 
 SHIPPED = _shipped()
@@ -84,7 +86,8 @@ def _families() -> dict[tuple[str, str, str], list[ModelEntry]]:
     """Shipped entries grouped by architecture (teacher, encoder, decoder), by lambda."""
     groups: dict[tuple[str, str, str], list[ModelEntry]] = {}
     for entry in SHIPPED:
-        groups.setdefault((entry.teacher, entry.encoder, entry.decoder), []).append(entry)
+        arch = entry.architecture
+        groups.setdefault((arch.teacher, arch.encoder, arch.decoder), []).append(entry)
     return {k: sorted(v, key=lambda e: e.lmbda) for k, v in groups.items()}
 
 
@@ -122,8 +125,10 @@ def test_the_default_is_the_most_accurate_frankensplit_model_at_most_1_bpp():
     if not SHIPPED:
         pytest.skip("no trained model in the zoo index")
     default = MODELS.get(default_model_id())
-    assert default.encoder == "frankensplit", f"the default {default.model_id} is a baseline"
-    candidates = [e for e in SHIPPED if (e.encoder, e.decoder) == (default.encoder, default.decoder)]
+    arch = default.architecture
+    assert arch.method == "frankensplit", f"the default {default.model_id} is a baseline"
+    candidates = [e for e in SHIPPED if (e.architecture.encoder, e.architecture.decoder)
+                  == (arch.encoder, arch.decoder)]
     dev = {e.model_id: _dev(e) for e in candidates}
     if all(dev.values()):
         figures, where = dev, "dev set"

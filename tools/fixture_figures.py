@@ -42,8 +42,7 @@ def measure(model: Any, folder: Path = FIXTURES, batch: int = 16) -> dict[str, f
     """The fixture figures of one model (see the module docstring), coded ``batch`` at a time."""
     import torch
 
-    from frankensplit.data import make_transform
-    from frankensplit.data.transforms import load_image
+    from frankensplit.data import load_image, make_transform
     from frankensplit.eval import load_dataset
 
     files, labels = load_dataset(folder)
@@ -100,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--noise", action="store_true", help="also print the spread over threads")
     args = p.parse_args(argv)
     sys.path.insert(0, str(REPO))
-    from frankensplit.models.zoo import ZOO_DIR, create_model, file_sha256
+    from frankensplit.files import file_sha256
+    from frankensplit.models.zoo import ZOO_DIR, create_model
 
     index = json.loads(INDEX.read_text())
     known = trained_ids(index)

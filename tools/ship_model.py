@@ -1,7 +1,7 @@
 """Ship a trained codec: copy its weights into the package and record it in the zoo index.
 
 A split model (FrankenSplit or Entropic Student, written by ``frankensplit train``) goes to
-``frankensplit/zoo/<model_id>.safetensors`` with an ``index.json`` entry: its architecture (read
+``frankensplit/zoo/<model_id>.safetensors`` with an ``index.json`` entry: its `Architecture` (read
 from the file's metadata, so the entry rebuilds exactly what was trained), lambda, sha256, the
 command that produced it, and the training run's validation figures. A Balle 2018 image codec goes
 to ``frankensplit/zoo/bmshj2018/`` (the default source of the ``bmshj2018-factorized`` codec).
@@ -29,9 +29,6 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 ZOO = REPO / "frankensplit" / "zoo"
-
-#: Architecture fields of a split model's metadata that become ModelEntry fields.
-_ARCH_FIELDS = ("encoder", "entropy", "latent_channels", "decoder", "split_reduction")
 
 
 def _train_metrics(run_dir: Path) -> dict[str, Any]:
@@ -83,28 +80,30 @@ def _describe(label: str, lmbda: float, metrics: dict[str, Any]) -> str:
 def ship(src: Path, config: str, results: Path | None) -> Path:
     """Copy ``src`` into the zoo and (split models) write its index entry; returns the new path."""
     sys.path.insert(0, str(REPO))
-    from frankensplit.models.zoo import codec_metadata, file_sha256
+    from frankensplit.files import file_sha256
+    from frankensplit.models.architecture import Architecture
+    from frankensplit.models.codec_file import codec_metadata
+    from frankensplit.models.zoo_index import ModelEntry, entry_dict
 
     meta = codec_metadata(src)
-    arch = json.loads(meta.get("architecture", "{}"))
+    kind = json.loads(meta.get("architecture", "{}")).get("kind")
     model_id, lmbda = meta["model_id"], float(meta["lmbda"])
-    if arch.get("kind") == "image_codec":
+    if kind == "image_codec":
         dest = ZOO / "bmshj2018" / f"{model_id}.safetensors"
         dest.parent.mkdir(exist_ok=True)
         shutil.copyfile(src, dest)
         return dest
-    if arch.get("kind") != "split":
+    if kind != "split":
         raise SystemExit(f"{src}: no architecture metadata (written by an old frankensplit train)")
+    arch = Architecture.from_json(meta["architecture"], str(src))
     dest = ZOO / f"{model_id}.safetensors"
     shutil.copyfile(src, dest)
     metrics = _train_metrics(src.parent)
     if results is not None:
         metrics.update(_dev_metrics(results, model_id))
-    label = "Entropic Student" if arch["encoder"] == "entropic_student" else "lite0"
-    entry = {"model_id": model_id, "teacher": arch["teacher"], "weights": dest.name,
-             "sha256": file_sha256(dest), "lmbda": lmbda, "config": config,
-             **{k: arch[k] for k in _ARCH_FIELDS if arch.get(k) is not None},
-             "description": _describe(label, lmbda, metrics), "metrics": metrics}
+    label = "Entropic Student" if arch.method == "entropic_student" else "lite0"
+    entry = entry_dict(ModelEntry(model_id, arch, dest.name, file_sha256(dest), lmbda, config,
+                                  _describe(label, lmbda, metrics), metrics))
     index_path = ZOO / "index.json"
     index = json.loads(index_path.read_text()) if index_path.is_file() else {"models": []}
     models = [m for m in index["models"] if m["model_id"] != model_id] + [entry]

@@ -56,8 +56,8 @@ def load_image_codec(path: str | Path) -> tuple[float, Bmshj2018Factorized]:
     Raises:
         ValueError: unreadable file, or one that is not a trained image codec.
     """
+    from frankensplit.models.codec_file import codec_metadata, load_codec
     from frankensplit.models.image_codec import IMAGE_CODEC_NAME, Bmshj2018Factorized
-    from frankensplit.models.zoo import codec_metadata, load_codec
 
     meta = codec_metadata(path)
     try:

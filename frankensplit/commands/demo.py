@@ -108,7 +108,8 @@ def _rate_curve(args: argparse.Namespace, teacher: str) -> list[Any]:
         return []
     default = MODELS.get(default_model_id())
     ids = [m for m in MODELS.names() if m != default.model_id and MODELS.get(m).trained
-           and (MODELS.get(m).teacher, MODELS.get(m).encoder) == (teacher, default.encoder)]
+           and (MODELS.get(m).architecture.teacher, MODELS.get(m).architecture.method)
+           == (teacher, default.architecture.method)]
     return [create_model(m, teacher_weights=args.teacher_weights) for m in ids]
 
 

@@ -23,5 +23,5 @@ def run(args: argparse.Namespace) -> int:
         else:
             flag = "trained  " if e.trained else "untrained"
             mark = " (default)" if e.model_id == default else ""
-            print(f"{e.model_id:32s} {flag} {e.teacher:24s} {e.description}{mark}")
+            print(f"{e.model_id:32s} {flag} {e.architecture.teacher:24s} {e.description}{mark}")
     return 0

@@ -6,9 +6,9 @@ from frankensplit._lazy import lazy_exports
 _EXPORTS = {
     "frankensplit.data.datasets": ("IMAGE_SUFFIXES", "ImageDataset", "find_images",
         "read_labels_csv"),
-    "frankensplit.data.photos": ("BUNDLED_PHOTOS", "bundled_photos"),
-    "frankensplit.data.transforms": ("crop_transform", "load_image", "make_transform",
-        "normalize_batch", "normalize_transform"),
+    "frankensplit.data.photos": ("BUNDLED_PHOTOS", "bundled_photos", "load_image"),
+    "frankensplit.data.transforms": ("crop_transform", "make_transform", "normalize_batch",
+        "normalize_transform"),
 }
 __all__ = [name for names in _EXPORTS.values() for name in names]
 lazy_exports(__name__, _EXPORTS)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from frankensplit.data.transforms import load_image
+from frankensplit.data.photos import load_image
 
 __all__ = ["IMAGE_SUFFIXES", "ImageDataset", "find_images", "read_labels_csv"]
 

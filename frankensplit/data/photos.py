@@ -1,7 +1,8 @@
-"""Real photos that ship inside installed packages: the demo's and the profile's default input.
+"""Photos: the one image loader, and the real photos that ship inside installed packages.
 
 scikit-image's sample photos and matplotlib's portrait of Grace Hopper, so that ``frankensplit
-demo`` and ``frankensplit profile`` run on a fresh machine with no data. Torch-free.
+demo`` and ``frankensplit profile`` run on a fresh machine with no data. Torch-free (the edge
+client loads its images here too).
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-__all__ = ["BUNDLED_PHOTOS", "bundled_photos"]
+from PIL import Image, UnidentifiedImageError
+
+__all__ = ["BUNDLED_PHOTOS", "bundled_photos", "load_image"]
 
 #: (package, path inside it) of the photos, in the order they are used.
 BUNDLED_PHOTOS = (
@@ -33,3 +36,24 @@ def bundled_photos() -> list[Path]:
         if path.is_file():
             found.append(path)
     return found
+
+
+def load_image(image: str | Path | Image.Image) -> Image.Image:
+    """Open an image file (or take a PIL image) as RGB.
+
+    Raises:
+        ValueError: missing file or not a readable image.
+        TypeError: neither a path nor a PIL image.
+    """
+    if isinstance(image, Image.Image):
+        return image if image.mode == "RGB" else image.convert("RGB")
+    if not isinstance(image, (str, Path)):
+        raise TypeError(f"image must be a path or a PIL image, got {type(image).__name__}")
+    path = Path(image)
+    if not path.is_file():
+        raise ValueError(f"image not found: {path}")
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"cannot read image {path}: {e}") from e

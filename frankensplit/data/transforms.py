@@ -17,16 +17,15 @@ which the standard-codec baselines compress.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 from torchvision import transforms as T
 
 __all__ = [
-    "crop_transform", "load_image", "make_transform", "normalize_batch", "normalize_transform",
+    "crop_transform", "make_transform", "normalize_batch", "normalize_transform",
 ]
 
 _INTERP = {
@@ -34,22 +33,6 @@ _INTERP = {
     "bilinear": T.InterpolationMode.BILINEAR,
     "nearest": T.InterpolationMode.NEAREST,
 }
-
-
-def load_image(path: str | Path) -> Image.Image:
-    """Open an image file as RGB.
-
-    Raises:
-        ValueError: missing file or not a readable image.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"image not found: {path}")
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"cannot read image {path}: {e}") from e
 
 
 def _size_and_interp(data_config: dict[str, Any]) -> tuple[int, T.InterpolationMode]:

@@ -82,9 +82,10 @@ def default_pairs() -> dict[str, list[str]]:
 
     entries = [e for e in map(MODELS.get, list_models()) if e.trained]
     pairs = {}
-    for reuse in (e for e in entries if getattr(e, "reuses", None)):
-        own = [e for e in entries if e.teacher == reuse.teacher and not getattr(e, "reuses", None)
-               and e.encoder == reuse.encoder]
+    for reuse in (e for e in entries if e.architecture.reuses):
+        arch = reuse.architecture
+        own = [e for e in entries if not e.architecture.reuses and (
+            e.architecture.teacher, e.architecture.encoder) == (arch.teacher, arch.encoder)]
         pairs[reuse.model_id] = [e.model_id for e in sorted(own, key=lambda e: e.lmbda or 0)]
     return pairs
 

@@ -8,7 +8,7 @@ Per image and per teacher::
     codec q:      encode(x_crop) -> bytes -> decode -> x_hat crop -> normalise -> teacher -> logits
 
 Split models are FrankenSplit's and the Entropic Student baseline's; each model's rows carry its
-``method`` (its encoder's id: "frankensplit" or "entropic_student"), so the two form separate
+``method`` (its `Architecture`'s: "frankensplit" or "entropic_student"), so the two form separate
 curves and FrankenSplit's savings are reported against Entropic Student like against any codec.
 Codecs include the learned image codec baseline (``bmshj2018-factorized:SOURCE``), whose rows also
 get ``bits_estimated`` from its latent's likelihoods.
@@ -138,7 +138,7 @@ def teacher_label(model: FrankenSplit) -> str:
     ``tf_efficientnet_lite1@224px`` beside ``tf_efficientnet_lite1``; sharing the first one's
     preprocessing would measure the other at the wrong size.
     """
-    size = (getattr(model, "architecture", None) or {}).get("input_size")
+    size = model.architecture.input_size
     return model.teacher.name if size is None else f"{model.teacher.name}@{size}px"
 
 

@@ -7,8 +7,10 @@ _EXPORTS = {
     "frankensplit.models.encoder": ("ENCODERS",),
     "frankensplit.models.entropy": ("ENTROPY_MODELS", "FactorizedPrior", "NotUpdatedError"),
     "frankensplit.models.split": ("EdgePart", "FrankenSplit", "ServerPart", "count_parameters"),
+    "frankensplit.models.architecture": ("Architecture",),
     "frankensplit.models.zoo_index": ("MODELS", "ModelEntry", "list_models"),
-    "frankensplit.models.zoo": ("build_model", "create_model", "load_codec", "save_codec"),
+    "frankensplit.models.codec_file": ("load_codec", "save_codec"),
+    "frankensplit.models.zoo": ("create_model", "load_model_file"),
 }
 __all__ = [name for names in _EXPORTS.values() for name in names]
 lazy_exports(__name__, _EXPORTS)

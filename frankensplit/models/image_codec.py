@@ -144,7 +144,7 @@ def build_image_codec(
     latent_channels: int = 192,
     teacher: SplitBackbone | None = None,
 ) -> Bmshj2018Factorized:
-    """A Balle 2018 codec with weights seeded from the model id (like ``zoo.build_model``)."""
+    """A Balle 2018 codec with weights seeded from the model id (like `Architecture.build`)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(zlib.crc32(model_id.encode()))
         return Bmshj2018Factorized(model_id, hidden_channels, latent_channels, teacher)

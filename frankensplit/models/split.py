@@ -12,8 +12,7 @@ blueprint or the tail; the server never holds the encoder).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +20,7 @@ from torch import Tensor, nn
 from frankensplit import bitstream
 from frankensplit.backbones import SplitBackbone
 from frankensplit.blueprints.common import count_parameters
+from frankensplit.models.architecture import Architecture
 from frankensplit.models.entropy import FactorizedPrior
 
 __all__ = ["EdgePart", "FrankenSplit", "ServerPart", "count_parameters"]
@@ -134,10 +134,9 @@ class FrankenSplit(nn.Module):
         entropy: entropy model over the latent.
         g_s: blueprint decoder producing the teacher's features at the split.
         teacher: the split backbone (frozen; its head gives the distillation target h).
-        architecture: the registry ids it was built from (teacher, encoder, entropy,
-            latent_channels, decoder, split_reduction; input_size, crop_pct and reuses when
-            set), as plain data; written into saved codec files so that a file alone rebuilds
-            its model (``zoo.build_model`` fills it in).
+        architecture: what it was built from (`Architecture.build` passes itself), written
+            into saved codec files so that a file alone rebuilds its model.
+        tail: a tail of its own (``architecture.tail``), or None: the teacher's.
     """
 
     def __init__(
@@ -147,7 +146,7 @@ class FrankenSplit(nn.Module):
         entropy: FactorizedPrior,
         g_s: nn.Module,
         teacher: SplitBackbone,
-        architecture: Mapping[str, Any] | None = None,
+        architecture: Architecture,
         tail: nn.Module | None = None,
     ) -> None:
         super().__init__()
@@ -157,7 +156,7 @@ class FrankenSplit(nn.Module):
         self.entropy = entropy
         self.g_s = g_s
         self.teacher = teacher
-        self.architecture = dict(architecture or {})
+        self.architecture = architecture
         # A tail of its own (Entropic Student's second stage fine-tunes a copy of the teacher's),
         # or None: the unmodified teacher tail, FrankenSplit's. The teacher itself never changes,
         # so the uncompressed reference stays the real teacher.
@@ -171,22 +170,17 @@ class FrankenSplit(nn.Module):
     def encoder_id(self) -> str:
         """The id its packets carry: its own, or under encoder reuse its source model's.
 
-        A reuse model (``architecture["reuses"]``) runs its source's g_a and entropy model, so
+        A reuse model (``architecture.reuses``) runs its source's g_a and entropy model, so
         its edge writes exactly the source's packets, id included, and one packet can be sent to
         any server decoder of that encoder (`frankensplit.runtime.service`); the bytes an
         evaluation counts are then the bytes the device really sends.
         """
-        return str(self.architecture.get("reuses") or self.model_id)
+        return self.architecture.reuses or self.model_id
 
     @property
     def method(self) -> str:
-        """The method this model implements, as evaluations label it: its encoder's registry id.
-
-        The encoder is what tells the methods apart ("frankensplit": the shallow residual
-        encoder; "entropic_student": Matsubara et al.'s GDN encoder at stride 4). Encoder reuse
-        keeps "frankensplit"; a model built without an architecture record is "frankensplit".
-        """
-        return str(self.architecture.get("encoder", "frankensplit"))
+        """The method this model implements, as evaluations label it (``architecture.method``)."""
+        return self.architecture.method
 
     def forward(self, x: Tensor) -> dict[str, Tensor | dict[str, Tensor]]:
         """Training/analysis pass (no entropy coding).

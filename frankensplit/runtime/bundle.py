@@ -20,7 +20,7 @@ preprocessing. The server bundle holds the codec weights and names the teacher, 
 loaded from its own source (never copied into our files). Every manifest carries the model id,
 the bitstream format version and a sha256 per file, verified at load.
 
-This module is torch-free (json, dataclasses, the zoo index's sha256): the edge client imports it.
+This module is torch-free (json, dataclasses, `frankensplit.files`): the edge client imports it.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from frankensplit.models.zoo_index import file_sha256
+from frankensplit.files import file_sha256, from_dict
+from frankensplit.models.architecture import Architecture
 
 __all__ = [
     "BUNDLE_VERSION",
@@ -45,7 +46,6 @@ __all__ = [
     "Preprocess",
     "ServerManifest",
     "read_manifest",
-    "sha256_file",
     "write_manifest",
 ]
 
@@ -64,10 +64,6 @@ ENCODER_PRECISIONS = ("fp32", "int8")
 #: ran out of this machine's 24 GB). 64, 128 and 256 images changed the same share of latent
 #: symbols on the dev set (2.05%, 2.03%, 2.01%; docs/edge.md).
 DEFAULT_CALIBRATION_IMAGES = 128
-
-
-# One sha256 for the zoo and the bundles (torch-free, as the edge client needs).
-sha256_file = file_sha256
 
 
 @dataclass(frozen=True)
@@ -223,44 +219,26 @@ class EdgeManifest:
 
 @dataclass(frozen=True)
 class ServerManifest:
-    """``server/manifest.json``.
+    """``server/manifest.json`` (the architecture's fields inline, as in the zoo index).
 
     Attributes:
         model_id: the model the packets name.
         bitstream_version: packet format version.
-        teacher: timm name of the frozen backbone (loaded from its own source at serve time).
-        encoder: ``ENCODERS`` id (its weights are in the codec file; the server never runs it).
-        entropy: ``ENTROPY_MODELS`` id.
-        latent_channels: channels of y.
+        architecture: what the server builds (the teacher is loaded from its own source; a reuse
+            model's packets, and the edge bundle exported with it, carry its source's id).
         latent_shape: (C, H, W) of the packets this model accepts.
         codec_file: safetensors of g_a, the entropy model (with CDF tables) and g_s.
         preprocess: the edge's preprocessing, for reference.
         files: file name -> sha256.
-        decoder: ``DECODERS`` id of g_s ("blueprint" for FrankenSplit; bundles written before this
-            field existed are FrankenSplit's).
-        split_reduction: stride of the teacher's split (None: FrankenSplit's; 4: Entropic Student's).
-        input_size: side of the edge encoder's input when not the teacher's, with ``crop_pct``
-            (encoder reuse: the source's; None: the teacher's own preprocessing).
-        crop_pct: see ``input_size``.
-        reuses: id of the model whose encoder this decoder's packets come from (encoder reuse:
-            the packets, and the edge bundle exported with it, carry that id); None: its own.
     """
 
     model_id: str
     bitstream_version: int
-    teacher: str
-    encoder: str
-    entropy: str
-    latent_channels: int
+    architecture: Architecture
     latent_shape: tuple[int, int, int]
     codec_file: str
     preprocess: Preprocess
     files: dict[str, str] = field(default_factory=dict)
-    decoder: str = "blueprint"
-    split_reduction: int | None = None
-    input_size: int | None = None
-    crop_pct: float | None = None
-    reuses: str | None = None
     format: str = SERVER_FORMAT
     bundle_version: int = BUNDLE_VERSION
 
@@ -268,25 +246,12 @@ class ServerManifest:
 def write_manifest(folder: str | Path, manifest: EdgeManifest | ServerManifest) -> Path:
     """Write ``manifest.json`` (sorted keys, indented) into ``folder``; return its path."""
     path = Path(folder) / MANIFEST_NAME
-    path.write_text(json.dumps(asdict(manifest), indent=2, sort_keys=True) + "\n")
+    data = asdict(manifest)
+    if isinstance(manifest, ServerManifest):
+        del data["architecture"]
+        data.update(manifest.architecture.to_dict())
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return path
-
-
-def _from_dict(cls: type, raw: dict[str, Any], path: Path) -> EdgeManifest | ServerManifest:
-    """Build a manifest dataclass; unknown or missing keys are errors that name the file."""
-    known = set(cls.__dataclass_fields__)
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ValueError(f"{path}: unknown manifest keys {unknown}; expected only {sorted(known)}")
-    try:
-        fields = dict(raw, preprocess=Preprocess(**raw["preprocess"]))
-        if fields.get("quantization") is not None:
-            fields["quantization"] = EncoderQuantization(**fields["quantization"])
-        if "latent_shape" in fields:
-            fields["latent_shape"] = tuple(int(d) for d in fields["latent_shape"])
-        return cls(**fields)
-    except (KeyError, TypeError) as e:
-        raise ValueError(f"{path}: malformed manifest: {e}") from e
 
 
 def read_manifest(folder: str | Path, verify: bool = True) -> EdgeManifest | ServerManifest:
@@ -325,13 +290,19 @@ def read_manifest(folder: str | Path, verify: bool = True) -> EdgeManifest | Ser
             f"{path}: bundle_version {raw.get('bundle_version')!r} is not supported; this build "
             f"reads version {BUNDLE_VERSION}"
         )
-    manifest = _from_dict(classes[raw["format"]], raw, path)
+    try:
+        if raw["format"] == SERVER_FORMAT:
+            architecture, raw = Architecture.split_record(raw, str(path))
+            raw["architecture"] = architecture
+        manifest = from_dict(classes[raw["format"]], raw, str(path))
+    except TypeError as e:
+        raise ValueError(f"{path}: malformed manifest: {e}") from e
     if verify:
         for name, expected in manifest.files.items():
             file = folder / name
             if Path(name).name != name or not file.is_file():
                 raise ValueError(f"{folder}: bundle file {name!r} is missing")
-            if (actual := sha256_file(file)) != expected:
+            if (actual := file_sha256(file)) != expected:
                 raise ValueError(
                     f"{file}: checksum mismatch, expected {expected}, got {actual}"
                 )

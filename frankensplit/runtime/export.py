@@ -30,15 +30,16 @@ import numpy as np
 import torch
 
 from frankensplit import bitstream
+from frankensplit.files import file_sha256
+from frankensplit.models.codec_file import save_codec
 from frankensplit.models.entropy import FactorizedPrior
 from frankensplit.models.split import FrankenSplit
-from frankensplit.models.zoo import MODELS, create_model, save_codec
+from frankensplit.models.zoo import MODELS, create_model
 from frankensplit.runtime.bundle import (
     TABLE_NAMES,
     EdgeManifest,
     Preprocess,
     ServerManifest,
-    sha256_file,
     write_manifest,
 )
 from frankensplit.runtime.quantize import DEFAULT_CALIBRATION_IMAGES, calibration_images
@@ -206,7 +207,7 @@ def export_edge(
         reduction=preprocess.crop // int(y.shape[-1]),
         encoder_file=encoder_file,
         opset=opset,
-        files={name: sha256_file(folder / name) for name in files},
+        files={name: file_sha256(folder / name) for name in files},
         encoder_precision="fp32" if int8 is None else "int8",
         quantization=quantization,
         figures=dict(figures or {}),
@@ -215,43 +216,27 @@ def export_edge(
     return manifest
 
 
-def export_server(
-    model: FrankenSplit, folder: str | Path, encoder: str, entropy: str
-) -> ServerManifest:
-    """Write the server bundle of ``model`` (codec safetensors + manifest naming the teacher).
+def export_server(model: FrankenSplit, folder: str | Path) -> ServerManifest:
+    """Write the server bundle of ``model`` (codec safetensors + manifest: its architecture).
 
     Args:
         model: the model to export.
         folder: output folder (created if needed).
-        encoder: ``ENCODERS`` id of ``model.g_a``, for models without a recorded architecture
-            (``build_model`` records it, and the record is what the manifest then names, so that
-            encoder, decoder and split always come from one source).
-        entropy: ``ENTROPY_MODELS`` id of ``model.entropy``, likewise.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     preprocess = Preprocess.from_data_config(model.teacher.data_config)
     with torch.no_grad():
         y = model.g_a(torch.zeros(1, 3, preprocess.crop, preprocess.crop))
-    save_codec(model, folder / _CODEC_FILE, metadata={"teacher": model.teacher.name})
-    recorded = getattr(model, "architecture", None) or {}  # what build_model recorded
-    arch = {"encoder": encoder, "entropy": entropy, "decoder": "blueprint", **recorded}
+    save_codec(model, folder / _CODEC_FILE)
     manifest = ServerManifest(
         model_id=model.model_id,
         bitstream_version=bitstream.FORMAT_VERSION,
-        teacher=model.teacher.name,
-        encoder=arch["encoder"],
-        entropy=arch["entropy"],
-        latent_channels=int(y.shape[1]),
+        architecture=model.architecture,
         latent_shape=tuple(int(d) for d in y.shape[1:]),  # type: ignore[arg-type]
         codec_file=_CODEC_FILE,
         preprocess=preprocess,
-        files={_CODEC_FILE: sha256_file(folder / _CODEC_FILE)},
-        decoder=arch["decoder"],
-        split_reduction=arch.get("split_reduction"),
-        input_size=arch.get("input_size"),
-        crop_pct=arch.get("crop_pct"),
-        reuses=arch.get("reuses"),
+        files={_CODEC_FILE: file_sha256(folder / _CODEC_FILE)},
     )
     write_manifest(folder, manifest)
     return manifest
@@ -260,8 +245,6 @@ def export_server(
 def export_bundle(
     model: FrankenSplit,
     out: str | Path,
-    encoder: str = "frankensplit",
-    entropy: str = "factorized",
     opset: int = DEFAULT_OPSET,
     int8: Int8Calibration | None = None,
     figures: dict[str, Any] | None = None,
@@ -273,7 +256,7 @@ def export_bundle(
     same server bundle as the fp32 one (same model id, same tables).
     """
     out = Path(out)
-    export_server(model, out / "server", encoder=encoder, entropy=entropy)
+    export_server(model, out / "server")
     export_edge(model, out / "edge", opset=opset, int8=int8, figures=figures)
     return ExportResult(out / "edge", out / "server")
 
@@ -297,5 +280,4 @@ def export_model(
     entry = MODELS.get(model_id)
     model = create_model(model_id, teacher_weights=teacher_weights, codec_weights=codec_weights)
     figures = recorded_figures(entry.metrics) if codec_weights is None else {}
-    return export_bundle(model, out, encoder=entry.encoder, entropy=entry.entropy, opset=opset,
-                         int8=int8, figures=figures)
+    return export_bundle(model, out, opset=opset, int8=int8, figures=figures)

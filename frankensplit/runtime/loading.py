@@ -2,7 +2,7 @@
 
 A model is named either by a zoo id (``fs-lite0-untrained``, trained ids from ``zoo/index.json``)
 or by a server bundle folder written by ``frankensplit export``; a bundle works for any model id,
-registered in the zoo or not, because its manifest names the teacher and the codec components.
+registered in the zoo or not, because its manifest holds the model's `Architecture`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from frankensplit.models.split import FrankenSplit, ServerPart
-from frankensplit.models.zoo import MODELS, build_model, check_reuse, create_model, load_codec
+from frankensplit.models.zoo import MODELS, create_model, load_weights
 from frankensplit.runtime.bundle import Preprocess, ServerManifest, read_manifest
 
 __all__ = ["LoadedModel", "load_server_model", "resolve_model_spec", "served_model"]
@@ -87,17 +87,9 @@ def load_server_model(spec: str, teacher_weights: str | Path | None = "auto") ->
     folder = Path(spec)
     manifest = read_manifest(folder)
     assert isinstance(manifest, ServerManifest)
-    model = build_model(
-        manifest.model_id, manifest.teacher, manifest.encoder, manifest.entropy,
-        manifest.latent_channels, teacher_weights=teacher_weights, decoder=manifest.decoder,
-        split_reduction=manifest.split_reduction, input_size=manifest.input_size,
-        crop_pct=manifest.crop_pct, reuses=manifest.reuses,
-    )
-    load_codec(model, folder / manifest.codec_file, sha256=manifest.files.get(manifest.codec_file))
-    model.eval()
-    model.update()  # no-op: the tables were loaded with the codec
-    check_reuse(model)
-    loaded = served_model(model)
+    model = manifest.architecture.build(manifest.model_id, teacher_weights)
+    loaded = served_model(load_weights(model, folder / manifest.codec_file,
+                                       manifest.files.get(manifest.codec_file)))
     if loaded.latent_shape != manifest.latent_shape:
         raise ValueError(
             f"{folder}: the model produces latents {loaded.latent_shape}, manifest says "

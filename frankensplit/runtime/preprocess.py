@@ -13,11 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from frankensplit.data.photos import load_image
 from frankensplit.runtime.bundle import Preprocess
 
-__all__ = ["ImageInput", "load_rgb", "preprocess"]
+__all__ = ["ImageInput", "preprocess"]
 
 #: What the edge client accepts as an image: a path or an already-opened PIL image.
 ImageInput = str | Path | Image.Image
@@ -27,27 +28,6 @@ _FILTERS = {
     "bilinear": Image.Resampling.BILINEAR,
     "nearest": Image.Resampling.NEAREST,
 }
-
-
-def load_rgb(image: ImageInput) -> Image.Image:
-    """Open a path (or take a PIL image) as RGB.
-
-    Raises:
-        ValueError: missing file or unreadable image.
-        TypeError: neither a path nor a PIL image.
-    """
-    if isinstance(image, Image.Image):
-        return image if image.mode == "RGB" else image.convert("RGB")
-    if not isinstance(image, (str, Path)):
-        raise TypeError(f"image must be a path or a PIL image, got {type(image).__name__}")
-    path = Path(image)
-    if not path.is_file():
-        raise ValueError(f"image not found: {path}")
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"cannot read image {path}: {e}") from e
 
 
 def _resize_short_side(img: Image.Image, size: int, interpolation: str) -> Image.Image:
@@ -81,7 +61,7 @@ def preprocess(image: ImageInput, config: Preprocess) -> np.ndarray:
         image: a path or a PIL image (converted to RGB).
         config: the bundle's preprocessing.
     """
-    img = _center_crop(_resize_short_side(load_rgb(image), config.resize, config.interpolation),
+    img = _center_crop(_resize_short_side(load_image(image), config.resize, config.interpolation),
                        config.crop)
     x = np.asarray(img, dtype=np.uint8).astype(np.float32) / np.float32(255)  # (H, W, 3)
     x = x.transpose(2, 0, 1)  # (3, H, W)

@@ -39,12 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from frankensplit.runtime.bundle import (
-    DEFAULT_CALIBRATION_IMAGES,
-    EncoderQuantization,
-    Preprocess,
-    sha256_file,
-)
+from frankensplit.files import file_sha256
+from frankensplit.runtime.bundle import DEFAULT_CALIBRATION_IMAGES, EncoderQuantization, Preprocess
 from frankensplit.runtime.preprocess import preprocess
 
 __all__ = [
@@ -91,7 +87,7 @@ def calibration_digest(images: Sequence[Path]) -> str:
     """sha256 over ``"<name> <sha256 of the file>\\n"`` per image, in order (see the manifest)."""
     digest = hashlib.sha256()
     for path in images:
-        digest.update(f"{Path(path).name} {sha256_file(path)}\n".encode())
+        digest.update(f"{Path(path).name} {file_sha256(path)}\n".encode())
     return digest.hexdigest()
 
 
@@ -169,7 +165,7 @@ def quantize_encoder(
         calibration_images=len(images),
         calibration_source=str(source),
         calibration_sha256=calibration_digest(images),
-        float_encoder_sha256=sha256_file(float_path),
+        float_encoder_sha256=file_sha256(float_path),
         float_nodes=tuple(keep_float),
     )
 

@@ -84,8 +84,7 @@ def check_weights(spec: str) -> None:
     Raises:
         ValueError: unknown spec, checksum mismatch or unreadable file (the message names it).
     """
-    from safetensors import safe_open
-
+    from frankensplit.files import file_sha256, read_safetensors
     from frankensplit.runtime.bundle import ServerManifest, read_manifest
 
     if Path(spec).is_dir():  # a bundle is checked without importing torch: fails in a second
@@ -94,7 +93,7 @@ def check_weights(spec: str) -> None:
             raise ValueError(f"{spec} is a {manifest.format}; serve needs a server bundle")
         path = Path(spec) / manifest.codec_file
     else:
-        from frankensplit.models.zoo_index import MODELS, ZOO_DIR, file_sha256
+        from frankensplit.models.zoo_index import MODELS, ZOO_DIR
 
         entry = MODELS.get(spec)
         if entry.weights is None:
@@ -106,10 +105,9 @@ def check_weights(spec: str) -> None:
             raise ValueError(f"model {spec!r}: checksum mismatch for {path}: expected "
                              f"{entry.sha256} (zoo index), got {actual}")
     try:
-        with safe_open(str(path), framework="numpy") as f:
-            f.keys()
-    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
-        raise ValueError(f"model {spec!r}: cannot read weights {path}: {e}") from None
+        read_safetensors(path, "weights", tensors=False, framework="numpy")  # header: framing
+    except ValueError as e:
+        raise ValueError(f"model {spec!r}: {e}") from None
 
 
 def run(args: argparse.Namespace) -> int:

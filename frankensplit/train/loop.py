@@ -43,15 +43,10 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from frankensplit.config import StageConfig, TrainConfig, to_dict
 from frankensplit.data import ImageDataset
+from frankensplit.files import read_safetensors
 from frankensplit.losses import channel_weights, output_distillation, rd_loss
+from frankensplit.models.codec_file import CODEC_PARTS, codec_state, load_codec_state, save_codec
 from frankensplit.models.split import FrankenSplit
-from frankensplit.models.zoo import (
-    CODEC_PARTS,
-    codec_metadata,
-    codec_state,
-    load_codec_state,
-    save_codec,
-)
 from frankensplit.train.distributed import DistInfo, all_reduce_mean, cleanup, setup
 from frankensplit.train.objectives import TrainModel, build_trainee, image_step, input_transform
 from frankensplit.train.validate import validate
@@ -227,12 +222,10 @@ def _build(cfg: TrainConfig, lmbda: float, device: torch.device) -> TrainModel:
     model_id = cfg.model_id.format(lmbda=format_lmbda(lmbda))
     model = build_trainee(cfg, model_id)
     if cfg.init_codec:
-        from safetensors.torch import load_file
-
-        state = load_file(cfg.init_codec)
+        state, meta = read_safetensors(cfg.init_codec)
         # g_s maps to one teacher's features: keep it when that teacher is ours (fine-tuning to
         # another lambda) or when it is frozen; a new teacher gets a fresh blueprint (reuse).
-        teacher = codec_metadata(cfg.init_codec).get("teacher")
+        teacher = meta.get("teacher")
         if teacher is None:  # files written before the teacher was recorded: judge by shapes
             own = model.g_s.state_dict()
             g_s = {k[len("g_s."):]: v for k, v in state.items() if k.startswith("g_s.")}

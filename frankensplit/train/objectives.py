@@ -34,7 +34,6 @@ from frankensplit.data import make_transform
 from frankensplit.losses import image_rd_loss
 from frankensplit.models.image_codec import Bmshj2018Factorized, build_image_codec
 from frankensplit.models.split import FrankenSplit
-from frankensplit.models.zoo import build_model
 
 __all__ = ["TrainModel", "build_trainee", "image_step", "input_transform"]
 
@@ -47,12 +46,7 @@ def build_trainee(cfg: TrainConfig, model_id: str) -> TrainModel:
     if cfg.objective == "image":
         teacher = create_backbone(cfg.teacher, weights=cfg.teacher_weights)
         return build_image_codec(model_id, cfg.hidden_channels, cfg.latent_channels, teacher)
-    return build_model(
-        model_id, cfg.teacher, cfg.encoder, cfg.entropy, cfg.latent_channels,
-        teacher_weights=cfg.teacher_weights, decoder=cfg.decoder,
-        split_reduction=cfg.split_reduction, input_size=cfg.input_size, crop_pct=cfg.crop_pct,
-        trained_tail=cfg.train_tail, reuses=cfg.reuses,
-    )
+    return cfg.architecture().build(model_id, teacher_weights=cfg.teacher_weights)
 
 
 def input_transform(
