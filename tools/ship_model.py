@@ -101,7 +101,9 @@ def ship(src: Path, config: str, results: Path | None) -> Path:
     metrics = _train_metrics(src.parent)
     if results is not None:
         metrics.update(_dev_metrics(results, model_id))
-    label = "Entropic Student" if arch.method == "entropic_student" else "lite0"
+    backbone = arch.teacher.removeprefix("tf_efficientnet_")
+    label = ("Entropic Student" if arch.method == "entropic_student"
+             else f"{arch.reuses}'s encoder reused for {backbone}" if arch.reuses else backbone)
     entry = entry_dict(ModelEntry(model_id, arch, dest.name, file_sha256(dest), lmbda, config,
                                   _describe(label, lmbda, metrics), metrics))
     index_path = ZOO / "index.json"
