@@ -8,10 +8,9 @@ What runs, all real and on loopback:
 - ``python -m frankensplit serve`` (subprocess) on a server bundle exported from ``--model``, and
   the torch-free `EdgeClient` on the matching edge bundle: per request, g_a (onnxruntime,
   ``--edge-threads``) + entropy encode + HTTP POST, timed until the answer is in.
-- Offloading: the codec's encoder on the 224x224 crop + HTTP POST of the real codec bytes to
-  ``python -m frankensplit.sim.offload_server`` (subprocess), which decodes them and runs the
-  unmodified teacher. ``frankensplit serve`` has no image endpoint, so this small server of the
-  same kind (FastAPI, uvicorn, one compute thread) stands in for it.
+- Offloading: the codec's encoder on the 224x224 crop + HTTP POST of the real codec bytes to the
+  same server's ``/v1/classify-image`` (`post_packet` with that endpoint: the same client, headers
+  and retries), which decodes them and runs the unmodified teacher.
 - Both go through :mod:`frankensplit.sim.shaper` (an asyncio TCP proxy: rate limit and RTT/2 each
   way, one extra RTT per new connection). The kernel's shapers are probed first and reported:
   ``tc`` netem/tbf inside ``unshare -rn``.
@@ -43,7 +42,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-import uuid
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -92,23 +90,12 @@ def start_server(args: list[str], port: int, log: Path, timeout: float = 300.0) 
     raise RuntimeError(f"{args[0:2]} not ready within {timeout} s")
 
 
-def post(url: str, data: bytes) -> dict[str, Any]:
-    """POST bytes as the edge client does: urllib, a new connection, the same headers."""
-    from frankensplit.runtime.client import REQUEST_ID_HEADER
-
-    request = urllib.request.Request(url, data=data, method="POST", headers={
-        "Content-Type": "application/octet-stream", "Accept": "application/json",
-        REQUEST_ID_HEADER: uuid.uuid4().hex})
-    with urllib.request.urlopen(request, timeout=120) as response:
-        return json.loads(response.read())
-
-
 def timed(fn: Callable[[], tuple[int, dict, float]]) -> dict[str, Any]:
     """One request: end-to-end wall ms, payload bytes, edge ms and the server's own compute ms."""
     start = time.perf_counter()
     size, answer, edge_ms = fn()
     return {"ms": (time.perf_counter() - start) * 1000, "bytes": size, "edge_ms": edge_ms,
-            "server_ms": answer.get("decode_ms", 0.0) + answer.get("infer_ms", 0.0),
+            "server_ms": answer.get("decode_ms", 0.0),  # all of the request's compute
             "attempts": answer.get("attempts", 1)}
 
 
@@ -204,9 +191,8 @@ def measure(args: argparse.Namespace) -> None:
     from frankensplit.codecs import create_codec
     from frankensplit.data import bundled_photos, crop_transform, load_image
     from frankensplit.models.zoo import create_model, default_model_id
-    from frankensplit.runtime.client import EdgeClient, post_packet
+    from frankensplit.runtime.client import EdgeClient
     from frankensplit.runtime.export import export_bundle
-    from frankensplit.sim.offload_server import CLASSIFY_IMAGE_PATH
     from frankensplit.sim.profile import load_profile
 
     profile = load_profile(args.profile)
@@ -223,32 +209,31 @@ def measure(args: argparse.Namespace) -> None:
     client = EdgeClient(bundle.edge_dir, threads=args.edge_threads)
     xs = [client.preprocess(p)[None] for p in photos]  # (1, 3, 224, 224) each
     codecs = {name: create_codec(name) for name in quality}
-    fs_port, off_port = free_port(), free_port()
-    threads = ["--threads", str(profile["server_threads"])]
-    procs: list[subprocess.Popen] = []
+    port = free_port()
+    proc = None
     try:
-        procs.append(start_server(["frankensplit", "serve", "--model", str(bundle.server_dir),
-                                   "--port", str(fs_port), "--log-level", "warning", *threads],
-                                  fs_port, tmp / "serve.log"))
-        procs.append(start_server(["frankensplit.sim.offload_server", "--model", model_id,
-                                   "--port", str(off_port), *threads], off_port,
-                                  tmp / "offload.log"))
-        jobs = _jobs(client, xs, crops, codecs, quality, fs_port, off_port, post_packet,
-                     CLASSIFY_IMAGE_PATH)
+        proc = start_server(["frankensplit", "serve", "--model", str(bundle.server_dir),
+                             "--port", str(port), "--log-level", "warning",
+                             "--threads", str(profile["server_threads"])], port, tmp / "serve.log")
+        jobs = _jobs(client, xs, crops, codecs, quality, port)
         rows = []
-        run_rate(jobs, None, 0.0, 2)  # warm-up: first requests load lazily on the servers
+        run_rate(jobs, None, 0.0, 2)  # warm-up: first requests load lazily on the server
         for mbit in [None, *(float(r) for r in args.rates.split(","))]:
             samples = run_rate(jobs, mbit, args.rtt_ms, args.requests)
             rows += _rows(samples, profile, quality, mbit, args.rtt_ms, edge)
     finally:
-        for proc in procs:
+        if proc is not None:
             proc.terminate()
             proc.wait(30)
         shutil.rmtree(tmp, ignore_errors=True)
     report(rows, shapers, profile, args, quality)
 
 
-def _jobs(client, xs, crops, codecs, quality, fs_port, off_port, post_packet, path) -> dict:
+def _jobs(client, xs, crops, codecs, quality, port) -> dict:
+    """method -> (server port, send(url, i)); each method gets its own shaper to the one server."""
+    from frankensplit.protocol import CLASSIFY_IMAGE_PATH
+    from frankensplit.runtime.client import post_packet
+
     def fs(url: str, i: int) -> tuple[int, dict, float]:
         start = time.perf_counter()
         packet = client.pack(client.encode_latent(xs[i % len(xs)])[0])
@@ -260,10 +245,10 @@ def _jobs(client, xs, crops, codecs, quality, fs_port, off_port, post_packet, pa
             start = time.perf_counter()
             data = codecs[name].encode(crops[i % len(crops)], quality[name])
             edge_ms = (time.perf_counter() - start) * 1000
-            return len(data), post(f"{url}{path}?codec={name}&topk=5", data), edge_ms
+            return len(data), post_packet(url, data, endpoint=CLASSIFY_IMAGE_PATH), edge_ms
         return send
 
-    return {"frankensplit": (fs_port, fs), **{n: (off_port, offload(n)) for n in codecs}}
+    return {"frankensplit": (port, fs), **{n: (port, offload(n)) for n in codecs}}
 
 
 def _median(runs: list[dict], key: str) -> float:

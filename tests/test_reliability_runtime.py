@@ -31,9 +31,10 @@ from frankensplit.files import file_sha256
 from frankensplit.models.architecture import Architecture
 from frankensplit.models.codec_file import load_codec
 from frankensplit.models.zoo import MODELS, ZOO_DIR, default_model_id
+from frankensplit.protocol import REQUEST_ID_HEADER
 from frankensplit.runtime.batching import Batcher, QueueFullError
 from frankensplit.runtime.bundle import read_manifest, write_manifest
-from frankensplit.runtime.client import REQUEST_ID_HEADER, RetryPolicy, ServerError, post_packet
+from frankensplit.runtime.client import RetryPolicy, ServerError, post_packet
 from frankensplit.runtime.export import export_server
 from frankensplit.runtime.loadgen import answer_matches, percentile, run_load
 from frankensplit.runtime.loading import load_server_model, served_model

@@ -11,6 +11,7 @@ which is all a routing test needs: a packet sent to the wrong decoder gives anot
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import time
@@ -27,7 +28,7 @@ pytest.importorskip("uvicorn")
 
 from frankensplit import bitstream
 from frankensplit.cli import main as cli_main
-from frankensplit.data import load_image, make_transform
+from frankensplit.data import crop_transform, load_image, make_transform
 from frankensplit.models.architecture import Architecture
 from frankensplit.models.codec_file import codec_metadata, codec_state, load_codec_state, save_codec
 from frankensplit.models.zoo import MODELS, create_model, default_model_id, load_model_file
@@ -39,6 +40,7 @@ from frankensplit.runtime.routing import (
     AmbiguousBackboneError,
     Encoder,
     UnknownBackboneError,
+    choose_teacher,
     group_by_encoder,
 )
 from frankensplit.runtime.server import create_app, run_in_thread
@@ -256,3 +258,28 @@ def test_routing_defaults_ambiguity_and_refused_sets(source, reuse):
         group_by_encoder([served_model(source),
                           dataclasses.replace(lite1, latent_shape=(48, 30, 30))])
     assert list(group_by_encoder([served_model(source), lite1, lite2])) == [SOURCE]
+    # images (/v1/classify-image) name no encoder: the backbone picks a whole teacher
+    assert choose_teacher([lite1]) is lite1
+    assert choose_teacher([lite2, lite1], f"{SOURCE}.lite2") is lite2
+    assert choose_teacher([lite2, lite1], "tf_efficientnet_lite1") is lite1
+    assert choose_teacher([twin, lite1], "tf_efficientnet_lite1") is lite1  # one teacher: first id
+    with pytest.raises(AmbiguousBackboneError, match="choose one with"):
+        choose_teacher([lite1, lite2])
+    with pytest.raises(UnknownBackboneError, match="resnet50"):
+        choose_teacher([lite1, lite2], "resnet50")
+
+
+def test_an_image_is_classified_by_the_teacher_asked_for(server, reuse):
+    """``/v1/classify-image`` with three teachers served: the backbone picks one (none: 400)."""
+    teacher = reuse["lite1"].teacher
+    crop = crop_transform(teacher.data_config)(load_image(_image()))  # 224 px: the reuse input
+    buffer = io.BytesIO()
+    crop.save(buffer, "PNG")
+    url = f"{server}/v1/classify-image"
+    assert httpx.post(url, content=buffer.getvalue(), timeout=60).status_code == 400
+    answer = httpx.post(f"{url}?topk=1000&backbone=tf_efficientnet_lite1",
+                        content=buffer.getvalue(), timeout=60).json()
+    assert (answer["model_id"], answer["backbone"]) == (reuse["lite1"].model_id, teacher.name)
+    x = make_transform(teacher.data_config)(load_image(_image()))[None]
+    np.testing.assert_allclose(_vector(answer), teacher(x).softmax(1)[0].numpy(), rtol=1e-4,
+                               atol=1e-6)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
 import os
 import threading
 import time
@@ -18,8 +20,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 uvicorn = pytest.importorskip("uvicorn")
 
+from PIL import Image, features
+
 from frankensplit import bitstream
 from frankensplit.cli import main as cli_main
+from frankensplit.data import crop_transform, load_image, normalize_transform
 from frankensplit.models.zoo import default_model_id
 from frankensplit.runtime.client import ServerError, post_packet
 from frankensplit.runtime.loading import load_server_model, resolve_model_spec, served_model
@@ -207,6 +212,7 @@ def test_readiness_follows_a_background_loader(default_model, packets, reference
         assert httpx.get(f"{url}/healthz").status_code == 200
         assert httpx.get(f"{url}/readyz").status_code == 503
         assert _post(url, packets[0], headers={}).status_code == 503
+        assert httpx.post(f"{url}/v1/classify-image", content=b"x").status_code == 503
         release.set()
         _wait_ready(url)
         _check(_post(url, packets[1], headers={}).json(), reference, 1)  # in-process decoder
@@ -243,3 +249,81 @@ def test_create_app_and_serve_cli_validate_arguments(default_model, capsys):
         ServerConfig(max_batch=0)
     assert cli_main(["serve", "--model", "no-such-model"]) == 2
     assert "unknown model id" in capsys.readouterr().err
+
+
+def _crop_file(model, fmt: str, size: int | None = None) -> bytes:
+    """The first fixture photo's teacher input crop (or a ``size`` resize of it) as ``fmt``."""
+    crop = crop_transform(model.teacher.data_config)(load_image(_images(1)[0]))
+    if size is not None:
+        crop = crop.resize((size, size))
+    buffer = io.BytesIO()
+    crop.save(buffer, fmt, **({} if fmt in ("PNG", "GIF") else {"quality": 30}))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP", "AVIF", "PNG"])
+def test_classify_image_answers_with_the_whole_teacher(server, default_model, fmt):
+    """Codec offloading: the server decodes the crop and runs the unsplit teacher, exactly as
+    `frankensplit eval` scores a codec (decode, normalise, teacher)."""
+    if fmt == "AVIF" and not features.check("avif"):
+        pytest.skip("this Pillow has no AVIF")
+    data = _crop_file(default_model, fmt)
+    response = httpx.post(f"{server}/v1/classify-image?topk=1000", content=data,
+                          headers={**AUTH, "X-Request-Id": f"img-{fmt}"}, timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Request-Id"] == f"img-{fmt}"
+    answer = response.json()
+    assert (answer["format"], answer["payload_bytes"]) == (fmt, len(data))
+    assert answer["backbone"] == default_model.teacher.name and answer["image_decode_ms"] > 0
+    config = default_model.teacher.data_config
+    x = normalize_transform(config)(Image.open(io.BytesIO(data)).convert("RGB"))[None]
+    expected = default_model.teacher(x).softmax(1)[0].numpy()
+    np.testing.assert_allclose(_vector(answer), expected, rtol=1e-4, atol=1e-6)
+    top = answer["predictions"][0]
+    assert top["name"] and top["index"] == int(expected.argmax())
+
+
+def test_classify_image_errors(server, default_model, packets):
+    jpeg = _crop_file(default_model, "JPEG")
+    cases = {
+        400: [b"not an image", jpeg[: len(jpeg) // 2], _crop_file(default_model, "PNG", 100),
+              _crop_file(default_model, "GIF"), packets[0]],
+        413: [_crop_file(default_model, "PNG", 300), jpeg + bytes(200_000)],
+    }
+    details = []
+    for status, bodies in cases.items():
+        for body in bodies:
+            response = httpx.post(f"{server}/v1/classify-image", content=body, headers=AUTH,
+                                  timeout=60)
+            assert response.status_code == status, (len(body), response.text)
+            details.append(response.json()["detail"])
+    assert "not a JPEG/WEBP" in details[0]
+    assert "cannot decode the JPEG image" in details[1]  # header fine, data cut: decoding fails
+    assert "100x100" in details[2] and "224x224" in details[2] and "300x300" in details[5]
+
+    def post(query: str = "", headers: dict | None = None) -> httpx.Response:
+        return httpx.post(f"{server}/v1/classify-image{query}", content=jpeg, timeout=60,
+                          headers=AUTH if headers is None else headers)
+
+    assert post(headers={}).status_code == 401
+    assert post("?topk=0").status_code == 400
+    response = post("?backbone=resnet50")
+    assert response.status_code == 404 and MODEL_ID in response.json()["detail"]
+    assert post("?backbone=tf_efficientnet_lite0").status_code == 200
+    with pytest.raises(ServerError, match="400"):
+        post_packet(server, b"not an image", token=TOKEN, endpoint="/v1/classify-image")
+
+
+def test_decode_command_prints_the_servers_predictions(server, default_model, packets, tmp_path,
+                                                       capsys):
+    """``frankensplit decode`` and ``serve`` answer in one vocabulary, with the same values."""
+    path = tmp_path / "photo.fsb"
+    path.write_bytes(packets[0])
+    assert cli_main(["decode", "--model", MODEL_ID, str(path), "--topk", "3"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    served = _post(server, packets[0], query="?topk=3").json()["predictions"]
+    assert [p["index"] for p in line["predictions"]] == [p["index"] for p in served]
+    assert [p["name"] for p in line["predictions"]] == [p["name"] for p in served]
+    np.testing.assert_allclose([p["probability"] for p in line["predictions"]],
+                               [p["probability"] for p in served], rtol=1e-4, atol=1e-6)
+    assert line["model_id"] == MODEL_ID and line["bytes"] == len(packets[0])

@@ -66,8 +66,8 @@ def _weaker_default(root: Path) -> None:
 MUTANTS = (
     Mutant("batch-swap", "the server answers each packet of a batch with another's result",
            "frankensplit/runtime/service.py",
-           "results[i] = (probs[row].numpy(), indexes[row].numpy())",
-           "results[i] = (probs[-1 - row].numpy(), indexes[-1 - row].numpy())",
+           "protocol.predictions(probs[row].tolist(), indexes[row].tolist(),",
+           "protocol.predictions(probs[-1 - row].tolist(), indexes[-1 - row].tolist(),",
            ("tests/test_runtime_server.py", "tests/test_reliability_runtime.py")),
     Mutant("client-rounding", "the edge client rounds half up instead of half to even",
            "frankensplit/runtime/rans.py",

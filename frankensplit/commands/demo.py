@@ -62,11 +62,10 @@ def _smallest_matching(
 
 def _print_table(photos: list[Path], codecs: list[str], result: Any, model_id: str) -> None:
     """The per-photo table and totals, read from the evaluation's per-image records."""
-    from timm.data import ImageNetInfo
-
     from frankensplit.eval import read_records
+    from frankensplit.protocol import class_names
 
-    names = ImageNetInfo()
+    names = class_names(1000)
     records = {(r["method"], r["setting"], r["index"]): r
                for r in read_records(result.paths["records"])}
     sweeps = {c: [r["setting"] for r in result.rows if r["method"] == c] for c in codecs}
@@ -79,8 +78,8 @@ def _print_table(photos: list[Path], codecs: list[str], result: Any, model_id: s
         pred = fs["pred"][0]
         totals["fs"] += fs["bytes"]
         totals["agree"] += int(pred == target)
-        row = (f"{path.name[:22]:22s} {names.index_to_description(target)[:24]:24s} "
-               f"{names.index_to_description(pred)[:24]:24s} {fs['bytes']:8d}")
+        row = (f"{path.name[:22]:22s} {names[target][:24]:24s} {names[pred][:24]:24s} "
+               f"{fs['bytes']:8d}")
         for name in codecs:
             size = _smallest_matching(records, name, sweeps[name], i, target)
             totals[name].append(size)

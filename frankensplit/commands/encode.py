@@ -25,11 +25,12 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for path in map(Path, args.images):
         x = transform(load_image(path)).unsqueeze(0)  # (1, 3, 224, 224)
-        (packet,) = model.edge.encode(x)
+        (packet,) = model.edge.encode(x)  # g_a runs once, here
         target = out / f"{path.stem}.fsb"
         target.write_bytes(packet)
         h, w = x.shape[-2:]
-        bits = float(model.estimated_bits(x)[0])
+        # the decoded latent's bits are y's (`FrankenSplit.latent_bits`): no second run of g_a
+        bits = float(model.latent_bits(model.server.decode_latent([packet]))[0])
         print(json.dumps({
             "image": str(path), "file": str(target), "model_id": model.model_id,
             "bytes": len(packet), "bpp_actual": round(FrankenSplit.bpp(len(packet), h, w), 5),

@@ -8,7 +8,7 @@ packet --HTTP POST /v1/classify (urllib, retried: runtime.retry)--> server --> t
 
 This is what runs on the device, so its import closure is deliberately small: this module imports
 only the standard library, numpy, PIL, onnxruntime and the torch-free modules ``bitstream``,
-``runtime.bundle``, ``runtime.preprocess``, ``runtime.rans`` and ``runtime.retry``.
+``protocol``, ``runtime.bundle``, ``runtime.preprocess``, ``runtime.rans`` and ``runtime.retry``.
 ``tests/test_runtime_client.py``
 checks in a fresh interpreter that encoding an image leaves ``torch`` out of ``sys.modules``.
 
@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from frankensplit import bitstream
+from frankensplit.protocol import ATTEMPT_HEADER, CLASSIFY_PATH, REQUEST_ID_HEADER
 from frankensplit.runtime.bundle import EDGE_FORMAT, TABLE_NAMES, EdgeManifest, read_manifest
 from frankensplit.runtime.preprocess import ImageInput, preprocess
 from frankensplit.runtime.rans import FactorizedCoder
@@ -51,22 +52,7 @@ from frankensplit.runtime.retry import (
     parse_retry_after,
 )
 
-__all__ = [
-    "ATTEMPT_HEADER",
-    "CLASSIFY_PATH",
-    "REQUEST_ID_HEADER",
-    "EdgeClient",
-    "RetryPolicy",
-    "ServerError",
-    "classify_url",
-    "post_packet",
-]
-
-CLASSIFY_PATH = "/v1/classify"
-#: Sent with every request (the same on each retry) and echoed by the server.
-REQUEST_ID_HEADER = "X-Request-Id"
-#: The attempt number (1, 2, ...): a server ranks retried requests first in a full queue.
-ATTEMPT_HEADER = "X-Attempt"
+__all__ = ["EdgeClient", "RetryPolicy", "ServerError", "classify_url", "post_packet"]
 
 
 class ServerError(RuntimeError):
@@ -96,15 +82,17 @@ class ServerError(RuntimeError):
         self.attempts = attempts
 
 
-def classify_url(url: str, topk: int, backbone: str | None = None) -> str:
-    """The classify endpoint for a server base URL (a URL already ending in it is kept), asking
-    for ``topk`` classes from ``backbone`` (None: the server's default for the packet)."""
+def classify_url(
+    url: str, topk: int, backbone: str | None = None, endpoint: str = CLASSIFY_PATH
+) -> str:
+    """The classify ``endpoint`` for a server base URL (a URL already ending in it is kept),
+    asking for ``topk`` classes from ``backbone`` (None: the server's default for the packet)."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"server URL must be http(s)://host[:port][/prefix], got {url!r}")
     path = parts.path.rstrip("/")
-    if not path.endswith(CLASSIFY_PATH):
-        path += CLASSIFY_PATH
+    if not path.endswith(endpoint):
+        path += endpoint
     query = urllib.parse.urlencode({"topk": topk} if backbone is None
                                    else {"topk": topk, "backbone": backbone})
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, query, ""))
@@ -269,10 +257,12 @@ def post_packet(
     request_id: str | None = None,
     on_retry: RetryCallback | None = None,
     backbone: str | None = None,
+    endpoint: str = CLASSIFY_PATH,
 ) -> dict[str, Any]:
     """POST one packet to ``url``'s classify endpoint and return the decoded JSON answer.
 
-    See `EdgeClient.classify` for the arguments and the keys added to the answer. The same
+    See `EdgeClient.classify` for the arguments and the keys added to the answer; ``endpoint``
+    `protocol.CLASSIFY_IMAGE_PATH` sends an encoded image instead (codec offloading). The same
     ``X-Request-Id`` goes with every attempt; an answer echoing another id is refused (it cannot
     be this request's), an answer without one is accepted (a server that does not echo).
 
@@ -286,7 +276,7 @@ def post_packet(
     if token:
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(
-        classify_url(url, topk, backbone), data=packet, headers=headers, method="POST"
+        classify_url(url, topk, backbone, endpoint), data=packet, headers=headers, method="POST"
     )
     context = ssl.create_default_context(cafile=str(cafile)) if cafile is not None else None
     attempts = 0

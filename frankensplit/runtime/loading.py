@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from frankensplit.backbones import SplitBackbone
 from frankensplit.models.split import FrankenSplit, ServerPart
 from frankensplit.models.zoo import MODELS, create_model, load_weights
 from frankensplit.runtime.bundle import Preprocess, ServerManifest, read_manifest
@@ -30,12 +31,15 @@ class LoadedModel:
             so a packet cannot make the server run g_s on an arbitrarily large latent.
         teacher: timm name of the backbone whose tail it runs (None: not known, a bare part);
             clients may choose a decoder by it (``?backbone=``, `runtime.routing`).
+        teacher_model: that whole, unsplit teacher (with its preprocessing, ``data_config``):
+            what classifies images on ``/v1/classify-image`` (None: not served for images).
     """
 
     model_id: str
     part: ServerPart
     latent_shape: tuple[int, int, int]
     teacher: str | None = None
+    teacher_model: SplitBackbone | None = None
 
     @property
     def encoder_id(self) -> str:
@@ -50,7 +54,7 @@ def served_model(model: FrankenSplit) -> LoadedModel:
         y = model.g_a(torch.zeros(1, 3, crop, crop))  # (1, C, crop/r, crop/r)
     shape = tuple(int(d) for d in y.shape[1:])
     return LoadedModel(model.model_id, model.server, shape,  # type: ignore[arg-type]
-                       model.teacher.name)
+                       model.teacher.name, model.teacher)
 
 
 def resolve_model_spec(spec: str) -> str:

@@ -12,6 +12,9 @@ packets they take, and the client picks one per request (``?backbone=``)::
 Every decoder of one encoder must hold that encoder's entropy model exactly (one set of CDF
 tables decodes the packet for all of them) and accept the same latent shape; `group_by_encoder`
 refuses to serve a set that does not, at load, instead of decoding some packets wrongly later.
+
+An image (``/v1/classify-image``, codec offloading) names no encoder: `choose_teacher` picks the
+whole teacher of a loaded model by the same ``backbone`` parameter.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import torch
 
 from frankensplit.runtime.loading import LoadedModel
 
-__all__ = ["AmbiguousBackboneError", "Encoder", "UnknownBackboneError", "group_by_encoder"]
+__all__ = ["AmbiguousBackboneError", "Encoder", "UnknownBackboneError", "choose_teacher",
+           "group_by_encoder"]
 
 
 class UnknownBackboneError(LookupError):
@@ -136,3 +140,22 @@ def group_by_encoder(models: Sequence[LoadedModel]) -> dict[str, Encoder]:
         encoders[encoder_id] = Encoder(encoder_id, tuple(sorted(decoders,
                                                                  key=lambda m: m.model_id)))
     return encoders
+
+
+def choose_teacher(models: Sequence[LoadedModel], backbone: str | None = None) -> LoadedModel:
+    """The loaded model whose whole teacher classifies an image: ``backbone`` a model id or timm
+    name (None: the only teacher served; of models with one teacher and input size, the first id).
+
+    Raises:
+        UnknownBackboneError | AmbiguousBackboneError: no teacher fits | several (names, sizes).
+    """
+    served = sorted((m for m in models if m.teacher_model is not None), key=lambda m: m.model_id)
+    fits = [m for m in served if m.model_id == backbone] or [
+        m for m in served if backbone in (None, m.teacher)]
+    available = ", ".join(f"{m.model_id} ({m.teacher})" for m in served)
+    if not fits:
+        raise UnknownBackboneError(f"no backbone {backbone!r} for images; served: {available}")
+    if len({(m.teacher, m.teacher_model.data_config["input_size"]) for m in fits}) > 1:
+        raise AmbiguousBackboneError(f"several teachers fit backbone {backbone!r} for images; "
+                                     f"choose one with ?backbone=: {available}")
+    return fits[0]

@@ -2,11 +2,11 @@
 
 Why a process: compressai's compiled ``RansDecoder`` does no bounds checking. A well-framed packet
 (valid header and CRC, which anyone can compute) whose payload is shorter than the latent needs
-(an empty payload is enough) makes it read past the end of its buffer, and the process dies with a
-segmentation fault; a forged payload can also keep it busy in its escape (bypass) decoding. So the
-server never runs that decoder in its own address space: a small torch-free worker (numpy and the
-rANS extension only) decodes payloads into integer symbols. If it crashes or exceeds a time limit
-it is killed and restarted, and only the offending request fails.
+(an empty payload is enough) made it read past the end of its buffer and crash (now padded:
+`runtime.rans.pad_payload`); a forged payload can also keep it busy in its escape (bypass)
+decoding. So the server never runs that decoder in its own address space: a small torch-free
+worker (numpy and the rANS extension only) decodes payloads into integer symbols. If it crashes
+or exceeds a time limit it is killed and restarted, and only the offending request fails.
 
 The worker is a plain ``python -c`` subprocess talking length-prefixed frames over its stdin and
 stdout (not ``multiprocessing``, whose spawn mode re-imports the parent's ``__main__`` and breaks in
@@ -34,9 +34,6 @@ __all__ = ["DecoderCrashedError", "SandboxedDecoder"]
 
 _LEN = struct.Struct(">I")
 _TABLES = ("quantized_cdf", "cdf_length", "offset", "medians")
-#: Zero bytes appended to every payload: a valid stream never reads them, and a short forged one
-#: then reads zeros instead of foreign memory for a while (fewer crashes, nothing else leaks).
-_PAD = bytes(4096)
 
 
 class DecoderCrashedError(CorruptError):
@@ -84,7 +81,7 @@ def worker_main() -> None:
         coder, size = coders[request["model"]], (request["h"], request["w"])
         payloads = [_read(stdin) for _ in range(request["n"])]
         for payload in payloads:
-            _write(stdout, coder.decode_symbols(payload + _PAD, size).tobytes())
+            _write(stdout, coder.decode_symbols(payload, size).tobytes())  # padded
         stdout.flush()
 
 

@@ -1,4 +1,4 @@
-"""HTTP inference server: packets in, top-k classes out.
+"""HTTP inference server: packets (or, for codec offloading, images) in, top-k classes out.
 
 Why FastAPI on uvicorn: both are widely used and maintained; the handlers are async, so many slow
 uploads wait cheaply while one compute thread runs the model; FastAPI documents the API as OpenAPI
@@ -8,18 +8,17 @@ uploads wait cheaply while one compute thread runs the model; FastAPI documents 
 Endpoints:
 
 - ``POST /v1/classify?topk=5&backbone=B``: body = one packet, raw ``application/octet-stream``;
-  the packet's model id names the encoder that wrote it, and ``backbone`` (optional: a decoder's
-  model id or its teacher's timm name) which of that encoder's decoders answers: its own model
-  by default, or a reuse model's other backbone (`runtime.routing`). Answers ``{"model_id" (the
-  decoder), "encoder_id", "backbone" (its teacher), "predictions": [{"index", "name",
-  "probability"}], "decode_ms", ...}``; 400 bad packet, topk, backbone or ``X-Request-Id``, 401
-  missing/wrong token, 404 unknown model (no decoder for the packet's encoder, or no such
-  backbone for it; the message lists what is served), 408 body not received within
-  ``body_timeout_s`` (the connection is closed), 413 body over the limit, 503 (with
-  ``Retry-After``) not ready, queue full or too many requests in flight, 504 not answered within
-  ``request_timeout_s``. An ``X-Request-Id`` header (1-128 visible ASCII characters) is echoed
-  on every answer, so a client that retries can match answers to requests exactly; an
-  ``X-Attempt`` header (1, 2, ...) ranks retried requests first in a full queue.
+  the packet's model id names the encoder that wrote it, ``backbone`` (a decoder's model id or
+  its teacher's timm name) which of its decoders answers, by default its own model
+  (`runtime.routing`). Answer, headers and error body: `frankensplit.protocol`. 400 bad packet,
+  topk, backbone or ``X-Request-Id``, 401 missing/wrong token, 404 unknown model (no decoder for
+  the packet's encoder, or no such backbone for it; the message lists what is served), 408 body
+  not received within ``body_timeout_s`` (the connection is closed), 413 body over the limit,
+  503 (with ``Retry-After``) not ready, queue full or too many requests in flight, 504 not
+  answered within ``request_timeout_s``.
+- ``POST /v1/classify-image?topk=5&backbone=B`` (codec offloading): the teacher's input crop as
+  a JPEG/WebP/AVIF/PNG file, answered by the whole teacher (default: the only one served) under
+  the same limits and queues; 400 another format or size or undecodable, 413 larger than the crop.
 - ``GET /v1/models``: the models served (id, encoder id, teacher, accepted latent shape), and
   per encoder id its default and the backbones that decode its packets.
 - ``GET /healthz``: the process answers. ``GET /readyz``: 200 once every model is loaded.
@@ -41,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import re
 import socket
 import threading
 import time
@@ -53,24 +51,16 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
-from frankensplit import __version__
+from frankensplit import __version__, protocol
 from frankensplit.models.split import ServerPart
+from frankensplit.protocol import REQUEST_ID_HEADER
 from frankensplit.runtime.connections import ConnectionLimits, server_config
 from frankensplit.runtime.loading import LoadedModel
 from frankensplit.runtime.metrics import CONTENT_TYPE_LATEST
 from frankensplit.runtime.service import HTTPError, InferenceService, ServerConfig, loaded_models
 
-__all__ = [
-    "ATTEMPT_HEADER", "REQUEST_ID_HEADER", "ConnectionLimits", "ServerConfig", "create_app",
-    "run_in_thread",
-]
+__all__ = ["ConnectionLimits", "ServerConfig", "create_app", "run_in_thread"]
 
-#: Header a client may set on ``/v1/classify``; the server echoes it on the answer.
-REQUEST_ID_HEADER = "X-Request-Id"
-#: The client's attempt number for this request (1, 2, ...): retries rank first in a full queue.
-ATTEMPT_HEADER = "X-Attempt"
-_REQUEST_ID = re.compile(r"[!-~]{1,128}")  # visible ASCII: safe to echo, bounded
-_BACKBONE = re.compile(r"[a-z0-9._-]{1,128}")  # model ids and timm names: safe to echo, bounded
 T = TypeVar("T")
 
 
@@ -146,32 +136,6 @@ def _unauthorized(request: Request, service: InferenceService) -> JSONResponse |
     return None
 
 
-def _topk(request: Request, default: int) -> int:
-    raw = request.query_params.get("topk")
-    if raw is None:
-        return default
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
-        raise HTTPError(400, f"topk must be an integer in 1..1000, got {raw!r}")
-    return int(raw)
-
-
-def _backbone(request: Request) -> str | None:
-    raw = request.query_params.get("backbone")
-    if raw is None or _BACKBONE.fullmatch(raw):
-        return raw
-    raise HTTPError(400, f"backbone must be a model id or timm name (1..128 of a-z 0-9 . _ -), "
-                         f"got {raw[:40]!r}")
-
-
-def _attempt(request: Request) -> int:
-    raw = request.headers.get(ATTEMPT_HEADER)
-    if raw is None:
-        return 1
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
-        raise HTTPError(400, f"{ATTEMPT_HEADER} must be an integer in 1..1000, got {raw[:20]!r}")
-    return int(raw)
-
-
 def _error(
     e: HTTPError, config: ServerConfig | None = None, request_id: str | None = None
 ) -> JSONResponse:
@@ -187,13 +151,22 @@ def _error(
 
 async def classify(request: Request) -> JSONResponse:
     """``POST /v1/classify``: one packet in the body -> top-k JSON."""
+    return await _classify(request, image=False)
+
+
+async def classify_image(request: Request) -> JSONResponse:
+    """``POST /v1/classify-image``: one encoded image in the body -> the teacher's top-k JSON."""
+    return await _classify(request, image=True)
+
+
+async def _classify(request: Request, image: bool) -> JSONResponse:
     service: InferenceService = request.app.state.service
     config = service.config
     start, arrived = time.perf_counter(), time.monotonic()
     deadline = arrived + config.request_timeout_s
     raw_id = request.headers.get(REQUEST_ID_HEADER)
     # echoed only when well-formed; a malformed one is refused once the caller is authenticated
-    request_id = raw_id if raw_id is None or _REQUEST_ID.fullmatch(raw_id) else None
+    request_id = raw_id if raw_id is None or protocol.is_request_id(raw_id) else None
     admitted = False
     try:
         _check_token(request, config.token)
@@ -209,12 +182,18 @@ async def classify(request: Request) -> JSONResponse:
         service.in_flight += 1
         admitted = True
         service.metrics.bytes_received.inc(len(body))
-        model, packet = service.parse(body, _backbone(request))
+        query = request.query_params
         try:
-            topk, attempt = _topk(request, config.default_topk), _attempt(request)
-        except HTTPError as e:
-            raise HTTPError(e.status, e.detail, model.model_id) from None
-        work = service.classify(model, packet, topk, attempt)
+            backbone = protocol.parse_backbone(query.get("backbone"))
+        except ValueError as e:
+            raise HTTPError(400, str(e)) from None
+        model, item = (service.parse_image if image else service.parse)(body, backbone)
+        try:
+            topk = protocol.parse_topk(query.get("topk"), config.default_topk)
+            attempt = protocol.parse_attempt(request.headers.get(protocol.ATTEMPT_HEADER))
+        except ValueError as e:
+            raise HTTPError(400, str(e), model.model_id) from None
+        work = service.classify(model, item, body, topk, attempt)
         answer = await _within(work, deadline, config, model.model_id)
     except HTTPError as e:
         # label: a loaded model's id once the packet names one, never raw client input
@@ -301,7 +280,8 @@ def create_app(
 
     app = FastAPI(title="FrankenSplit server", version=__version__, lifespan=lifespan)
     app.state.service = service
-    app.add_api_route("/v1/classify", classify, methods=["POST"])
+    app.add_api_route(protocol.CLASSIFY_PATH, classify, methods=["POST"])
+    app.add_api_route(protocol.CLASSIFY_IMAGE_PATH, classify_image, methods=["POST"])
     app.add_api_route("/v1/models", list_models, methods=["GET"])
     app.add_api_route("/healthz", healthz, methods=["GET"])
     app.add_api_route("/readyz", readyz, methods=["GET"])

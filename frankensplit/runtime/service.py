@@ -1,16 +1,20 @@
 """The inference service behind the HTTP app: validation, batching, sandboxed decoding, g_s + tail.
 
-Request path: the body is parsed (`bitstream.unpack`; the packet's encoder id and the request's
-``backbone`` choose the decoder, `runtime.routing`; then that model's own checks and the exact
-latent shape it accepts, so no packet can make it run g_s on a huge latent), then queued for the
-model's `Batcher`. A batch is entropy-decoded in a sandboxed worker process (`runtime.sandbox`:
-compressai's decoder is not memory-safe on forged payloads), then g_s and the teacher tail run on
-one compute thread (torch uses its own intra-op threads inside it). Nothing is kept per client.
+Packet path: the body is unpacked once (`bitstream.unpack`; the packet's encoder id and the
+request's ``backbone`` choose the decoder, `runtime.routing`; the packet must have exactly the
+latent shape that decoder accepts, so no packet can make it run g_s on a huge latent), then
+queued for the model's `Batcher`. A batch is entropy-decoded in a sandboxed worker process
+(`runtime.sandbox`: compressai's decoder is not memory-safe on forged payloads) into symbols that
+`runtime.rans` dequantises, or in this process by `ServerPart.decode_latent`; then g_s and the
+tail run on one compute thread (torch uses its own intra-op threads inside it). An image
+(``/v1/classify-image``) must be the teacher's input crop, checked from its header, joins the
+same queue, and is decoded in the batch for the whole teacher. Nothing is kept per client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -20,16 +24,20 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
-from frankensplit import bitstream
+from frankensplit import bitstream, protocol
+from frankensplit.data import normalize_transform
 from frankensplit.models.split import ServerPart
 from frankensplit.runtime.batching import Batcher, QueueFullError
 from frankensplit.runtime.loading import LoadedModel
 from frankensplit.runtime.metrics import ServerMetrics
+from frankensplit.runtime.rans import FactorizedCoder
 from frankensplit.runtime.routing import (
     AmbiguousBackboneError,
     Encoder,
     UnknownBackboneError,
+    choose_teacher,
     group_by_encoder,
 )
 from frankensplit.runtime.sandbox import SandboxedDecoder
@@ -63,10 +71,11 @@ class ServerConfig:
         max_wait_ms: how long a batch waits for more packets after the first (0: batch only what
             queued up while the model was busy, adding no latency).
         max_queue: most requests waiting per model; beyond, 503 with ``Retry-After``.
-        max_in_flight: most classify requests handled at once over all models (parsed, queued
-            or decoding); beyond, 503 with ``Retry-After`` before any work is done. A request
-            takes its slot only once its whole body has arrived, so slow uploads cannot fill
-            the slots (they are bounded by ``body_timeout_s`` and the connection cap instead).
+        max_in_flight: most classify requests (packets and images) handled at once over all
+            models (parsed, queued or decoding); beyond, 503 with ``Retry-After`` before any
+            work is done. A request takes its slot only once its whole body has arrived, so
+            slow uploads cannot fill the slots (they are bounded by ``body_timeout_s`` and the
+            connection cap instead).
         request_timeout_s: longest a classify request may take from arrival (body upload, queue
             wait and decoding) before it is answered 504 and dropped from the queue, so a slow
             upload or a long queue never leaves a client hanging.
@@ -76,7 +85,7 @@ class ServerConfig:
             body (``max_body_bytes``) needs under 1 Mbit/s, while a client that stalls holds its
             connection (and the memory of what it sent) no longer than that.
         retry_after_s: the ``Retry-After`` (whole seconds) sent with every 503.
-        max_body_bytes: largest accepted request body (413 beyond).
+        max_body_bytes: largest accepted request body, packet or image (413 beyond).
         token: bearer token required on ``/v1/*`` and ``/metrics`` (None: no authentication).
         isolate_decoder: entropy-decode in a sandboxed worker process (see module docstring);
             turn off only for trusted senders.
@@ -135,19 +144,10 @@ class HTTPError(Exception):
 
 @dataclass(frozen=True)
 class _Job:
-    packet: bitstream.Packet
+    item: bitstream.Packet | Image.Image  # a parsed packet, or an image whose header was read
+    body: bytes
     topk: int
     queued_at: float
-
-
-def _class_names(num_classes: int) -> list[str] | None:
-    """ImageNet-1k descriptions by class index, or None for other label spaces."""
-    if num_classes != 1000:
-        return None
-    from timm.data import ImageNetInfo  # only the server needs names; timm is already loaded
-
-    info = ImageNetInfo()
-    return [info.index_to_description(i) for i in range(num_classes)]
 
 
 def loaded_models(models: Mapping[str, ServerPart | LoadedModel]) -> list[LoadedModel]:
@@ -180,8 +180,8 @@ class InferenceService:
         self.models: dict[str, LoadedModel] = {}
         self.encoders: dict[str, Encoder] = {}  # encoder id (what packets name) -> its decoders
         self.batchers: dict[str, Batcher] = {}
-        self.names: dict[str, list[str] | None] = {}
         self.sandbox: SandboxedDecoder | None = None
+        self.coders: dict[str, FactorizedCoder] = {}  # encoder id -> dequantisation of symbols
         self.compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frankensplit-model")
         self.ready = False
         self.error: str | None = None
@@ -198,6 +198,7 @@ class InferenceService:
             encoders = group_by_encoder(models)  # one set of tables per encoder, checked
             if self.config.isolate_decoder:
                 tables = {e: _tables(d.decoders[0].part) for e, d in encoders.items()}
+                self.coders = {e: FactorizedCoder(**t) for e, t in tables.items()}
                 self.sandbox = SandboxedDecoder(tables, timeout_s=self.config.decode_timeout_s)
                 await loop.run_in_executor(self.compute, self.sandbox.start)
         except Exception as e:  # noqa: BLE001 - reported on /readyz and in the log
@@ -226,54 +227,72 @@ class InferenceService:
 
     # -- inference (compute thread) ---------------------------------------------------------
 
-    def _latents(self, model: LoadedModel, packets: list[bitstream.Packet]) -> list[Any]:
+    def _latents(self, model: LoadedModel, jobs: list[_Job]) -> list[Any]:
         """y_hat (C, h, w) per packet, or the exception that packet raised."""
         if self.sandbox is None:
-            results: list[Any] = []
-            for packet in packets:  # one by one, so a bad packet fails alone
+            latents: list[Any] = []
+            for job in jobs:  # one by one, so a bad packet fails alone
                 try:
-                    results.append(model.part.decode_latent([bitstream.pack(packet)])[0])
+                    latents.append(model.part.decode_latent([job.body])[0])
                 except (bitstream.BitstreamError, ValueError) as e:
-                    results.append(e)
-            return results
-        _, h, w = packets[0].shape
-        symbols = self.sandbox.decode(model.encoder_id, [p.payload for p in packets], (h, w))
-        medians = model.part.entropy.medians().view(-1, 1, 1)
-        # symbols + medians in float32: exactly what the entropy model's decompress returns
-        return [s if isinstance(s, Exception) else torch.from_numpy(s.copy()).float() + medians
+                    latents.append(e)
+            return latents
+        _, h, w = jobs[0].item.shape
+        symbols = self.sandbox.decode(model.encoder_id, [j.item.payload for j in jobs], (h, w))
+        coder = self.coders[model.encoder_id]
+        return [s if isinstance(s, Exception) else torch.from_numpy(coder.dequantize(s))
                 for s in symbols]
 
+    @staticmethod
+    def _crops(model: LoadedModel, jobs: list[_Job]) -> list[Any]:
+        """x (3, crop, crop) per image, normalised for the teacher, or a 400 for bad bytes."""
+        normalize = normalize_transform(model.teacher_model.data_config)  # type: ignore[union-attr]
+        crops: list[Any] = []
+        for job in jobs:
+            try:
+                with job.item:
+                    crops.append(normalize(job.item.convert("RGB")))  # decodes the image
+            except (OSError, SyntaxError, ValueError, EOFError) as e:
+                crops.append(HTTPError(400, f"cannot decode the {job.item.format} image: {e}",
+                                       model.model_id))
+        return crops
+
     @torch.no_grad()
-    def _infer(self, model: LoadedModel, packets: list[bitstream.Packet], topk: int) -> list[Any]:
-        """Packets of one latent shape -> (probabilities, indexes) top-``topk`` per packet."""
+    def _infer(self, model: LoadedModel, jobs: list[_Job], topk: int) -> list[Any]:
+        """Jobs of one kind (packets of one latent shape, or images) -> (predictions, timing)."""
         start = time.perf_counter()
-        latents = self._latents(model, packets)
-        entropy_ms = (time.perf_counter() - start) * 1000
-        good = [i for i, y in enumerate(latents) if not isinstance(y, Exception)]
-        results: list[Any] = list(latents)
+        if isinstance(jobs[0].item, bitstream.Packet):
+            inputs, stage = self._latents(model, jobs), "entropy_decode_ms"
+            forward = lambda y_hat: model.part.tail(model.part.g_s(y_hat))
+        else:
+            inputs, stage = self._crops(model, jobs), "image_decode_ms"
+            forward = model.teacher_model  # the whole teacher: head + tail
+        stage_ms = (time.perf_counter() - start) * 1000
+        good = [i for i, x in enumerate(inputs) if not isinstance(x, Exception)]
+        results: list[Any] = list(inputs)
         if good:
-            y_hat = torch.stack([latents[i] for i in good])  # (n, C, h, w)
-            logits = model.part.tail(model.part.g_s(y_hat))  # (n, classes)
-            if model.model_id not in self.names:  # the label space is known at the first batch
-                self.names[model.model_id] = _class_names(int(logits.shape[1]))
-            probs, indexes = logits.float().softmax(dim=1).topk(min(topk, logits.shape[1]), dim=1)
+            logits = forward(torch.stack([inputs[i] for i in good]))  # (n, classes)
+            classes = int(logits.shape[1])
+            probs, indexes = logits.float().softmax(dim=1).topk(min(topk, classes), dim=1)
             for row, i in enumerate(good):
-                results[i] = (probs[row].numpy(), indexes[row].numpy())
-        timing = {"entropy_ms": entropy_ms, "decode_ms": (time.perf_counter() - start) * 1000}
-        return [r if isinstance(r, Exception) else (*r, timing) for r in results]
+                results[i] = protocol.predictions(probs[row].tolist(), indexes[row].tolist(),
+                                                  classes)
+        timing = {"decode_ms": (time.perf_counter() - start) * 1000, stage: stage_ms}
+        return [r if isinstance(r, Exception) else (r, timing) for r in results]
 
     async def _run_batch(self, model: LoadedModel, jobs: list[_Job]) -> list[Any]:
         started = time.perf_counter()
         self.metrics.batch_size.labels(model.model_id).observe(len(jobs))
-        by_shape: dict[tuple[int, int, int], list[int]] = {}
+        groups: dict[Any, list[int]] = {}  # one forward per latent shape, one for the images
         for i, job in enumerate(jobs):
-            by_shape.setdefault(job.packet.shape, []).append(i)
+            key = job.item.shape if isinstance(job.item, bitstream.Packet) else "image"
+            groups.setdefault(key, []).append(i)
         results: list[Any] = [None] * len(jobs)
         loop = asyncio.get_running_loop()
-        for indexes in by_shape.values():
-            packets = [jobs[i].packet for i in indexes]
-            topk = max(jobs[i].topk for i in indexes)
-            outs = await loop.run_in_executor(self.compute, self._infer, model, packets, topk)
+        for indexes in groups.values():
+            group = [jobs[i] for i in indexes]
+            topk = max(job.topk for job in group)
+            outs = await loop.run_in_executor(self.compute, self._infer, model, group, topk)
             for i, out in zip(indexes, outs):
                 results[i] = out if isinstance(out, Exception) else (*out, len(jobs), started)
         if self.sandbox is not None and self.sandbox.restarts > self._restarts_seen:
@@ -286,17 +305,13 @@ class InferenceService:
     def parse(
         self, body: bytes, backbone: str | None = None
     ) -> tuple[LoadedModel, bitstream.Packet]:
-        """Validate a packet fully before it costs any decoding work.
-
-        Args:
-            body: the packet.
-            backbone: which decoder of the packet's encoder answers (a model id or a teacher's
-                timm name; None: the encoder's default), see `runtime.routing.Encoder.choose`.
+        """Validate a packet fully before it costs any decoding work; ``backbone`` picks the
+        decoder of the packet's encoder (`runtime.routing.Encoder.choose`).
 
         Raises:
-            HTTPError: 400 bad packet or a backbone that fits several decoders, 404 an encoder
-                no loaded decoder takes or a backbone not served for it (the message lists
-                what is).
+            HTTPError: 400 bad packet, a latent shape the decoder does not take or a backbone
+                that fits several decoders, 404 an encoder no loaded decoder takes or a backbone
+                not served for it (the message lists what is).
         """
         try:
             packet = bitstream.unpack(body)
@@ -309,63 +324,80 @@ class InferenceService:
             )
         try:
             model = encoder.choose(backbone)
-        except UnknownBackboneError as e:
-            raise HTTPError(404, str(e)) from None
-        except AmbiguousBackboneError as e:
-            raise HTTPError(400, str(e)) from None
-        try:
-            packet = model.part.parse(body)
-        except bitstream.BitstreamError as e:
-            raise HTTPError(400, str(e), model.model_id) from None
-        if model.latent_shape is not None and packet.shape != model.latent_shape:
+        except (UnknownBackboneError, AmbiguousBackboneError) as e:
+            raise HTTPError(404 if isinstance(e, LookupError) else 400, str(e)) from None
+        if model.latent_shape is None:  # a bare part: its own checks (channels, limits)
+            try:
+                packet = model.part.parse(body)
+            except bitstream.BitstreamError as e:
+                raise HTTPError(400, str(e), model.model_id) from None
+        elif packet.shape != model.latent_shape:  # implies the part's channel and size checks
             raise HTTPError(
                 400, f"latent shape {packet.shape} does not match model {model.model_id!r}, "
                 f"which accepts {model.latent_shape}", model.model_id,
             )
         return model, packet
 
+    def parse_image(
+        self, body: bytes, backbone: str | None = None
+    ) -> tuple[LoadedModel, Image.Image]:
+        """Choose the teacher (`runtime.routing.choose_teacher`), read the image's header.
+
+        Raises:
+            HTTPError: 400 another format, not the teacher's input size or a backbone of several
+                teachers, 413 larger than that size, 404 no such backbone (listing what is).
+        """
+        try:
+            model = choose_teacher(list(self.models.values()), backbone)
+        except (UnknownBackboneError, AmbiguousBackboneError) as e:
+            raise HTTPError(404 if isinstance(e, LookupError) else 400, str(e)) from None
+        crop = int(model.teacher_model.data_config["input_size"][-1])  # type: ignore[union-attr]
+        Image.init()  # every plugin registered (a no-op after the first call)
+        formats = [f for f in protocol.IMAGE_FORMATS if f in Image.OPEN]
+        try:
+            image = Image.open(io.BytesIO(body), formats=formats)  # reads the header only
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise HTTPError(400, f"not a {'/'.join(formats)} image: {e}", model.model_id) from None
+        if image.size != (crop, crop):
+            raise HTTPError(
+                413 if max(image.size) > crop else 400,
+                f"image of {image.width}x{image.height} pixels; {model.teacher} takes its "
+                f"{crop}x{crop} input crop (resize and center-crop on the device)", model.model_id)
+        return model, image
+
     async def classify(
-        self, model: LoadedModel, packet: bitstream.Packet, topk: int, attempt: int = 1
+        self, model: LoadedModel, item: bitstream.Packet | Image.Image, body: bytes, topk: int,
+        attempt: int = 1,
     ) -> dict[str, Any]:
-        """One packet (validated by `parse`) -> the JSON answer.
+        """One packet (validated by `parse`) or image (by `parse_image`) -> the JSON answer.
 
         ``attempt`` (the client's ``X-Attempt``) ranks the request in a full queue: see
         `runtime.batching` for why retried requests go first.
         """
-        job = _Job(packet, topk, time.perf_counter())
+        job = _Job(item, body, topk, time.perf_counter())
         try:
             result = await self.batchers[model.model_id].submit(job, priority=attempt)
         except QueueFullError as e:
             raise HTTPError(503, f"server busy: {e}", model.model_id) from None
+        except HTTPError:
+            raise
         except bitstream.BitstreamError as e:
             raise HTTPError(400, str(e), model.model_id) from None
         except Exception:  # a bug or resource failure, not the client's fault: 500
-            log.exception("decoding a packet for %s failed", model.model_id)
+            log.exception("decoding a request for %s failed", model.model_id)
             raise HTTPError(500, "internal error while decoding", model.model_id) from None
-        probs, indexes, timing, batch_size, started = result
-        names = self.names.get(model.model_id)
-        predictions = [
-            {"index": int(i), "name": names[int(i)] if names else None, "probability": float(p)}
-            for p, i in zip(probs[:topk], indexes[:topk])
-        ]
-        return {
-            "model_id": model.model_id,
-            "encoder_id": packet.model_id,
-            "backbone": model.teacher,
-            "predictions": predictions,
-            "payload_bytes": len(packet.payload),
-            "latent_shape": list(packet.shape),
-            "batch_size": batch_size,
-            "decode_ms": round(timing["decode_ms"], 3),
-            "entropy_decode_ms": round(timing["entropy_ms"], 3),
-            "queue_ms": round((started - job.queued_at) * 1000, 3),
-        }
+        predictions, timing, batch_size, started = result
+        timing = {**timing, "queue_ms": (started - job.queued_at) * 1000}
+        if isinstance(item, bitstream.Packet):
+            return protocol.answer(model.model_id, model.teacher, predictions[:topk],
+                                   len(item.payload), batch_size, timing,
+                                   encoder_id=item.model_id, latent_shape=list(item.shape))
+        return protocol.answer(model.model_id, model.teacher, predictions[:topk], len(body),
+                               batch_size, timing, format=item.format)
 
 
 def _tables(part: ServerPart) -> dict[str, np.ndarray]:
     if not hasattr(part.entropy, "tables"):
-        raise ValueError(
-            f"model {part.model_id!r}: the sandboxed decoder needs a factorized-prior entropy "
-            f"model, got {type(part.entropy).__name__}; serve it with isolate_decoder=False"
-        )
+        raise ValueError(f"model {part.model_id!r}: the sandboxed decoder needs a factorized "
+                         "prior entropy model; serve it with isolate_decoder=False")
     return {name: table.cpu().numpy() for name, table in part.entropy.tables().items()}

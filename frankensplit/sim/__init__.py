@@ -11,8 +11,9 @@ benchmarks/shaped_link.py   the real client and server through a shaped link (Sh
 Modules: ``links`` (presets and custom links), ``latency`` (the model), ``profile`` (the profile
 JSON, torch-free), ``measure`` (timing with torch), ``matching`` (bytes at matched accuracy from an
 eval result), ``simulate`` (scenarios through the model), ``report`` (markdown, CSV, JSON, plot),
-``shaper`` (an asyncio TCP proxy with a rate limit and delay), ``offload_server`` (the
-codec-offloading baseline endpoint). This ``__init__`` imports only the light, torch-free pieces.
+``shaper`` (an asyncio TCP proxy with a rate limit and delay; the codec-offloading baseline is
+``frankensplit serve``'s ``/v1/classify-image``). This ``__init__`` imports only the light,
+torch-free pieces.
 """
 
 from frankensplit.sim.latency import (
