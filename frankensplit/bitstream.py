@@ -62,6 +62,7 @@ __all__ = [
     "Packet",
     "TruncatedError",
     "UnsupportedVersionError",
+    "check_limits",
     "header_size",
     "pack",
     "unpack",
@@ -308,6 +309,27 @@ def _check_dims(shape: tuple[int, int, int], limits: Limits) -> None:
         )
 
 
+def _check_payload(payload_len: int, limits: Limits) -> None:
+    if payload_len > limits.max_payload_bytes:
+        raise LimitExceededError(
+            f"declared payload of {payload_len} bytes exceeds the limit "
+            f"max_payload_bytes={limits.max_payload_bytes}"
+        )
+
+
+def check_limits(packet: Packet, limits: Limits) -> None:
+    """The size checks of `unpack` on an already unpacked packet, against other ``limits``.
+
+    A server unpacks a packet once with the generic limits (to read whose it is), then holds it
+    to the limits of the decoder it routes to, without unpacking it again.
+
+    Raises:
+        LimitExceededError: a payload or latent above ``limits``.
+    """
+    _check_payload(len(packet.payload), limits)
+    _check_dims(packet.shape, limits)
+
+
 def unpack(data: bytes | bytearray | memoryview, limits: Limits = Limits()) -> Packet:
     """Parse one packed stream, validating everything before trusting any of it.
 
@@ -342,11 +364,7 @@ def unpack(data: bytes | bytearray | memoryview, limits: Limits = Limits()) -> P
             f"{varint_start + 1 + _CRC.size} bytes, got {len(view)}"
         )
     payload_len, payload_start = _decode_varint(view, varint_start)
-    if payload_len > limits.max_payload_bytes:
-        raise LimitExceededError(
-            f"declared payload of {payload_len} bytes exceeds the limit "
-            f"max_payload_bytes={limits.max_payload_bytes}"
-        )
+    _check_payload(payload_len, limits)
 
     total = payload_start + payload_len + _CRC.size
     if len(view) < total:

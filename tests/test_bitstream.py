@@ -187,6 +187,19 @@ def test_payload_over_limit() -> None:
         unpack(stream, Limits(max_payload_bytes=10))
 
 
+def test_check_limits_holds_an_unpacked_packet_to_other_limits() -> None:
+    from frankensplit.bitstream import check_limits
+
+    packet = unpack(pack(Packet("m", (4, 8, 8), bytes(11))))  # fits the generic limits
+    check_limits(packet, Limits(max_payload_bytes=11, max_latent_elements=256))
+    with pytest.raises(LimitExceededError, match="max_payload_bytes=10"):
+        check_limits(packet, Limits(max_payload_bytes=10))
+    with pytest.raises(LimitExceededError, match="max_latent_elements=255"):
+        check_limits(packet, Limits(max_latent_elements=255))
+    with pytest.raises(LimitExceededError, match="max_dim=7"):
+        check_limits(packet, Limits(max_dim=7))
+
+
 def test_huge_declared_payload_is_refused_before_use() -> None:
     """A 4 GiB declared length in a 20-byte stream: a limit error, no allocation, no hang."""
     stream = _frame(_body(b"m", (1, 1, 1), b"\xff\xff\xff\xff\x0f"))

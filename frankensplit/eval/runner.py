@@ -168,7 +168,7 @@ def _frankensplit(model: FrankenSplit, x: Tensor) -> dict[str, Any]:
     t1 = time.perf_counter()
     y_hat = server.decode_latent([packet])  # (1, C, h, w)
     t2 = time.perf_counter()
-    logits = server.tail(server.g_s(y_hat))  # == server.decode([packet])
+    logits = server.classify(y_hat)  # == server.decode([packet])
     t3 = time.perf_counter()
     bits = float(model.latent_bits(y_hat)[0])  # == estimated_bits(x), without g_a again
     return {"pred": _top5(logits), "bytes": len(packet), "bits_estimated": bits,

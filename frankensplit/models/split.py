@@ -94,7 +94,16 @@ class ServerPart(nn.Module):
         Raises:
             bitstream.BitstreamError: malformed packet, or one for another model / latent size.
         """
-        packet = bitstream.unpack(data, self.limits)
+        return self.check(bitstream.unpack(data, self.limits))
+
+    def check(self, packet: bitstream.Packet) -> bitstream.Packet:
+        """Validate an unpacked packet against this model: its encoder id, channels and limits
+        (a server unpacks once to route, then checks here without unpacking again).
+
+        Raises:
+            bitstream.BitstreamError: a packet for another model, latent size or above the limits.
+        """
+        bitstream.check_limits(packet, self.limits)
         if packet.model_id != self.encoder_id:
             raise bitstream.CorruptError(
                 f"packet is for model {packet.model_id!r}, this server part decodes "
@@ -107,9 +116,11 @@ class ServerPart(nn.Module):
         return packet
 
     @torch.no_grad()
-    def decode_latent(self, packets: Sequence[bytes]) -> Tensor:
-        """Decode packets of one latent size into y_hat (N, C, h, w)."""
-        parsed = [self.parse(p) for p in packets]
+    def decode_latent(self, packets: Sequence[bytes | bitstream.Packet]) -> Tensor:
+        """Decode packets (bytes, or packets unpacked already) of one latent size into y_hat
+        (N, C, h, w)."""
+        parsed = [self.check(p) if isinstance(p, bitstream.Packet) else self.parse(p)
+                  for p in packets]
         shapes = {p.shape for p in parsed}
         if len(shapes) != 1:
             raise ValueError(f"packets of one batch must share a latent shape, got {sorted(shapes)}")
@@ -120,9 +131,14 @@ class ServerPart(nn.Module):
             raise bitstream.CorruptError(f"entropy decoding failed: {e}") from e
 
     @torch.no_grad()
-    def decode(self, packets: Sequence[bytes]) -> Tensor:
+    def classify(self, y_hat: Tensor) -> Tensor:
+        """Decoded latents y_hat (N, C, h, w) -> logits (N, num_classes): g_s, then the tail."""
+        return self.tail(self.g_s(y_hat))
+
+    @torch.no_grad()
+    def decode(self, packets: Sequence[bytes | bitstream.Packet]) -> Tensor:
         """Packets -> logits (N, num_classes)."""
-        return self.tail(self.g_s(self.decode_latent(packets)))
+        return self.classify(self.decode_latent(packets))
 
 
 class FrankenSplit(nn.Module):

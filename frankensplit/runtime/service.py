@@ -233,7 +233,7 @@ class InferenceService:
             latents: list[Any] = []
             for job in jobs:  # one by one, so a bad packet fails alone
                 try:
-                    latents.append(model.part.decode_latent([job.body])[0])
+                    latents.append(model.part.decode_latent([job.item])[0])
                 except (bitstream.BitstreamError, ValueError) as e:
                     latents.append(e)
             return latents
@@ -263,7 +263,7 @@ class InferenceService:
         start = time.perf_counter()
         if isinstance(jobs[0].item, bitstream.Packet):
             inputs, stage = self._latents(model, jobs), "entropy_decode_ms"
-            forward = lambda y_hat: model.part.tail(model.part.g_s(y_hat))
+            forward = model.part.classify
         else:
             inputs, stage = self._crops(model, jobs), "image_decode_ms"
             forward = model.teacher_model  # the whole teacher: head + tail
@@ -328,7 +328,7 @@ class InferenceService:
             raise HTTPError(404 if isinstance(e, LookupError) else 400, str(e)) from None
         if model.latent_shape is None:  # a bare part: its own checks (channels, limits)
             try:
-                packet = model.part.parse(body)
+                packet = model.part.check(packet)
             except bitstream.BitstreamError as e:
                 raise HTTPError(400, str(e), model.model_id) from None
         elif packet.shape != model.latent_shape:  # implies the part's channel and size checks
