@@ -16,10 +16,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from frankensplit._lazy import lazy_exports
 from frankensplit.files import read_safetensors
 
 __all__ = [
     "OFFLINE_WEIGHTS",
+    "TIMM_EXPORTS",
     "BackboneHead",
     "BackboneTail",
     "Family",
@@ -123,6 +125,22 @@ def family_of(model: nn.Module) -> Family:
         f"backbone class {type(model).__name__} is not supported; supported families: "
         f"{', '.join(family_names())}"
     )
+
+
+#: What the rest of the package takes from timm besides models: the layers and blocks of the
+#: blueprint decoders and the ImageNet class index, importable from here (``from
+#: frankensplit.backbones import Bottleneck``); timm is imported on first use (PEP 562).
+TIMM_EXPORTS = {
+    "timm.data": ("ImageNetInfo",),
+    "timm.layers": ("LayerNorm2d", "make_divisible"),
+    "timm.models.convnext": ("ConvNeXtBlock",),
+    "timm.models.resnet": ("Bottleneck",),
+    "timm.models.swin_transformer": ("PatchMerging", "SwinTransformerBlock"),
+    # Private: timm exports its MBConv blocks from no public module (not timm.models, not
+    # timm.layers), so pyproject.toml pins the timm version this is tested with.
+    "timm.models._efficientnet_blocks": ("DepthwiseSeparableConv", "InvertedResidual"),
+}
+lazy_exports(__name__, TIMM_EXPORTS)
 
 
 def split_point(model: nn.Module, reduction: int | None = None) -> SplitSpec:

@@ -175,12 +175,18 @@ def test_fine_tuning_the_same_teacher_starts_from_every_part_of_the_init_codec(t
     assert codec_metadata(tmp_path / "src.safetensors")["teacher"] == "tf_efficientnet_lite0"
     src = load_file(tmp_path / "src.safetensors")
     cfg = load_config(None, [*TINY, f"init_codec={tmp_path / 'src.safetensors'}",
-                             "stages.0.lr=1.0e-30"])  # a step that cannot move the weights
+                             "stages.0.lr=1.0e-30",  # a step that cannot move the weights
+                             "aux_lr=10"])  # but moves the quantiles: CDF tables of another size
     train(cfg, tmp_path / "run", progress=False)
     out = load_file(tmp_path / "run/lmbda-2/last.safetensors")
     g_s = [k for k in src if k.startswith("g_s.") and "running_" not in k
          and "num_batches" not in k]  # BN statistics move in train mode
     assert g_s and all(torch.allclose(out[k], src[k], atol=1e-12) for k in g_s)
+    cdf = "entropy.entropy_bottleneck._quantized_cdf"
+    assert out[cdf].shape != src[cdf].shape
+    train(cfg, tmp_path / "run", resume=True, progress=False)  # the checkpoint's tables, not src's
+    again = load_file(tmp_path / "run/lmbda-2/last.safetensors")
+    assert all(torch.equal(again[k], out[k]) for k in out)
 
 
 def test_saliency_stage_needs_a_cache(tmp_path):

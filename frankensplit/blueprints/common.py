@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from frankensplit._compressai import ResidualBlock
 from frankensplit.backbones import SplitSpec
 
 __all__ = [
@@ -141,30 +142,9 @@ class Blueprint(nn.Module):
         return self.body(y_hat)  # (N, *spec.feature_shape)
 
 
-class ResBlock(nn.Module):
-    """CompressAI-style residual block: conv3x3 -> LeakyReLU -> conv3x3 -> LeakyReLU, + skip.
-
-    The skip is the identity when channels are equal and a 1x1 convolution otherwise. Same
-    structure and parameter names as ``compressai.layers.ResidualBlock`` (so its state dicts load),
-    written here to keep compressai behind its own adapter module.
-
-    Args:
-        in_channels: input channels.
-        out_channels: output channels.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
-        self.leaky_relu = nn.LeakyReLU(inplace=True)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1)
-        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.skip is None else self.skip(x)  # (N, C_out, H, W)
-        out = self.leaky_relu(self.conv1(x))  # (N, C_out, H, W)
-        out = self.leaky_relu(self.conv2(out))  # (N, C_out, H, W)
-        return out + identity
+#: CompressAI's residual block (conv3x3 -> LeakyReLU -> conv3x3 -> LeakyReLU, + skip; the skip is
+#: the identity when channels are equal and a 1x1 convolution otherwise), the Swin blueprint's.
+ResBlock = ResidualBlock
 
 
 class Residual(nn.Module):

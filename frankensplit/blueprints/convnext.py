@@ -8,11 +8,9 @@ there, a LayerNorm2d + conv transition to C, and ConvNeXt blocks at C whose outp
 
 from __future__ import annotations
 
-from timm.layers import LayerNorm2d
-from timm.models.convnext import ConvNeXtBlock
 from torch import nn
 
-from frankensplit.backbones import SplitSpec
+from frankensplit.backbones import ConvNeXtBlock, LayerNorm2d, SplitSpec
 from frankensplit.blueprints.common import Blueprint, check_spec
 
 __all__ = ["ConvNeXtBlueprint", "build_convnext_blueprint"]

@@ -10,13 +10,14 @@ teacher's stage: MBConv(width -> C) then MBConv(C -> C) with its skip. MBConv en
 
 from __future__ import annotations
 
-from timm.layers import make_divisible
-
-# timm exposes its MBConv blocks only from this module; they have been stable since timm 0.9.
-from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual
 from torch import nn
 
-from frankensplit.backbones import SplitSpec
+from frankensplit.backbones import (
+    DepthwiseSeparableConv,
+    InvertedResidual,
+    SplitSpec,
+    make_divisible,
+)
 from frankensplit.blueprints.common import Blueprint, check_spec
 
 __all__ = ["EfficientNetBlueprint", "build_efficientnet_blueprint"]

@@ -9,10 +9,9 @@ shortcut to C, and plain bottlenecks at C. Like the teacher's, its last block en
 
 from __future__ import annotations
 
-from timm.models.resnet import Bottleneck
 from torch import nn
 
-from frankensplit.backbones import SplitSpec
+from frankensplit.backbones import Bottleneck, SplitSpec
 from frankensplit.blueprints.common import Blueprint, check_spec
 
 __all__ = ["ResNetBlueprint", "build_resnet_blueprint"]

@@ -10,10 +10,9 @@ pre-merge width C/2, then a ``PatchMerging`` C/2 -> C (the stride 8 -> 16 step) 
 
 from __future__ import annotations
 
-from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock
 from torch import nn
 
-from frankensplit.backbones import SplitSpec
+from frankensplit.backbones import PatchMerging, SplitSpec, SwinTransformerBlock
 from frankensplit.blueprints.common import (
     Blueprint,
     ResBlock,

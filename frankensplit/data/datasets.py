@@ -57,7 +57,7 @@ def read_labels_csv(path: str | Path) -> tuple[list[Path], list[int]]:
 
 def _wnid_labels(files: Sequence[Path], root: Path) -> list[int] | None:
     """Labels for an ImageFolder tree whose folder names are ImageNet wnids, else None."""
-    from timm.data import ImageNetInfo
+    from frankensplit.backbones import ImageNetInfo
 
     info = ImageNetInfo()
     wnids = {info.index_to_label_name(i): i for i in range(info.num_classes())}

@@ -8,41 +8,40 @@ server read the same integer tables, so there is no floating-point hyperprior to
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
-from frankensplit._compressai import EntropyBottleneck, update_registered_buffers
+from frankensplit._compressai import CompressionModel, EntropyBottleneck
 from frankensplit.registry import Registry
 
 __all__ = ["ENTROPY_MODELS", "FactorizedPrior", "NotUpdatedError"]
 
 ENTROPY_MODELS: Registry = Registry("entropy model")
 
-#: CompressAI's CDF buffers change size at ``update()``; they are resized before loading.
-_CDF_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")
-
 
 class NotUpdatedError(RuntimeError):
     """Entropy coding was asked for before ``update()`` built the CDF tables."""
 
 
-class FactorizedPrior(nn.Module):
+class FactorizedPrior(CompressionModel):
     """Factorized-prior entropy model (Balle et al., ICLR 2018) behind the codec contract.
 
     ``forward(y) -> (y_hat, likelihoods)``, ``compress(y) -> list[bytes]`` (one string per batch item),
-    ``decompress(strings, (H, W)) -> y_hat``, ``update()``, ``aux_loss()``.
+    ``decompress(strings, (H, W)) -> y_hat``; compressai's ``CompressionModel`` gives ``update()``
+    (build the CDF tables, needed before coding), ``aux_loss()`` (the quantile loss, trained every
+    step) and ``load_state_dict`` (sizes the empty CDF table buffers from the state dict first).
 
     Args:
         channels: latent channels.
+        entropy_bottleneck: an existing bottleneck of ``channels`` to code with (compressai's
+            image codec owns one); None: a new one.
     """
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, entropy_bottleneck: EntropyBottleneck | None = None) -> None:
         super().__init__()
         self.channels = channels
-        self.entropy_bottleneck = EntropyBottleneck(channels)
+        self.entropy_bottleneck = (EntropyBottleneck(channels) if entropy_bottleneck is None
+                                   else entropy_bottleneck)
 
     def forward(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """Noisy (train) or median-rounded (eval) latent and its likelihoods, both (N, C, H, W)."""
@@ -64,14 +63,6 @@ class FactorizedPrior(nn.Module):
     def ready(self) -> bool:
         """Whether the CDF tables exist (``update()`` was called or loaded)."""
         return self.entropy_bottleneck.quantized_cdf.numel() > 0
-
-    def update(self, force: bool = False) -> bool:
-        """Rebuild the quantized CDF tables from the current parameters (needed before coding)."""
-        return self.entropy_bottleneck.update(force=force)
-
-    def aux_loss(self) -> Tensor:
-        """Quantile loss that keeps the learned medians/tails right; trained every step."""
-        return self.entropy_bottleneck.loss()
 
     def _check_ready(self) -> None:
         if not self.ready:
@@ -100,16 +91,6 @@ class FactorizedPrior(nn.Module):
             raise ValueError(f"latent size must be positive, got {tuple(size)}")
         pad = b"\0" * (8 + 16 * self.channels * h * w)
         return self.entropy_bottleneck.decompress([bytes(s) + pad for s in strings], (h, w))
-
-    def load_state_dict(
-        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
-    ) -> Any:
-        """Load parameters and CDF tables, resizing the table buffers first (they vary in size)."""
-        update_registered_buffers(
-            self.entropy_bottleneck, "entropy_bottleneck", _CDF_BUFFERS, dict(state_dict),
-            policy="resize",
-        )
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def tables(self) -> dict[str, Tensor]:
         """The integer coding tables (quantized_cdf, cdf_length, offset) and the medians.

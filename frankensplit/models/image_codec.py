@@ -11,12 +11,14 @@ let the server run the unmodified teacher on the reconstruction"::
     g_a: conv5x5/2 3->N, GDN, conv5x5/2 N->N, GDN, conv5x5/2 N->N, GDN, conv5x5/2 N->M
     g_s: deconv5x5/2 M->N, IGDN, deconv5x5/2 N->N, IGDN, deconv5x5/2 N->N, IGDN, deconv5x5/2 N->3
 
-The layers are CompressAI's (through ``frankensplit._compressai``); the entropy model is ours
-(:class:`~frankensplit.models.entropy.FactorizedPrior`, the same one FrankenSplit codes with, with
-its padded rANS decoding), so both methods are measured with the same entropy coder. The model
-follows the codec contract (``forward``, ``compress``, ``decompress``, ``update``, ``aux_loss``)
-and names its parts ``g_a``, ``entropy``, ``g_s`` like the split models, so the training loop,
-checkpoints and ``save_codec`` serve both. Training objective: :func:`frankensplit.losses.image_rd_loss`.
+The model is CompressAI's ``FactorizedPrior`` (through ``frankensplit._compressai``: its g_a, g_s,
+entropy bottleneck, ``update`` and ``aux_loss``), with the bottleneck moved into
+:class:`~frankensplit.models.entropy.FactorizedPrior`, the entropy model FrankenSplit codes with
+(padded rANS decoding, one string per image), so both methods are measured with the same entropy
+coder. It follows the codec contract (``forward``, ``compress``, ``decompress``, ``update``,
+``aux_loss``) and names its parts ``g_a``, ``entropy``, ``g_s`` like the split models, so the
+training loop, checkpoints and ``save_codec`` serve both. Training objective:
+:func:`frankensplit.losses.image_rd_loss`.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ import zlib
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from frankensplit import bitstream
-from frankensplit._compressai import GDN, conv, deconv
+from frankensplit._compressai import FactorizedPrior as CompressaiFactorizedPrior
 from frankensplit.backbones import SplitBackbone
 from frankensplit.models.entropy import FactorizedPrior
 
@@ -38,7 +40,7 @@ __all__ = ["IMAGE_CODEC_NAME", "Bmshj2018Factorized", "build_image_codec"]
 IMAGE_CODEC_NAME = "bmshj2018-factorized"
 
 
-class Bmshj2018Factorized(nn.Module):
+class Bmshj2018Factorized(CompressaiFactorizedPrior):
     """Balle et al. 2018 factorized-prior image codec (see the module docstring).
 
     Args:
@@ -62,20 +64,14 @@ class Bmshj2018Factorized(nn.Module):
         latent_channels: int = 192,
         teacher: SplitBackbone | None = None,
     ) -> None:
-        super().__init__()
         bitstream.Packet(model_id, (1, 1, 1), b"")  # validates the id with the wire format's rules
         n, m = hidden_channels, latent_channels
         if n < 1 or m < 1:
             raise ValueError(f"hidden_channels and latent_channels must be positive, got {n}, {m}")
+        super().__init__(n, m)  # compressai's entropy bottleneck, g_a and g_s
         self.model_id = model_id
-        self.g_a = nn.Sequential(
-            conv(3, n), GDN(n), conv(n, n), GDN(n), conv(n, n), GDN(n), conv(n, m),
-        )
-        self.entropy = FactorizedPrior(m)
-        self.g_s = nn.Sequential(
-            deconv(m, n), GDN(n, inverse=True), deconv(n, n), GDN(n, inverse=True),
-            deconv(n, n), GDN(n, inverse=True), deconv(n, 3),
-        )
+        self.entropy = FactorizedPrior(m, self.entropy_bottleneck)  # moved: entropy.entropy_bottleneck
+        del self.entropy_bottleneck
         self.teacher = teacher
         self.architecture: dict[str, Any] = {
             "kind": "image_codec", "name": IMAGE_CODEC_NAME, "hidden_channels": n,
@@ -98,10 +94,8 @@ class Bmshj2018Factorized(nn.Module):
             mode (what ``decompress(compress(x))`` gives).
         """
         self._check(x)
-        y = self.g_a(x)  # (N, M, H/16, W/16)
-        y_hat, y_likelihoods = self.entropy(y)
-        x_hat = self.g_s(y_hat)  # (N, 3, H, W)
-        return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods}}
+        y_hat, y_likelihoods = self.entropy(self.g_a(x))  # (N, M, H/16, W/16)
+        return {"x_hat": self.g_s(y_hat), "likelihoods": {"y": y_likelihoods}}  # x_hat (N, 3, H, W)
 
     @torch.no_grad()
     def compress(self, x: Tensor) -> dict[str, Any]:
@@ -121,14 +115,6 @@ class Bmshj2018Factorized(nn.Module):
         if self.teacher is not None:
             self.teacher.eval()  # the teacher never leaves eval mode
         return self
-
-    def update(self, force: bool = False) -> bool:
-        """Build the entropy coder's CDF tables (required before ``compress``/``decompress``)."""
-        return self.entropy.update(force=force)
-
-    def aux_loss(self) -> Tensor:
-        """The entropy model's auxiliary quantile loss."""
-        return self.entropy.aux_loss()
 
     def estimated_bits(self, x: Tensor) -> Tensor:
         """Estimated bits per image from the eval-mode likelihoods, (N,)."""

@@ -31,7 +31,7 @@ import resource
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -301,8 +301,6 @@ def train_one(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    run = _start(cfg, lmbda, run_dir, progress, info)
-    run_dir.mkdir(parents=True, exist_ok=True)
     last = run_dir / "last.pt"
     ckpt: dict[str, Any] = {}
     if resume and last.is_file():
@@ -310,6 +308,12 @@ def train_one(
         if ckpt["stage"] >= len(cfg.stages):
             raise ValueError(f"{last} is at stage {ckpt['stage'] + 1}, the config has "
                              f"{len(cfg.stages)}: resume with the config that wrote it")
+    # A checkpoint holds every codec part, so no init codec is loaded under it (compressai's
+    # load_state_dict sizes the CDF tables only of an entropy model that has none yet).
+    start_cfg = replace(cfg, init_codec=None, init_g_s=False) if ckpt else cfg
+    run = _start(start_cfg, lmbda, run_dir, progress, info)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if ckpt:
         load_codec_state(run.model, ckpt["codec"], source=str(last))
         run.best, run.history = ckpt["best"], ckpt["history"]
     for si, stage in enumerate(cfg.stages):
