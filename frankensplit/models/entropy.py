@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from frankensplit._compressai import CompressionModel, EntropyBottleneck
 from frankensplit.registry import Registry
+from frankensplit.runtime.rans import pad_payload
 
 __all__ = ["ENTROPY_MODELS", "FactorizedPrior", "NotUpdatedError"]
 
@@ -89,8 +90,8 @@ class FactorizedPrior(CompressionModel):
         h, w = (int(v) for v in size)
         if h < 1 or w < 1:
             raise ValueError(f"latent size must be positive, got {tuple(size)}")
-        pad = b"\0" * (8 + 16 * self.channels * h * w)
-        return self.entropy_bottleneck.decompress([bytes(s) + pad for s in strings], (h, w))
+        symbols = self.channels * h * w  # one padding rule, shared with the edge/sandbox decoder
+        return self.entropy_bottleneck.decompress([pad_payload(s, symbols) for s in strings], (h, w))
 
     def tables(self) -> dict[str, Tensor]:
         """The integer coding tables (quantized_cdf, cdf_length, offset) and the medians.

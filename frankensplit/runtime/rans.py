@@ -72,7 +72,8 @@ def load_ans() -> ModuleType:
 
 def pad_payload(payload: bytes, symbols: int) -> bytes:
     """``payload`` + more zero bytes than compressai's unchecked rANS decoder can read for
-    ``symbols`` (``models/entropy.py``'s rule: it crashed past short payloads); never decoded."""
+    ``symbols`` (it crashed past short payloads); never decoded. The one padding rule: the
+    in-process decoder (``models/entropy.py``) and the sandboxed one both call it."""
     return bytes(payload) + bytes(8 + 16 * symbols)
 
 
