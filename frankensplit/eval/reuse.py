@@ -56,7 +56,8 @@ class ReuseRow:
         reuse_bytes: its mean bytes per image (the source encoder's packets).
         e2e: ``(model id, bytes, top1)`` of the end-to-end codec's measured points.
         e2e_top1: the end-to-end curve's top-1 at ``reuse_bytes`` (None: not covered).
-        teacher_top1: the backbone uncompressed at its own preprocessing (None: not measured).
+        teacher_top1: the backbone uncompressed at the end-to-end codecs' preprocessing (its own,
+            or the nearest the blueprints take: Lite2 at 256 px, not 260; None: not measured).
         teacher_top1_edge: the backbone uncompressed at the reuse model's preprocessing.
     """
 
@@ -115,11 +116,10 @@ def reuse_rows(rows: Sequence[Mapping[str, Any]], pairs: Mapping[str, Sequence[s
         if other:
             raise ValueError(f"{reuse_id} decodes for {backbone}, paired with codecs of {other}")
         points = tuple((r["setting"], float(r["bytes"]), float(r["top1"])) for r in e2e)
-        native = [t for label, t in teacher.items() if label == backbone]
         out.append(ReuseRow(
             backbone, reuse_id, float(reuse["top1"]), float(reuse["bytes"]), points,
             top1_at_bytes([(b, a) for _, b, a in points], float(reuse["bytes"])),
-            native[0] if native else None, teacher.get(reuse["teacher"]),
+            teacher.get(e2e[0]["teacher"]) if e2e else None, teacher.get(reuse["teacher"]),
         ))
     return out
 
@@ -131,7 +131,7 @@ def _pct(value: float | None, missing: str = "n/a") -> str:
 def reuse_markdown(rows: Sequence[ReuseRow]) -> str:
     """A Markdown table of :func:`reuse_rows` with the measured end-to-end points beside it."""
     lines = [
-        ("| backbone | uncompressed (own input) | uncompressed (edge input) | reuse model | "
+        ("| backbone | uncompressed (end-to-end input) | uncompressed (edge input) | reuse model | "
          "reuse top-1 | KB | end-to-end points (KB: top-1) | end-to-end top-1 at reuse KB | "
          "cost of reuse (points) |"),
         "|---|---|---|---|---|---|---|---|---|",
