@@ -46,7 +46,9 @@ class Architecture:
             for Swin; 4: Entropic Student's).
         input_size: side of the edge encoder's square input when not the teacher's, with
             ``crop_pct`` its centre crop. Encoder reuse needs it: a Lite1 decoder of a Lite0
-            encoder's packets runs its tail on the 28 x 28 features of 224 px images.
+            encoder's packets runs its tail on the 28 x 28 features of 224 px images (one packet
+            serves every backbone; a CNN tail ends in global pooling and takes any size, and
+            resampling the features to 30 x 30 would add nothing the packet holds).
         crop_pct: see ``input_size``.
         reuses: id of the model whose g_a and entropy model this one runs (encoder reuse): its
             packets carry that id (`FrankenSplit.encoder_id`). The weights are the caller's to
