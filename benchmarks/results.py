@@ -79,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from frankensplit.eval import load_dataset, run_eval
     from frankensplit.eval.report import summary_markdown
+    from frankensplit.eval.reuse import default_pairs, reuse_markdown, reuse_rows
     from frankensplit.models.zoo import create_model
 
     models = args.models.split(",") if args.models else trained_models()
@@ -99,6 +100,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python benchmarks/results.py" + "".join(
         f" {shlex.quote(a)}" for a in given if a not in ("--resume", "--no-progress"))
     markdown = summary_markdown(result.rows, result.summary, result.meta)
+    pairs = {r: e2e for r, e2e in default_pairs().items() if r in models and set(e2e) <= set(models)}
+    if pairs:  # issue 14: what encoder reuse costs, from the same rows (docs/reuse.md explains)
+        markdown += ("\n### Encoder reuse\n\nEach reuse decoder against its backbone's end-to-end "
+                     "codecs at the reuse model's bytes ([reuse.md](reuse.md)):\n\n"
+                     + reuse_markdown(reuse_rows(result.rows, pairs)))
     partial = args.limit is not None
     text = readme_section(markdown, command, os.path.relpath(result.paths["plot"], args.out),
                           partial)

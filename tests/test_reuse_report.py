@@ -51,3 +51,17 @@ def test_reuse_rows_refuse_missing_models_and_other_backbones():
     other = [*ROWS, row("tf_efficientnet_lite2", "frankensplit", "fs-lite2-l4", 77.0, 6000.0)]
     with pytest.raises(ValueError, match="paired with codecs of"):
         reuse_rows(other, {"fs-lite0-l4.lite1": ["fs-lite2-l4"]})
+
+
+def test_default_pairs_pair_each_shipped_reuse_model_with_its_backbones_codecs():
+    from frankensplit.eval.reuse import default_pairs
+    from frankensplit.models.zoo_index import MODELS
+
+    pairs = default_pairs()
+    assert pairs, "no shipped reuse model: docs/reuse.md's table has nothing to show"
+    for reuse, e2e in pairs.items():
+        entry = MODELS.get(reuse)
+        assert entry.architecture.reuses and e2e
+        for m in e2e:  # the backbone's own codecs, never another reuse model or backbone
+            other = MODELS.get(m).architecture
+            assert other.teacher == entry.architecture.teacher and other.reuses is None
