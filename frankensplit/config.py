@@ -204,6 +204,11 @@ class TrainConfig:
             raise ValueError("model_id must contain '{lmbda}' when sweeping several lambdas")
         self._validate_model()
 
+    @property
+    def distills_outputs(self) -> bool:
+        """Whether the loss matches the teacher's logits (``kd_weight`` or ``train_tail``)."""
+        return self.kd_weight > 0 or self.train_tail
+
     def architecture(self) -> Architecture:
         """The split model it trains (objective "head"); ``train_tail`` is its trained tail.
 

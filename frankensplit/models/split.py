@@ -94,7 +94,7 @@ class ServerPart(nn.Module):
         Raises:
             bitstream.BitstreamError: malformed packet, or one for another model / latent size.
         """
-        return self.check(bitstream.unpack(data, self.limits))
+        return self._check_model(bitstream.unpack(data, self.limits))  # unpack checked limits
 
     def check(self, packet: bitstream.Packet) -> bitstream.Packet:
         """Validate an unpacked packet against this model: its encoder id, channels and limits
@@ -104,6 +104,9 @@ class ServerPart(nn.Module):
             bitstream.BitstreamError: a packet for another model, latent size or above the limits.
         """
         bitstream.check_limits(packet, self.limits)
+        return self._check_model(packet)
+
+    def _check_model(self, packet: bitstream.Packet) -> bitstream.Packet:
         if packet.model_id != self.encoder_id:
             raise bitstream.CorruptError(
                 f"packet is for model {packet.model_id!r}, this server part decodes "
@@ -178,9 +181,14 @@ class FrankenSplit(nn.Module):
         # so the uncompressed reference stays the real teacher.
         self.tail = tail
 
+    @property
+    def serving_tail(self) -> nn.Module:
+        """The tail decoded features go through: the model's own, else the teacher's."""
+        return self.teacher.tail if self.tail is None else self.tail
+
     def classify(self, h_hat: Tensor) -> Tensor:
-        """Logits of decoded features: through the model's own tail, else the teacher's."""
-        return (self.teacher.tail if self.tail is None else self.tail)(h_hat)
+        """Logits of decoded features (through `serving_tail`)."""
+        return self.serving_tail(h_hat)
 
     @property
     def encoder_id(self) -> str:
@@ -238,8 +246,8 @@ class FrankenSplit(nn.Module):
     @property
     def server(self) -> ServerPart:
         """The server half (shares parameters with this model): decodes `encoder_id`'s packets."""
-        tail = self.teacher.tail if self.tail is None else self.tail
-        return ServerPart(self.model_id, self.entropy, self.g_s, tail, encoder_id=self.encoder_id)
+        return ServerPart(self.model_id, self.entropy, self.g_s, self.serving_tail,
+                          encoder_id=self.encoder_id)
 
     def estimated_bits(self, x: Tensor) -> Tensor:
         """Estimated bits per image from the eval-mode likelihoods, (N,)."""

@@ -171,7 +171,7 @@ def _step(run: _Run, batch: tuple) -> dict[str, Tensor]:
         return image_step(run.net, x, run.lmbda)
     dtype = _amp_dtype(run.cfg, device)
     tail = run.cfg.train_tail  # Entropic Student's second stage: output distillation only
-    kd = run.cfg.kd_weight > 0 or tail
+    kd = run.cfg.distills_outputs
     # inference_mode, not no_grad: the teacher's forward skips autograd's version counters and
     # views (about a third of its cost on CPU). Its results are cloned to normal tensors because
     # the losses save them for backward.
@@ -246,8 +246,8 @@ def _build(cfg: TrainConfig, lmbda: float, device: torch.device) -> TrainModel:
 def _warm_start(module: nn.Module, state: dict[str, Tensor], prefix: str) -> None:
     """Load the tensors of ``state`` under ``prefix`` whose shape fits ``module`` (see init_g_s)."""
     own = module.state_dict()
-    fits = {k[len(prefix):]: v for k, v in state.items()
-            if k.startswith(prefix) and k[len(prefix):] in own and v.shape == own[k[len(prefix):]].shape}
+    sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    fits = {k: v for k, v in sub.items() if k in own and v.shape == own[k].shape}
     if not fits:
         raise ValueError(f"init_g_s: no {prefix[:-1]} tensor of the init codec fits this decoder")
     own.update(fits)
@@ -442,8 +442,7 @@ def _run_epoch(
         bar.update()
     bar.close()
     elapsed = time.perf_counter() - t0
-    kd = ({"kd_nats_per_image": sums["kd"] / images}
-          if run.cfg.kd_weight > 0 or run.cfg.train_tail else {})
+    kd = {"kd_nats_per_image": sums["kd"] / images} if run.cfg.distills_outputs else {}
     return {
         "loss": sums["loss"] / steps,
         "distortion_per_image": sums["distortion"] / images,
