@@ -6,8 +6,11 @@ runs). The trained zoo models are FrankenSplit's and the Entropic Student
 baseline's (``es-lite0-*``); the codecs are JPEG, WebP, AVIF, JPEG XL and the shipped Balle 2018
 factorized prior (``bmshj2018-factorized``, ``frankensplit/zoo/bmshj2018``). It writes the result
 tables, the "bytes to stay within 1 / 3 points of the teacher" figures and FrankenSplit's rate
-saving at equal top-1 against each, with the plot beside it. The record
-log makes it resumable: rerun with ``--resume`` after an interruption. Not a unit test.
+saving at equal top-1 against each, with the plot beside it (eval files in
+``OUT/readme_eval``). The encoder-reuse models and their backbones' end-to-end codecs are measured
+in a second run without codecs (``OUT/reuse_eval``, the folder ``benchmarks/reuse_report.py``
+uses too) and tabulated below. The record logs make it resumable: rerun with ``--resume`` after an
+interruption. Not a unit test.
 
     python benchmarks/results.py                       # all 1,286 images (hours on 2 CPU cores)
     python benchmarks/results.py --limit 16            # quick look at the pipeline
@@ -87,24 +90,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("no trained model in the zoo (frankensplit/zoo/index.json); pass --models ID,...",
               file=sys.stderr)
         return 2
+    # Encoder reuse (issue 14) is measured in a run of its own, without codecs: every codec
+    # setting is swept once per teacher and preprocessing, and the reuse models bring four of
+    # those (Lite1/Lite2 at 224 px and at their own size): four times the lite0 sweep's hours for
+    # rows the reuse table never reads.
+    pairs = {r: e2e for r, e2e in default_pairs().items() if r in models and set(e2e) <= set(models)}
+    reuse_ids = list(dict.fromkeys(m for r, e2e in pairs.items() for m in (r, *e2e)))
+    codec_ids = [m for m in models if m not in reuse_ids]
+    if not codec_ids:
+        print("every model given is a reuse model or its reference: use benchmarks/reuse_report.py",
+              file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     files, labels = load_dataset(args.data, args.limit)
+    common = {"data": os.path.relpath(args.data, REPO), "resume": args.resume,
+              "overwrite": not args.resume, "progress": not args.no_progress}
     eval_dir = args.out / "readme_eval"
-    result = run_eval(
-        [create_model(m) for m in models], files, labels, eval_dir,
-        {c: None for c in args.codecs.split(",") if c},
-        data=os.path.relpath(args.data, REPO), resume=args.resume, overwrite=not args.resume,
-        progress=not args.no_progress,
-    )
+    result = run_eval([create_model(m) for m in codec_ids], files, labels, eval_dir,
+                      {c: None for c in args.codecs.split(",") if c}, **common)
     given = sys.argv[1:] if argv is None else list(argv)
     command = "python benchmarks/results.py" + "".join(
         f" {shlex.quote(a)}" for a in given if a not in ("--resume", "--no-progress"))
     markdown = summary_markdown(result.rows, result.summary, result.meta)
-    pairs = {r: e2e for r, e2e in default_pairs().items() if r in models and set(e2e) <= set(models)}
-    if pairs:  # issue 14: what encoder reuse costs, from the same rows (docs/reuse.md explains)
+    if pairs:
+        reuse = run_eval([create_model(m) for m in reuse_ids], files, labels,
+                         args.out / "reuse_eval", {}, plot=False, **common)
         markdown += ("\n### Encoder reuse\n\nEach reuse decoder against its backbone's end-to-end "
-                     "codecs at the reuse model's bytes ([reuse.md](reuse.md)):\n\n"
-                     + reuse_markdown(reuse_rows(result.rows, pairs)))
+                     "codecs at the reuse model's bytes ([reuse.md](reuse.md); rows of "
+                     f"`{(args.out / 'reuse_eval').relative_to(args.out)}/`):\n\n"
+                     + reuse_markdown(reuse_rows(reuse.rows, pairs)))
     partial = args.limit is not None
     text = readme_section(markdown, command, os.path.relpath(result.paths["plot"], args.out),
                           partial)

@@ -297,6 +297,24 @@ def test_resume_refuses_another_dataset(
         run_eval([model], files[1:2], labels[1:2], tmp_path, {}, resume=True, plot=False)
 
 
+def test_resume_refuses_records_of_changed_weights(
+    model: FrankenSplit, data: Dataset, tmp_path: Path
+) -> None:
+    files, labels = data
+    run_eval([model], files[:1], labels[:1], tmp_path, {}, plot=False)
+    run_eval([model], files[:2], labels[:2], tmp_path, {}, resume=True, plot=False)  # same weights
+    import torch
+
+    from frankensplit.models.zoo import create_model
+
+    retrained = create_model(model.model_id)  # the same id, its decoder moved a little
+    with torch.no_grad():
+        next(retrained.g_s.parameters()).add_(1e-3)
+    with pytest.raises(ValueError, match="other weights"):
+        run_eval([retrained], files[:2], labels[:2], tmp_path, {}, resume=True, plot=False)
+    assert len(list(read_records(tmp_path / RECORDS_FILE))) == 2 * 2  # nothing appended
+
+
 def test_unlabelled_scores_agreement_with_teacher(
     model: FrankenSplit, data: Dataset, tmp_path: Path
 ) -> None:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,10 +22,12 @@ from frankensplit.eval.report import write_report
 from frankensplit.eval.runner import evaluate
 from frankensplit.models.split import FrankenSplit
 
-__all__ = ["RECORDS_FILE", "EvalResult", "load_dataset", "run_eval"]
+__all__ = ["RECORDS_FILE", "WEIGHTS_FILE", "EvalResult", "load_dataset", "run_eval"]
 
 #: Name of the per-image record log inside the output folder.
 RECORDS_FILE = "records.jsonl"
+#: Beside it: model id -> fingerprint of the codec weights its records were measured with.
+WEIGHTS_FILE = "weights.json"
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,26 @@ def _meta(models: Sequence[FrankenSplit], data: str, n: int, labelled: bool,
     }
 
 
+def _check_weights(path: Path, models: Sequence[FrankenSplit], resume: bool) -> None:
+    """Refuse to resume records of a model id whose weights changed since they were measured.
+
+    Records are keyed by model id, so without this a model retrained and shipped under the same
+    id would silently keep its old figures on ``resume``. A log written before this file existed
+    has nothing to compare with and resumes unchecked.
+    """
+    from frankensplit.models.codec_file import codec_fingerprint
+
+    now = {m.model_id: codec_fingerprint(m) for m in models}
+    before = json.loads(path.read_text()) if resume and path.is_file() else {}
+    changed = sorted(k for k, v in now.items() if before.get(k, v) != v)
+    if changed:
+        raise ValueError(
+            f"{path.parent}: the records of {changed} were measured with other weights "
+            "(retrained since?): evaluate into a new folder, or start again without resume")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**before, **now}, indent=2, sort_keys=True) + "\n")
+
+
 def run_eval(
     models: Sequence[FrankenSplit],
     files: Sequence[str | Path],
@@ -108,13 +131,14 @@ def run_eval(
         plot: draw rate_accuracy.png (matplotlib costs seconds; tests skip it).
 
     Raises:
-        ValueError: bad inputs, an existing log without ``resume``/``overwrite``, or a log of
-            another dataset.
+        ValueError: bad inputs, an existing log without ``resume``/``overwrite``, a log of
+            another dataset, or (``resume``) records of a model whose weights changed since.
     """
     out = Path(out)
     codecs = {c: None for c in DEFAULT_CODECS} if codecs is None else dict(codecs)
     records_path = out / RECORDS_FILE
     with RecordLog(records_path, files, resume=resume, overwrite=overwrite) as log:
+        _check_weights(out / WEIGHTS_FILE, models, resume)
         points = evaluate(models, files, labels, codecs, log, progress=progress)
     rows = aggregate(read_records(records_path), points, len(files))
     summary = summarize(rows, margins)

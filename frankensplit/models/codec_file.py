@@ -5,6 +5,7 @@ the teacher and the `Architecture` (``"architecture"``), so that the file alone 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from frankensplit.files import file_sha256, read_safetensors
 from frankensplit.models.architecture import Architecture
 from frankensplit.models.split import FrankenSplit
 
-__all__ = ["CODEC_PARTS", "codec_metadata", "codec_state", "load_codec", "load_codec_state",
+__all__ = ["CODEC_PARTS", "codec_fingerprint", "codec_metadata", "codec_state", "load_codec", "load_codec_state",
            "model_parts", "save_codec"]
 
 CODEC_PARTS = ("g_a", "entropy", "g_s")
@@ -70,6 +71,20 @@ def codec_state(model: FrankenSplit) -> dict[str, torch.Tensor]:
         for k, v in model.state_dict().items()
         if k.split(".", 1)[0] in parts
     }
+
+
+def codec_fingerprint(model: FrankenSplit) -> str:
+    """Hex sha256 of the codec's tensors (names, dtypes, shapes and values of
+    :func:`codec_state`): two models answer alike only if their fingerprints are equal.
+
+    The evaluation's record log keys results by model id; this tells it when an id's weights have
+    changed since its records were measured (a retrained model shipped under the same id).
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(codec_state(model).items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.cpu().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def load_codec_state(
