@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          args.out / "reuse_eval", {}, plot=False, **common)
         markdown += ("\n### Encoder reuse\n\nEach reuse decoder against its backbone's end-to-end "
                      "codecs at the reuse model's bytes ([reuse.md](reuse.md); rows of "
-                     f"`{(args.out / 'reuse_eval').relative_to(args.out)}/`):\n\n"
+                     "`reuse_eval/`):\n\n"
                      + reuse_markdown(reuse_rows(reuse.rows, pairs)))
     partial = args.limit is not None
     text = readme_section(markdown, command, os.path.relpath(result.paths["plot"], args.out),

@@ -300,13 +300,13 @@ def test_resume_refuses_another_dataset(
 def test_resume_refuses_records_of_changed_weights(
     model: FrankenSplit, data: Dataset, tmp_path: Path
 ) -> None:
-    files, labels = data
-    run_eval([model], files[:1], labels[:1], tmp_path, {}, plot=False)
-    run_eval([model], files[:2], labels[:2], tmp_path, {}, resume=True, plot=False)  # same weights
     import torch
 
     from frankensplit.models.zoo import create_model
 
+    files, labels = data
+    run_eval([model], files[:1], labels[:1], tmp_path, {}, plot=False)
+    run_eval([model], files[:2], labels[:2], tmp_path, {}, resume=True, plot=False)  # same weights
     retrained = create_model(model.model_id)  # the same id, its decoder moved a little
     with torch.no_grad():
         next(retrained.g_s.parameters()).add_(1e-3)

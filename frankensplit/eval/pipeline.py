@@ -95,8 +95,7 @@ def _check_weights(path: Path, models: Sequence[FrankenSplit], resume: bool) -> 
         raise ValueError(
             f"{path.parent}: the records of {changed} were measured with other weights "
             "(retrained since?): evaluate into a new folder, or start again without resume")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**before, **now}, indent=2, sort_keys=True) + "\n")
+    path.write_text(json.dumps({**before, **now}, indent=2, sort_keys=True) + "\n")  # in the log's folder
 
 
 def run_eval(

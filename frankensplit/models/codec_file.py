@@ -15,8 +15,8 @@ from frankensplit.files import file_sha256, read_safetensors
 from frankensplit.models.architecture import Architecture
 from frankensplit.models.split import FrankenSplit
 
-__all__ = ["CODEC_PARTS", "codec_fingerprint", "codec_metadata", "codec_state", "load_codec", "load_codec_state",
-           "model_parts", "save_codec"]
+__all__ = ["CODEC_PARTS", "codec_fingerprint", "codec_metadata", "codec_state", "load_codec",
+           "load_codec_state", "model_parts", "save_codec"]
 
 CODEC_PARTS = ("g_a", "entropy", "g_s")
 
