@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from frankensplit.eval import load_dataset, run_eval
     from frankensplit.eval.report import summary_markdown
-    from frankensplit.eval.reuse import default_pairs, reuse_markdown, reuse_rows
+    from frankensplit.eval.reuse import default_pairs, pair_ids, reuse_markdown, reuse_rows
     from frankensplit.models.zoo import create_model
 
     models = args.models.split(",") if args.models else trained_models()
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # those (Lite1/Lite2 at 224 px and at their own size): four times the lite0 sweep's hours for
     # rows the reuse table never reads.
     pairs = {r: e2e for r, e2e in default_pairs().items() if r in models and set(e2e) <= set(models)}
-    reuse_ids = list(dict.fromkeys(m for r, e2e in pairs.items() for m in (r, *e2e)))
+    reuse_ids = pair_ids(pairs)
     codec_ids = [m for m in models if m not in reuse_ids]
     if not codec_ids:
         print("every model given is a reuse model or its reference: use benchmarks/reuse_report.py",

@@ -44,7 +44,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from frankensplit.eval.reuse import default_pairs, reuse_markdown, reuse_rows
+    from frankensplit.eval.reuse import default_pairs, pair_ids, reuse_markdown, reuse_rows
     from frankensplit.models.zoo_index import MODELS
 
     pairs = default_pairs()
@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from frankensplit.models.zoo import create_model
 
         sources = sorted({MODELS.get(r).architecture.reuses for r in pairs})
-        ids = [*sources, *dict.fromkeys(m for r, e2e in pairs.items() for m in (r, *e2e))]
+        ids = [*sources, *pair_ids(pairs)]
         torch.set_num_threads(args.threads)
         files, labels = load_dataset(args.data, args.limit)
         result = run_eval([create_model(m) for m in ids], files, labels, args.out, {},

@@ -65,3 +65,12 @@ def test_default_pairs_pair_each_shipped_reuse_model_with_its_backbones_codecs()
         for m in e2e:  # the backbone's own codecs, never another reuse model or backbone
             other = MODELS.get(m).architecture
             assert other.teacher == entry.architecture.teacher and other.reuses is None
+
+
+def test_pair_ids_lists_each_model_once_in_order():
+    from frankensplit.eval.reuse import pair_ids
+
+    pairs = {"fs-lite0-l16.lite1": ["fs-lite1-l16", "fs-lite1-l4"],
+             "fs-lite0-l4.lite1": ["fs-lite1-l16", "fs-lite1-l4"]}
+    assert pair_ids(pairs) == ["fs-lite0-l16.lite1", "fs-lite1-l16", "fs-lite1-l4",
+                               "fs-lite0-l4.lite1"]

@@ -24,7 +24,8 @@ from typing import Any
 
 from frankensplit.eval.summary import format_kb
 
-__all__ = ["ReuseRow", "default_pairs", "reuse_markdown", "reuse_rows", "top1_at_bytes"]
+__all__ = ["ReuseRow", "default_pairs", "pair_ids", "reuse_markdown", "reuse_rows",
+           "top1_at_bytes"]
 
 
 def top1_at_bytes(curve: Sequence[tuple[float, float]], num_bytes: float) -> float | None:
@@ -89,6 +90,12 @@ def default_pairs() -> dict[str, list[str]]:
             e.architecture.teacher, e.architecture.encoder) == (arch.teacher, arch.encoder)]
         pairs[reuse.model_id] = [e.model_id for e in sorted(own, key=lambda e: e.lmbda or 0)]
     return pairs
+
+
+def pair_ids(pairs: Mapping[str, Sequence[str]]) -> list[str]:
+    """Each reuse model of ``pairs`` and its end-to-end codecs, once each, in order: the models
+    whose rows :func:`reuse_rows` reads."""
+    return list(dict.fromkeys(m for r, e2e in pairs.items() for m in (r, *e2e)))
 
 
 def _backbone(label: str) -> str:
