@@ -28,7 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared/data"
 DEV = SHARED / "eval/ilsvrc2012_val_dev"
 
-ZOO = REPO / "frankensplit/zoo"
+#: The arms start from the first-generation zoo (replaced since; read from git history by the
+#: trainer, `frankensplit.train.sources`), as the table in docs/training.md did.
+GEN1 = "git:77c9267:frankensplit/zoo/"
 #: The paper's stage 2 at the same pixel budget: 8 fixed 224^2 crops per step cost about 1.53x the
 #: pixels of 16 patches of 128^2, so 260 steps match 400 (saliency maps of the first 1280 images:
 #: ``frankensplit saliency --teacher tf_efficientnet_lite0 --data ../shared/data/train --limit 1280``).
@@ -41,7 +43,7 @@ SALIENCY = ["stages.0.view=fixed", "stages.0.saliency=true", "stages.0.batch_siz
 ARMS: dict[str, tuple[str, list[str]]] = {
     "base": ("head distillation, lr 1e-3, exp decay 0.9 / 250 steps (shipped rates recipe)", []),
     "base_l1": ("base at lambda 1 from fs-lite0-l1 (second point of base's curve)", [
-        "lmbda=[1]", f"init_codec={ZOO / 'fs-lite0-l1.safetensors'}"]),
+        "lmbda=[1]", f"init_codec={GEN1}fs-lite0-l1.safetensors"]),
     "kd3": ("+ output distillation, kappa 3", ["kd_weight=3"]),
     "kd10": ("+ output distillation, kappa 10", ["kd_weight=10"]),
     "kd30": ("+ output distillation, kappa 30", ["kd_weight=30"]),
@@ -63,7 +65,8 @@ ARMS: dict[str, tuple[str, list[str]]] = {
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(REPO / "configs/lite0_cpu_rates.yaml"))
-    p.add_argument("--init", default=str(REPO / "frankensplit/zoo/fs-lite0-l4.safetensors"))
+    p.add_argument("--init", default=f"{GEN1}fs-lite0-l4.safetensors",
+                   help="start of every arm (a file, or git:<commit>:<path>)")
     p.add_argument("--lmbda", default="4")
     p.add_argument("--arms", default="base,kd10,kd30,norm,cos,pool")
     p.add_argument("--steps", type=int, default=500, help="training steps per arm (even)")
@@ -101,7 +104,8 @@ def train_arms(args: argparse.Namespace, arms: list[str]) -> dict[str, float]:
             (args.out / arm).mkdir(parents=True, exist_ok=True)
             log = open(args.out / arm / "train.log", "w")  # noqa: SIM115 (closed with the process)
             running[arm] = (subprocess.Popen(train_command(args, arm), stdout=log,
-                                             stderr=subprocess.STDOUT, env=env), time.time(), log)
+                                             stderr=subprocess.STDOUT, env=env, cwd=REPO),
+                           time.time(), log)
         for arm, (proc, t0, log) in list(running.items()):
             if proc.poll() is not None:
                 log.close()

@@ -16,6 +16,9 @@ Variants (what each changes over the one above it in the table):
 - ``+channels_last g_s`` (the new default, ``TrainConfig.channels_last``): oneDNN's depthwise
   convolutions of the blueprint run in NHWC.
 - ``default + kd``: the new default with the output-distillation term (tail forward + backward).
+- ``+ amp``, ``+ kd + amp``: those two under ``amp: true`` (bfloat16 autocast of g_a, g_s, the
+  teacher and the distillation tail; the entropy model in float32), on CPUs with native bfloat16
+  only (the row says when this one has none).
 """
 
 from __future__ import annotations
@@ -59,13 +62,18 @@ def real_batch(cfg: dict, data: Path, size: int, n: int, view: str) -> tuple:
 
 def make_step(model, x, variant: str) -> Callable[[], None]:
     """A closure running one optimizer step of ``variant`` on a private copy of the codec."""
+    from contextlib import nullcontext
+
     import torch
 
     from frankensplit.losses import output_distillation, rd_loss
+    from frankensplit.train.loop import MixedPrecisionForward
 
     m = copy.deepcopy(model)
     m.train()
-    if variant in ("channels_last", "kd", "cl_g_a"):
+    amp = variant.endswith("amp")
+    kd = variant.startswith("kd")
+    if variant in ("channels_last", "kd", "cl_g_a", "amp", "kd_amp"):
         m.g_s.to(memory_format=torch.channels_last)
     if variant == "cl_g_a":  # keep the 3-channel projection contiguous (it crashes otherwise)
         for block in list(m.g_a)[1:]:
@@ -73,20 +81,26 @@ def make_step(model, x, variant: str) -> Callable[[], None]:
     params = [p for n, p in m.named_parameters() if p.requires_grad and not n.endswith("quantiles")]
     opt = torch.optim.Adam(params, lr=1e-5)
     forward = torch.compile(m) if variant == "compile" else m
+    if amp:
+        forward = MixedPrecisionForward(m, "cpu", torch.bfloat16)
     ctx = torch.no_grad if variant == "today" else torch.inference_mode
     spec = m.teacher.spec
 
+    def cast():  # the training loop's autocast of the teacher and the distillation tail
+        return torch.autocast("cpu", dtype=torch.bfloat16) if amp else nullcontext()
+
     def step() -> None:
-        with ctx():
-            h = m.teacher.head(x)
-            t_logits = m.teacher.tail(h) if variant == "kd" else None
+        with ctx(), cast():
+            h = m.teacher.head(x).float()
+            t_logits = m.teacher.tail(h).float() if kd else None
         h = h.clone()
         out = forward(x)
         parts = rd_loss(out["h_hat"], h, out["likelihoods"], 4.0, None, spec.layout)
         loss = parts["loss"]
-        if variant == "kd":
-            loss = loss + 10.0 * h[0].numel() * output_distillation(m.teacher.tail(out["h_hat"]),
-                                                                    t_logits.clone())
+        if kd:
+            with cast():
+                logits = m.teacher.tail(out["h_hat"]).float()
+            loss = loss + 10.0 * h[0].numel() * output_distillation(logits, t_logits.clone())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -152,6 +166,7 @@ def main() -> None:
 
     from frankensplit.models.zoo import create_model
     from frankensplit.sim.measure import cpu_name
+    from frankensplit.train.loop import cpu_has_bf16
 
     torch.set_num_threads(args.threads)
     model = create_model(args.model)
@@ -160,6 +175,8 @@ def main() -> None:
     x224, _ = real_batch(cfg, args.data, 224, 16, "eval")
     variants = [("today", "today"), ("+inference_mode", "inference_mode"),
                 ("+channels_last g_s (default)", "channels_last"), ("default + kd", "kd")]
+    if cpu_has_bf16():
+        variants += [("default + amp", "amp"), ("default + kd + amp", "kd_amp")]
     steps = {(name, size): make_step(model, x, v) for name, v in variants
              for size, x in ((128, x128), (224, x224))}
     times: dict[tuple[str, int], list[float]] = {k: [] for k in steps}
@@ -180,6 +197,8 @@ def main() -> None:
             t = statistics.median(times[(name, s)])
             row += [f"{t * 1000:.0f}", f"{16 / t:.1f}", f"{base[s] / t:.2f}"]
         print("| " + " | ".join(row) + " |")
+    if not cpu_has_bf16():
+        print("\n(amp rows left out: this CPU has no native bfloat16, `amp: true` is refused)")
     print("\nData loader (16 patches of 128^2 from JPEG files, decode + bicubic resize + crop):")
     for workers in (0, 1):
         rate = loader_rate(ds, workers)

@@ -95,9 +95,11 @@ class TrainConfig:
         lmbda: rate weight(s) (sum-reduced loss: bits are total bits per batch).
         stages: the training stages, in order.
         data: the data.
-        init_codec: codec weights (safetensors) to start from, e.g. a trained lite0 model. Its
-            g_a and entropy model are always loaded; its g_s only when "g_s" is frozen (a new
-            teacher needs a new blueprint decoder: encoder reuse).
+        init_codec: codec weights (safetensors) to start from, e.g. a trained lite0 model, or
+            ``git:<commit>:<path>``, the file as that commit of this clone holds it (a zoo
+            model's parent, replaced since: `frankensplit.train.sources`). Its g_a and entropy
+            model are always loaded; its g_s for the same teacher, or when "g_s" is frozen (a
+            new teacher needs a new blueprint decoder: encoder reuse).
         init_g_s: also start g_s from ``init_codec`` when it was trained for another teacher:
             every tensor whose shape fits is loaded, the rest keep their seeded init (Lite2's
             48-channel output layer against Lite0's 40). A warm start for encoder reuse and for
@@ -107,7 +109,11 @@ class TrainConfig:
         aux_lr: Adam learning rate of the entropy model's quantile (aux) loss.
         seed: seed of everything random (init, shuffling, augmentation).
         device: "cpu", "cuda" or "cuda:N".
-        amp: bfloat16/float16 autocast on CUDA (ignored on CPU).
+        amp: bfloat16 autocast of g_a, g_s, the teacher's forward and the output-distillation
+            tail (the entropy model stays float32: `MixedPrecisionForward`). On CPU only where
+            oneDNN has native bfloat16 (AVX512-BF16 or AMX; refused elsewhere): g_a's and the
+            teacher's convolutions then run about 2x faster, the blueprint's depthwise ones not
+            (benchmarks/train_throughput.py).
         threads: torch intra-op threads (None: torch's default).
         saliency_cache: folder of the saliency map cache (stage with ``saliency: true``).
         val_every: validate every N epochs.

@@ -21,7 +21,7 @@ from frankensplit.config import load_config
 from frankensplit.models.architecture import Architecture
 from frankensplit.models.codec_file import codec_metadata, load_codec, save_codec
 from frankensplit.train import train
-from frankensplit.train.loop import MixedPrecisionForward
+from frankensplit.train.loop import MixedPrecisionForward, cpu_has_bf16
 
 REPO = Path(__file__).resolve().parents[1]
 TINY16 = REPO.parent / "shared/data/fixtures/tiny16"
@@ -189,6 +189,38 @@ def test_fine_tuning_the_same_teacher_starts_from_every_part_of_the_init_codec(t
     assert all(torch.equal(again[k], out[k]) for k in out)
 
 
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo,
+                   check=True, capture_output=True)
+
+
+def test_init_codec_from_git_history_reads_the_committed_weights(tmp_path, monkeypatch):
+    """``git:<commit>:<path>`` starts from the file as committed, not from what is on disk now
+    (the zoo replaces a parent's weights when it ships the child)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    arch = Architecture("tf_efficientnet_lite0")
+    torch.manual_seed(1)
+    save_codec(arch.build("fs-lite0-old", teacher_weights=None), repo / "fs.safetensors")
+    _git(repo, "init", "-q")
+    _git(repo, "add", "fs.safetensors")
+    _git(repo, "commit", "-q", "-m", "parent")
+    committed = load_file(repo / "fs.safetensors")
+    torch.manual_seed(2)
+    save_codec(arch.build("fs-lite0-new", teacher_weights=None), repo / "fs.safetensors")
+    monkeypatch.chdir(repo)
+    cfg = load_config(None, [*TINY, "init_codec=git:HEAD:fs.safetensors", "stages.0.lr=1.0e-30"])
+    train(cfg, tmp_path / "run", progress=False)
+    out = load_file(tmp_path / "run/lmbda-2/last.safetensors")
+    g_a = [k for k in committed if k.startswith("g_a.")]
+    assert g_a and all(torch.allclose(out[k], committed[k], atol=1e-12) for k in g_a)
+    for bad, match in (("git:HEAD:none.safetensors", "no such file"),
+                       ("git:HEAD", "expected git:<commit>:<path>")):
+        with pytest.raises(ValueError, match=match):
+            train(load_config(None, [*TINY, f"init_codec={bad}"]), tmp_path / "bad",
+                  progress=False)
+
+
 def test_saliency_stage_needs_a_cache(tmp_path):
     cfg = load_config(None, [*TINY, "stages.0.view=fixed", "stages.0.saliency=true",
                              f"saliency_cache={tmp_path / 'none'}"])
@@ -202,6 +234,30 @@ def test_mixed_precision_keeps_the_entropy_model_in_float32():
     out = forward(torch.randn(2, 3, 32, 32))
     assert out["y_hat"].dtype == torch.float32 and out["likelihoods"]["y"].dtype == torch.float32
     assert out["h_hat"].dtype == torch.float32  # decoded in bfloat16, returned for the loss
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bfloat16")
+def test_cpu_autocast_trains_what_float32_trains(tmp_path):
+    """amp on CPU (bfloat16 g_a, g_s, teacher and distillation tail) takes the same first steps as
+    float32 up to bfloat16's precision: same rate, same loss to a few percent, weights moved."""
+    runs = {}
+    for amp in (False, True):
+        cfg = load_config(None, [*TINY, f"amp={str(amp).lower()}", "kd_weight=1"])
+        (summary,) = train(cfg, tmp_path / str(amp), progress=False)
+        runs[amp] = summary["history"][0]
+    assert runs[True]["bpp_train"] == pytest.approx(runs[False]["bpp_train"], rel=0.05)
+    assert runs[True]["loss"] == pytest.approx(runs[False]["loss"], rel=0.05)
+    kd = [runs[amp]["kd_nats_per_image"] for amp in (True, False)]
+    assert kd[0] == pytest.approx(kd[1], rel=0.1)
+    moved = codec(tmp_path / "True/lmbda-2")
+    start = codec(tmp_path / "False/lmbda-2")
+    assert any(not torch.equal(moved[k], start[k]) for k in moved)
+
+
+def test_cpu_autocast_is_refused_without_native_bfloat16(tmp_path, monkeypatch):
+    monkeypatch.setattr("frankensplit.train.loop.cpu_has_bf16", lambda: False)
+    with pytest.raises(ValueError, match="no native bfloat16"):
+        train(load_config(None, [*TINY, "amp=true"]), tmp_path, progress=False)
 
 
 def test_cli_trains_with_overrides_and_prints_one_line_per_lambda(tmp_path, capsys):

@@ -18,12 +18,16 @@ from __future__ import annotations
 import importlib.util
 import math
 import re
+import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from frankensplit.config import load_config
 from frankensplit.files import file_sha256
 from frankensplit.models.zoo import MODELS, ZOO_DIR, ModelEntry, default_model_id
+from frankensplit.train.sources import GIT_PREFIX
 
 REPO = Path(__file__).resolve().parents[1]
 FIGURES = ("top1", "teacher_agreement", "nll", "bytes_per_image", "bpp_actual")
@@ -144,3 +148,29 @@ def test_the_default_is_the_most_accurate_frankensplit_model_at_most_1_bpp():
     assert within[default.model_id] >= best, (
         f"the default {default.model_id} has {within[default.model_id]}% top-1 on the {where}; "
         f"{[m for m, t in within.items() if t == best]} reach {best}% at <= {DEFAULT_MAX_BPP} bpp")
+
+
+def _git_has(ref: str) -> bool:
+    r = subprocess.run(["git", "cat-file", "-e", ref], cwd=REPO, capture_output=True, check=False)
+    return r.returncode == 0
+
+
+@pytest.mark.parametrize("entry", [MODELS.get(m) for m in MODELS.names()
+                          if MODELS.get(m).trained and MODELS.get(m).config],
+                         ids=lambda e: e.model_id)
+def test_the_index_names_a_config_command_that_loads_and_a_parent_that_exists(entry):
+    """``config`` in index.json is how a user retrains a shipped model: the config file and its
+    ``--set`` overrides must load, and the weights it starts from must be there, in the work tree
+    or (``git:<commit>:<path>``, the parents the zoo has replaced since) in this clone's history."""
+    path, *rest = shlex.split(entry.config)
+    assert rest[::2] == ["--set"] * (len(rest) // 2) and len(rest) % 2 == 0, entry.config
+    cfg = load_config(REPO / path, rest[1::2])
+    if cfg.init_codec is None:
+        return
+    if not cfg.init_codec.startswith(GIT_PREFIX):
+        assert (REPO / cfg.init_codec).is_file(), f"{entry.model_id}: {cfg.init_codec} missing"
+        return
+    commit = cfg.init_codec[len(GIT_PREFIX):].split(":", 1)[0]
+    if not _git_has(f"{commit}^{{commit}}"):
+        pytest.skip(f"this clone lacks commit {commit} (shallow)")
+    assert _git_has(cfg.init_codec[len(GIT_PREFIX):]), f"{entry.model_id}: {cfg.init_codec}"

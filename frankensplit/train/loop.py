@@ -49,6 +49,7 @@ from frankensplit.models.codec_file import CODEC_PARTS, codec_state, load_codec_
 from frankensplit.models.split import FrankenSplit
 from frankensplit.train.distributed import DistInfo, all_reduce_mean, cleanup, setup
 from frankensplit.train.objectives import TrainModel, build_trainee, image_step, input_transform
+from frankensplit.train.sources import local_weights
 from frankensplit.train.validate import validate
 
 __all__ = ["MixedPrecisionForward", "format_lmbda", "peak_memory_mb", "train", "train_one"]
@@ -87,7 +88,7 @@ class MixedPrecisionForward(nn.Module):
 
     Args:
         model: the model whose codec is trained.
-        device_type: autocast device type ("cuda"; "cpu" in tests).
+        device_type: autocast device type ("cuda" or "cpu").
         dtype: the low-precision dtype.
     """
 
@@ -160,8 +161,19 @@ def _val_loader(cfg: TrainConfig, model: TrainModel) -> DataLoader | None:
     return DataLoader(dataset, batch_size=32, num_workers=cfg.data.workers)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN has native bfloat16 kernels here (AVX512-BF16 or AMX): without them a CPU
+    autocast emulates bfloat16 and every convolution runs slower than in float32."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    return torch.bfloat16 if cfg.amp and device.type == "cuda" else None
+    if not cfg.amp:
+        return None
+    if device.type == "cpu" and not cpu_has_bf16():
+        raise ValueError("amp: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so autocast "
+                         "would train slower than float32; set amp: false")
+    return torch.bfloat16
 
 
 def _step(run: _Run, batch: tuple) -> dict[str, Tensor]:
@@ -190,7 +202,9 @@ def _step(run: _Run, batch: tuple) -> dict[str, Tensor]:
         parts["kd"] = output_distillation(model.classify(h_hat), teacher_logits.clone())
         parts["loss"] = parts["kd"]
     elif kd:  # through the frozen tail: its parameters take no gradient, h_hat does
-        kl = output_distillation(model.teacher.tail(h_hat), teacher_logits.clone())
+        with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
+            student_logits = model.teacher.tail(h_hat).float()  # (N, classes)
+        kl = output_distillation(student_logits, teacher_logits.clone())
         parts["kd"] = kl
         parts["loss"] = parts["loss"] + run.cfg.kd_weight * h[0].numel() * kl
     return parts
@@ -222,7 +236,8 @@ def _build(cfg: TrainConfig, lmbda: float, device: torch.device) -> TrainModel:
     model_id = cfg.model_id.format(lmbda=format_lmbda(lmbda))
     model = build_trainee(cfg, model_id)
     if cfg.init_codec:
-        state, meta = read_safetensors(cfg.init_codec)
+        with local_weights(cfg.init_codec) as path:  # a file, or git:<commit>:<path>
+            state, meta = read_safetensors(path)
         # g_s maps to one teacher's features: keep it when that teacher is ours (fine-tuning to
         # another lambda) or when it is frozen; a new teacher gets a fresh blueprint (reuse).
         teacher = meta.get("teacher")

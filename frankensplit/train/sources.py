@@ -1,0 +1,57 @@
+"""Where a run's starting weights come from: a file, or a file as it was in a git commit.
+
+A zoo model is the end of a chain of runs (first generation -> fine-tuned -> trained longer), and
+the zoo keeps one file per id: each retrained model replaces its parent's weights. A config that
+names the parent as ``runs/gen2/fs-lite0-l1.safetensors`` cannot be rerun from a clone until
+someone extracts that file from history by hand. ``init_codec: git:<commit>:<path>`` names the
+parent as git stores it, so the command in ``frankensplit/zoo/index.json`` runs as written in any
+clone that has the commit (a shallow one may not: then the error says so).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["GIT_PREFIX", "local_weights"]
+
+#: Prefix of an ``init_codec`` read from git history: ``git:<commit>:<path in the repository>``.
+GIT_PREFIX = "git:"
+
+
+def _git_blob(spec: str, cwd: Path) -> bytes:
+    """The bytes of ``<commit>:<path>`` in the repository that holds ``cwd``."""
+    rev, sep, path = spec.partition(":")
+    if not (rev and sep and path):
+        raise ValueError(f"init_codec {GIT_PREFIX}{spec!r}: expected git:<commit>:<path>")
+    try:
+        r = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=cwd, capture_output=True,
+                           timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ValueError(f"init_codec {GIT_PREFIX}{spec}: cannot run git ({e})") from e
+    if r.returncode != 0:
+        why = r.stderr.decode(errors="replace").strip().splitlines() or ["?"]
+        raise ValueError(f"init_codec {GIT_PREFIX}{spec}: git has no such file in {cwd} "
+                         f"({why[-1]}); a shallow clone lacks older commits: git fetch --unshallow")
+    return r.stdout
+
+
+@contextmanager
+def local_weights(source: str, cwd: str | Path = ".") -> Iterator[Path]:
+    """A path to read the weights ``source`` names: the path itself, or for ``git:<commit>:
+    <path>`` a temporary copy of that blob (removed on exit).
+
+    Raises:
+        ValueError: a malformed git reference, no git, or a commit or path git does not have.
+    """
+    if not source.startswith(GIT_PREFIX):
+        yield Path(source)
+        return
+    data = _git_blob(source[len(GIT_PREFIX):], Path(cwd))
+    with tempfile.TemporaryDirectory(prefix="frankensplit-init-") as tmp:
+        path = Path(tmp) / Path(source).name
+        path.write_bytes(data)
+        yield path
