@@ -43,6 +43,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
                    help="folder for README_results.md; the eval files go to OUT/readme_eval")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--remeasure", default="",
+                   help="with --resume: model ids retrained under their id, measured again")
     p.add_argument("--threads", type=int, default=1, help="torch threads (timings: one core)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-docs", dest="docs", action="store_false",
@@ -104,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     files, labels = load_dataset(args.data, args.limit)
     common = {"data": os.path.relpath(args.data, REPO), "resume": args.resume,
+              "remeasure": [m for m in args.remeasure.split(",") if m],
               "overwrite": not args.resume, "progress": not args.no_progress}
     eval_dir = args.out / "readme_eval"
     result = run_eval([create_model(m) for m in codec_ids], files, labels, eval_dir,

@@ -26,6 +26,7 @@ from frankensplit.eval import (
     run_eval,
     summarize,
 )
+from frankensplit.eval.records import record_key
 from frankensplit.eval.report import summary_markdown
 from frankensplit.models.split import FrankenSplit
 
@@ -313,6 +314,14 @@ def test_resume_refuses_records_of_changed_weights(
     with pytest.raises(ValueError, match="other weights"):
         run_eval([retrained], files[:2], labels[:2], tmp_path, {}, resume=True, plot=False)
     assert len(list(read_records(tmp_path / RECORDS_FILE))) == 2 * 2  # nothing appended
+    before = {record_key(r): r for r in read_records(tmp_path / RECORDS_FILE)}
+    run_eval([retrained], files[:2], labels[:2], tmp_path, {}, resume=True, plot=False,
+             remeasure=[model.model_id])
+    after = {record_key(r): r for r in read_records(tmp_path / RECORDS_FILE)}
+    assert after.keys() == before.keys()  # the model's two images measured again, once each
+    teacher = [k for k in after if k[1] == "teacher"]
+    assert teacher and all(after[k] == before[k] for k in teacher)  # the teacher's rows resumed
+    run_eval([retrained], files[:2], labels[:2], tmp_path, {}, resume=True, plot=False)  # agrees
 
 
 def test_unlabelled_scores_agreement_with_teacher(

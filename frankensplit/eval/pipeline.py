@@ -79,6 +79,26 @@ def _meta(models: Sequence[FrankenSplit], data: str, n: int, labelled: bool,
     }
 
 
+def _forget(out: Path, model_ids: Sequence[str]) -> int:
+    """Drop the records and the weights entry of ``model_ids`` from the log in ``out`` (a model
+    retrained under its id and measured again, while every other row resumes); returns how many
+    records went. The log is rewritten whole and replaced atomically."""
+    from frankensplit.eval.records import read_records
+
+    log, weights = out / RECORDS_FILE, out / WEIGHTS_FILE
+    drop = set(model_ids)
+    kept = [r for r in read_records(log) if r["setting"] not in drop]
+    removed = sum(1 for _ in read_records(log)) - len(kept)
+    if log.is_file():
+        tmp = log.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        tmp.replace(log)
+    if weights.is_file():
+        known = {k: v for k, v in json.loads(weights.read_text()).items() if k not in drop}
+        weights.write_text(json.dumps(known, indent=2, sort_keys=True) + "\n")
+    return removed
+
+
 def _check_weights(path: Path, models: Sequence[FrankenSplit], resume: bool) -> None:
     """Refuse to resume records of a model id whose weights changed since they were measured.
 
@@ -94,7 +114,8 @@ def _check_weights(path: Path, models: Sequence[FrankenSplit], resume: bool) -> 
     if changed:
         raise ValueError(
             f"{path.parent}: the records of {changed} were measured with other weights "
-            "(retrained since?): evaluate into a new folder, or start again without resume")
+            "(retrained since?): remeasure them (run_eval remeasure=, benchmarks/results.py "
+            "--remeasure), evaluate into a new folder, or start again without resume")
     path.write_text(json.dumps({**before, **now}, indent=2, sort_keys=True) + "\n")  # in the log's folder
 
 
@@ -111,6 +132,7 @@ def run_eval(
     progress: bool = False,
     margins: Sequence[float] = (1.0, 3.0),
     plot: bool = True,
+    remeasure: Sequence[str] = (),
 ) -> EvalResult:
     """Measure, aggregate and write results.json/.csv, rate_accuracy.png and summary.md.
 
@@ -128,6 +150,8 @@ def run_eval(
         progress: tqdm bar on stderr.
         margins: penalties (points) for the "bytes to stay within" figures.
         plot: draw rate_accuracy.png (matplotlib costs seconds; tests skip it).
+        remeasure: model ids whose records ``resume`` drops and measures again (retrained
+            under the same id); every other record resumes.
 
     Raises:
         ValueError: bad inputs, an existing log without ``resume``/``overwrite``, a log of
@@ -136,6 +160,10 @@ def run_eval(
     out = Path(out)
     codecs = {c: None for c in DEFAULT_CODECS} if codecs is None else dict(codecs)
     records_path = out / RECORDS_FILE
+    if remeasure and not resume:
+        raise ValueError("remeasure drops records from a log that resume continues: set resume")
+    if remeasure:
+        _forget(out, remeasure)
     with RecordLog(records_path, files, resume=resume, overwrite=overwrite) as log:
         _check_weights(out / WEIGHTS_FILE, models, resume)
         points = evaluate(models, files, labels, codecs, log, progress=progress)
