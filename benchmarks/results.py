@@ -63,6 +63,20 @@ def trained_models() -> list[str]:
     return [e.model_id for e in order]
 
 
+def published_args(argv: Sequence[str]) -> list[str]:
+    """The arguments of the command the results page names: what was measured, without how this
+    run got there (resuming, remeasuring retrained models, the progress bar)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--remeasure":
+            skip = True
+        elif a not in ("--resume", "--no-progress") and not a.startswith("--remeasure="):
+            out.append(a)
+    return out
+
+
 def readme_section(markdown: str, command: str, plot: str, partial: bool) -> str:
     """The README results section around the eval's summary tables."""
     note = ("\n> Partial run (`--limit`): not the figures to publish.\n" if partial else "")
@@ -111,9 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     eval_dir = args.out / "readme_eval"
     result = run_eval([create_model(m) for m in codec_ids], files, labels, eval_dir,
                       {c: None for c in args.codecs.split(",") if c}, **common)
-    given = sys.argv[1:] if argv is None else list(argv)
     command = "python benchmarks/results.py" + "".join(
-        f" {shlex.quote(a)}" for a in given if a not in ("--resume", "--no-progress"))
+        f" {shlex.quote(a)}" for a in published_args(sys.argv[1:] if argv is None else argv))
     markdown = summary_markdown(result.rows, result.summary, result.meta)
     if pairs:
         reuse = run_eval([create_model(m) for m in reuse_ids], files, labels,

@@ -367,3 +367,15 @@ def test_one_backbone_at_two_input_sizes_gets_two_teacher_groups(
     ]
     fs = next(r for r in doc["rows"] if r["setting"] == "fs-lite0-192")
     assert fs["bytes"] < next(r for r in doc["rows"] if r["setting"] == "fs-lite0-untrained")["bytes"]
+
+
+def test_the_results_page_names_what_was_measured_not_how_the_run_resumed() -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks/results.py"
+    spec = importlib.util.spec_from_file_location("results_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    argv = ["--resume", "--remeasure", "fs-a,fs-b", "--limit", "16", "--remeasure=fs-c",
+            "--no-progress", "--threads", "2"]
+    assert module.published_args(argv) == ["--limit", "16", "--threads", "2"]
