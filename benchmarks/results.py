@@ -77,9 +77,14 @@ def published_args(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def readme_section(markdown: str, command: str, plot: str, partial: bool) -> str:
+def readme_section(markdown: str, command: str, plot: str, partial: bool,
+                   remeasured: Sequence[str] = ()) -> str:
     """The README results section around the eval's summary tables."""
     note = ("\n> Partial run (`--limit`): not the figures to publish.\n" if partial else "")
+    if remeasured:  # same accuracy and bytes as a fresh run; the clocks are another run's
+        note += (f"\n> {', '.join(f'`{m}`' for m in remeasured)}: retrained and measured again "
+                 "in a later run (`--remeasure`) than the other rows; their timings are that "
+                 "run's, on a differently loaded machine.\n")
     return (
         "## Results\n\n"
         "FrankenSplit against standard codecs and a learned image codec (Balle 2018, MSE) feeding\n"
@@ -136,15 +141,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "`reuse_eval/`):\n\n"
                      + reuse_markdown(reuse_rows(reuse.rows, pairs)))
     partial = args.limit is not None
+    again = common["remeasure"]
     text = readme_section(markdown, command, os.path.relpath(result.paths["plot"], args.out),
-                          partial)
+                          partial, again)
     (args.out / "README_results.md").write_text(text)
     print(f"wrote {args.out / 'README_results.md'} and {eval_dir}/")
     if args.docs and not partial:  # the published copy: docs/results.md and its plot
         docs = REPO / "docs"
         shutil.copyfile(result.paths["plot"], docs / "results_rate_accuracy.png")
         (docs / "results.md").write_text(
-            "# " + readme_section(markdown, command, "results_rate_accuracy.png", False)[3:])
+            "# " + readme_section(markdown, command, "results_rate_accuracy.png", False,
+                                  again)[3:])
         print(f"wrote {docs / 'results.md'} and {docs / 'results_rate_accuracy.png'}")
     return 0
 

@@ -18,7 +18,7 @@ Variants (what each changes over the one above it in the table):
 - ``default + kd``: the new default with the output-distillation term (tail forward + backward).
 - ``+ amp``, ``+ kd + amp``: those two under ``amp: true`` (bfloat16 autocast of g_a, g_s, the
   teacher and the distillation tail; the entropy model in float32), on CPUs with native bfloat16
-  only (the row says when this one has none).
+  only (a line under the table says when this one has none).
 """
 
 from __future__ import annotations

@@ -319,6 +319,11 @@ def test_resume_refuses_records_of_changed_weights(
              remeasure=[model.model_id])
     after = {record_key(r): r for r in read_records(tmp_path / RECORDS_FILE)}
     assert after.keys() == before.keys()  # the model's two images measured again, once each
+    ours = [k for k in after if k[2] == model.model_id]
+    assert len(ours) == 2 and all(after[k]["encode_ms"] != before[k]["encode_ms"] for k in ours)
+    with pytest.raises(ValueError, match="not among the models"):
+        run_eval([retrained], files[:2], labels[:2], tmp_path, {}, resume=True, plot=False,
+                 remeasure=["fs-typo"])
     teacher = [k for k in after if k[1] == "teacher"]
     assert teacher and all(after[k] == before[k] for k in teacher)  # the teacher's rows resumed
     run_eval([retrained], files[:2], labels[:2], tmp_path, {}, resume=True, plot=False)  # agrees

@@ -114,8 +114,8 @@ def _check_weights(path: Path, models: Sequence[FrankenSplit], resume: bool) -> 
     if changed:
         raise ValueError(
             f"{path.parent}: the records of {changed} were measured with other weights "
-            "(retrained since?): remeasure them (run_eval remeasure=, benchmarks/results.py "
-            "--remeasure), evaluate into a new folder, or start again without resume")
+            "(retrained since?): evaluate into a new folder, start again without resume, or "
+            "measure only them again (benchmarks/results.py --remeasure, run_eval(remeasure=))")
     path.write_text(json.dumps({**before, **now}, indent=2, sort_keys=True) + "\n")  # in the log's folder
 
 
@@ -160,8 +160,13 @@ def run_eval(
     out = Path(out)
     codecs = {c: None for c in DEFAULT_CODECS} if codecs is None else dict(codecs)
     records_path = out / RECORDS_FILE
+    if isinstance(remeasure, str):
+        raise TypeError(f"remeasure takes a list of model ids, got the string {remeasure!r}")
     if remeasure and not resume:
         raise ValueError("remeasure drops records from a log that resume continues: set resume")
+    unknown = sorted(set(remeasure) - {m.model_id for m in models})
+    if unknown:  # their records would go and nothing would measure them again
+        raise ValueError(f"remeasure {unknown}: not among the models evaluated")
     if remeasure:
         _forget(out, remeasure)
     with RecordLog(records_path, files, resume=resume, overwrite=overwrite) as log:

@@ -27,15 +27,19 @@ def _git_blob(spec: str, cwd: Path) -> bytes:
     rev, sep, path = spec.partition(":")
     if not (rev and sep and path):
         raise ValueError(f"init_codec {GIT_PREFIX}{spec!r}: expected git:<commit>:<path>")
-    try:
-        r = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=cwd, capture_output=True,
-                           timeout=120, check=False)
+    if rev.startswith("-"):
+        raise ValueError(f"init_codec {GIT_PREFIX}{spec}: {rev!r} is not a commit")
+    try:  # cat-file blob, not show: a folder is refused instead of printed as a listing
+        r = subprocess.run(["git", "cat-file", "blob", f"{rev}:{path}"], cwd=cwd,
+                           capture_output=True, timeout=120, check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise ValueError(f"init_codec {GIT_PREFIX}{spec}: cannot run git ({e})") from e
     if r.returncode != 0:
-        why = r.stderr.decode(errors="replace").strip().splitlines() or ["?"]
-        raise ValueError(f"init_codec {GIT_PREFIX}{spec}: git has no such file in {cwd} "
-                         f"({why[-1]}); a shallow clone lacks older commits: git fetch --unshallow")
+        why = (r.stderr.decode(errors="replace").strip().splitlines() or ["?"])[-1]
+        hint = ("run from inside the clone" if "not a git repository" in why else
+                "a shallow clone lacks older commits: git fetch --unshallow")
+        raise ValueError(f"init_codec {GIT_PREFIX}{spec}: git has no such file in "
+                         f"{cwd.resolve()} ({why}); {hint}")
     return r.stdout
 
 
