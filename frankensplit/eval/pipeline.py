@@ -87,16 +87,20 @@ def _forget(out: Path, model_ids: Sequence[str]) -> int:
 
     log, weights = out / RECORDS_FILE, out / WEIGHTS_FILE
     drop = set(model_ids)
-    kept = [r for r in read_records(log) if r["setting"] not in drop]
-    removed = sum(1 for _ in read_records(log)) - len(kept)
+    records = list(read_records(log))  # read once: the log of a full run is tens of MB
+    kept = [r for r in records if r["setting"] not in drop]
     if log.is_file():
         tmp = log.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
         tmp.replace(log)
     if weights.is_file():
         known = {k: v for k, v in json.loads(weights.read_text()).items() if k not in drop}
-        weights.write_text(json.dumps(known, indent=2, sort_keys=True) + "\n")
-    return removed
+        _write_weights(weights, known)
+    return len(records) - len(kept)
+
+
+def _write_weights(path: Path, fingerprints: dict[str, str]) -> None:
+    path.write_text(json.dumps(fingerprints, indent=2, sort_keys=True) + "\n")
 
 
 def _check_weights(path: Path, models: Sequence[FrankenSplit], resume: bool) -> None:
@@ -116,7 +120,7 @@ def _check_weights(path: Path, models: Sequence[FrankenSplit], resume: bool) -> 
             f"{path.parent}: the records of {changed} were measured with other weights "
             "(retrained since?): evaluate into a new folder, start again without resume, or "
             "measure only them again (benchmarks/results.py --remeasure, run_eval(remeasure=))")
-    path.write_text(json.dumps({**before, **now}, indent=2, sort_keys=True) + "\n")  # in the log's folder
+    _write_weights(path, {**before, **now})  # in the log's folder
 
 
 def run_eval(
