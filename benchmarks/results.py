@@ -122,26 +122,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("every model given is a reuse model or its reference: use benchmarks/reuse_report.py",
               file=sys.stderr)
         return 2
+    again = [m for m in args.remeasure.split(",") if m]
+    unknown = sorted(set(again) - set(models))
+    if unknown:
+        print(f"--remeasure {','.join(unknown)}: not among the models evaluated", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     files, labels = load_dataset(args.data, args.limit)
     common = {"data": os.path.relpath(args.data, REPO), "resume": args.resume,
-              "remeasure": [m for m in args.remeasure.split(",") if m],
               "overwrite": not args.resume, "progress": not args.no_progress}
     eval_dir = args.out / "readme_eval"
+    # Each run remeasures its own models: run_eval refuses ids it does not evaluate.
     result = run_eval([create_model(m) for m in codec_ids], files, labels, eval_dir,
-                      {c: None for c in args.codecs.split(",") if c}, **common)
+                      {c: None for c in args.codecs.split(",") if c},
+                      remeasure=[m for m in again if m in codec_ids], **common)
     command = "python benchmarks/results.py" + "".join(
         f" {shlex.quote(a)}" for a in published_args(sys.argv[1:] if argv is None else argv))
     markdown = summary_markdown(result.rows, result.summary, result.meta)
     if pairs:
         reuse = run_eval([create_model(m) for m in reuse_ids], files, labels,
-                         args.out / "reuse_eval", {}, plot=False, **common)
+                         args.out / "reuse_eval", {}, plot=False,
+                         remeasure=[m for m in again if m in reuse_ids], **common)
         markdown += ("\n### Encoder reuse\n\nEach reuse decoder against its backbone's end-to-end "
                      "codecs at the reuse model's bytes ([reuse.md](reuse.md); rows of "
                      "`reuse_eval/`):\n\n"
                      + reuse_markdown(reuse_rows(reuse.rows, pairs)))
     partial = args.limit is not None
-    again = common["remeasure"]
     text = readme_section(markdown, command, os.path.relpath(result.paths["plot"], args.out),
                           partial, again)
     (args.out / "README_results.md").write_text(text)

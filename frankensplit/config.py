@@ -105,6 +105,10 @@ class TrainConfig:
             48-channel output layer against Lite0's 40). A warm start for encoder reuse and for
             a new backbone's end-to-end codec: the source decoder's upsampling and feature
             structure transfer, a fresh one first spends its budget learning the features' scale.
+            A path (or ``git:<commit>:<path>``) instead of ``true``: g_s from that codec file,
+            loaded the same way over whatever ``init_codec`` gave. The case: a reuse decoder
+            refitted after its source encoder was retrained, g_a and the entropy model from the
+            new source (``init_codec``), g_s from the decoder trained on the old one.
         freeze: parts kept frozen ("g_a", "entropy", "g_s"): encoder reuse trains only "g_s".
         aux_lr: Adam learning rate of the entropy model's quantile (aux) loss.
         seed: seed of everything random (init, shuffling, augmentation).
@@ -152,7 +156,7 @@ class TrainConfig:
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
     data: DataConfig = field(default_factory=DataConfig)
     init_codec: str | None = None
-    init_g_s: bool = False
+    init_g_s: bool | str = False
     freeze: list[str] = field(default_factory=list)
     reuses: str | None = None
     input_size: int | None = None
@@ -204,8 +208,10 @@ class TrainConfig:
                                             and self.init_codec):
             raise ValueError("reuses needs the source's g_a and entropy model: init_codec and "
                              "freeze: [g_a, entropy]")
-        if self.init_g_s and not self.init_codec:
+        if self.init_g_s is True and not self.init_codec:
             raise ValueError("init_g_s needs init_codec (the codec whose g_s to start from)")
+        if self.init_g_s == "":
+            raise ValueError("init_g_s: expected true, false or a codec file, got ''")
         if "{lmbda}" not in self.model_id and len(self.lmbda) > 1:
             raise ValueError("model_id must contain '{lmbda}' when sweeping several lambdas")
         self._validate_model()

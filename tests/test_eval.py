@@ -374,13 +374,42 @@ def test_one_backbone_at_two_input_sizes_gets_two_teacher_groups(
     assert fs["bytes"] < next(r for r in doc["rows"] if r["setting"] == "fs-lite0-untrained")["bytes"]
 
 
-def test_the_results_page_names_what_was_measured_not_how_the_run_resumed() -> None:
+def _results_benchmark():
     import importlib.util
 
     path = Path(__file__).resolve().parents[1] / "benchmarks/results.py"
     spec = importlib.util.spec_from_file_location("results_benchmark", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_the_results_page_names_what_was_measured_not_how_the_run_resumed() -> None:
+    module = _results_benchmark()
     argv = ["--resume", "--remeasure", "fs-a,fs-b", "--limit", "16", "--remeasure=fs-c",
             "--no-progress", "--threads", "2"]
     assert module.published_args(argv) == ["--limit", "16", "--threads", "2"]
+
+
+def test_results_remeasures_a_source_and_its_reuse_decoder_each_in_its_own_run(
+    tmp_path: Path,
+) -> None:
+    # A retrained reuse source goes with its refitted decoders: the source's rows are in the
+    # codec run (readme_eval), the decoder's in the reuse run (reuse_eval); each run drops and
+    # measures its own, and run_eval would refuse the other's ids.
+    module = _results_benchmark()
+    models = "fs-lite0-l4,fs-lite0-l4.lite1,fs-lite1-l1,fs-lite1-l4,fs-lite1-l16"
+    base = ["--models", models, "--codecs", "", "--limit", "1", "--out", str(tmp_path),
+            "--no-docs", "--no-progress"]
+    assert module.main(base) == 0
+    logs = {d: tmp_path / d / RECORDS_FILE for d in ("readme_eval", "reuse_eval")}
+    before = {d: {record_key(r): r for r in read_records(p)} for d, p in logs.items()}
+    again = ["fs-lite0-l4", "fs-lite0-l4.lite1"]
+    assert module.main([*base, "--resume", "--remeasure", ",".join(again)]) == 0
+    for d, p in logs.items():
+        after = {record_key(r): r for r in read_records(p)}
+        assert after.keys() == before[d].keys()
+        for k, r in after.items():
+            measured_again = r["encode_ms"] != before[d][k]["encode_ms"]
+            assert measured_again == (k[2] in again), (d, k)
+    assert module.main([*base, "--resume", "--remeasure", "fs-typo"]) == 2

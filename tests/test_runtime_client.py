@@ -93,12 +93,16 @@ def torch_packets(default_model) -> list[bytes]:
 @pytest.mark.parametrize("threads", [1, 2])
 def test_client_packets_are_the_torch_packets(default_client, default_bundle, default_model,
                                               torch_packets, threads):
-    """The ONNX edge sends exactly the bytes the torch edge would, at 1 and 2 client threads.
+    """The ONNX edge sends the bytes the torch edge would, at 1 and 2 client threads.
 
-    The ONNX encoder's float output may differ from torch's in the last bits, so a value on a
-    rounding boundary could round the other way; on the 16 fixture photos none does today, so any
-    differing packet is a regression of the export, the preprocessing or the client's coder. The
-    symbols sent are in any case exactly what the torch server decodes (lossless coding).
+    The ONNX encoder's float output differs from torch's in the last bits (about 1e-5), so a
+    latent value on a rounding boundary may round the other way: then that one symbol differs by
+    1 and the packet differs. That is allowed only there: every symbol where the two edges differ
+    must be off by exactly 1 at a value within 1e-4 of a half-integer after centring, and such
+    symbols must be rare. An export, preprocessing or coder regression moves values far from the
+    boundaries. (With the session-8 `fs-lite0-l4`, one of 602,112 symbols on the 16 photos is such
+    a tie: 0.4999988 from ONNX, 0.5000007 from torch.) The symbols sent are in any case exactly
+    what the torch server decodes (lossless coding).
     """
     client = default_client if threads == 1 else EdgeClient(default_bundle.edge_dir, threads=2)
     server = default_model.server
@@ -109,18 +113,31 @@ def test_client_packets_are_the_torch_packets(default_client, default_bundle, de
     expected = np.stack([client.coder.dequantize(client.coder.symbols(y)) for y in y_onnx])
     np.testing.assert_array_equal(y_hat, expected)  # lossless: exactly the symbols sent
     assert client.encode(images[0]) == client_packets[0]  # batch size does not change bytes
-    differing = [images[i].name for i, (a, b) in enumerate(zip(client_packets, torch_packets))
-                 if a != b]
-    assert not differing, f"ONNX and torch packets differ for {differing}"
+    y_torch = server.decode_latent(torch_packets).numpy()
+    medians = default_model.entropy.medians().detach().numpy().reshape(1, -1, 1, 1)
+    off = y_hat != y_torch
+    assert np.all(np.abs(y_hat - y_torch)[off] == 1), "symbols differ by more than a rounding"
+    centred = (y_onnx - medians)[off]
+    assert np.all(np.abs(np.abs(centred - np.floor(centred)) - 0.5) < 1e-4), (
+        f"ONNX and torch symbols differ away from a rounding boundary: {centred[:8]}")
+    assert off.sum() <= off.size // 100_000, f"{off.sum()} of {off.size} symbols differ"
+    same = [a == b for a, b in zip(client_packets, torch_packets)]
+    assert all(same[i] for i in range(len(images)) if not off[i].any())  # same symbols, same bytes
 
 
 def test_client_bytes_equal_torch_bytes_for_the_same_latent(default_client, default_model):
     """Given the same y, the numpy coder and compressai's EntropyBottleneck emit identical bytes."""
     y = torch.randn(2, 48, 28, 28, generator=torch.Generator().manual_seed(1)) * 3
     # exact ties after centring on the (trained, non-integer) medians: round half to even
-    ties, medians = torch.tensor([0.5, 1.5, -0.5, 2.5]), default_model.entropy.medians()[:4]
-    y[0, :4, 0, 0] = medians + ties
-    assert torch.equal(y[0, :4, 0, 0] - medians, ties)  # float32: the ties are exact
+    # on channels whose median leaves them exact in float32 (median + t - median == t)
+    ties, all_medians = torch.tensor([0.5, 1.5, -0.5, 2.5]), default_model.entropy.medians()
+    exact = [c for c in range(all_medians.numel())
+             if all(((all_medians[c] + t) - all_medians[c]).item() == t for t in ties.tolist())]
+    assert len(exact) >= 4, f"only channels {exact} hold exact ties"
+    channels = exact[:4]
+    medians = all_medians[channels]
+    y[0, channels, 0, 0] = medians + ties
+    assert torch.equal(y[0, channels, 0, 0] - medians, ties)  # float32: the ties are exact
     expected = default_model.entropy.compress(y)
     assert [default_client.coder.encode(yi.numpy()) for yi in y] == expected
 

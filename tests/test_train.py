@@ -167,6 +167,36 @@ def test_reuse_warm_start_and_the_edge_input_size_reach_the_trained_file(tmp_pat
         load_config(None, [*TINY, "init_g_s=true"]).validate()
 
 
+def test_init_g_s_file_refits_a_reuse_decoder_on_a_retrained_source(tmp_path):
+    # The source encoder was retrained: g_a and the entropy model come from the new source
+    # (init_codec), g_s from the decoder trained on the old one (init_g_s: a file), not from the
+    # new source's lite0 decoder nor a fresh seed.
+    new_src = Architecture("tf_efficientnet_lite0").build("fs-lite0-src", teacher_weights=None)
+    save_codec(new_src, tmp_path / "src.safetensors")
+    old = Architecture("tf_efficientnet_lite1").build("fs-lite0-src.lite1", teacher_weights=None)
+    with torch.no_grad():
+        for p in old.g_s.parameters():
+            p.add_(0.5)  # unlike any seeded init
+    save_codec(old, tmp_path / "old.safetensors")
+    src, dec = load_file(tmp_path / "src.safetensors"), load_file(tmp_path / "old.safetensors")
+    cfg = load_config(None, [
+        *TINY, "teacher=tf_efficientnet_lite1", "model_id=fs-lite0-src.lite1",
+        "stages.0.lr=1.0e-30", f"init_codec={tmp_path / 'src.safetensors'}",
+        f"init_g_s={tmp_path / 'old.safetensors'}", "freeze=[g_a, entropy]",
+        "input_size=224", "crop_pct=0.875", "reuses=fs-lite0-src",
+    ])
+    assert cfg.init_g_s == str(tmp_path / "old.safetensors")
+    train(cfg, tmp_path / "run", progress=False)
+    out = load_file(tmp_path / "run/lmbda-2/last.safetensors")
+    frozen = [k for k in src if k.split(".")[0] in ("g_a", "entropy")]
+    assert frozen and all(torch.equal(out[k], src[k]) for k in frozen)
+    weights = [k for k in dec if k.startswith("g_s.") and "running_" not in k
+               and "num_batches" not in k]  # BN statistics move in train mode
+    assert weights and all(torch.allclose(out[k], dec[k], atol=1e-12) for k in weights)
+    with pytest.raises(ValueError, match="a codec file"):
+        load_config(None, [*TINY, "init_g_s=''"]).validate()
+
+
 def test_fine_tuning_the_same_teacher_starts_from_every_part_of_the_init_codec(tmp_path):
     # Another lambda for the same teacher: g_s fits, so it is loaded too (the lite1 reuse test
     # above shows a different teacher gets a fresh g_s instead).

@@ -27,7 +27,7 @@ import pytest
 from frankensplit.config import load_config
 from frankensplit.files import file_sha256
 from frankensplit.models.zoo import MODELS, ZOO_DIR, ModelEntry, default_model_id
-from frankensplit.train.sources import GIT_PREFIX
+from frankensplit.train.sources import git_ref
 
 REPO = Path(__file__).resolve().parents[1]
 FIGURES = ("top1", "teacher_agreement", "nll", "bytes_per_image", "bpp_actual")
@@ -165,12 +165,13 @@ def test_the_index_names_a_config_command_that_loads_and_a_parent_that_exists(en
     path, *rest = shlex.split(entry.config)
     assert rest[::2] == ["--set"] * (len(rest) // 2) and len(rest) % 2 == 0, entry.config
     cfg = load_config(REPO / path, rest[1::2])
-    if cfg.init_codec is None:
-        return
-    if not cfg.init_codec.startswith(GIT_PREFIX):
-        assert (REPO / cfg.init_codec).is_file(), f"{entry.model_id}: {cfg.init_codec} missing"
-        return
-    commit = cfg.init_codec[len(GIT_PREFIX):].split(":", 1)[0]
-    if not _git_has(f"{commit}^{{commit}}"):
-        pytest.skip(f"this clone lacks commit {commit} (shallow)")
-    assert _git_has(cfg.init_codec[len(GIT_PREFIX):]), f"{entry.model_id}: {cfg.init_codec}"
+    sources = [cfg.init_codec, cfg.init_g_s if isinstance(cfg.init_g_s, str) else None]
+    for source in filter(None, sources):
+        ref = git_ref(source)
+        if ref is None:
+            assert (REPO / source).is_file(), f"{entry.model_id}: {source} missing"
+            continue
+        commit, path = ref
+        if not _git_has(f"{commit}^{{commit}}"):
+            pytest.skip(f"this clone lacks commit {commit} (shallow)")
+        assert _git_has(f"{commit}:{path}"), f"{entry.model_id}: {source}"

@@ -251,8 +251,11 @@ def _build(cfg: TrainConfig, lmbda: float, device: torch.device) -> TrainModel:
         parts = tuple(p for p in CODEC_PARTS if p != "g_s" or same_teacher or p in cfg.freeze)
         load_codec_state(model, {k: v for k, v in state.items() if k.split(".")[0] in parts},
                          parts, source=cfg.init_codec)
-        if cfg.init_g_s and "g_s" not in parts:
+        if cfg.init_g_s is True and "g_s" not in parts:
             _warm_start(model.g_s, state, "g_s.")
+    if isinstance(cfg.init_g_s, str):  # g_s from a codec of its own (a refitted reuse decoder)
+        with local_weights(cfg.init_g_s) as path:
+            _warm_start(model.g_s, read_safetensors(path)[0], "g_s.")
     for part in cfg.freeze:
         getattr(model, part).requires_grad_(False)
     return model.to(device)

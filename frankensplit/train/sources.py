@@ -3,9 +3,9 @@
 A zoo model is the end of a chain of runs (first generation -> fine-tuned -> trained longer), and
 the zoo keeps one file per id: each retrained model replaces its parent's weights. A config that
 names the parent as ``runs/gen2/fs-lite0-l1.safetensors`` cannot be rerun from a clone until
-someone extracts that file from history by hand. ``init_codec: git:<commit>:<path>`` names the
-parent as git stores it, so the command in ``frankensplit/zoo/index.json`` runs as written in any
-clone that has the commit (a shallow one may not: then the error says so).
+someone extracts that file from history by hand. ``git:<commit>:<path>`` (``init_codec``,
+``init_g_s``) names the parent as git stores it, so the command in ``frankensplit/zoo/index.json``
+runs as written in any clone that has the commit (a shallow one may not: then the error says so).
 """
 
 from __future__ import annotations
@@ -16,29 +16,44 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["GIT_PREFIX", "local_weights"]
+__all__ = ["GIT_PREFIX", "git_ref", "local_weights"]
 
-#: Prefix of an ``init_codec`` read from git history: ``git:<commit>:<path in the repository>``.
+#: Prefix of weights read from git history: ``git:<commit>:<path in the repository>``.
 GIT_PREFIX = "git:"
 
 
-def _git_blob(spec: str, cwd: Path) -> bytes:
-    """The bytes of ``<commit>:<path>`` in the repository that holds ``cwd``."""
-    rev, sep, path = spec.partition(":")
+def git_ref(source: str) -> tuple[str, str] | None:
+    """``(commit, path)`` of a ``git:<commit>:<path>`` source; None for a plain file path.
+
+    Raises:
+        ValueError: a ``git:`` source without both parts, or an option-like commit.
+    """
+    if not source.startswith(GIT_PREFIX):
+        return None
+    rev, sep, path = source[len(GIT_PREFIX):].partition(":")
     if not (rev and sep and path):
-        raise ValueError(f"init_codec {GIT_PREFIX}{spec!r}: expected git:<commit>:<path>")
+        raise ValueError(f"weights {source!r}: expected git:<commit>:<path>")
     if rev.startswith("-"):
-        raise ValueError(f"init_codec {GIT_PREFIX}{spec}: {rev!r} is not a commit")
+        raise ValueError(f"weights {source}: {rev!r} is not a commit")
+    return rev, path
+
+
+def _git_blob(source: str, cwd: Path) -> bytes:
+    """The bytes of the ``git:<commit>:<path>`` source in the repository that holds ``cwd``."""
+    ref = git_ref(source)
+    if ref is None:
+        raise ValueError(f"{source!r} is not a git:<commit>:<path> reference")
+    rev, path = ref
     try:  # cat-file blob, not show: a folder is refused instead of printed as a listing
         r = subprocess.run(["git", "cat-file", "blob", f"{rev}:{path}"], cwd=cwd,
                            capture_output=True, timeout=120, check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise ValueError(f"init_codec {GIT_PREFIX}{spec}: cannot run git ({e})") from e
+        raise ValueError(f"weights {source}: cannot run git ({e})") from e
     if r.returncode != 0:
         why = (r.stderr.decode(errors="replace").strip().splitlines() or ["?"])[-1]
         hint = ("run from inside the clone" if "not a git repository" in why else
                 "a shallow clone lacks older commits: git fetch --unshallow")
-        raise ValueError(f"init_codec {GIT_PREFIX}{spec}: git has no such file in "
+        raise ValueError(f"weights {source}: git has no such file in "
                          f"{cwd.resolve()} ({why}); {hint}")
     return r.stdout
 
@@ -54,7 +69,7 @@ def local_weights(source: str, cwd: str | Path = ".") -> Iterator[Path]:
     if not source.startswith(GIT_PREFIX):
         yield Path(source)
         return
-    data = _git_blob(source[len(GIT_PREFIX):], Path(cwd))
+    data = _git_blob(source, Path(cwd))
     with tempfile.TemporaryDirectory(prefix="frankensplit-init-") as tmp:
         path = Path(tmp) / Path(source).name
         path.write_bytes(data)
