@@ -20,6 +20,7 @@ interruption. Not a unit test.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import shutil
@@ -75,6 +76,22 @@ def published_args(argv: Sequence[str]) -> list[str]:
         elif a not in ("--resume", "--no-progress") and not a.startswith("--remeasure="):
             out.append(a)
     return out
+
+
+REMEASURED_FILE = "remeasured.json"
+
+
+def remeasured_since_fresh(out: Path, again: Sequence[str], resume: bool) -> list[str]:
+    """The models measured again (``--remeasure``) since the last fresh run into ``out``, this
+    run's ``again`` included: the results page names them all, not only this run's (their timings
+    come from later runs than the codec rows'). A fresh run (no ``resume``) starts the list anew.
+    Recorded in ``out/remeasured.json``."""
+    path = Path(out) / REMEASURED_FILE
+    earlier = json.loads(path.read_text()) if resume and path.is_file() else []
+    ids = list(dict.fromkeys([*earlier, *again]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(ids) + "\n")
+    return ids
 
 
 def readme_section(markdown: str, command: str, plot: str, partial: bool,
@@ -148,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "`reuse_eval/`):\n\n"
                      + reuse_markdown(reuse_rows(reuse.rows, pairs)))
     partial = args.limit is not None
+    again = [m for m in remeasured_since_fresh(args.out, again, args.resume) if m in models]
     text = readme_section(markdown, command, os.path.relpath(result.paths["plot"], args.out),
                           partial, again)
     (args.out / "README_results.md").write_text(text)

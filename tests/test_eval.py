@@ -413,3 +413,14 @@ def test_results_remeasures_a_source_and_its_reuse_decoder_each_in_its_own_run(
             measured_again = r["encode_ms"] != before[d][k]["encode_ms"]
             assert measured_again == (k[2] in again), (d, k)
     assert module.main([*base, "--resume", "--remeasure", "fs-typo"]) == 2
+
+
+def test_results_page_names_every_model_remeasured_since_the_fresh_run(tmp_path: Path) -> None:
+    # Two resumed runs remeasured different models: the page after the second names both; a
+    # fresh run starts the list anew.
+    module = _results_benchmark()
+    assert module.remeasured_since_fresh(tmp_path, ["fs-a"], resume=True) == ["fs-a"]
+    assert module.remeasured_since_fresh(tmp_path, ["fs-b", "fs-a"], resume=True) == ["fs-a", "fs-b"]
+    assert module.remeasured_since_fresh(tmp_path, [], resume=True) == ["fs-a", "fs-b"]
+    assert module.remeasured_since_fresh(tmp_path, [], resume=False) == []
+    assert module.remeasured_since_fresh(tmp_path, ["fs-c"], resume=True) == ["fs-c"]
