@@ -148,6 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     files, labels = load_dataset(args.data, args.limit)
     common = {"data": os.path.relpath(args.data, REPO), "resume": args.resume,
               "overwrite": not args.resume, "progress": not args.no_progress}
+    # Before the runs: a fresh run that stops half-way must not leave the previous list behind,
+    # and a remeasure that stops after dropping records must still be named when resumed.
+    remeasured = remeasured_since_fresh(args.out, again, args.resume)
     eval_dir = args.out / "readme_eval"
     # Each run remeasures its own models: run_eval refuses ids it does not evaluate.
     result = run_eval([create_model(m) for m in codec_ids], files, labels, eval_dir,
@@ -165,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "`reuse_eval/`):\n\n"
                      + reuse_markdown(reuse_rows(reuse.rows, pairs)))
     partial = args.limit is not None
-    again = [m for m in remeasured_since_fresh(args.out, again, args.resume) if m in models]
+    again = [m for m in remeasured if m in models]
     text = readme_section(markdown, command, os.path.relpath(result.paths["plot"], args.out),
                           partial, again)
     (args.out / "README_results.md").write_text(text)

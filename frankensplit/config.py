@@ -15,6 +15,7 @@ import yaml
 
 from frankensplit.files import from_dict
 from frankensplit.models.architecture import TRAINED_TAIL, Architecture
+from frankensplit.train.sources import git_ref
 
 __all__ = ["DataConfig", "StageConfig", "TrainConfig", "load_config", "to_dict"]
 
@@ -210,8 +211,11 @@ class TrainConfig:
                              "freeze: [g_a, entropy]")
         if self.init_g_s is True and not self.init_codec:
             raise ValueError("init_g_s needs init_codec (the codec whose g_s to start from)")
-        if self.init_g_s == "":
-            raise ValueError("init_g_s: expected true, false or a codec file, got ''")
+        if isinstance(self.init_g_s, str):
+            if self.init_g_s.strip().lower() in ("", "true", "false", "yes", "no"):
+                raise ValueError(f"init_g_s: expected true, false (unquoted) or a codec file, "
+                                 f"got the string {self.init_g_s!r}")
+            git_ref(self.init_g_s)  # a malformed git:<commit>:<path> is refused here
         if "{lmbda}" not in self.model_id and len(self.lmbda) > 1:
             raise ValueError("model_id must contain '{lmbda}' when sweeping several lambdas")
         self._validate_model()

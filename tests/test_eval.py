@@ -413,6 +413,9 @@ def test_results_remeasures_a_source_and_its_reuse_decoder_each_in_its_own_run(
             measured_again = r["encode_ms"] != before[d][k]["encode_ms"]
             assert measured_again == (k[2] in again), (d, k)
     assert module.main([*base, "--resume", "--remeasure", "fs-typo"]) == 2
+    assert module.main([*base, "--resume"]) == 0  # a later resume still names both
+    page = (tmp_path / "README_results.md").read_text()
+    assert "`fs-lite0-l4`, `fs-lite0-l4.lite1`: retrained and measured again" in page
 
 
 def test_results_page_names_every_model_remeasured_since_the_fresh_run(tmp_path: Path) -> None:

@@ -116,7 +116,8 @@ def test_client_packets_are_the_torch_packets(default_client, default_bundle, de
     y_torch = server.decode_latent(torch_packets).numpy()
     medians = default_model.entropy.medians().detach().numpy().reshape(1, -1, 1, 1)
     off = y_hat != y_torch
-    assert np.all(np.abs(y_hat - y_torch)[off] == 1), "symbols differ by more than a rounding"
+    # dequantized values: (s + median) - (s' + median) is 1 only up to float32 rounding
+    assert np.allclose(np.abs(y_hat - y_torch)[off], 1, atol=1e-4), "symbols differ by more than 1"
     centred = (y_onnx - medians)[off]
     assert np.all(np.abs(np.abs(centred - np.floor(centred)) - 0.5) < 1e-4), (
         f"ONNX and torch symbols differ away from a rounding boundary: {centred[:8]}")

@@ -179,12 +179,12 @@ def test_init_g_s_file_refits_a_reuse_decoder_on_a_retrained_source(tmp_path):
             p.add_(0.5)  # unlike any seeded init
     save_codec(old, tmp_path / "old.safetensors")
     src, dec = load_file(tmp_path / "src.safetensors"), load_file(tmp_path / "old.safetensors")
-    cfg = load_config(None, [
+    cfg_args = [
         *TINY, "teacher=tf_efficientnet_lite1", "model_id=fs-lite0-src.lite1",
         "stages.0.lr=1.0e-30", f"init_codec={tmp_path / 'src.safetensors'}",
-        f"init_g_s={tmp_path / 'old.safetensors'}", "freeze=[g_a, entropy]",
-        "input_size=224", "crop_pct=0.875", "reuses=fs-lite0-src",
-    ])
+        "freeze=[g_a, entropy]", "input_size=224", "crop_pct=0.875", "reuses=fs-lite0-src",
+    ]
+    cfg = load_config(None, [*cfg_args, f"init_g_s={tmp_path / 'old.safetensors'}"])
     assert cfg.init_g_s == str(tmp_path / "old.safetensors")
     train(cfg, tmp_path / "run", progress=False)
     out = load_file(tmp_path / "run/lmbda-2/last.safetensors")
@@ -193,8 +193,20 @@ def test_init_g_s_file_refits_a_reuse_decoder_on_a_retrained_source(tmp_path):
     weights = [k for k in dec if k.startswith("g_s.") and "running_" not in k
                and "num_batches" not in k]  # BN statistics move in train mode
     assert weights and all(torch.allclose(out[k], dec[k], atol=1e-12) for k in weights)
-    with pytest.raises(ValueError, match="a codec file"):
-        load_config(None, [*TINY, "init_g_s=''"]).validate()
+    for bad in ("''", "'false'"):  # a quoted boolean is not a file name
+        with pytest.raises(ValueError, match="a codec file"):
+            load_config(None, [*TINY, f"init_g_s={bad}"]).validate()
+    with pytest.raises(ValueError, match="expected git:<commit>:<path>"):
+        load_config(None, [*TINY, "init_g_s=git:HEAD"]).validate()
+    # another backbone's decoder is refused, not half-loaded where shapes happen to fit
+    other = Architecture("tf_efficientnet_lite2").build("fs-lite0-src.lite2", teacher_weights=None)
+    save_codec(other, tmp_path / "lite2.safetensors")
+    wrong = load_config(None, [*cfg_args, f"init_g_s={tmp_path / 'lite2.safetensors'}"])
+    with pytest.raises(ValueError, match="a decoder for tf_efficientnet_lite2"):
+        train(wrong, tmp_path / "run2", progress=False)
+    missing = load_config(None, [*cfg_args, f"init_g_s={tmp_path / 'none.safetensors'}"])
+    with pytest.raises(ValueError, match="init_g_s codec not found"):
+        train(missing, tmp_path / "run3", progress=False)
 
 
 def test_fine_tuning_the_same_teacher_starts_from_every_part_of_the_init_codec(tmp_path):

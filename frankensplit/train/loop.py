@@ -254,11 +254,30 @@ def _build(cfg: TrainConfig, lmbda: float, device: torch.device) -> TrainModel:
         if cfg.init_g_s is True and "g_s" not in parts:
             _warm_start(model.g_s, state, "g_s.")
     if isinstance(cfg.init_g_s, str):  # g_s from a codec of its own (a refitted reuse decoder)
-        with local_weights(cfg.init_g_s) as path:
-            _warm_start(model.g_s, read_safetensors(path)[0], "g_s.")
+        _load_g_s(model, cfg.init_g_s)
     for part in cfg.freeze:
         getattr(model, part).requires_grad_(False)
     return model.to(device)
+
+
+def _load_g_s(model: TrainModel, source: str) -> None:
+    """g_s from the codec file ``source`` (``init_g_s``: a path or ``git:<commit>:<path>``),
+    strictly: a decoder of this teacher with every tensor this blueprint has. Unlike the warm
+    start of ``init_g_s: true`` nothing is left at its seeded init, so another backbone's decoder
+    (``...lite2`` for a Lite1 run) is refused instead of half-loaded."""
+    with local_weights(source) as path:
+        state, meta = read_safetensors(path, what="init_g_s codec", parts=("g_s",))
+    teacher = meta.get("teacher")
+    if teacher is not None and teacher != model.teacher.name:
+        raise ValueError(f"init_g_s {source}: a decoder for {teacher}, this run trains one for "
+                         f"{model.teacher.name}")
+    own = model.g_s.state_dict()
+    g_s = {k[len("g_s."):]: v for k, v in state.items() if k.startswith("g_s.")}
+    bad = sorted(k for k in own if k not in g_s or g_s[k].shape != own[k].shape)
+    if bad:
+        raise ValueError(f"init_g_s {source}: its g_s does not fit this decoder ({bad[0]} and "
+                         f"{len(bad) - 1} more tensors missing or of another shape)")
+    model.g_s.load_state_dict({k: g_s[k] for k in own})
 
 
 def _warm_start(module: nn.Module, state: dict[str, Tensor], prefix: str) -> None:
