@@ -168,9 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "`reuse_eval/`):\n\n"
                      + reuse_markdown(reuse_rows(reuse.rows, pairs)))
     partial = args.limit is not None
-    again = [m for m in remeasured if m in models]
+    named = [m for m in remeasured if m in models]
     text = readme_section(markdown, command, os.path.relpath(result.paths["plot"], args.out),
-                          partial, again)
+                          partial, named)
     (args.out / "README_results.md").write_text(text)
     print(f"wrote {args.out / 'README_results.md'} and {eval_dir}/")
     if args.docs and not partial:  # the published copy: docs/results.md and its plot
@@ -178,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.copyfile(result.paths["plot"], docs / "results_rate_accuracy.png")
         (docs / "results.md").write_text(
             "# " + readme_section(markdown, command, "results_rate_accuracy.png", False,
-                                  again)[3:])
+                                  named)[3:])
         print(f"wrote {docs / 'results.md'} and {docs / 'results_rate_accuracy.png'}")
     return 0
 

@@ -271,13 +271,7 @@ def _load_g_s(model: TrainModel, source: str) -> None:
     if teacher is not None and teacher != model.teacher.name:
         raise ValueError(f"init_g_s {source}: a decoder for {teacher}, this run trains one for "
                          f"{model.teacher.name}")
-    own = model.g_s.state_dict()
-    g_s = {k[len("g_s."):]: v for k, v in state.items() if k.startswith("g_s.")}
-    bad = sorted(k for k in own if k not in g_s or g_s[k].shape != own[k].shape)
-    if bad:
-        raise ValueError(f"init_g_s {source}: its g_s does not fit this decoder ({bad[0]} and "
-                         f"{len(bad) - 1} more tensors missing or of another shape)")
-    model.g_s.load_state_dict({k: g_s[k] for k in own})
+    load_codec_state(model, state, ("g_s",), source=f"init_g_s {source}")
 
 
 def _warm_start(module: nn.Module, state: dict[str, Tensor], prefix: str) -> None:
