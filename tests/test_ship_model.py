@@ -41,10 +41,15 @@ def _run_dir(root: Path, model, lmbda: float) -> Path:
     return run
 
 
+def _es(model_id: str):
+    """An Entropic Student split model (a small one: 24 latent channels at stride 4)."""
+    return Architecture("tf_efficientnet_lite0", method="entropic_student",
+                        encoder="entropic_student", decoder="entropic_student", latent_channels=24,
+                        split_reduction=4).build(model_id, teacher_weights=None)
+
+
 def test_split_model_entry_rebuilds_the_trained_architecture(ship, tmp_path, monkeypatch):
-    es = Architecture("tf_efficientnet_lite0", method="entropic_student",
-                      encoder="entropic_student", decoder="entropic_student", latent_channels=24,
-                      split_reduction=4).build("es-lite0-l9", teacher_weights=None)
+    es = _es("es-lite0-l9")
     with torch.no_grad():  # weights unlike the id-seeded init: the load must really happen
         next(es.g_s.parameters()).add_(1.0)
     run = _run_dir(tmp_path, es, 9.0)
@@ -53,6 +58,7 @@ def test_split_model_entry_rebuilds_the_trained_architecture(ship, tmp_path, mon
     (raw,) = json.loads((tmp_path / "zoo" / "index.json").read_text())["models"]
     assert raw["metrics"] == {"val_top1_256": 50.0, "val_teacher_top1_256": 80.0,
                               "val_bpp_estimated": 1.25, "train_steps_this_run": 500}
+    assert raw["parent_sha256"] == {}  # es_lite0_cpu.yaml starts from nothing
     entry = ModelEntry.from_dict(raw)
     arch = entry.architecture
     assert (arch.encoder, arch.decoder, arch.split_reduction, arch.latent_channels) == (
@@ -65,6 +71,40 @@ def test_split_model_entry_rebuilds_the_trained_architecture(ship, tmp_path, mon
     # shipping again replaces the entry instead of adding a second one
     ship.ship(run / "best.safetensors", "configs/es_lite0_cpu.yaml", None)
     assert len(json.loads((tmp_path / "zoo" / "index.json").read_text())["models"]) == 1
+
+
+def test_the_entry_records_the_sha256_of_the_parent_its_command_starts_from(ship, tmp_path):
+    base = MODELS.get("es-lite0-l0.25")  # what configs/es_lite0_cpu_rates.yaml starts from
+    run = _run_dir(tmp_path, _es("es-lite0-l9"), 9.0)
+    ship.ship(run / "best.safetensors", "configs/es_lite0_cpu_rates.yaml --set lmbda=[9]", None)
+    (raw,) = json.loads((tmp_path / "zoo" / "index.json").read_text())["models"]
+    assert raw["parent_sha256"] == {"init_codec": base.sha256}
+    assert ModelEntry.from_dict(raw).parent_sha256 == {"init_codec": base.sha256}
+
+
+def test_shipping_over_a_parent_named_by_its_plain_path_is_refused(ship, tmp_path):
+    """A command naming the replaced file by path would start from the new weights: refused
+    before anything is copied (a ``git:<commit>:<path>`` parent is not affected)."""
+    zoo = tmp_path / "zoo"
+    (zoo / "es-lite0-l9.safetensors").write_bytes(b"old weights")
+    child = {"model_id": "es-lite0-l10", "teacher": "tf_efficientnet_lite0",
+             "config": f"configs/es_lite0_cpu.yaml --set init_codec={zoo}/es-lite0-l9.safetensors"}
+    (zoo / "index.json").write_text(json.dumps({"models": [child]}))
+    run = _run_dir(tmp_path, _es("es-lite0-l9"), 9.0)
+    with pytest.raises(SystemExit, match="es-lite0-l10's command starts from .*es-lite0-l9"):
+        ship.ship(run / "best.safetensors", "configs/es_lite0_cpu.yaml", None)
+    assert (zoo / "es-lite0-l9.safetensors").read_bytes() == b"old weights"
+    # its own command naming the file it replaces: refused the same way
+    (zoo / "index.json").write_text(json.dumps({"models": []}))
+    with pytest.raises(SystemExit, match="es-lite0-l9's command starts from"):
+        ship.ship(run / "best.safetensors", child["config"], None)
+
+
+@pytest.mark.parametrize("parents", [{"init_decoder": "0" * 64}, {"init_codec": "abc"}])
+def test_an_entry_with_a_bad_parent_sha256_is_refused(parents):
+    raw = {"model_id": "fs-x", "teacher": "tf_efficientnet_lite0", "parent_sha256": parents}
+    with pytest.raises(ValueError, match="parent_sha256"):
+        ModelEntry.from_dict(raw)
 
 
 def test_image_codec_goes_to_the_shipped_baseline_folder(ship, tmp_path):

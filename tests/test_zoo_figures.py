@@ -18,16 +18,15 @@ from __future__ import annotations
 import importlib.util
 import math
 import re
-import shlex
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from frankensplit.config import load_config
 from frankensplit.files import file_sha256
 from frankensplit.models.zoo import MODELS, ZOO_DIR, ModelEntry, default_model_id
-from frankensplit.train.sources import git_ref
+from frankensplit.models.zoo_index import command_parents
+from frankensplit.train.sources import git_ref, source_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 FIGURES = ("top1", "teacher_agreement", "nll", "bytes_per_image", "bpp_actual")
@@ -155,23 +154,42 @@ def _git_has(ref: str) -> bool:
     return r.returncode == 0
 
 
+def _no_history() -> str | None:
+    """Why this checkout may lack an older commit (not a git clone, or a shallow one), or None."""
+    try:
+        r = subprocess.run(["git", "rev-parse", "--is-shallow-repository"], cwd=REPO,
+                           capture_output=True, text=True, check=False)
+    except OSError:
+        return "git is not installed"
+    if r.returncode != 0:
+        return "the checkout is not a git clone"
+    return "the clone is shallow" if r.stdout.strip() == "true" else None
+
+
 @pytest.mark.parametrize("entry", [MODELS.get(m) for m in MODELS.names()
                           if MODELS.get(m).trained and MODELS.get(m).config],
                          ids=lambda e: e.model_id)
-def test_the_index_names_a_config_command_that_loads_and_a_parent_that_exists(entry):
+def test_the_index_command_loads_and_starts_from_the_recorded_parents(entry):
     """``config`` in index.json is how a user retrains a shipped model: the config file and its
-    ``--set`` overrides must load, and the weights it starts from must be there, in the work tree
-    or (``git:<commit>:<path>``, the parents the zoo has replaced since) in this clone's history."""
-    path, *rest = shlex.split(entry.config)
-    assert rest[::2] == ["--set"] * (len(rest) // 2) and len(rest) % 2 == 0, entry.config
-    cfg = load_config(REPO / path, rest[1::2])
-    sources = [cfg.init_codec, cfg.init_g_s if isinstance(cfg.init_g_s, str) else None]
-    for source in filter(None, sources):
+    ``--set`` overrides must load, and each file it starts from (``init_codec``, ``init_g_s``: in
+    the work tree, or ``git:<commit>:<path>`` for parents the zoo has replaced since) must be
+    exactly the one it was trained from: the bytes' sha256 equals the entry's ``parent_sha256``.
+    A parent named by its plain path and replaced later fails here, as does an unrecorded one.
+    Git parents are skipped only where this checkout has no history (no clone, or a shallow one)."""
+    parents = command_parents(entry.config, REPO)
+    assert set(entry.parent_sha256) == set(parents), (
+        f"{entry.model_id}: parent_sha256 has {sorted(entry.parent_sha256)}, its command starts "
+        f"from {parents}")
+    unavailable = []
+    for key, source in parents.items():
         ref = git_ref(source)
-        if ref is None:
-            assert (REPO / source).is_file(), f"{entry.model_id}: {source} missing"
+        if ref is not None and not _git_has(f"{ref[0]}^{{commit}}"):
+            why = _no_history()
+            assert why, f"{entry.model_id}: {key}={source}: this full clone has no commit {ref[0]}"
+            unavailable.append(f"{source} ({why})")
             continue
-        commit, path = ref
-        if not _git_has(f"{commit}^{{commit}}"):
-            pytest.skip(f"this clone lacks commit {commit} (shallow)")
-        assert _git_has(f"{commit}:{path}"), f"{entry.model_id}: {source}"
+        assert source_sha256(source, REPO) == entry.parent_sha256[key], (
+            f"{entry.model_id}: {key}={source} is not the file it was trained from; name that "
+            "version git:<commit>:<path> in the command")
+    if unavailable:
+        pytest.skip(f"cannot read {', '.join(unavailable)}")

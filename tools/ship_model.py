@@ -3,7 +3,10 @@
 A split model (FrankenSplit or Entropic Student, written by ``frankensplit train``) goes to
 ``frankensplit/zoo/<model_id>.safetensors`` with an ``index.json`` entry: its `Architecture` (read
 from the file's metadata, so the entry rebuilds exactly what was trained), lambda, sha256, the
-command that produced it, and the training run's validation figures. A Balle 2018 image codec goes
+command that produced it with the sha256 of each file it starts from (``parent_sha256``: hashed
+before the copy, since a parent may be the very file being replaced), and the training run's
+validation figures. Shipping over a file that an entry's command names by its plain path as a
+parent is refused: that command would start from other weights; name it ``git:<commit>:<path>``. A Balle 2018 image codec goes
 to ``frankensplit/zoo/bmshj2018/`` (the default source of the ``bmshj2018-factorized`` codec).
 
 With ``--results`` (the ``results.json`` of ``frankensplit eval`` / ``benchmarks/results.py``), the
@@ -77,6 +80,23 @@ def _describe(label: str, lmbda: float, metrics: dict[str, Any]) -> str:
            f"{val[0].rsplit('_', 1)[1]} dev images at training time"
 
 
+def _parent_sha256(model_id: str, config: str, dest: Path, index: dict[str, Any]) -> dict[str, str]:
+    """sha256 of each file ``config`` starts from; refuses when ``dest`` is one an entry's
+    command (the new one's or another's) names by plain path: replacing it changes that start."""
+    from frankensplit.models.zoo_index import command_parents
+    from frankensplit.train.sources import git_ref, source_sha256
+
+    commands = {m["model_id"]: m["config"] for m in index["models"] if m.get("config")}
+    commands[model_id] = config
+    for other, command in commands.items():
+        for key, source in command_parents(command, REPO).items():
+            if git_ref(source) is None and (REPO / source).resolve() == dest.resolve():
+                raise SystemExit(f"{other}'s command starts from {source} ({key}), which shipping "
+                                 f"{model_id} replaces: name it git:<commit>:<path> first")
+    return {key: source_sha256(source, REPO)
+            for key, source in command_parents(config, REPO).items()}
+
+
 def ship(src: Path, config: str, results: Path | None) -> Path:
     """Copy ``src`` into the zoo and (split models) write its index entry; returns the new path."""
     sys.path.insert(0, str(REPO))
@@ -97,6 +117,9 @@ def ship(src: Path, config: str, results: Path | None) -> Path:
         raise SystemExit(f"{src}: no architecture metadata (written by an old frankensplit train)")
     arch = Architecture.from_json(meta["architecture"], str(src))
     dest = ZOO / f"{model_id}.safetensors"
+    index_path = ZOO / "index.json"
+    index = json.loads(index_path.read_text()) if index_path.is_file() else {"models": []}
+    parents = _parent_sha256(model_id, config, dest, index)
     shutil.copyfile(src, dest)
     metrics = _train_metrics(src.parent)
     if results is not None:
@@ -104,10 +127,9 @@ def ship(src: Path, config: str, results: Path | None) -> Path:
     backbone = arch.teacher.removeprefix("tf_efficientnet_")
     label = ("Entropic Student" if arch.method == "entropic_student"
              else f"{arch.reuses}'s encoder reused for {backbone}" if arch.reuses else backbone)
-    entry = entry_dict(ModelEntry(model_id, arch, dest.name, file_sha256(dest), lmbda, config,
-                                  _describe(label, lmbda, metrics), metrics))
-    index_path = ZOO / "index.json"
-    index = json.loads(index_path.read_text()) if index_path.is_file() else {"models": []}
+    entry = entry_dict(ModelEntry(model_id, arch, dest.name, sha256=file_sha256(dest), lmbda=lmbda,
+                                  config=config, parent_sha256=parents,
+                                  description=_describe(label, lmbda, metrics), metrics=metrics))
     models = [m for m in index["models"] if m["model_id"] != model_id] + [entry]
     index["models"] = models
     index_path.write_text(json.dumps(index, indent=2) + "\n")
@@ -118,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("codec", type=Path, help="a codec file written by frankensplit train")
     p.add_argument("--config", required=True,
-                   help="the command line's config part that produced it, recorded in the index")
+                   help="the command line's config part that produced it, recorded in the index "
+                        "(run from the repository: its paths are relative to it)")
     p.add_argument("--results", type=Path, default=None,
                    help="results.json of an eval that includes this model (dev-set figures)")
     args = p.parse_args(argv)

@@ -6,17 +6,22 @@ names the parent as ``runs/gen2/fs-lite0-l1.safetensors`` cannot be rerun from a
 someone extracts that file from history by hand. ``git:<commit>:<path>`` (``init_codec``,
 ``init_g_s``) names the parent as git stores it, so the command in ``frankensplit/zoo/index.json``
 runs as written in any clone that has the commit (a shallow one may not: then the error says so).
+The index also records each parent's sha256 (`source_sha256`), so a command whose parent has
+since changed is caught instead of silently starting from other weights.
 """
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["GIT_PREFIX", "git_ref", "local_weights"]
+from frankensplit.files import file_sha256
+
+__all__ = ["GIT_PREFIX", "git_ref", "local_weights", "source_sha256"]
 
 #: Prefix of weights read from git history: ``git:<commit>:<path in the repository>``.
 GIT_PREFIX = "git:"
@@ -74,3 +79,19 @@ def local_weights(source: str, cwd: str | Path = ".") -> Iterator[Path]:
         path = Path(tmp) / Path(source).name
         path.write_bytes(data)
         yield path
+
+
+def source_sha256(source: str, cwd: str | Path = ".") -> str:
+    """Hex sha256 of the bytes ``source`` names (a path relative to ``cwd``, or a ``git:<commit>:
+    <path>`` blob of the clone holding ``cwd``): the hash ``index.json`` gives shipped weights.
+
+    Raises:
+        ValueError: a missing file, a malformed git reference, no git, or a commit or path git
+            does not have.
+    """
+    if source.startswith(GIT_PREFIX):
+        return hashlib.sha256(_git_blob(source, Path(cwd))).hexdigest()
+    path = Path(cwd) / source
+    if not path.is_file():
+        raise ValueError(f"weights not found: {path}")
+    return file_sha256(path)
