@@ -14,7 +14,8 @@ unmodified teacher on the reconstruction (clamped to [0, 1] and rounded to 8 bit
 
 Wire format, every byte of which counts in the rate: one :mod:`frankensplit.bitstream` packet per
 image, the container FrankenSplit's latents travel in (magic, version, model id naming the lambda's
-model, latent shape M x h x w, payload length, CRC-32; 31 bytes plus the id and the length field).
+model, latent shape M x h x w, payload length, CRC-32; 15 bytes plus the id and a 1-5 byte length
+field, e.g. 31 + 2 for a 16-character id and a 128 B - 16 KiB payload).
 Its payload is one byte ``pad_h << 4 | pad_w`` (the image was padded right and bottom to a multiple
 of 16 by edge replication; the decoder crops the padding off, so any image size round-trips)
 followed by the rANS stream of the factorized prior.
