@@ -3,8 +3,11 @@ models, bundles and edge clients the runtime tests share (session-scoped: built 
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -22,6 +25,46 @@ TINY_TEACHERS: dict[str, tuple[str, dict]] = {
     "swin": ("swin_tiny_patch4_window7_224",
              {"embed_dim": 24, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 2, 2)}),
 }
+
+
+def _load_tool(name: str) -> ModuleType:
+    """A maintainer tool of ``tools/`` as a module (registered, so its dataclasses resolve)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+#: ``tools/golden_packets.py``: golden packets and the tie-aware packet comparison.
+GOLDEN_TOOL = _load_tool("golden_packets")
+
+
+def _environ() -> dict[str, str]:
+    """The environment, less pytest's own per-test variable."""
+    return {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+
+
+@pytest.fixture(autouse=True)
+def leaves_no_process_state():
+    """Every test (and every library call in it) leaves torch's thread count and the environment
+    as it found them: later tests' results, golden packets among them, must not depend on what ran
+    before. A module-scoped fixture may pin a thread count for its module and restore it."""
+    import torch
+
+    threads, environ = torch.get_num_threads(), _environ()
+    yield
+    leaked = []
+    if torch.get_num_threads() != threads:
+        leaked.append(f"torch threads {threads} -> {torch.get_num_threads()}")
+        torch.set_num_threads(threads)
+    if _environ() != environ:
+        changed = sorted({k for k, _ in set(environ.items()) ^ set(_environ().items())})
+        leaked.append(f"environment changed: {changed}")
+        for key in changed:
+            os.environ.pop(key, None)
+        os.environ.update({k: environ[k] for k in changed if k in environ})
+    assert not leaked, f"the test left process-wide state behind: {leaked}"
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from frankensplit.models.architecture import Architecture
 from frankensplit.models.codec_file import save_codec
 from frankensplit.models.image_codec import build_image_codec
 from frankensplit.models.zoo import create_model
+from frankensplit.threads import torch_threads
 from frankensplit.train import train
 
 TINY16 = Path(__file__).resolve().parents[2] / "shared/data/fixtures/tiny16"
@@ -39,10 +40,8 @@ ES = {"method": "entropic_student", "encoder": "entropic_student", "decoder": "e
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors on a shared 2-core box: one thread is fastest
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):  # tiny tensors on a shared 2-core box: one thread is fastest
+        yield
 
 
 @pytest.fixture(scope="module")

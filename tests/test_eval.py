@@ -29,6 +29,7 @@ from frankensplit.eval import (
 from frankensplit.eval.records import record_key
 from frankensplit.eval.report import summary_markdown
 from frankensplit.models.split import FrankenSplit
+from frankensplit.threads import torch_threads
 
 # ------------------------------------------------------------------------------------------------
 # Summary figures (pure functions)
@@ -214,12 +215,9 @@ TIMES = ("encode_ms", "decode_ms", "infer_ms")
 @pytest.fixture(scope="module", autouse=True)
 def one_thread() -> Iterator[None]:
     """One torch thread, like ``frankensplit eval``: far faster than two on a busy 2-core box."""
-    import torch
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

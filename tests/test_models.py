@@ -300,27 +300,32 @@ def test_untrained_zoo_models_are_identical_across_processes() -> None:
     assert other.stdout.strip().splitlines()[-1] == hashlib.sha256(here).hexdigest()
 
 
-def test_bytes_do_not_depend_on_threads_or_repetition(tiny16) -> None:
-    # The shipped default codec on real photos: the edge's packets must not change with the
-    # number of intra-op threads (a different float reduction order could flip a rounded symbol)
-    # nor between runs, or a server-side cache or a replayed request would disagree.
+def test_bytes_repeat_and_differ_across_threads_only_at_rounding_ties(tiny16) -> None:
+    # The shipped default codec on real photos: at one thread count the edge writes the same
+    # packets every time (a replayed request or a server-side cache agrees). Across thread counts
+    # the float reduction order differs, so a latent value on a rounding boundary may round the
+    # other way: then only such symbols may differ, by 1, and rarely (the golden packets' rule).
     from PIL import Image
 
     from frankensplit.data import find_images, make_transform
     from frankensplit.models.zoo import create_model, default_model_id
+    from frankensplit.threads import torch_threads
+    from tests.conftest import GOLDEN_TOOL
 
     model = create_model(default_model_id()).eval()
     transform = make_transform(model.teacher.data_config, "eval")
     x = torch.stack([transform(Image.open(p).convert("RGB")) for p in find_images(tiny16)[:4]])
-    threads = torch.get_num_threads()
-    try:
-        runs = []
-        for n in (1, 2, 1):
-            torch.set_num_threads(n)
+    runs, latents = [], {}
+    for n in (1, 2, 1):
+        with torch_threads(n), torch.no_grad():
             runs.append(model.edge.encode(x))
-    finally:
-        torch.set_num_threads(threads)
-    assert runs[0] == runs[1] == runs[2]
+            latents[n] = model.g_a(x).numpy()  # (4, C, h, w)
+    assert runs[0] == runs[2]
+    flips, problems = 0, []
+    for i, (one, two) in enumerate(zip(runs[0], runs[1])):
+        n, found = GOLDEN_TOOL.symbol_flips(model, one, two, latents[2][i])
+        flips, problems = flips + n, problems + found
+    assert not problems + GOLDEN_TOOL.too_many_flips(flips, latents[2].size)
 
 
 def test_latent_bits_of_the_decoded_latent_equal_the_estimate(tiny16):

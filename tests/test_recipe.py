@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from frankensplit.config import StageConfig, load_config
 from frankensplit.losses import channel_weights, head_distortion, output_distillation
 from frankensplit.models.zoo import load_model_file
+from frankensplit.threads import torch_threads
 from frankensplit.train import train
 from frankensplit.train.distributed import DistInfo
 from frankensplit.train.loop import _scheduler, _start, _step
@@ -92,10 +93,8 @@ def test_cosine_schedule_warms_up_peaks_and_decays_to_zero():
 def one_thread():
     if not TINY16.is_dir():
         pytest.skip(f"fixture images not found in {TINY16}")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def test_kd_term_is_added_to_the_loss_with_its_feature_size_scale(tmp_path, one_thread):

@@ -26,6 +26,7 @@ from frankensplit.saliency import (
     saliency_maps,
     target_layers,
 )
+from frankensplit.threads import torch_threads
 
 TINY16 = Path(__file__).resolve().parents[2] / "shared/data/fixtures/tiny16"
 
@@ -52,10 +53,8 @@ FAMILIES = {
 def _one_thread():
     """Tiny tensors: one thread avoids OpenMP contention on shared cores, and keeps every map of
     the module computed with the same reduction order (a resumed cache is compared bit for bit)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from frankensplit.config import load_config
 from frankensplit.models.architecture import Architecture
 from frankensplit.models.codec_file import codec_metadata, load_codec, save_codec
+from frankensplit.threads import torch_threads
 from frankensplit.train import train
 from frankensplit.train.loop import MixedPrecisionForward, cpu_has_bf16
 
@@ -39,10 +40,8 @@ TINY = [
 def _need_fixtures():
     if not TINY16.is_dir():
         pytest.skip(f"fixture images not found in {TINY16} (needs the shared data folder)")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: one thread avoids OpenMP contention on shared cores
-    yield
-    torch.set_num_threads(threads)  # ``threads=1`` in the configs sets it process-wide
+    with torch_threads(1):  # tiny tensors: one thread avoids OpenMP contention on shared cores
+        yield
 
 
 def codec(run_dir: Path) -> dict[str, torch.Tensor]:

@@ -31,6 +31,7 @@ from frankensplit.codecs import create_codec
 from frankensplit.data import crop_transform, load_image, normalize_transform
 from frankensplit.models.split import FrankenSplit
 from frankensplit.sim.profile import PROFILE_FORMAT, PROFILE_VERSION, stat
+from frankensplit.threads import torch_threads
 
 __all__ = ["PROFILE_QUALITIES", "Samples", "cpu_name", "measure_profile", "time_ms"]
 
@@ -113,7 +114,12 @@ def _edge_onnx(bundle: Path, model_id: str, xs: Sequence[torch.Tensor], threads:
 
 def _edge_torch(model: FrankenSplit, xs: Sequence[torch.Tensor], threads: int, repeat: int,
                 warmup: int) -> dict[str, Any]:
-    torch.set_num_threads(threads)
+    with torch_threads(threads):
+        return _edge_torch_timed(model, xs, repeat, warmup)
+
+
+def _edge_torch_timed(model: FrankenSplit, xs: Sequence[torch.Tensor], repeat: int,
+                      warmup: int) -> dict[str, Any]:
     g_a, entropy = Samples(), Samples()
 
     def pack(y: torch.Tensor) -> bytes:  # the second half of EdgePart.encode
@@ -227,9 +233,10 @@ def measure_profile(
         edge = {f"onnx-{t}": _edge_onnx(edge_dir, model.encoder_id, xs, t, repeat, warmup)
                 for t in threads}
     edge |= {f"torch-{t}": _edge_torch(model, xs, t, repeat, warmup) for t in threads}
-    torch.set_num_threads(server_threads)
-    packets = [model.edge.encode(x)[0] for x in xs]
-    teacher = _teacher(model, crops, repeat, warmup)
+    with torch_threads(server_threads):
+        packets = [model.edge.encode(x)[0] for x in xs]
+        teacher = _teacher(model, crops, repeat, warmup)
+        server = _server(model, packets, repeat, warmup)
     return {
         "format": PROFILE_FORMAT, "version": PROFILE_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -240,7 +247,7 @@ def measure_profile(
         "frankensplit": {
             "packet_bytes": sum(len(p) for p in packets) / len(packets),
             "edge": edge,
-            "server": _server(model, packets, repeat, warmup),
+            "server": server,
         },
         "teacher_ms": {"forward": teacher.stat()},
         "codecs": _codecs(codecs if codecs is not None else _default_codecs(), crops, repeat,

@@ -47,6 +47,7 @@ from frankensplit.files import read_safetensors
 from frankensplit.losses import channel_weights, output_distillation, rd_loss
 from frankensplit.models.codec_file import CODEC_PARTS, codec_state, load_codec_state, save_codec
 from frankensplit.models.split import FrankenSplit
+from frankensplit.threads import seeded, torch_threads
 from frankensplit.train.distributed import DistInfo, all_reduce_mean, cleanup, setup
 from frankensplit.train.objectives import TrainModel, build_trainee, image_step, input_transform
 from frankensplit.train.sources import local_weights
@@ -327,11 +328,18 @@ def train_one(
     cfg: TrainConfig, lmbda: float, run_dir: Path, resume: bool = False,
     progress: bool = True, info: DistInfo | None = None,
 ) -> dict[str, Any]:
-    """Train one model for one lambda into ``run_dir``; returns its final summary."""
-    info = info or DistInfo()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    """Train one model for one lambda into ``run_dir``; returns its final summary.
+
+    Runs with ``cfg.threads`` torch threads and torch's generator seeded from ``cfg.seed``, both
+    scoped to the call: the caller's thread count and random state come back afterwards.
+    """
+    with torch_threads(cfg.threads or None), seeded(cfg.seed):
+        return _train_one(cfg, lmbda, run_dir, resume, progress, info or DistInfo())
+
+
+def _train_one(
+    cfg: TrainConfig, lmbda: float, run_dir: Path, resume: bool, progress: bool, info: DistInfo,
+) -> dict[str, Any]:
     last = run_dir / "last.pt"
     ckpt: dict[str, Any] = {}
     if resume and last.is_file():
