@@ -7,9 +7,11 @@ baseline's (``es-lite0-*``); the codecs are JPEG, WebP, AVIF, JPEG XL and the sh
 factorized prior (``bmshj2018-factorized``, ``frankensplit/zoo/bmshj2018``). It writes the result
 tables, the "bytes to stay within 1 / 3 points of the teacher" figures and FrankenSplit's rate
 saving at equal top-1 against each, with the plot beside it (eval files in
-``OUT/readme_eval``). The encoder-reuse models and their backbones' end-to-end codecs are measured
-in a second run without codecs (``OUT/reuse_eval``, the folder ``benchmarks/reuse_report.py``
-uses too) and tabulated below. The record logs make it resumable: rerun with ``--resume`` after an
+``OUT/readme_eval``), and the same rows as ``OUT/results_dev.json``, published as
+``frankensplit/zoo/results_dev.json`` with the command and the commit measured at (what
+``frankensplit demo`` plots, :mod:`frankensplit.eval.shipped`). The encoder-reuse models and their
+backbones' end-to-end codecs are measured in a second run without codecs (``OUT/reuse_eval``,
+the folder ``benchmarks/reuse_report.py`` uses too) and tabulated below. The record logs make it resumable: rerun with ``--resume`` after an
 interruption. Not a unit test.
 
     python benchmarks/results.py                       # all 1,286 images (hours on 2 CPU cores)
@@ -24,9 +26,11 @@ import json
 import os
 import shlex
 import shutil
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared/data/eval/ilsvrc2012_val_dev"
@@ -113,6 +117,35 @@ def readme_section(markdown: str, command: str, plot: str, partial: bool,
     )
 
 
+def git_commit() -> tuple[str, bool]:
+    """The commit checked out here and whether tracked files differ from it ("unknown" outside a
+    clone)."""
+    def git(*a: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(REPO), *a], check=False, capture_output=True,
+                              text=True)
+
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return "unknown", False
+        return head.stdout.strip(), git("diff", "--quiet", "HEAD", "--").returncode != 0
+    except OSError:  # no git here
+        return "unknown", False
+
+
+def shipped_results(result: Any, data: Path, command: str, remeasured: Sequence[str]) -> dict:
+    """The results file (``frankensplit/zoo/results_dev.json``'s layout) of the codec run."""
+    from frankensplit.eval.shipped import results_document
+
+    commit, dirty = git_commit()
+    name = ("ILSVRC-2012 validation images (dev split)"
+            if data.resolve() == DEFAULT_DATA.resolve() else data.name)
+    source = "the records of this run (OUT/readme_eval)" + (
+        "; the working tree differed from the commit" if dirty else "")
+    return results_document(result.rows, result.meta, data_name=name, command=command,
+                            commit=commit, source=source, remeasured=remeasured)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -121,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from frankensplit.eval import load_dataset, run_eval
     from frankensplit.eval.report import summary_markdown
     from frankensplit.eval.reuse import default_pairs, pair_ids, reuse_markdown, reuse_rows
+    from frankensplit.eval.shipped import RESULTS_FILE, write_results
     from frankensplit.models.zoo import create_model
 
     models = args.models.split(",") if args.models else trained_models()
@@ -172,14 +206,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = readme_section(markdown, command, os.path.relpath(result.paths["plot"], args.out),
                           partial, named)
     (args.out / "README_results.md").write_text(text)
-    print(f"wrote {args.out / 'README_results.md'} and {eval_dir}/")
+    shipped = shipped_results(result, args.data, command, [m for m in named if m in codec_ids])
+    write_results(args.out / "results_dev.json", shipped)
+    print(f"wrote {args.out / 'README_results.md'}, {args.out / 'results_dev.json'} and "
+          f"{eval_dir}/")
     if args.docs and not partial:  # the published copy: docs/results.md and its plot
         docs = REPO / "docs"
         shutil.copyfile(result.paths["plot"], docs / "results_rate_accuracy.png")
         (docs / "results.md").write_text(
             "# " + readme_section(markdown, command, "results_rate_accuracy.png", False,
                                   named)[3:])
-        print(f"wrote {docs / 'results.md'} and {docs / 'results_rate_accuracy.png'}")
+        write_results(RESULTS_FILE, shipped)
+        print(f"wrote {docs / 'results.md'}, {docs / 'results_rate_accuracy.png'} and "
+              f"{RESULTS_FILE}")
     return 0
 
 

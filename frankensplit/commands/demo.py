@@ -1,22 +1,21 @@
-"""``frankensplit demo``: the edge -> bytes -> server pipeline on real photos, beside JPEG and WebP.
+"""``frankensplit demo``: the split pipeline on real photos, and the measured rate-accuracy.
 
-With no arguments it runs on photos that ship inside installed packages (scikit-image's sample
-photos and matplotlib's portrait of Grace Hopper), so it works on a fresh machine with no data. For
-each photo it prints the teacher's own prediction, FrankenSplit's prediction and packet size, and
-the smallest JPEG / WebP file (over the standard quality sweep) for which the unmodified teacher
-still gives its uncompressed answer: the bytes each method needs for the same answer.
-
-It also writes a small rate-accuracy comparison into ``--out`` (default ``results/demo``):
-``rate_accuracy.png`` (agreement with the teacher's top-1 against KB per image, FrankenSplit vs
-every setting of JPEG and WebP) and ``summary.md``, measured by the same code as
-``frankensplit eval`` (whose result files, see :mod:`frankensplit.eval.schema`, are written too).
-With ``--data DIR`` it runs that full ``eval`` comparison on a labelled dataset instead.
+1. Each photo (by default those shipped with scikit-image and matplotlib,
+   :func:`frankensplit.data.bundled_photos`; or ``--images DIR``) goes through the real pipeline
+   of the zoo's default model: the edge part encodes the teacher's input crop into one packet, the
+   server part decodes that packet into the teacher's features and runs the rest of the teacher.
+   Per photo it prints the packet's length (the bytes on the wire), the encode and decode times,
+   and the teacher's top-5 on the uncompressed crop beside FrankenSplit's, with probabilities.
+2. The rate-accuracy comparison is not measured on a handful of photos (that would be noise): it
+   is the shipped dev-set measurement (:mod:`frankensplit.eval.shipped`: 1,286 ILSVRC-2012
+   validation images, real bytes, every codec at fixed settings; ``make results`` regenerates
+   it). The demo prints the bytes each codec needs at each FrankenSplit model's top-1 and writes
+   the curves, the model marked, to ``--out``/rate_accuracy.png.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,136 +24,132 @@ from frankensplit.commands._common import add_model_args, load_model
 
 __all__ = ["HELP", "configure", "run"]
 
-HELP = "run the split pipeline on real photos and compare bytes with JPEG/WebP"
+HELP = "run the split pipeline on real photos; plot the measured rate-accuracy against codecs"
+
+_NAME = 28  # characters of a class name shown
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the sub-command's arguments."""
     add_model_args(parser)
-    parser.add_argument("--images", default=None, help="folder of photos (default: bundled)")
-    parser.add_argument("--codecs", default=None,
-                        help="baselines, comma-separated (default: jpeg,webp; with --data: "
-                             "jpeg,webp,avif,jxl)")
-    parser.add_argument("--data", default=None,
-                        help="a labelled dataset (folder with labels.csv, or a labels CSV): run "
-                             "the full `frankensplit eval` comparison on it instead")
-    parser.add_argument("--limit", type=int, default=None, help="with --data: first N images")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: 1 with --data, as `frankensplit eval`; "
-                             "torch's default otherwise)")
+    parser.add_argument("--images", default=None,
+                        help="folder of photos (default: those shipped with scikit-image)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for the run (default 1, as the dev-set timings)")
     parser.add_argument("--out", default="results/demo",
-                        help="folder for the rate-accuracy plot, summary.md and results files")
+                        help="folder for rate_accuracy.png (the dev-set curves)")
 
 
-def _smallest_matching(
-    records: dict[tuple[str, str, int], dict], codec: str, sweep: list[str], index: int, target: int
-) -> int:
-    """Bytes of the first setting of the sweep (low to high quality) keeping the teacher's answer.
+def _photo(model: Any, transform: Any, path: Path) -> dict[str, Any]:
+    """One photo through the edge and the server part (timed), and through the whole teacher."""
+    import torch
 
-    Returns -1 when no setting of the sweep does.
-    """
-    for setting in sweep:
-        record = records[(codec, setting, index)]
-        if record["pred"][0] == target:
-            return int(record["bytes"])
-    return -1
+    from frankensplit.data import load_image
+    from frankensplit.protocol import predictions
 
+    x = transform(load_image(path)).unsqueeze(0)  # (1, 3, 224, 224)
+    t0 = time.perf_counter()
+    (packet,) = model.edge.encode(x)  # g_a + rANS: the bytes the device sends
+    t1 = time.perf_counter()
+    logits = model.server.decode([packet])  # rANS -> y_hat -> g_s -> tail, (1, classes)
+    t2 = time.perf_counter()
+    with torch.no_grad():
+        reference = model.teacher(x)  # the unmodified teacher on the uncompressed crop
 
-def _print_table(photos: list[Path], codecs: list[str], result: Any, model_id: str) -> None:
-    """The per-photo table and totals, read from the evaluation's per-image records."""
-    from frankensplit.eval import read_records
-    from frankensplit.protocol import class_names
+    def top5(z: Any) -> list[dict[str, Any]]:
+        probs = z[0].softmax(-1)
+        values, indexes = probs.topk(min(5, probs.numel()))
+        return predictions(values.tolist(), indexes.tolist(), probs.numel())
 
-    names = class_names(1000)
-    records = {(r["method"], r["setting"], r["index"]): r
-               for r in read_records(result.paths["records"])}
-    sweeps = {c: [r["setting"] for r in result.rows if r["method"] == c] for c in codecs}
-    header = f"{'photo':22s} {'teacher says':24s} {'FrankenSplit says':24s} {'FS bytes':>8s}"
-    print(header + "".join(f" {c + ' bytes':>11s}" for c in codecs))
-    totals: dict[str, Any] = {"fs": 0, "agree": 0, **{c: [] for c in codecs}}
-    for i, path in enumerate(photos):
-        target = records[("teacher", "uncompressed", i)]["pred"][0]
-        fs = records[("frankensplit", model_id, i)]
-        pred = fs["pred"][0]
-        totals["fs"] += fs["bytes"]
-        totals["agree"] += int(pred == target)
-        row = (f"{path.name[:22]:22s} {names[target][:24]:24s} {names[pred][:24]:24s} "
-               f"{fs['bytes']:8d}")
-        for name in codecs:
-            size = _smallest_matching(records, name, sweeps[name], i, target)
-            totals[name].append(size)
-            row += f" {size if size >= 0 else 'never':>11}"
-        print(row)
-    n = len(photos)
-    print(f"\nFrankenSplit ({model_id}): mean {totals['fs'] / n:.0f} bytes/image, "
-          f"same answer as the teacher on {totals['agree']}/{n}")
-    for name in codecs:
-        ok = [s for s in totals[name] if s >= 0]
-        mean = f"{sum(ok) / len(ok):.0f}" if ok else "n/a"
-        print(f"{name}: mean {mean} bytes/image for the teacher's answer "
-              f"(reached on {len(ok)}/{n} within the quality sweep)")
+    return {"path": path, "packet": packet, "pixels": x.shape[-2] * x.shape[-1],
+            "encode_ms": (t1 - t0) * 1e3, "decode_ms": (t2 - t1) * 1e3,
+            "teacher": top5(reference), "frankensplit": top5(logits)}
 
 
-def _rate_curve(args: argparse.Namespace, teacher: str) -> list[Any]:
-    """The other shipped trained models of the same teacher, so the plot shows a curve, not a point.
-
-    Only on the embedded defaults (no --model, no --codec-weights): a user naming one model asked
-    for that model.
-    """
-    from frankensplit.models.zoo import MODELS, create_model, default_model_id
-
-    if args.model is not None or args.codec_weights is not None:
-        return []
-    default = MODELS.get(default_model_id())
-    ids = [m for m in MODELS.names() if m != default.model_id and MODELS.get(m).trained
-           and (MODELS.get(m).architecture.teacher, MODELS.get(m).architecture.method)
-           == (teacher, default.architecture.method)]
-    return [create_model(m, teacher_weights=args.teacher_weights) for m in ids]
+def _class(pred: dict[str, Any]) -> str:
+    name = pred["name"] or f"class {pred['index']}"
+    return f"{name[:_NAME]:{_NAME}s} {100 * pred['probability']:5.1f}%"
 
 
-def _run_dataset(args: argparse.Namespace) -> int:
-    """``--data``: the full ``frankensplit eval`` comparison on a labelled dataset."""
-    from frankensplit.codecs import parse_codecs
-    from frankensplit.eval import load_dataset, run_eval
+def _print_photo(result: dict[str, Any], model_id: str) -> None:
+    size = len(result["packet"])
+    print(f"\n{result['path'].name}: {size:,} bytes on the wire "
+          f"({size * 8 / result['pixels']:.3f} bpp), encode {result['encode_ms']:.1f} ms, "
+          f"decode {result['decode_ms']:.1f} ms")
+    print(f"   {'teacher, uncompressed crop':{_NAME + 13}s}FrankenSplit {model_id}, from the packet")
+    for i, (t, f) in enumerate(zip(result["teacher"], result["frankensplit"]), 1):
+        print(f"   {i}. {_class(t)}   {i}. {_class(f)}")
 
-    codecs, skipped = parse_codecs(args.codecs)
-    if skipped:
-        print(f"note: codecs {skipped} are not available here and are skipped", file=sys.stderr)
-    files, labels = load_dataset(args.data, args.limit)
-    model = load_model(args)
-    result = run_eval([model], files, labels, args.out, {c: None for c in codecs},
-                      data=str(args.data), overwrite=True, progress=True)
-    print(result.paths["markdown"].read_text())
-    print("wrote " + ", ".join(str(p) for p in result.paths.values()))
-    return 0
+
+def _ratio(fs_bytes: int, baseline: float | None) -> str:
+    return "-" if baseline is None else f"{baseline:,.0f} ({fs_bytes / baseline:.2f}x)"
+
+
+def _print_dev_table(doc: dict[str, Any], teacher: str, model_id: str) -> None:
+    """Each FrankenSplit model of ``teacher`` against the fair codecs at its top-1."""
+    from frankensplit.eval.shipped import equal_top1
+
+    rows = equal_top1(doc, teacher)
+    if not rows:
+        return
+    labels = [doc["methods"][b]["label"] for b in rows[0]["baselines"]]
+    print(f"\nBytes per image at FrankenSplit's top-1 (baselines interpolated on their measured "
+          f"curves, never extrapolated; '-': not covered; in brackets FrankenSplit's bytes / "
+          f"theirs). Teacher {teacher}: {doc['teachers'][teacher]['top1']:.2f}% uncompressed.")
+    print(f"  {'model':16s} {'top-1':>6s} {'FS bytes':>9s}" + "".join(f" {b:>15s}" for b in labels))
+    for r in rows:
+        mark = " *" if r["setting"] == model_id else ""
+        print(f"  {r['setting'] + mark:16s} {r['top1']:6.2f} {r['bytes_per_image']:9,d}"
+              + "".join(f" {_ratio(r['bytes_per_image'], b):>15s}"
+                        for b in r["baselines"].values()))
+    if any(r["setting"] == model_id for r in rows):
+        print(f"  * {model_id}, the model above")
+
+
+def _print_dev(doc: dict[str, Any], model_id: str, plot: Path) -> None:
+    """The shipped dev-set comparison: where it comes from, the table, the plot."""
+    data, row = doc["data"], next((r for r in doc["rows"] if r["setting"] == model_id), None)
+    teacher = row["teacher"] if row else next(iter(doc["teachers"]))
+    print(f"\nRate-accuracy, measured once on the dev set: {data['images']:,} "
+          f"{data['name']}, each image coded for real at one fixed setting per row, at commit "
+          f"{doc['commit'][:7]} by `{doc['command']}`.")
+    if row is None:
+        print(f"({model_id} is not in the shipped results; the zoo's models are shown.)")
+    _print_dev_table(doc, teacher, model_id)
+    for info in doc["methods"].values():
+        if not info["fair"]:  # in the file and on the results page, not in the comparison
+            print(f"Not shown, not yet a fair baseline: {info['label']}: {info['note']}.")
+    print(f"\nplot: {plot}\nfigures: frankensplit/zoo/results_dev.json; every row, timings and "
+          "savings: docs/results.md (regenerate: make results, hours on 2 cores)")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the pipeline on the photos (or ``--data``), print the table, write the plot."""
-    import torch
+    """Run the photos through the pipeline, print the tables, write the plot."""
+    from frankensplit.data import bundled_photos, find_images, make_transform
+    from frankensplit.eval.shipped import load_results, plot_results
+    from frankensplit.threads import torch_threads
 
-    from frankensplit.data import bundled_photos, find_images
-    from frankensplit.eval import run_eval
-
-    threads = args.threads if args.threads is not None else (1 if args.data else None)
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"--threads must be positive, got {threads}")
-        torch.set_num_threads(threads)
-    if args.data:
-        return _run_dataset(args)
+    doc = load_results()  # a broken results file fails before the model loads
     photos = find_images(args.images) if args.images else bundled_photos()
     if not photos:
         raise ValueError("no photos: pass --images DIR (scikit-image/matplotlib photos not found)")
-    codecs = [c for c in (args.codecs or "jpeg,webp").split(",") if c]
-    model = load_model(args)
-    models = [model, *_rate_curve(args, model.teacher.name)]
-    t0 = time.perf_counter()
-    # Unlabelled photos: every method is scored by agreement with the uncompressed teacher.
-    result = run_eval(models, photos, [-1] * len(photos), args.out, {c: None for c in codecs},
-                      data=str(args.images or "photos bundled with scikit-image/matplotlib"),
-                      overwrite=True)
-    _print_table(photos, codecs, result, model.model_id)
-    print(f"rate-accuracy plot and tables: {result.paths['plot']}, {result.paths['markdown']}")
-    print(f"({time.perf_counter() - t0:.1f} s)")
+    with torch_threads(args.threads):
+        model = load_model(args)
+        transform = make_transform(model.teacher.data_config, "eval")
+        _photo(model, transform, photos[0])  # warm-up, untimed: first calls allocate
+        results = [_photo(model, transform, p) for p in photos]
+    print(f"FrankenSplit {model.model_id} (teacher {model.teacher.name}) on {len(photos)} photos, "
+          "batch size 1, times on this machine: encode = g_a + entropy coding (edge), decode = "
+          "entropy decoding + g_s + teacher tail (server).")
+    for result in results:
+        _print_photo(result, model.model_id)
+    sizes = [len(r["packet"]) for r in results]
+    same = sum(r["teacher"][0]["index"] == r["frankensplit"][0]["index"] for r in results)
+    print(f"\nmean {sum(sizes) / len(sizes):,.0f} bytes per photo; same top-1 as the teacher on "
+          f"{same} of {len(results)}.")
+    row = next((r for r in doc["rows"] if r["setting"] == model.model_id), None)
+    teacher = row["teacher"] if row else next(iter(doc["teachers"]))
+    plot = plot_results(Path(args.out) / "rate_accuracy.png", doc, teacher,
+                        highlight=model.model_id)
+    _print_dev(doc, model.model_id, plot)
     return 0

@@ -1,0 +1,242 @@
+"""The shipped dev-set results: the rate-accuracy figures ``frankensplit demo`` shows.
+
+``frankensplit/zoo/results_dev.json`` holds one row per (teacher, method, setting) of the same-run
+comparison ``benchmarks/results.py`` measures (``make results``; published as
+``docs/results.md``): every image of the dev set at batch size 1, real bytes. The command and
+the commit it was measured at are recorded in the file; ``benchmarks/results.py`` rewrites it
+whenever it regenerates ``docs/results.md``, so the demo, the results page and the zoo index
+quote one measurement. Torch-free: the demo reads and plots it without the evaluation code.
+
+Layout (``RESULTS_VERSION``)::
+
+    version, description, command, commit, source, bytes_resolution, remeasured
+    data      {"name", "path", "images", "reference"}          the data set and what top-1 counts
+    teachers  {teacher: {"top1", "top5"}}                       the uncompressed references
+    methods   {method: {"label", "fair", "note"}}               fair: false = a baseline trained
+                                                                far below its paper's budget
+    rows      [{"teacher", "method", "setting", "top1", "top5", "bytes_per_image",
+                "bpp_actual", "bpp_estimated"}]
+
+Accuracies are in percent (2 decimals), ``bytes_per_image`` the mean bytes sent per image
+(packet header or file container included) to ``bytes_resolution`` bytes, bpp over the 224x224
+crop the teacher sees. Every row is a fixed setting applied to every image: no setting is chosen
+per image.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from frankensplit.eval.schema import FRANKENSPLIT_METHOD, TEACHER_METHOD
+from frankensplit.eval.summary import bytes_at_accuracy
+from frankensplit.models.zoo_index import ZOO_DIR
+
+__all__ = [
+    "NOT_YET_FAIR", "RESULTS_FILE", "RESULTS_VERSION", "equal_top1", "load_results",
+    "plot_results", "results_document", "write_results",
+]
+
+#: The committed dev-set results.
+RESULTS_FILE = ZOO_DIR / "results_dev.json"
+
+#: Version of the layout; bumped whenever a field changes meaning.
+RESULTS_VERSION = 1
+
+#: Baselines measured in the same run but trained far below their papers' budgets
+#: (docs/training.md, "Baselines"): kept in the file, marked ``fair: false``.
+NOT_YET_FAIR = {
+    "entropic_student": "first stage only, CPU-scale training (its second stage adds 31-33 points; "
+                        "docs/training.md)",
+    "bmshj2018-factorized": "trained with 0.1% of CompressAI's steps at half its width, about "
+                            "12 dB below its published curve (docs/training.md)",
+}
+
+_ROW_KEYS = ("teacher", "method", "setting", "top1", "top5", "bytes_per_image", "bpp_actual",
+             "bpp_estimated")
+_TOP_KEYS = ("version", "description", "command", "commit", "source", "bytes_resolution",
+             "remeasured", "data", "teachers", "methods", "rows")
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def results_document(
+    rows: Sequence[Mapping[str, Any]],
+    meta: Mapping[str, Any],
+    *,
+    data_name: str,
+    command: str,
+    commit: str,
+    source: str,
+    remeasured: Sequence[str] = (),
+    bytes_resolution: int = 1,
+) -> dict[str, Any]:
+    """The results file's content from an evaluation's result rows (`frankensplit.eval.SCHEMA`).
+
+    Args:
+        rows: result rows, the teacher's among them.
+        meta: the evaluation's meta (``data``, ``images``, ``reference``).
+        data_name: what the data set is, in words.
+        command: the command that measured the rows.
+        commit: the commit it was measured at.
+        source: where the rows were read from (the evaluation's folder or a published table).
+        remeasured: models measured again in a later run than the other rows.
+        bytes_resolution: the resolution of the bytes given (1 from records; 10 from a table
+            in KB with 2 decimals).
+
+    Raises:
+        ValueError: no teacher row, or a compressed row without bytes.
+    """
+    from frankensplit.eval.report import _label  # the results page's display names
+
+    teachers = {r["teacher"]: {"top1": _round(r["top1"], 2), "top5": _round(r["top5"], 2)}
+                for r in rows if r["method"] == TEACHER_METHOD}
+    if not teachers:
+        raise ValueError("results need the uncompressed teacher's row, got none")
+    coded = [r for r in rows if r["method"] != TEACHER_METHOD]
+    missing = [f"{r['method']}/{r['setting']}" for r in coded if r["bytes"] is None]
+    if missing:
+        raise ValueError(f"rows without bytes: {missing}")
+    methods = {m: {"label": _label(m), "fair": m not in NOT_YET_FAIR,
+                   "note": NOT_YET_FAIR.get(m, "")}
+               for m in dict.fromkeys(r["method"] for r in coded)}
+    return {
+        "version": RESULTS_VERSION,
+        "description": "Rate-accuracy, one fixed setting per row applied to every image, batch "
+                       "size 1, real bytes (header or container included)",
+        "command": command, "commit": commit, "source": source,
+        "bytes_resolution": bytes_resolution, "remeasured": list(remeasured),
+        "data": {"name": data_name, "path": meta["data"], "images": int(meta["images"]),
+                 "reference": meta["reference"]},
+        "teachers": teachers, "methods": methods,
+        "rows": [{"teacher": r["teacher"], "method": r["method"], "setting": str(r["setting"]),
+                  "top1": _round(r["top1"], 2), "top5": _round(r["top5"], 2),
+                  "bytes_per_image": int(round(r["bytes"] / bytes_resolution) * bytes_resolution),
+                  "bpp_actual": _round(r["bpp_actual"], 3),
+                  "bpp_estimated": _round(r["bpp_estimated"], 3)} for r in coded],
+    }
+
+
+def write_results(path: str | Path, doc: Mapping[str, Any]) -> Path:
+    """Write ``doc`` as indented JSON, one row per line (diffs stay readable)."""
+    head = {k: v for k, v in doc.items() if k != "rows"}
+    text = json.dumps(head, indent=2)[:-2] + ',\n  "rows": [\n'
+    text += ",\n".join("    " + json.dumps(r) for r in doc["rows"]) + "\n  ]\n}\n"
+    path = Path(path)
+    path.write_text(text)
+    return path
+
+
+def load_results(path: str | Path = RESULTS_FILE) -> dict[str, Any]:
+    """Read and check a results file.
+
+    Raises:
+        ValueError: a missing or unreadable file, another version, missing fields, or rows of an
+            unknown teacher or method.
+    """
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read the results file {path}: {e}") from e
+    if not isinstance(doc, dict) or doc.get("version") != RESULTS_VERSION:
+        raise ValueError(f"{path}: expected a results file of version {RESULTS_VERSION}")
+    missing = [k for k in _TOP_KEYS if k not in doc]
+    if missing:
+        raise ValueError(f"{path}: missing fields {missing}")
+    for i, row in enumerate(doc["rows"]):
+        if sorted(row) != sorted(_ROW_KEYS):
+            raise ValueError(f"{path}: rows[{i}] has fields {sorted(row)}, expected "
+                             f"{sorted(_ROW_KEYS)}")
+        if row["teacher"] not in doc["teachers"] or row["method"] not in doc["methods"]:
+            raise ValueError(f"{path}: rows[{i}] names an unknown teacher or method: "
+                             f"{row['teacher']!r}, {row['method']!r}")
+    return doc
+
+
+def _curve(doc: Mapping[str, Any], teacher: str, method: str) -> list[tuple[float, float]]:
+    return sorted((r["bytes_per_image"], r["top1"]) for r in doc["rows"]
+                  if r["teacher"] == teacher and r["method"] == method)
+
+
+def equal_top1(doc: Mapping[str, Any], teacher: str, method: str = FRANKENSPLIT_METHOD,
+               fair_only: bool = True) -> list[dict[str, Any]]:
+    """Each of ``method``'s rows against the other methods at its top-1.
+
+    A baseline's bytes at that top-1 are interpolated on its measured curve (linear in log bytes,
+    rule ``"first"``: its cheapest way there, see :func:`~frankensplit.eval.summary.
+    bytes_at_accuracy`), never extrapolated.
+
+    Returns:
+        ``[{"setting", "top1", "bytes_per_image", "baselines": {baseline: bytes or None}}]``,
+        by ascending bytes; None where the baseline's curve does not cover that top-1.
+    """
+    baselines = [m for m, info in doc["methods"].items()
+                 if m != method and (info["fair"] or not fair_only) and _curve(doc, teacher, m)]
+    rows = sorted((r for r in doc["rows"] if r["teacher"] == teacher and r["method"] == method),
+                  key=lambda r: r["bytes_per_image"])
+    return [{"setting": r["setting"], "top1": r["top1"], "bytes_per_image": r["bytes_per_image"],
+             "baselines": {b: bytes_at_accuracy(_curve(doc, teacher, b), r["top1"])
+                           for b in baselines}} for r in rows]
+
+
+def plot_results(path: str | Path, doc: Mapping[str, Any], teacher: str,
+                 highlight: str | None = None, fair_only: bool = True) -> Path:
+    """Top-1 against KB per image (log x) of one teacher's rows; ``highlight`` (a FrankenSplit
+    setting, e.g. the default model) ringed and named."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
+    fig, ax = plt.subplots(figsize=(7.2, 4.8))
+    colors = iter(["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink",
+                   "tab:gray", "tab:olive", "tab:cyan"])  # red is FrankenSplit's
+    for method, info in doc["methods"].items():
+        mine = sorted((r for r in doc["rows"] if r["teacher"] == teacher
+                       and r["method"] == method), key=lambda r: r["bytes_per_image"])
+        if not mine or (fair_only and not info["fair"]):
+            continue
+        kb = [r["bytes_per_image"] / 1000 for r in mine]
+        top1 = [r["top1"] for r in mine]
+        if method == FRANKENSPLIT_METHOD:
+            ax.plot(kb, top1, marker="*", markersize=11, linewidth=2.2, color="tab:red",
+                    label=info["label"], zorder=3)
+            for r, x, y in zip(mine, kb, top1):
+                shift = (11, -13) if r["setting"] == highlight else (4, -10)  # clear of the ring
+                ax.annotate(r["setting"], (x, y), fontsize=7, xytext=shift,
+                            textcoords="offset points")
+        else:
+            ax.plot(kb, top1, marker="o", markersize=4, label=info["label"],
+                    color=next(colors, None))
+    mark = [r for r in doc["rows"] if r["teacher"] == teacher and r["method"] == FRANKENSPLIT_METHOD
+            and r["setting"] == highlight]
+    for r in mark:
+        ax.plot(r["bytes_per_image"] / 1000, r["top1"], "o", markersize=18, fillstyle="none",
+                color="black", markeredgewidth=1.5, zorder=4, label=f"default model ({highlight})")
+    ref = doc["teachers"][teacher]["top1"]
+    ax.axhline(ref, color="black", linestyle="--", linewidth=1,
+               label=f"teacher, uncompressed ({ref:.2f}%)")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.set_xlabel("KB per image, real bytes (1 KB = 1000 bytes)")
+    what = "top-1 (%)" if doc["data"]["reference"] == "label" else "agreement with teacher (%)"
+    ax.set_ylabel(what)
+    ax.set_title(f"{doc['data']['name']}: {doc['data']['images']:,} images, teacher {teacher}\n"
+                 f"one fixed setting per point, measured at commit {doc['commit'][:7]} by "
+                 f"{doc['command']}", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
