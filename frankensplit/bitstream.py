@@ -2,8 +2,8 @@
 
 A FrankenSplit edge device sends one *packet* per image: the entropy coder's output ``payload``
 plus what the server needs to decode it (which model produced it, the latent shape). The header
-is part of the reported ``bpp_actual``, so it is kept small: 31 bytes plus a 1-3 byte length
-field for a 16-character model id. This module is pure Python (``struct`` and ``zlib`` only)
+is part of the reported ``bpp_actual``, so it is kept small: 15 bytes plus the model id and a 1-5
+byte length field (version 1; version 2 adds one byte). This module is pure Python (``struct`` and ``zlib`` only)
 because the torch-free edge client imports it.
 
 Byte layout (version 1), all integers big-endian:
@@ -22,6 +22,11 @@ offset         size        field
 11+n+k         L           payload: the entropy coder's bytes
 11+n+k+L       4           CRC-32 (``zlib.crc32``) of every byte before it, uint32
 =============  ==========  ==================================================================
+
+Version 2 (a variable-rate model's packet) is version 1 with the version byte 2 and one more field
+after ``W``: ``rate``, uint8, the index into the model's rate grid (``Architecture.rates``) the
+payload was coded at. Everything after it moves by one byte. A packet without a rate is written as
+version 1, byte for byte as before, and both versions are read.
 
 Why these choices: a LEB128 length costs 2 bytes for the usual 128 B..16 KiB payloads instead of
 4 for a fixed uint32; the explicit length (rather than "the rest of the buffer") lets the parser
@@ -54,6 +59,9 @@ __all__ = [
     "FORMAT_VERSION",
     "MAGIC",
     "MAX_MODEL_ID_LENGTH",
+    "MAX_RATES",
+    "RATE_VERSION",
+    "VERSIONS",
     "BitstreamError",
     "CorruptError",
     "ForeignFormatError",
@@ -68,7 +76,10 @@ __all__ = [
     "unpack",
 ]
 
-FORMAT_VERSION: int = 1
+FORMAT_VERSION: int = 1  # a fixed-rate model's packets
+RATE_VERSION: int = 2  # a variable-rate model's packets: version 1 plus the rate byte
+VERSIONS: tuple[int, ...] = (FORMAT_VERSION, RATE_VERSION)  # what `unpack` reads
+MAX_RATES: int = 256  # the rate field is one byte
 MAGIC: bytes = b"FSB"
 MAX_MODEL_ID_LENGTH: int = 64
 
@@ -137,6 +148,8 @@ class Packet:
             ``[a-z0-9._-]``; it selects the decoder, so it is never derived from anything implicit.
         shape: latent ``(C, H, W)``, each in 1..65535.
         payload: the entropy coder's output; a ``bytearray`` or ``memoryview`` is copied to bytes.
+        rate: the rate index of a variable-rate model's packet (0..`MAX_RATES` - 1, written as
+            version 2); None: a fixed-rate model's (version 1).
 
     Raises:
         TypeError: a field of the wrong type.
@@ -146,9 +159,14 @@ class Packet:
     model_id: str
     shape: tuple[int, int, int]
     payload: bytes
+    rate: int | None = None
 
     def __post_init__(self) -> None:
         _check_model_id(self.model_id)
+        if self.rate is not None and (isinstance(self.rate, bool) or not isinstance(self.rate, int)
+                                      or not 0 <= self.rate < MAX_RATES):
+            raise ValueError(f"rate must be None or an index in 0..{MAX_RATES - 1}, got "
+                             f"{self.rate!r}")
         object.__setattr__(self, "shape", _check_shape(self.shape))
         if isinstance(self.payload, (bytearray, memoryview)):
             object.__setattr__(self, "payload", bytes(self.payload))
@@ -227,7 +245,7 @@ def _decode_varint(data: memoryview, pos: int) -> tuple[int, int]:
     )
 
 
-def header_size(model_id: str, payload_size: int) -> int:
+def header_size(model_id: str, payload_size: int, rate: int | None = None) -> int:
     """Bytes of a packed stream that are not payload (magic through CRC), for rate accounting.
 
     The payload length is a varint, so the header grows by one byte at each 7-bit boundary of
@@ -236,6 +254,7 @@ def header_size(model_id: str, payload_size: int) -> int:
     Args:
         model_id: the packet's model id (validated as in `Packet`).
         payload_size: the payload length in bytes.
+        rate: the packet's rate index (one more byte) or None.
 
     Returns:
         ``len(pack(packet)) - len(packet.payload)``.
@@ -249,11 +268,12 @@ def header_size(model_id: str, payload_size: int) -> int:
             f"payload_size must be an int in 0..{_MAX_PAYLOAD_FIELD}, got {payload_size!r}"
         )
     varint = len(_encode_varint(payload_size))
-    return len(MAGIC) + 1 + 1 + len(model_id) + _DIMS.size + varint + _CRC.size
+    rate_field = 0 if rate is None else 1
+    return len(MAGIC) + 1 + 1 + len(model_id) + _DIMS.size + rate_field + varint + _CRC.size
 
 
 def pack(packet: Packet) -> bytes:
-    """Serialize ``packet`` into the version-1 layout described in the module docstring.
+    """Serialize ``packet``: version 1 without a rate, version 2 with one (module docstring).
 
     Raises:
         TypeError: ``packet`` is not a `Packet`.
@@ -264,9 +284,10 @@ def pack(packet: Packet) -> bytes:
     body = b"".join(
         (
             MAGIC,
-            bytes((FORMAT_VERSION, len(model_id))),
+            bytes((FORMAT_VERSION if packet.rate is None else RATE_VERSION, len(model_id))),
             model_id,
             _DIMS.pack(*packet.shape),
+            b"" if packet.rate is None else bytes((packet.rate,)),
             _encode_varint(len(packet.payload)),
             packet.payload,
         )
@@ -274,8 +295,8 @@ def pack(packet: Packet) -> bytes:
     return body + _CRC.pack(zlib.crc32(body))
 
 
-def _check_prefix(data: memoryview) -> None:
-    """Steps 1-2 of `unpack`: minimum length, magic, version."""
+def _check_prefix(data: memoryview) -> int:
+    """Steps 1-2 of `unpack`: minimum length, magic, version (returned)."""
     head = bytes(data[: len(MAGIC)])
     if head != MAGIC[: len(head)]:
         raise ForeignFormatError(
@@ -286,11 +307,12 @@ def _check_prefix(data: memoryview) -> None:
             f"stream too short: expected at least {_MIN_STREAM_BYTES} bytes, got {len(data)}"
         )
     version = data[len(MAGIC)]
-    if version != FORMAT_VERSION:
+    if version not in VERSIONS:
         raise UnsupportedVersionError(
             f"FrankenSplit bitstream version {version} is not supported; this build reads "
-            f"version {FORMAT_VERSION}"
+            f"versions {', '.join(map(str, VERSIONS))}"
         )
+    return version
 
 
 def _check_dims(shape: tuple[int, int, int], limits: Limits) -> None:
@@ -350,14 +372,15 @@ def unpack(data: bytes | bytearray | memoryview, limits: Limits = Limits()) -> P
     if not isinstance(limits, Limits):
         raise TypeError(f"limits must be a Limits, got {type(limits).__name__}")
     view = memoryview(data).cast("B")
-    _check_prefix(view)
+    version = _check_prefix(view)
+    rate_field = 1 if version == RATE_VERSION else 0
 
     id_len = view[len(MAGIC) + 1]
     if not 1 <= id_len <= MAX_MODEL_ID_LENGTH:
         raise CorruptError(f"model id length byte is {id_len}; expected 1..{MAX_MODEL_ID_LENGTH}")
     id_start = len(MAGIC) + 2
     dims_start = id_start + id_len
-    varint_start = dims_start + _DIMS.size
+    varint_start = dims_start + _DIMS.size + rate_field
     if len(view) < varint_start + 1 + _CRC.size:
         raise TruncatedError(
             f"stream too short for its header: expected at least "
@@ -390,4 +413,5 @@ def unpack(data: bytes | bytearray | memoryview, limits: Limits = Limits()) -> P
     channels, height, width = _DIMS.unpack_from(view, dims_start)
     shape = (channels, height, width)
     _check_dims(shape, limits)
-    return Packet(model_id, shape, bytes(view[payload_start:crc_start]))
+    rate = view[dims_start + _DIMS.size] if rate_field else None
+    return Packet(model_id, shape, bytes(view[payload_start:crc_start]), rate)

@@ -139,6 +139,9 @@ class TrainConfig:
             depthwise convolutions run about 2x faster forward + backward that way, measured by
             benchmarks/train_throughput.py). g_a stays contiguous: its 3-channel 1x1 stride-2
             projection crashes conv backward in channels_last on this torch build (PLATFORM.md).
+        rates: a variable-rate model's lambda grid (`Architecture.rates`, largest first; entropy
+            ``gained_factorized``): one model trained at every rate at once, a rate drawn per
+            sample and its bits weighted by that rate's lambda; ``lmbda`` is then unused.
     """
 
     teacher: str = "tf_efficientnet_lite0"
@@ -173,6 +176,7 @@ class TrainConfig:
     channel_norm: bool = False
     channels_last: bool = True
     train_tail: bool = False
+    rates: list[float] | None = None
 
     def validate(self) -> None:
         """Check values that the types alone do not."""
@@ -216,6 +220,11 @@ class TrainConfig:
                 raise ValueError(f"init_g_s: expected true, false (unquoted) or a codec file, "
                                  f"got the string {self.init_g_s!r}")
             git_ref(self.init_g_s)  # a malformed git:<commit>:<path> is refused here
+        if self.rates is not None and "{lmbda}" in self.model_id:
+            raise ValueError("a variable-rate model (rates) is one model: its model_id has no "
+                             "'{lmbda}'")
+        if self.rates is not None and self.objective != "head":
+            raise ValueError("rates (a variable-rate model) applies to objective 'head' only")
         if "{lmbda}" not in self.model_id and len(self.lmbda) > 1:
             raise ValueError("model_id must contain '{lmbda}' when sweeping several lambdas")
         self._validate_model()
@@ -231,9 +240,10 @@ class TrainConfig:
         Raises:
             ValueError: bad architecture fields.
         """
-        names = [f.name for f in dataclasses.fields(Architecture) if f.name != "tail"]
+        names = [f.name for f in dataclasses.fields(Architecture) if f.name not in ("tail", "rates")]
         return Architecture(**{n: getattr(self, n) for n in names},
-                            tail=TRAINED_TAIL if self.train_tail else None)
+                            tail=TRAINED_TAIL if self.train_tail else None,
+                            rates=None if self.rates is None else tuple(self.rates))
 
     def _validate_model(self) -> None:
         """Objective, decoder and split stride: the choices that pick the trained model."""

@@ -40,9 +40,16 @@ def _load_tool(name: str) -> ModuleType:
 GOLDEN_TOOL = _load_tool("golden_packets")
 
 
+#: Variables third-party modules set once, when first imported (pytest's per-test variable;
+#: scikit-learn, which grad-cam imports, sets the two KMP ones; torch's inductor extends the
+#: library path): not state a test or our library leaves behind.
+_IMPORT_TIME_VARIABLES = {"PYTEST_CURRENT_TEST", "KMP_DUPLICATE_LIB_OK", "KMP_INIT_AT_FORK",
+                          "LD_LIBRARY_PATH"}
+
+
 def _environ() -> dict[str, str]:
-    """The environment, less pytest's own per-test variable."""
-    return {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+    """The environment, less the variables of `_IMPORT_TIME_VARIABLES`."""
+    return {k: v for k, v in os.environ.items() if k not in _IMPORT_TIME_VARIABLES}
 
 
 @pytest.fixture(autouse=True)

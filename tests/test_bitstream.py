@@ -144,12 +144,20 @@ def test_foreign_or_empty(data: bytes) -> None:
 
 def test_future_version() -> None:
     stream = bytearray(pack(SAMPLE))
-    stream[len(MAGIC)] = FORMAT_VERSION + 1
-    with pytest.raises(
-        UnsupportedVersionError,
-        match=f"version {FORMAT_VERSION + 1}.*reads version {FORMAT_VERSION}",
-    ):
+    future = max(bitstream.VERSIONS) + 1
+    stream[len(MAGIC)] = future
+    with pytest.raises(UnsupportedVersionError, match=f"version {future}.*reads versions 1, 2"):
         unpack(bytes(stream))
+
+
+def test_a_version_byte_changed_between_the_known_versions_is_corruption() -> None:
+    """Version 2 reads one more header byte: a version-1 packet relabelled 2 (or the reverse)
+    misframes, and the CRC over the whole header refuses it."""
+    for rate in (None, 3):
+        stream = bytearray(pack(Packet(SAMPLE.model_id, SAMPLE.shape, SAMPLE.payload, rate)))
+        stream[len(MAGIC)] = 3 - stream[len(MAGIC)]
+        with pytest.raises(bitstream.BitstreamError):
+            unpack(bytes(stream))
 
 
 def test_trailing_bytes() -> None:

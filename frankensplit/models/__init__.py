@@ -5,7 +5,8 @@ from frankensplit._lazy import lazy_exports
 #: module of each public name, imported on first use (`frankensplit --help` imports no torch).
 _EXPORTS = {
     "frankensplit.models.encoder": ("ENCODERS",),
-    "frankensplit.models.entropy": ("ENTROPY_MODELS", "FactorizedPrior", "NotUpdatedError"),
+    "frankensplit.models.entropy": ("ENTROPY_MODELS", "FactorizedPrior", "GainedFactorizedPrior",
+                                    "NotUpdatedError"),
     "frankensplit.models.split": ("EdgePart", "FrankenSplit", "ServerPart", "count_parameters"),
     "frankensplit.models.architecture": ("Architecture",),
     "frankensplit.models.zoo_index": ("MODELS", "ModelEntry", "list_models"),

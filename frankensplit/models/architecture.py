@@ -55,6 +55,9 @@ class Architecture:
             load; the zoo checks them against a shipped source.
         tail: `TRAINED_TAIL`: a trainable copy of the teacher's tail, stored in the codec file;
             None: the frozen teacher's.
+        rates: the lambda grid of a variable-rate model, one lambda per rate index, lowest bit
+            rate (largest lambda) first; its entropy model takes a rate per image and packets
+            carry the index (`frankensplit.models.variable_rate`). None: one fixed rate.
     """
 
     teacher: str
@@ -68,6 +71,7 @@ class Architecture:
     crop_pct: float | None = None
     reuses: str | None = None
     tail: str | None = None
+    rates: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.latent_channels < 1:
@@ -81,6 +85,12 @@ class Architecture:
                              f"(0, 1]), got {self.input_size!r} and {self.crop_pct!r}")
         if self.reuses is not None:
             bitstream.Packet(self.reuses, (1, 1, 1), b"")  # the id packets carry: wire rules
+        if self.rates is not None and (
+                len(self.rates) < 2 or len(self.rates) > bitstream.MAX_RATES
+                or any(not v > 0 for v in self.rates) or list(self.rates) != sorted(
+                    set(self.rates), reverse=True)):
+            raise ValueError(f"rates must be 2..{bitstream.MAX_RATES} distinct positive lambdas, "
+                             f"largest (lowest bit rate) first, got {self.rates!r}")
         if self.tail not in (None, TRAINED_TAIL):
             raise ValueError(f"tail must be {TRAINED_TAIL!r} or null, got {self.tail!r}")
 
@@ -171,7 +181,8 @@ class Architecture:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(zlib.crc32(model_id.encode()))
             g_a = ENCODERS.get(self.encoder)(in_channels=3, latent_channels=self.latent_channels)
-            entropy = ENTROPY_MODELS.get(self.entropy)(self.latent_channels)
+            rates = {} if self.rates is None else {"rates": len(self.rates)}
+            entropy = ENTROPY_MODELS.get(self.entropy)(self.latent_channels, **rates)
             g_s = create_decoder(self.decoder, backbone.spec, self.latent_channels)
         if g_a.reduction != getattr(g_s, "latent_stride", g_a.reduction):
             raise ValueError(f"encoder {self.encoder!r} makes latents of stride {g_a.reduction}, "

@@ -23,7 +23,23 @@ from frankensplit.blueprints.common import count_parameters
 from frankensplit.models.architecture import Architecture
 from frankensplit.models.entropy import FactorizedPrior
 
-__all__ = ["EdgePart", "FrankenSplit", "ServerPart", "count_parameters"]
+__all__ = ["EdgePart", "FrankenSplit", "ServerPart", "check_rate", "count_parameters"]
+
+
+def check_rate(entropy: nn.Module, rate: int | None) -> None:
+    """Refuse a rate index a model does not have: a fixed-rate model takes None, a variable-rate
+    one (``entropy.rates`` > 1) an index of its grid.
+
+    Raises:
+        ValueError: naming the rates the model has.
+    """
+    rates = getattr(entropy, "rates", 1)
+    if rates == 1 and rate is not None:
+        raise ValueError(f"this model has one fixed rate; got rate {rate!r}")
+    if rates > 1 and (isinstance(rate, bool) or not isinstance(rate, int)
+                      or not 0 <= rate < rates):
+        raise ValueError(f"this variable-rate model needs a rate index in 0..{rates - 1}, "
+                         f"got {rate!r}")
 
 
 class EdgePart(nn.Module):
@@ -42,14 +58,24 @@ class EdgePart(nn.Module):
         self.entropy = entropy
 
     @torch.no_grad()
-    def encode(self, x: Tensor) -> list[bytes]:
-        """Encode images x (N, 3, H, W), already preprocessed, into N self-describing packets."""
+    def encode(self, x: Tensor, rate: int | None = None) -> list[bytes]:
+        """Encode images x (N, 3, H, W), already preprocessed, into N self-describing packets.
+
+        Args:
+            x: the images.
+            rate: a variable-rate model's rate index (the packets carry it); None for a fixed-rate
+                model.
+
+        Raises:
+            ValueError: images of another shape, or a rate the model does not have.
+        """
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected images (N, 3, H, W), got {tuple(x.shape)}")
+        check_rate(self.entropy, rate)
         y = self.g_a(x)  # (N, C, h, w)
-        strings = self.entropy.compress(y)
+        strings = self.entropy.compress(y) if rate is None else self.entropy.compress(y, rate)
         shape = tuple(int(d) for d in y.shape[1:])
-        return [bitstream.pack(bitstream.Packet(self.model_id, shape, s)) for s in strings]
+        return [bitstream.pack(bitstream.Packet(self.model_id, shape, s, rate)) for s in strings]
 
 
 class ServerPart(nn.Module):
@@ -116,6 +142,10 @@ class ServerPart(nn.Module):
             raise bitstream.CorruptError(
                 f"packet declares {packet.shape[0]} latent channels, model has {self.entropy.channels}"
             )
+        try:
+            check_rate(self.entropy, packet.rate)
+        except ValueError as e:
+            raise bitstream.CorruptError(f"packet rate {packet.rate!r} does not fit: {e}") from e
         return packet
 
     @torch.no_grad()
@@ -129,7 +159,15 @@ class ServerPart(nn.Module):
             raise ValueError(f"packets of one batch must share a latent shape, got {sorted(shapes)}")
         _, h, w = parsed[0].shape
         try:
-            return self.entropy.decompress([p.payload for p in parsed], (h, w))
+            if parsed[0].rate is None:  # fixed rate (check_rate: all None)
+                return self.entropy.decompress([p.payload for p in parsed], (h, w))
+            y_hat = [None] * len(parsed)  # one decompress per rate of the batch
+            for rate in sorted({p.rate for p in parsed}):
+                idx = [i for i, p in enumerate(parsed) if p.rate == rate]
+                decoded = self.entropy.decompress([parsed[i].payload for i in idx], (h, w), rate)
+                for i, one in zip(idx, decoded):
+                    y_hat[i] = one
+            return torch.stack(y_hat)
         except (RuntimeError, ValueError, IndexError) as e:
             raise bitstream.CorruptError(f"entropy decoding failed: {e}") from e
 
@@ -206,16 +244,42 @@ class FrankenSplit(nn.Module):
         """The method this model implements, as evaluations label it (``architecture.method``)."""
         return self.architecture.method
 
-    def forward(self, x: Tensor) -> dict[str, Tensor | dict[str, Tensor]]:
+    @property
+    def rates(self) -> tuple[float, ...] | None:
+        """A variable-rate model's lambda grid (rate index -> lambda); None: one fixed rate."""
+        return self.architecture.rates
+
+    def forward(self, x: Tensor, rate: int | Tensor | None = None
+                ) -> dict[str, Tensor | dict[str, Tensor]]:
         """Training/analysis pass (no entropy coding).
+
+        Args:
+            x: images (N, 3, H, W), preprocessed.
+            rate: a variable-rate model's rate index, for the batch or per item (N,); None for a
+                fixed-rate model.
 
         Returns:
             ``{"y_hat", "likelihoods": {"y"}, "h_hat"}``; noisy y_hat in train mode, rounded in eval.
         """
         y = self.g_a(x)  # (N, C, H/r, W/r), r = g_a.reduction (8; Entropic Student: 4)
-        y_hat, y_likelihoods = self.entropy(y)
+        y_hat, y_likelihoods = self.entropy_forward(y, rate)
         h_hat = self.g_s(y_hat)  # (N, *spec.feature_shape)
         return {"y_hat": y_hat, "likelihoods": {"y": y_likelihoods}, "h_hat": h_hat}
+
+    def entropy_forward(self, y: Tensor, rate: int | Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The entropy model on y: ``(y_hat, likelihoods)``, at ``rate`` for a variable-rate model.
+
+        Raises:
+            ValueError: a rate for a fixed-rate model, or none for a variable-rate one.
+        """
+        if self.rates is None:
+            if rate is not None:
+                raise ValueError(f"{self.model_id} has one fixed rate; got a rate")
+            return self.entropy(y)
+        if rate is None:
+            raise ValueError(f"{self.model_id} is variable-rate: give a rate index in "
+                             f"0..{len(self.rates) - 1}")
+        return self.entropy(y, rate)
 
     def train(self, mode: bool = True) -> FrankenSplit:
         super().train(mode)
@@ -249,20 +313,21 @@ class FrankenSplit(nn.Module):
         return ServerPart(self.model_id, self.entropy, self.g_s, self.serving_tail,
                           encoder_id=self.encoder_id)
 
-    def estimated_bits(self, x: Tensor) -> Tensor:
+    def estimated_bits(self, x: Tensor, rate: int | None = None) -> Tensor:
         """Estimated bits per image from the eval-mode likelihoods, (N,)."""
         with torch.no_grad():
-            return self.latent_bits(self.g_a(x))
+            return self.latent_bits(self.g_a(x), rate)
 
-    def latent_bits(self, y: Tensor) -> Tensor:
+    def latent_bits(self, y: Tensor, rate: int | None = None) -> Tensor:
         """Estimated bits per image of a latent (N, C, h, w), (N,).
 
         The eval-mode entropy model rounds ``y`` around its medians first, and rounding is
         idempotent: the decoded ``y_hat`` of a packet gives the same bits as the ``y`` it was coded
-        from, which lets the evaluation skip a second run of g_a.
+        from, which lets the evaluation skip a second run of g_a. (A variable-rate model's decoded
+        latent is scaled back by the inverse gain, so only its ``y`` gives its bits.)
         """
         with torch.no_grad():
-            _, likelihoods = self.entropy(y)
+            _, likelihoods = self.entropy_forward(y, rate)
         return -torch.log2(likelihoods).flatten(1).sum(1)
 
     @staticmethod

@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     summaries = train(cfg, out, resume=args.resume, progress=not args.no_progress)
     if env_info().is_main:
         for summary in summaries:
-            run_dir = out / f"lmbda-{format_lmbda(summary['lmbda'])}"
+            lmbda = summary["lmbda"]
+            run_dir = out / ("variable-rate" if lmbda is None else f"lmbda-{format_lmbda(lmbda)}")
             print(format_summary(summary, run_dir), file=sys.stdout)
     return 0

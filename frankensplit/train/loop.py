@@ -52,6 +52,7 @@ from frankensplit.train.distributed import DistInfo, all_reduce_mean, cleanup, s
 from frankensplit.train.objectives import TrainModel, build_trainee, image_step, input_transform
 from frankensplit.train.sources import local_weights
 from frankensplit.train.validate import validate
+from frankensplit.train.variable_rate import validate_rates, warm_start_variable_rate
 
 __all__ = ["MixedPrecisionForward", "format_lmbda", "peak_memory_mb", "train", "train_one"]
 
@@ -99,11 +100,11 @@ class MixedPrecisionForward(nn.Module):
         self.device_type = device_type
         self.dtype = dtype
 
-    def forward(self, x: Tensor) -> dict[str, Any]:
+    def forward(self, x: Tensor, rate: Tensor | None = None) -> dict[str, Any]:
         """Same outputs as ``FrankenSplit.forward``, all float32."""
         with torch.autocast(self.device_type, dtype=self.dtype):
             y = self.model.g_a(x)  # (N, C, H/8, W/8)
-        y_hat, likelihoods = self.model.entropy(y.float())
+        y_hat, likelihoods = self.model.entropy_forward(y.float(), rate)
         with torch.autocast(self.device_type, dtype=self.dtype):
             h_hat = self.model.g_s(y_hat)  # (N, *spec.feature_shape)
         return {"y_hat": y_hat, "likelihoods": {"y": likelihoods}, "h_hat": h_hat.float()}
@@ -114,7 +115,7 @@ class _Run:
     """Everything one lambda's training shares across stages and epochs."""
 
     cfg: TrainConfig
-    lmbda: float
+    lmbda: float | None  # None: a variable-rate model (its lambdas are ``model.rates``)
     model: TrainModel
     net: nn.Module  # what the forward goes through: the model, its AMP wrapper, or DDP of those
     device: torch.device
@@ -192,13 +193,19 @@ def _step(run: _Run, batch: tuple) -> dict[str, Tensor]:
         h = model.teacher.head(x).float()  # (N, *spec.feature_shape)
         teacher_logits = model.teacher.tail(h).float() if kd else None  # (N, classes)
     h = h.clone()
-    out = run.net(x)
+    # A variable-rate model: a rate drawn per sample (torch's seeded generator, like the noise)
+    rate = None if run.lmbda is not None else torch.randint(len(model.rates), (x.shape[0],))
+    out = run.net(x) if rate is None else run.net(x, rate.to(device))
     s = None
     if len(batch) > 3:  # saliency maps (N, 28, 28) -> the split's spatial size, nearest
         s = F.interpolate(batch[3].to(device)[:, None], size=model.teacher.spec.spatial,
                           mode="nearest")[:, 0]
     h_hat = out["h_hat"].float()
-    parts = rd_loss(h_hat, h, out["likelihoods"], run.lmbda, s, model.teacher.spec.layout, run.c)
+    if rate is None:
+        parts = rd_loss(h_hat, h, out["likelihoods"], run.lmbda, s, model.teacher.spec.layout,
+                        run.c)
+    else:
+        parts = _variable_rate_loss(run, h_hat, h, out["likelihoods"]["y"], rate, s)
     if tail:  # the model's own tail takes gradients; the distortion is only reported
         parts["kd"] = output_distillation(model.classify(h_hat), teacher_logits.clone())
         parts["loss"] = parts["kd"]
@@ -209,6 +216,24 @@ def _step(run: _Run, batch: tuple) -> dict[str, Tensor]:
         parts["kd"] = kl
         parts["loss"] = parts["loss"] + run.cfg.kd_weight * h[0].numel() * kl
     return parts
+
+
+def _variable_rate_loss(run: _Run, h_hat: Tensor, h: Tensor, likelihoods: Tensor, rate: Tensor,
+                        s: Tensor | None) -> dict[str, Tensor]:
+    """`rd_loss` summed over the rates of the batch, each sample's bits weighted by its rate's
+    lambda: the sum of the fixed-rate losses the samples would have in their own models."""
+    layout, total = run.model.teacher.spec.layout, None
+    for value in rate.unique().tolist():
+        idx = (rate == value).nonzero().squeeze(1).to(h.device)
+        part = rd_loss(h_hat[idx], h[idx], {"y": likelihoods[idx]}, run.model.rates[value],
+                       None if s is None else s[idx], layout, run.c)
+        total = part if total is None else {k: total[k] + v for k, v in part.items()}
+    return total
+
+
+def _meta(lmbda: float | None) -> dict[str, str]:
+    """A codec file's lambda (a variable-rate model's grid is in its architecture record)."""
+    return {} if lmbda is None else {"lmbda": str(lmbda)}
 
 
 def _checkpoint(path: Path, **state: Any) -> None:
@@ -232,11 +257,16 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _build(cfg: TrainConfig, lmbda: float, device: torch.device) -> TrainModel:
-    """The model for one lambda: seeded codec, optional init codec, frozen parts, on ``device``."""
-    model_id = cfg.model_id.format(lmbda=format_lmbda(lmbda))
+def _build(cfg: TrainConfig, lmbda: float | None, device: torch.device) -> TrainModel:
+    """The model for one lambda (None: the variable-rate model): seeded codec, optional init
+    codec, frozen parts, on ``device``."""
+    model_id = cfg.model_id if lmbda is None else cfg.model_id.format(lmbda=format_lmbda(lmbda))
     model = build_trainee(cfg, model_id)
-    if cfg.init_codec:
+    if cfg.init_codec and cfg.rates is not None:
+        with local_weights(cfg.init_codec) as path:
+            state, meta = read_safetensors(path)
+        warm_start_variable_rate(model, state, meta, source=cfg.init_codec)
+    elif cfg.init_codec:
         with local_weights(cfg.init_codec) as path:  # a file, or git:<commit>:<path>
             state, meta = read_safetensors(path)
         # g_s maps to one teacher's features: keep it when that teacher is ours (fine-tuning to
@@ -286,7 +316,8 @@ def _warm_start(module: nn.Module, state: dict[str, Tensor], prefix: str) -> Non
     module.load_state_dict(own)
 
 
-def _start(cfg: TrainConfig, lmbda: float, run_dir: Path, progress: bool, info: DistInfo) -> _Run:
+def _start(cfg: TrainConfig, lmbda: float | None, run_dir: Path, progress: bool,
+           info: DistInfo) -> _Run:
     device = _device(cfg, info)
     model = _build(cfg, lmbda, device)
     if cfg.channels_last and device.type == "cpu" and cfg.objective == "head":
@@ -325,10 +356,11 @@ def _channel_weights(cfg: TrainConfig, model: TrainModel, device: torch.device) 
 
 
 def train_one(
-    cfg: TrainConfig, lmbda: float, run_dir: Path, resume: bool = False,
+    cfg: TrainConfig, lmbda: float | None, run_dir: Path, resume: bool = False,
     progress: bool = True, info: DistInfo | None = None,
 ) -> dict[str, Any]:
-    """Train one model for one lambda into ``run_dir``; returns its final summary.
+    """Train one model for one lambda (None: ``cfg.rates``' variable-rate model) into
+    ``run_dir``; returns its final summary.
 
     Runs with ``cfg.threads`` torch threads and torch's generator seeded from ``cfg.seed``, both
     scoped to the call: the caller's thread count and random state come back afterwards.
@@ -338,7 +370,8 @@ def train_one(
 
 
 def _train_one(
-    cfg: TrainConfig, lmbda: float, run_dir: Path, resume: bool, progress: bool, info: DistInfo,
+    cfg: TrainConfig, lmbda: float | None, run_dir: Path, resume: bool, progress: bool,
+    info: DistInfo,
 ) -> dict[str, Any]:
     last = run_dir / "last.pt"
     ckpt: dict[str, Any] = {}
@@ -361,7 +394,7 @@ def _train_one(
     summary = {"model_id": run.model.model_id, "lmbda": lmbda, "best": run.best,
                "history": run.history, "config": to_dict(cfg)}
     if info.is_main:
-        save_codec(run.model, run_dir / "last.safetensors", {"lmbda": str(lmbda)})
+        save_codec(run.model, run_dir / "last.safetensors", _meta(lmbda))
         if run.val_loader is None:  # nothing to select by: the last weights are the result
             (run_dir / "best.safetensors").write_bytes((run_dir / "last.safetensors").read_bytes())
         (run_dir / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2))
@@ -396,11 +429,12 @@ def _run_stage(run: _Run, si: int, stage: StageConfig, ckpt: dict[str, Any] | No
         record: dict[str, Any] = {"stage": stage.name, "epoch": epoch + 1, **stats}
         last_epoch = epoch + 1 == stage.epochs
         if run.val_loader is not None and ((epoch + 1) % run.cfg.val_every == 0 or last_epoch):
-            record["val"] = validate(run.model, run.val_loader, run.device)
+            check = validate if run.lmbda is not None else validate_rates
+            record["val"] = check(run.model, run.val_loader, run.device)
             if _score(record["val"]) > run.best["score"]:
                 run.best = {"score": _score(record["val"]), "stage": stage.name,
                             "epoch": epoch + 1, **record["val"]}
-                save_codec(run.model, run.run_dir / "best.safetensors", {"lmbda": str(run.lmbda)})
+                save_codec(run.model, run.run_dir / "best.safetensors", _meta(run.lmbda))
         record["peak_memory_mb"] = peak_memory_mb()
         run.history.append(record)
         _log.info("%s %s %d/%d: loss %.4g, bpp_train %.3f, %.1f img/s%s", run.model.model_id,
@@ -496,7 +530,8 @@ def _run_epoch(
 
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
           progress: bool = True) -> list[dict[str, Any]]:
-    """Train one model per lambda of ``cfg`` under ``out_dir/lmbda-<value>/``."""
+    """Train one model per lambda of ``cfg`` under ``out_dir/lmbda-<value>/`` (a variable-rate
+    config: its one model under ``out_dir/variable-rate/``)."""
     cfg.validate()
     info = setup(cfg.device)
     try:
@@ -504,6 +539,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
         if info.is_main:
             out.mkdir(parents=True, exist_ok=True)
             (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+        if cfg.rates is not None:  # one model for every rate
+            return [train_one(cfg, None, out / "variable-rate", resume, progress, info)]
         return [train_one(cfg, lmbda, out / f"lmbda-{format_lmbda(lmbda)}", resume, progress, info)
                 for lmbda in cfg.lmbda]
     finally:
