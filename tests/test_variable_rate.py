@@ -182,3 +182,27 @@ def test_a_tiny_variable_rate_config_trains_and_validates_every_rate(tmp_path) -
     assert bitstream.unpack(trained.edge.encode(_images(1), rate=2)[0]).rate == 2
     with pytest.raises(ValueError, match="no '{lmbda}'"):
         load_config(REPO / "configs/lite0_vr_cpu.yaml", ["model_id=fs-vr-l{lmbda}"])
+
+
+def test_an_evaluation_measures_every_rate_as_its_own_point(model, tmp_path) -> None:
+    if not TINY16.is_dir():
+        pytest.skip(f"fixture images not found in {TINY16}")
+    from frankensplit.data import find_images
+    from frankensplit.eval.pipeline import run_eval
+
+    files = find_images(TINY16)[:2]
+    result = run_eval([model], files, [-1, -1], tmp_path, {}, plot=False)
+    rows = [r for r in result.rows if r["method"] == "frankensplit_vr"]
+    assert [r["setting"] for r in rows] == [f"fs-test-vr@{v:g}" for v in RATES]
+    x = torch.stack([_transform(model)(p) for p in files])
+    for rate, row in enumerate(rows):  # real bytes: the packets of every image at that rate
+        packets = [model.edge.encode(x[i:i + 1], rate=rate)[0] for i in range(len(files))]
+        assert row["bytes"] == pytest.approx(sum(map(len, packets)) / len(files))
+        assert row["bpp_estimated"] * 50176 / 8 <= row["bytes"]  # estimate <= coded bytes
+
+
+def _transform(model):
+    from frankensplit.data import load_image, make_transform
+
+    transform = make_transform(model.teacher.data_config, "eval")
+    return lambda path: transform(load_image(path))

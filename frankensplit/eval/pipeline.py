@@ -88,7 +88,8 @@ def _forget(out: Path, model_ids: Sequence[str]) -> int:
     log, weights = out / RECORDS_FILE, out / WEIGHTS_FILE
     drop = set(model_ids)
     records = list(read_records(log))  # read once: the log of a full run is tens of MB
-    kept = [r for r in records if r["setting"] not in drop]
+    # a variable-rate model's rows are "<id>@<lambda>" (`frankensplit.eval.runner.model_points`)
+    kept = [r for r in records if r["setting"].split("@")[0] not in drop]
     if log.is_file():
         tmp = log.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))

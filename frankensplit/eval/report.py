@@ -38,6 +38,7 @@ def write_csv(path: Path, rows: Sequence[dict]) -> None:
 #: Display names; other methods are shown upper-cased.
 _NAMES = {FRANKENSPLIT_METHOD: "FrankenSplit", TEACHER_METHOD: "teacher", "webp": "WebP",
           "jxl": "JPEG XL", "entropic_student": "Entropic Student",
+          f"{FRANKENSPLIT_METHOD}_vr": "FrankenSplit, variable rate",
           "bmshj2018-factorized": "Balle 2018 (MSE)"}
 
 

@@ -10,6 +10,8 @@ Per image and per teacher::
 Split models are FrankenSplit's and the Entropic Student baseline's; each model's rows carry its
 ``method`` (its `Architecture`'s: "frankensplit" or "entropic_student"), so the two form separate
 curves and FrankenSplit's savings are reported against Entropic Student like against any codec.
+A variable-rate model (`Architecture.rates`) is measured at every rate of its grid, one operating
+point per rate (setting ``<model id>@<lambda>``), as a curve of its own (`point_method`).
 Codecs include the learned image codec baseline (``bmshj2018-factorized:SOURCE``), whose rows also
 get ``bits_estimated`` from its latent's likelihoods.
 
@@ -38,7 +40,8 @@ from frankensplit.eval.records import RecordLog
 from frankensplit.eval.schema import FRANKENSPLIT_METHOD, TEACHER_METHOD, TEACHER_SETTING
 from frankensplit.models.split import FrankenSplit
 
-__all__ = ["FRANKENSPLIT_METHOD", "OperatingPoint", "evaluate", "format_quality", "plan"]
+__all__ = ["FRANKENSPLIT_METHOD", "OperatingPoint", "evaluate", "format_quality", "model_points",
+           "plan", "point_method"]
 
 
 def format_quality(quality: float) -> str:
@@ -56,12 +59,14 @@ class OperatingPoint:
             ``"entropic_student"``) or a codec name.
         setting: ``"uncompressed"``, the model id, or the codec quality as text.
         quality: the codec quality as a number (None for the teacher and split models).
+        rate: a variable-rate model's rate index (None otherwise).
     """
 
     teacher: str
     method: str
     setting: str
     quality: float | None = None
+    rate: int | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -74,7 +79,7 @@ class _Group:
     """Everything measured against one teacher."""
 
     teacher: SplitBackbone  # that of the first model with this teacher
-    models: dict[tuple[str, str], FrankenSplit] = field(default_factory=dict)  # (method, id)
+    models: dict[tuple[str, str], FrankenSplit] = field(default_factory=dict)  # (method, setting)
     codecs: dict[str, ImageCodec] = field(default_factory=dict)
     points: list[OperatingPoint] = field(default_factory=list)
 
@@ -122,12 +127,28 @@ def _groups(
         if name not in groups:
             groups[name] = _Group(model.teacher, codecs=created)
             groups[name].points.append(OperatingPoint(name, TEACHER_METHOD, TEACHER_SETTING))
-        groups[name].models[(model.method, model.model_id)] = model
-        groups[name].points.append(OperatingPoint(name, model.method, model.model_id))
+        for point in model_points(model, name):
+            groups[name].models[(point.method, point.setting)] = model
+            groups[name].points.append(point)
     for name, group in groups.items():
         group.points += [OperatingPoint(name, c, format_quality(q), float(q))
                          for c, qs in sweeps.items() for q in qs]
     return groups
+
+
+def point_method(model: FrankenSplit) -> str:
+    """The ``method`` of a split model's rows: its architecture's, with ``_vr`` appended for a
+    variable-rate model, so that its curve is drawn and compared beside the fixed-rate models'."""
+    return model.method if model.rates is None else f"{model.method}_vr"
+
+
+def model_points(model: FrankenSplit, teacher: str) -> list[OperatingPoint]:
+    """A split model's operating points: one (setting: its id), or one per rate of a
+    variable-rate model (setting ``<id>@<lambda>``, lowest bit rate first)."""
+    if model.rates is None:
+        return [OperatingPoint(teacher, model.method, model.model_id)]
+    return [OperatingPoint(teacher, point_method(model), f"{model.model_id}@{lmbda:g}", rate=r)
+            for r, lmbda in enumerate(model.rates)]
 
 
 def teacher_label(model: FrankenSplit) -> str:
@@ -161,16 +182,19 @@ def _ms(t0: float, t1: float) -> float:
     return (t1 - t0) * 1000.0
 
 
-def _frankensplit(model: FrankenSplit, x: Tensor) -> dict[str, Any]:
+def _frankensplit(model: FrankenSplit, x: Tensor, rate: int | None) -> dict[str, Any]:
     edge, server = model.edge, model.server
     t0 = time.perf_counter()
-    (packet,) = edge.encode(x)
+    (packet,) = edge.encode(x, rate)
     t1 = time.perf_counter()
     y_hat = server.decode_latent([packet])  # (1, C, h, w)
     t2 = time.perf_counter()
     logits = server.classify(y_hat)  # == server.decode([packet])
     t3 = time.perf_counter()
-    bits = float(model.latent_bits(y_hat)[0])  # == estimated_bits(x), without g_a again
+    if rate is None:
+        bits = float(model.latent_bits(y_hat)[0])  # == estimated_bits(x), without g_a again
+    else:  # the decoded latent is scaled back by the inverse gain: its bits come from y
+        bits = float(model.estimated_bits(x, rate)[0])
     return {"pred": _top5(logits), "bytes": len(packet), "bits_estimated": bits,
             "encode_ms": _ms(t0, t1), "decode_ms": _ms(t1, t2), "infer_ms": _ms(t2, t3)}
 
@@ -205,7 +229,7 @@ def _measure_image(
             fields = {"pred": teacher_pred, "bytes": None, "bits_estimated": None,
                       "encode_ms": None, "decode_ms": None, "infer_ms": teacher_ms}
         elif (p.method, p.setting) in group.models:
-            fields = _frankensplit(group.models[(p.method, p.setting)], x)
+            fields = _frankensplit(group.models[(p.method, p.setting)], x, p.rate)
         else:
             fields = _codec(group, group.codecs[p.method], float(p.quality), crop, norm)
         records.append({
