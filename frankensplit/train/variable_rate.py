@@ -56,11 +56,13 @@ def warm_start_variable_rate(model: FrankenSplit, state: dict[str, Tensor],
     prefix = "entropy.entropy_bottleneck."
     prior = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     entropy = model.entropy
+    # a variant whose rates share one prior (benchmarks/vr_ablation.py) starts from it unscaled
+    shared = len({id(b) for b in entropy.bottlenecks}) < len(entropy.bottlenecks)
     with torch.no_grad():
         for r, lmbda in enumerate(model.rates):
             gain = initial_gain(float(meta["lmbda"]), lmbda)
             missing, unexpected = entropy.bottlenecks[r].load_state_dict(
-                scaled_bottleneck_state(prior, gain), strict=False)
+                scaled_bottleneck_state(prior, 1.0 if shared else gain), strict=False)
             if unexpected or set(missing) - set(_TABLES):
                 raise ValueError(f"{source}: its entropy model does not fit {model.model_id}: "
                                  f"missing {missing}, unexpected {unexpected}")
