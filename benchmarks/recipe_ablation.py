@@ -29,7 +29,7 @@ SHARED = REPO.parent / "shared/data"
 DEV = SHARED / "eval/ilsvrc2012_val_dev"
 
 #: The arms start from the first-generation zoo (replaced since; read from git history by the
-#: trainer, `frankensplit.train.sources`), as the table in docs/training.md did.
+#: trainer, `frankensplit.sources`), as the table in docs/training.md did.
 GEN1 = "git:77c9267:frankensplit/zoo/"
 #: The paper's stage 2 at the same pixel budget: 8 fixed 224^2 crops per step cost about 1.53x the
 #: pixels of 16 patches of 128^2, so 260 steps match 400 (saliency maps of the first 1280 images:

@@ -8,6 +8,8 @@ never typed in by hand.
 
 from __future__ import annotations
 
+import difflib
+import functools
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ __all__ = [
     "create_classifier",
     "family_names",
     "family_of",
+    "imagenet_class_names",
     "load_checkpoint",
     "map_lukemelas_state_dict",
     "offline_weights_path",
@@ -266,6 +269,15 @@ class SplitBackbone(nn.Module):
         return self.tail(self.head(x))
 
 
+@functools.lru_cache(maxsize=1)
+def imagenet_class_names() -> tuple[str, ...]:
+    """The 1,000 ImageNet-1k class descriptions by class index (timm's)."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    return tuple(info.index_to_description(i) for i in range(1000))
+
+
 def resolve_data_config(model: nn.Module) -> dict:
     """timm's eval preprocessing for ``model`` (from its pretrained config)."""
     from timm.data import resolve_data_config as _resolve
@@ -367,7 +379,9 @@ def create_classifier(name: str, weights: str | Path | None = "auto", **kwargs: 
     import timm
 
     if not timm.is_model(name):
-        raise ValueError(f"unknown timm model {name!r} (see timm.list_models())")
+        close = difflib.get_close_matches(name, timm.list_models(), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(f"unknown timm model {name!r} ({hint}see timm.list_models())")
     if weights == "auto":
         weights = "offline" if name in OFFLINE_WEIGHTS else "online"
     if weights not in (None, "offline", "online") and not isinstance(weights, (str, Path)):

@@ -15,7 +15,7 @@ import yaml
 
 from frankensplit.files import from_dict
 from frankensplit.models.architecture import TRAINED_TAIL, Architecture
-from frankensplit.train.sources import git_ref
+from frankensplit.sources import git_ref
 
 __all__ = ["DataConfig", "StageConfig", "TrainConfig", "load_config", "to_dict"]
 
@@ -98,7 +98,7 @@ class TrainConfig:
         data: the data.
         init_codec: codec weights (safetensors) to start from, e.g. a trained lite0 model, or
             ``git:<commit>:<path>``, the file as that commit of this clone holds it (a zoo
-            model's parent, replaced since: `frankensplit.train.sources`). Its g_a and entropy
+            model's parent, replaced since: `frankensplit.sources`). Its g_a and entropy
             model are always loaded; its g_s for the same teacher, or when "g_s" is frozen (a
             new teacher needs a new blueprint decoder: encoder reuse).
         init_g_s: also start g_s from ``init_codec`` when it was trained for another teacher:

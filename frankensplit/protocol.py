@@ -9,12 +9,12 @@ POST /v1/classify-image?topk=K&backbone=B  body: the teacher's input crop, JPEG/
 4xx/5xx: {"detail": "one line"}
 ```
 
-Torch-free (the edge client imports it); class names come from timm, imported when asked for.
+Torch-free (the edge client imports it); class names come from timm through
+`frankensplit.backbones`, imported when asked for.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -65,15 +65,14 @@ def is_request_id(raw: str) -> bool:
     return _REQUEST_ID.fullmatch(raw) is not None
 
 
-@functools.lru_cache(maxsize=4)
 def class_names(num_classes: int) -> tuple[str, ...] | None:
-    """ImageNet-1k class descriptions by index (timm's), or None for another label space."""
+    """ImageNet-1k class descriptions by index, or None for another label space (only the server
+    and ``decode`` name classes, with torch loaded: `frankensplit.backbones.imagenet_class_names`)."""
     if num_classes != 1000:
         return None
-    from timm.data import ImageNetInfo  # only the server and `decode` name classes (torch loaded)
+    from frankensplit.backbones import imagenet_class_names
 
-    info = ImageNetInfo()
-    return tuple(info.index_to_description(i) for i in range(num_classes))
+    return imagenet_class_names()
 
 
 def predictions(

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from frankensplit.coding import FactorizedCoder, load_ans
 from frankensplit.files import file_sha256
 from frankensplit.runtime.batching import Batcher, QueueFullError
 from frankensplit.runtime.bundle import EdgeManifest, Preprocess, read_manifest, write_manifest
 from frankensplit.runtime.preprocess import preprocess
-from frankensplit.runtime.rans import FactorizedCoder, load_ans
 from frankensplit.runtime.sandbox import DecoderCrashedError, SandboxedDecoder
 
 torch = pytest.importorskip("torch")

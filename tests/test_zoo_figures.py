@@ -25,8 +25,8 @@ import pytest
 
 from frankensplit.files import file_sha256
 from frankensplit.models.zoo import MODELS, ZOO_DIR, ModelEntry, default_model_id
-from frankensplit.models.zoo_index import command_parents
-from frankensplit.train.sources import git_ref, source_sha256
+from frankensplit.sources import git_ref, source_sha256
+from frankensplit.train.parents import command_parents
 
 REPO = Path(__file__).resolve().parents[1]
 FIGURES = ("top1", "teacher_agreement", "nll", "bytes_per_image", "bpp_actual")

@@ -70,7 +70,7 @@ MUTANTS = (
            "protocol.predictions(probs[-1 - row].tolist(), indexes[-1 - row].tolist(),",
            ("tests/test_runtime_server.py", "tests/test_reliability_runtime.py")),
     Mutant("client-rounding", "the edge client rounds half up instead of half to even",
-           "frankensplit/runtime/rans.py",
+           "frankensplit/coding.py",
            "return np.rint(y - self.medians[:, None, None]).astype(np.int32)",
            "return np.floor(y - self.medians[:, None, None] + 0.5).astype(np.int32)",
            ("tests/test_runtime_client.py",)),

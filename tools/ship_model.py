@@ -83,8 +83,8 @@ def _describe(label: str, lmbda: float, metrics: dict[str, Any]) -> str:
 def _parent_sha256(model_id: str, config: str, dest: Path, index: dict[str, Any]) -> dict[str, str]:
     """sha256 of each file ``config`` starts from; refuses when ``dest`` is one an entry's
     command (the new one's or another's) names by plain path: replacing it changes that start."""
-    from frankensplit.models.zoo_index import command_parents
-    from frankensplit.train.sources import git_ref, source_sha256
+    from frankensplit.sources import git_ref, source_sha256
+    from frankensplit.train.parents import command_parents
 
     commands = {m["model_id"]: m["config"] for m in index["models"] if m.get("config")}
     commands[model_id] = config

@@ -42,8 +42,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from frankensplit._compressai import CompressionModel, EntropyBottleneck
+from frankensplit.coding import pad_payload
 from frankensplit.registry import Registry
-from frankensplit.runtime.rans import pad_payload
 
 __all__ = ["ENTROPY_MODELS", "FactorizedPrior", "GainedFactorizedPrior", "NotUpdatedError",
            "scaled_bottleneck_state"]

@@ -6,7 +6,7 @@ An entry is data: ``frankensplit/zoo/index.json`` for trained weights (each entr
 `Architecture` fields inline), plus the architecture-only ``*-untrained`` ids registered below.
 
 An entry's ``config`` is the command that trained it; ``parent_sha256`` pins the weights that
-command starts from (`command_parents`), so a parent the zoo has replaced since is caught
+command starts from (`frankensplit.train.parents.command_parents`), so a parent the zoo has replaced since is caught
 (``tests/test_zoo_figures.py``) instead of silently training from other weights.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,11 @@ from frankensplit.files import from_dict
 from frankensplit.models.architecture import Architecture
 from frankensplit.registry import Registry
 
-__all__ = ["MODELS", "PARENT_KEYS", "ZOO_DIR", "ModelEntry", "command_parents", "default_model_id",
+__all__ = ["MODELS", "PARENT_KEYS", "ZOO_DIR", "ModelEntry", "default_model_id",
            "entry_dict", "list_models"]
 
 ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
-#: Training config keys that name weights a run starts from (`frankensplit.train.sources`).
+#: Training config keys that name weights a run starts from (`frankensplit.sources`).
 PARENT_KEYS = ("init_codec", "init_g_s")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -43,7 +42,7 @@ class ModelEntry:
         sha256: checksum of the weights file, verified at load.
         lmbda: rate weight it was trained with.
         config: the command that trained it: a config path relative to the repo and its
-            ``--set key=value`` overrides (`command_parents` reads it).
+            ``--set key=value`` overrides (`frankensplit.train.parents.command_parents` reads it).
         parent_sha256: sha256 of each file that command starts from, by config key
             (``init_codec``, ``init_g_s``): the bytes of the file or git blob it names.
         description: one line for ``frankensplit models``.
@@ -87,26 +86,6 @@ def entry_dict(entry: ModelEntry) -> dict[str, Any]:
     data = asdict(entry)
     del data["architecture"]
     return {"model_id": data.pop("model_id"), **entry.architecture.to_dict(), **data}
-
-
-def command_parents(command: str, root: str | Path) -> dict[str, str]:
-    """The weights an entry's ``config`` command starts from, by config key: ``init_codec``, and
-    ``init_g_s`` where it names a file (``true`` takes ``init_codec``'s g_s). Each is a path
-    relative to ``root`` (the repository) or ``git:<commit>:<path>``.
-
-    Raises:
-        ValueError: not ``<config.yaml> [--set key=value ...]``, or a config that does not load.
-        TypeError: a config value of the wrong type.
-    """
-    from frankensplit.config import load_config  # yaml and the schema: not at every CLI start
-
-    path, *rest = shlex.split(command) or [""]
-    if not path or len(rest) % 2 or rest[::2] != ["--set"] * (len(rest) // 2):
-        raise ValueError(f"config command {command!r}: expected <config.yaml> [--set key=value ...]")
-    cfg = load_config(Path(root) / path, rest[1::2])
-    sources = {"init_codec": cfg.init_codec,
-               "init_g_s": cfg.init_g_s if isinstance(cfg.init_g_s, str) else None}
-    return {key: source for key, source in sources.items() if source}
 
 
 MODELS: Registry[ModelEntry] = Registry("model id")

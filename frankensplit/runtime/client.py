@@ -8,7 +8,7 @@ packet --HTTP POST /v1/classify (urllib, retried: runtime.retry)--> server --> t
 
 This is what runs on the device, so its import closure is deliberately small: this module imports
 only the standard library, numpy, PIL, onnxruntime and the torch-free modules ``bitstream``,
-``protocol``, ``runtime.bundle``, ``runtime.preprocess``, ``runtime.rans`` and ``runtime.retry``.
+``protocol``, ``runtime.bundle``, ``runtime.preprocess``, ``coding`` and ``runtime.retry``.
 ``tests/test_runtime_client.py``
 checks in a fresh interpreter that encoding an image leaves ``torch`` out of ``sys.modules``.
 
@@ -40,10 +40,10 @@ from typing import Any
 import numpy as np
 
 from frankensplit import bitstream
+from frankensplit.coding import FactorizedCoder
 from frankensplit.protocol import ATTEMPT_HEADER, CLASSIFY_PATH, REQUEST_ID_HEADER
 from frankensplit.runtime.bundle import EDGE_FORMAT, TABLE_NAMES, EdgeManifest, read_manifest
 from frankensplit.runtime.preprocess import ImageInput, preprocess
-from frankensplit.runtime.rans import FactorizedCoder
 from frankensplit.runtime.retry import (
     RetryCallback,
     RetryPolicy,

@@ -3,7 +3,7 @@
 Why a process: compressai's compiled ``RansDecoder`` does no bounds checking. A well-framed packet
 (valid header and CRC, which anyone can compute) whose payload is shorter than the latent needs
 (an empty payload is enough) made it read past the end of its buffer and crash (now padded:
-`runtime.rans.pad_payload`); a forged payload can also keep it busy in its escape (bypass)
+`coding.pad_payload`); a forged payload can also keep it busy in its escape (bypass)
 decoding. So the server never runs that decoder in its own address space: a small torch-free
 worker (numpy and the rANS extension only) decodes payloads into integer symbols. If it crashes
 or exceeds a time limit it is killed and restarted, and only the offending request fails.
@@ -64,7 +64,7 @@ def _npy(array: np.ndarray) -> bytes:
 
 def worker_main() -> None:
     """The worker process: read tables, then answer decode requests until stdin closes."""
-    from frankensplit.runtime.rans import FactorizedCoder
+    from frankensplit.coding import FactorizedCoder
 
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     coders = {}

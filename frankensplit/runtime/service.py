@@ -5,7 +5,7 @@ request's ``backbone`` choose the decoder, `runtime.routing`; the packet must ha
 latent shape that decoder accepts, so no packet can make it run g_s on a huge latent), then
 queued for the model's `Batcher`. A batch is entropy-decoded in a sandboxed worker process
 (`runtime.sandbox`: compressai's decoder is not memory-safe on forged payloads) into symbols that
-`runtime.rans` dequantises, or in this process by `ServerPart.decode_latent`; then g_s and the
+`coding` dequantises, or in this process by `ServerPart.decode_latent`; then g_s and the
 tail run on one compute thread (torch uses its own intra-op threads inside it). An image
 (``/v1/classify-image``) must be the teacher's input crop, checked from its header, joins the
 same queue, and is decoded in the batch for the whole teacher. Nothing is kept per client.
@@ -27,12 +27,12 @@ import torch
 from PIL import Image
 
 from frankensplit import bitstream, protocol
+from frankensplit.coding import FactorizedCoder
 from frankensplit.data import normalize_transform
 from frankensplit.models.split import ServerPart
 from frankensplit.runtime.batching import Batcher, QueueFullError
 from frankensplit.runtime.loading import LoadedModel
 from frankensplit.runtime.metrics import ServerMetrics
-from frankensplit.runtime.rans import FactorizedCoder
 from frankensplit.runtime.routing import (
     AmbiguousBackboneError,
     Encoder,

@@ -47,10 +47,10 @@ from frankensplit.files import read_safetensors
 from frankensplit.losses import channel_weights, output_distillation, rd_loss
 from frankensplit.models.codec_file import CODEC_PARTS, codec_state, load_codec_state, save_codec
 from frankensplit.models.split import FrankenSplit
+from frankensplit.sources import local_weights
 from frankensplit.threads import seeded, torch_threads
 from frankensplit.train.distributed import DistInfo, all_reduce_mean, cleanup, setup
 from frankensplit.train.objectives import TrainModel, build_trainee, image_step, input_transform
-from frankensplit.train.sources import local_weights
 from frankensplit.train.validate import validate
 from frankensplit.train.variable_rate import validate_rates, warm_start_variable_rate
 

@@ -1,5 +1,9 @@
 """Torch-free rANS coding of a factorized-prior latent, byte-identical to compressai's.
 
+The coding layer sits below both its users: `frankensplit.models.entropy` pads payloads with it,
+and the edge client, the server's sandboxed decoder and the service code with it
+(`frankensplit.runtime`). It imports only numpy and compressai's compiled coder.
+
 compressai's ``EntropyBottleneck.compress`` does, per image::
 
     symbols = round(y - medians).int()            # round half to even, in float32
