@@ -11,12 +11,33 @@ Names are explicit strings chosen by the author: an id never depends on import o
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "UnknownNameError"]
 
 T = TypeVar("T")
+
+
+class UnknownNameError(ValueError):
+    """A name no entry is registered under.
+
+    Attributes:
+        kind: the registry's kind ("model id", "codec", ...).
+        name: the name asked for.
+        known: the registered names, sorted.
+        matches: registered names close to ``name`` (``difflib``), best first; may be empty.
+    """
+
+    def __init__(self, kind: str, name: object, known: list[str]) -> None:
+        self.kind, self.name, self.known = kind, name, known
+        self.matches = difflib.get_close_matches(name, known, n=3) if isinstance(name, str) else []
+        hint = f" (did you mean {self.matches[0]!r}?)" if self.matches else ""
+        super().__init__(f"unknown {kind} {name!r}{hint}; known: {', '.join(known) or '(none)'}")
+
+    def __reduce__(self):  # pickles (worker processes) with its own arguments, not the message
+        return type(self), (self.kind, self.name, self.known)
 
 
 class Registry(Generic[T]):
@@ -47,13 +68,13 @@ class Registry(Generic[T]):
         """The entry registered as ``name``.
 
         Raises:
-            ValueError: unknown name; the message lists the known ones.
+            UnknownNameError: (a ValueError) unknown name; the message suggests close names and
+                lists the known ones.
         """
         try:
             return self._entries[name]
         except (KeyError, TypeError):
-            known = ", ".join(sorted(self._entries)) or "(none)"
-            raise ValueError(f"unknown {self.kind} {name!r}; known: {known}") from None
+            raise UnknownNameError(self.kind, name, self.names()) from None
 
     def names(self) -> list[str]:
         """Registered names, sorted."""

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from frankensplit.cli import check_model, teacher_weights
 from frankensplit.models.zoo_index import MODELS, default_model_id
 
 if TYPE_CHECKING:
@@ -18,7 +19,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     """``--model``, ``--teacher-weights`` and ``--codec-weights``."""
     parser.add_argument("--model", default=None,
                         help=f"model id (default: {default_model_id()}); see `frankensplit models`")
-    parser.add_argument("--teacher-weights", default="auto",
+    parser.add_argument("--teacher-weights", default="auto", type=teacher_weights(),
                         help="auto | offline | online | PATH to a checkpoint of the teacher")
     parser.add_argument("--codec-weights", default=None,
                         help="codec safetensors to use instead of the shipped ones")
@@ -41,6 +42,7 @@ def load_model(args: argparse.Namespace) -> FrankenSplit:
     from frankensplit.models.zoo import create_model
 
     model_id = args.model or default_model_id()
+    check_model(model_id)
     model = create_model(model_id, teacher_weights=args.teacher_weights,
                          codec_weights=args.codec_weights)
     note = untrained_note(model_id) if args.codec_weights is None else None

@@ -11,7 +11,9 @@ import json
 from pathlib import Path
 
 from frankensplit import protocol
+from frankensplit.cli import check_model
 from frankensplit.commands._common import add_model_args, load_model
+from frankensplit.models.zoo_index import default_model_id
 
 HELP = "server side: decode .fsb bitstreams and print the top-k classes (JSON lines)"
 
@@ -24,13 +26,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     topk = protocol.parse_topk(args.topk)
+    check_model(args.model or default_model_id())  # these before the model loads
+    paths = [Path(f) for f in args.files]
+    for path in paths:
+        if not path.is_file():
+            raise ValueError(f"bitstream not found: {path} (`frankensplit encode` writes them)")
     model = load_model(args)
     server = model.server
-    for path in map(Path, args.files):
-        if not path.is_file():
-            raise ValueError(f"bitstream not found: {path}")
+    for path in paths:
         data = path.read_bytes()
-        probs = server.decode([data])[0].softmax(-1)  # (classes,)
+        try:
+            probs = server.decode([data])[0].softmax(-1)  # (classes,)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from e
         values, indexes = probs.topk(min(topk, probs.numel()))
         print(json.dumps({"file": str(path), "model_id": model.model_id, "bytes": len(data),
                           "predictions": protocol.predictions(values.tolist(), indexes.tolist(),

@@ -6,7 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
+from frankensplit.cli import check_model
 from frankensplit.commands._common import add_model_args, load_model
+from frankensplit.models.zoo_index import default_model_id
 
 HELP = "edge side: encode images into FrankenSplit bitstreams (.fsb), one per image"
 
@@ -16,6 +18,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder for the .fsb files")
 
 def run(args: argparse.Namespace) -> int:
+    check_model(args.model or default_model_id())  # these two before torch loads
+    for path in args.images:
+        if not Path(path).is_file():
+            raise ValueError(f"image not found: {path}")
     from frankensplit.data import load_image, make_transform
     from frankensplit.models.split import FrankenSplit
 

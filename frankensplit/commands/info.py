@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
+from frankensplit.cli import check_model, teacher_weights
 from frankensplit.models.zoo_index import MODELS
 
 if TYPE_CHECKING:
@@ -17,7 +18,7 @@ HELP = "describe a model: parameters of each side, split point, latent shape, ed
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="model id, or a codec file written by `frankensplit train`")
     parser.add_argument("--json", action="store_true", help="print JSON")
-    parser.add_argument("--teacher-weights", default="auto",
+    parser.add_argument("--teacher-weights", default="auto", type=teacher_weights("random"),
                         help="auto | offline | online | PATH (None-like 'random' for no weights)")
 
 
@@ -55,6 +56,7 @@ def describe(model: FrankenSplit) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_model(args.model)
     from frankensplit.models.zoo import create_model
 
     weights = None if args.teacher_weights == "random" else args.teacher_weights

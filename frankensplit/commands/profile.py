@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from frankensplit.cli import check_model, non_negative_int, positive_int
 from frankensplit.commands._common import add_model_args, load_model
 
 __all__ = ["HELP", "configure", "parse_threads", "run"]
@@ -24,13 +26,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_model_args(parser)
     parser.add_argument("--images", default=None,
                         help="folder of photos (default: those shipped with scikit-image)")
-    parser.add_argument("--limit", type=int, default=None, help="first N images only")
+    parser.add_argument("--limit", type=positive_int, default=None, help="first N images only")
     parser.add_argument("--threads", default="1,2",
                         help="edge intra-op thread counts, comma-separated (default 1,2)")
-    parser.add_argument("--server-threads", type=int, default=None,
+    parser.add_argument("--server-threads", type=positive_int, default=None,
                         help="torch threads of the server stages (default: torch's default)")
-    parser.add_argument("--repeat", type=int, default=5, help="timed runs per image and stage")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed runs before them")
+    parser.add_argument("--repeat", type=positive_int, default=5,
+                        help="timed runs per image and stage")
+    parser.add_argument("--warmup", type=non_negative_int, default=1,
+                        help="untimed runs before them")
     parser.add_argument("--codecs", default=None,
                         help="codecs, comma-separated, or 'none' (default: jpeg,webp,avif,jxl, "
                              "those available here)")
@@ -79,8 +83,6 @@ def _images(args: argparse.Namespace) -> list:
 
     images = find_images(args.images) if args.images else bundled_photos()
     if args.limit is not None:
-        if args.limit < 1:
-            raise ValueError(f"--limit must be positive, got {args.limit}")
         images = images[: args.limit]
     if not images:
         raise ValueError(f"no images found in {args.images or 'the installed packages'}")
@@ -95,9 +97,12 @@ def run(args: argparse.Namespace) -> int:
     from frankensplit.sim.profile import format_profile, write_profile
 
     threads = parse_threads(args.threads)
+    if args.model is not None:
+        check_model(args.model)
+    if args.bundle is not None and not Path(args.bundle).is_dir():
+        raise ValueError(f"--bundle {args.bundle} not found: `frankensplit export --model M --out "
+                         "DIR` writes one to DIR/edge")
     if args.server_threads is not None:
-        if args.server_threads < 1:
-            raise ValueError(f"--server-threads must be positive, got {args.server_threads}")
         torch.set_num_threads(args.server_threads)
     images = _images(args)
     codecs = _codecs(args)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
+
+from frankensplit.cli import non_negative_int, positive_int, teacher_weights
 
 __all__ = ["HELP", "configure", "run"]
 
@@ -19,19 +22,29 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None,
                         help="cache folder (default: runs/saliency/<teacher>); set the training "
                              "config's saliency_cache to it")
-    parser.add_argument("--limit", type=int, default=None,
+    parser.add_argument("--limit", type=positive_int, default=None,
                         help="only the first N images (sorted), as data.train_limit")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--weights", default="auto",
+    parser.add_argument("--batch-size", type=positive_int, default=16)
+    parser.add_argument("--weights", default="auto", type=teacher_weights(),
                         help="teacher weights: auto, offline, online or a checkpoint path")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    parser.add_argument("--device", default="cpu", type=_device, help="cpu, cuda or cuda:N")
+    parser.add_argument("--workers", type=non_negative_int, default=2,
+                        help="DataLoader worker processes")
     parser.add_argument("--dtype", default="float16", choices=["float16", "float32"])
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _device(text: str) -> str:
+    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", text):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+    return text
+
+
 def run(args: argparse.Namespace) -> int:
     """Build (or reuse, or finish) the cache and print what happened."""
+    for folder in args.data:  # before torch and the teacher load
+        if not Path(folder).exists():
+            raise ValueError(f"--data {folder} not found: give image folders")
     import torch
 
     from frankensplit.backbones import create_classifier, resolve_data_config

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from frankensplit.cli import non_negative_float
 
 __all__ = ["HELP", "configure", "run"]
 
@@ -45,16 +48,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="price compute by the profile's wall-clock medians, or by its CPU "
                              "times (the work itself, for a profile taken on a busy machine)")
-    parser.add_argument("--connection-rtts", type=float, default=1.0,
+    parser.add_argument("--connection-rtts", type=non_negative_float, default=1.0,
                         help="RTTs of connection set-up per request (1: new TCP connection, "
                              "0: kept alive)")
-    parser.add_argument("--request-head-bytes", type=float, default=HTTP_REQUEST_HEAD_BYTES)
-    parser.add_argument("--response-bytes", type=float, default=HTTP_RESPONSE_BYTES)
+    parser.add_argument("--request-head-bytes", type=non_negative_float,
+                        default=HTTP_REQUEST_HEAD_BYTES)
+    parser.add_argument("--response-bytes", type=non_negative_float, default=HTTP_RESPONSE_BYTES)
     parser.add_argument("--no-tcp-headers", action="store_true",
                         help="count application bytes only (as the application-level shaper)")
-    parser.add_argument("--plot-rtt-ms", type=float, default=50.0, help="RTT of the plot's curves")
+    parser.add_argument("--plot-rtt-ms", type=non_negative_float, default=50.0,
+                        help="RTT of the plot's curves")
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--out", default="results/simulate", help="output folder")
+
+
+def _check_files(args: argparse.Namespace) -> None:
+    """The input files exist; if not, which command writes them."""
+    if not Path(args.profile).is_file():
+        raise ValueError(f"device profile {args.profile} not found: run `frankensplit profile` "
+                         "first (it writes profile.json), or pass --profile PATH")
+    if args.eval:
+        given = Path(args.eval)
+        if not (given / "results.json" if given.is_dir() else given).is_file():
+            raise ValueError(f"no eval results at --eval {args.eval}: run `frankensplit eval "
+                             "--out DIR` first and pass DIR (or DIR/results.json)")
 
 
 def _scenarios(args: argparse.Namespace, profile: dict) -> list:
@@ -88,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     from frankensplit.sim.report import write_outputs
     from frankensplit.sim.simulate import run_scenario
 
+    _check_files(args)
     profile = load_profile(args.profile)
     specs = [args.links] if args.links else ([] if args.link else ["ble,3g,4g,5g,wifi"])
     links = parse_links([*specs, *args.link])

@@ -12,6 +12,13 @@ import os
 import sys
 from pathlib import Path
 
+from frankensplit.cli import (
+    existing_file,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+
 __all__ = ["HELP", "configure", "run"]
 
 HELP = "encode images with an edge bundle (no torch) and send them to a frankensplit server"
@@ -25,28 +32,29 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "--deadline-ms")
     parser.add_argument("--url", default=None,
                         help="server base URL, e.g. http://127.0.0.1:8000 (omit to only encode)")
-    parser.add_argument("--deadline-ms", type=float, default=None, metavar="D",
+    parser.add_argument("--deadline-ms", type=positive_float, default=None, metavar="D",
                         help="latency budget per image (image to answer): send each at the most "
                              "accurate rate predicted to make it, else the lowest; needs --url")
     parser.add_argument("--save", default=None, metavar="DIR",
                         help="also write each packet to DIR/<image stem>.fsb")
-    parser.add_argument("--topk", type=int, default=5, help="classes to ask for")
+    parser.add_argument("--topk", type=positive_int, default=5, help="classes to ask for")
     parser.add_argument("--backbone", default=None, metavar="ID_OR_TIMM_NAME",
                         help="which server backbone decodes the packets: a decoder's model id or "
                              "its teacher's timm name (default: the encoder's own model; "
                              "GET /v1/models lists them per encoder)")
     parser.add_argument("--token", default=None,
                         help="bearer token (default: $FRANKENSPLIT_TOKEN)")
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per attempt")
-    parser.add_argument("--retries", type=int, default=3, metavar="N",
+    parser.add_argument("--threads", type=positive_int, default=None, help="onnxruntime threads")
+    parser.add_argument("--timeout", type=positive_float, default=30.0,
+                        help="seconds per attempt")
+    parser.add_argument("--retries", type=non_negative_int, default=3, metavar="N",
                         help="retry a request up to N times on 503/502/504/429 or a failed "
                              "connection, with exponential backoff and the server's Retry-After "
                              "(0: never; other 4xx errors never are)")
-    parser.add_argument("--deadline", type=float, default=60.0, metavar="S",
+    parser.add_argument("--deadline", type=positive_float, default=60.0, metavar="S",
                         help="give up on a request (all attempts and waits) after S seconds "
                              "(the retry deadline; the latency budget is --deadline-ms)")
-    parser.add_argument("--cafile", default=None,
+    parser.add_argument("--cafile", default=None, type=existing_file,
                         help="CA certificate (PEM) to trust for an https server, e.g. self-signed")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image")
 
@@ -72,6 +80,25 @@ def _post_kwargs(args: argparse.Namespace) -> dict:
     return {"topk": args.topk, "token": args.token or os.environ.get("FRANKENSPLIT_TOKEN"),
             "timeout": args.timeout, "cafile": args.cafile, "backbone": args.backbone,
             "retry": RetryPolicy(retries=args.retries, deadline_s=args.deadline)}
+
+
+def _check(args: argparse.Namespace) -> None:
+    """What can be wrong before the first image is encoded or a server is asked."""
+    from frankensplit import protocol
+
+    protocol.parse_topk(args.topk)  # 1..1000, as the server takes it
+    for bundle in args.bundle:
+        if not Path(bundle).is_dir():
+            raise ValueError(f"edge bundle {bundle} not found: `frankensplit export --model M "
+                             "--out DIR` writes one to DIR/edge")
+    if args.cafile is not None:
+        import ssl
+
+        try:
+            ssl.create_default_context(cafile=args.cafile)
+        except ssl.SSLError as e:
+            raise ValueError(f"--cafile {args.cafile} is not a PEM CA certificate: "
+                             f"{e.reason or e}") from None
 
 
 def _run_rate_choice(args: argparse.Namespace) -> int:
@@ -102,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
     """Encode (and classify) each image; print one line per image."""
     from frankensplit.runtime.client import EdgeClient, post_packet
 
+    _check(args)
     if args.deadline_ms is not None:
         return _run_rate_choice(args)
     if len(args.bundle) > 1:

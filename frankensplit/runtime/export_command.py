@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from frankensplit.cli import check_model, teacher_weights
 from frankensplit.runtime.bundle import DEFAULT_CALIBRATION_IMAGES
 
 __all__ = ["HELP", "configure", "run"]
@@ -18,7 +19,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder; gets edge/ and server/")
     parser.add_argument("--codec-weights", default=None,
                         help="codec safetensors of your own instead of the zoo's")
-    parser.add_argument("--teacher-weights", default="auto",
+    parser.add_argument("--teacher-weights", default="auto", type=teacher_weights(),
                         help="teacher weights: auto, offline, online or a checkpoint path")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
     parser.add_argument("--int8", action="store_true",
@@ -35,6 +36,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export and print where the bundles went."""
+    check_model(args.model)
     if args.int8 != (args.calibration is not None):
         raise ValueError("--int8 and --calibration DIR go together: an int8 encoder is "
                          "calibrated on images of DIR")

@@ -16,6 +16,15 @@ import os
 import sys
 from pathlib import Path
 
+from frankensplit.cli import (
+    existing_file,
+    non_negative_float,
+    port,
+    positive_float,
+    positive_int,
+    teacher_weights,
+)
+
 __all__ = ["HELP", "check_weights", "configure", "run"]
 
 HELP = "serve one or more models over HTTP: POST a packet to /v1/classify, get top-k classes"
@@ -26,43 +35,47 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", action="append", required=True, metavar="ID_OR_BUNDLE",
                         help="zoo model id or server bundle folder; repeat to serve several")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=port, default=8000)
     parser.add_argument("--token", default=None,
                         help="require this bearer token (default: $FRANKENSPLIT_TOKEN; prefer the "
                              "environment, a command line is visible to other users)")
-    parser.add_argument("--max-batch", type=int, default=8, help="largest dynamic batch (1: off)")
-    parser.add_argument("--max-wait-ms", type=float, default=0.0,
+    parser.add_argument("--max-batch", type=positive_int, default=8,
+                        help="largest dynamic batch (1: off)")
+    parser.add_argument("--max-wait-ms", type=non_negative_float, default=0.0,
                         help="wait this long for more requests after the first (0: batch only "
                              "what queued while busy)")
-    parser.add_argument("--max-body-bytes", type=int, default=1 << 20)
-    parser.add_argument("--max-queue", type=int, default=64,
+    parser.add_argument("--max-body-bytes", type=positive_int, default=1 << 20)
+    parser.add_argument("--max-queue", type=positive_int, default=64,
                         help="requests waiting per model; beyond, 503 + Retry-After")
-    parser.add_argument("--max-in-flight", type=int, default=128,
+    parser.add_argument("--max-in-flight", type=positive_int, default=128,
                         help="classify requests handled at once; beyond, 503 + Retry-After")
-    parser.add_argument("--request-timeout", type=float, default=30.0, metavar="S",
+    parser.add_argument("--request-timeout", type=positive_float, default=30.0, metavar="S",
                         help="answer 504 when upload + queue + decoding exceed S seconds")
-    parser.add_argument("--body-timeout", type=float, default=10.0, metavar="S",
+    parser.add_argument("--body-timeout", type=positive_float, default=10.0, metavar="S",
                         help="answer 408 and close when a request body is not in S seconds "
                              "after its headers")
-    parser.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+    parser.add_argument("--header-timeout", type=positive_float, default=10.0, metavar="S",
                         help="close a connection that sends no complete request head within S "
                              "seconds of connecting or of the previous answer")
-    parser.add_argument("--retry-after", type=int, default=1, metavar="S",
+    parser.add_argument("--retry-after", type=positive_int, default=1, metavar="S",
                         help="Retry-After seconds sent with every 503")
-    parser.add_argument("--decode-timeout", type=float, default=5.0, metavar="S",
+    parser.add_argument("--decode-timeout", type=positive_float, default=5.0, metavar="S",
                         help="kill the entropy-decoder worker after S seconds on one batch")
-    parser.add_argument("--max-connections", type=int, default=512,
+    parser.add_argument("--max-connections", type=positive_int, default=512,
                         help="open connections; one more is answered 503 + Retry-After and "
                              "closed at once")
-    parser.add_argument("--graceful-timeout", type=float, default=10.0, metavar="S",
+    parser.add_argument("--graceful-timeout", type=non_negative_float, default=10.0, metavar="S",
                         help="on SIGTERM/SIGINT, wait at most S seconds for requests in flight")
     parser.add_argument("--no-isolate-decoder", action="store_true",
                         help="entropy-decode in the server process (trusted senders only)")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    parser.add_argument("--teacher-weights", default="auto",
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="torch intra-op threads")
+    parser.add_argument("--teacher-weights", default="auto", type=teacher_weights(),
                         help="teacher weights: auto, offline, online or a checkpoint path")
-    parser.add_argument("--ssl-keyfile", default=None, help="TLS private key (PEM)")
-    parser.add_argument("--ssl-certfile", default=None, help="TLS certificate (PEM)")
+    parser.add_argument("--ssl-keyfile", default=None, type=existing_file,
+                        help="TLS private key (PEM)")
+    parser.add_argument("--ssl-certfile", default=None, type=existing_file,
+                        help="TLS certificate (PEM)")
     parser.add_argument("--log-level", default="info",
                         choices=["critical", "error", "warning", "info", "debug"])
 
@@ -110,10 +123,33 @@ def check_weights(spec: str) -> None:
         raise ValueError(f"model {spec!r}: {e}") from None
 
 
+def _check_listen(args: argparse.Namespace) -> None:
+    """The address resolves and the TLS files load (uvicorn would only log a bare error)."""
+    import socket
+    import ssl
+
+    try:
+        socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise ValueError(f"--host {args.host}: {e.strerror} (an IP address or host name of "
+                         "this machine; 127.0.0.1 for this machine only)") from None
+    if bool(args.ssl_keyfile) != bool(args.ssl_certfile):
+        raise ValueError("--ssl-keyfile and --ssl-certfile go together")
+    if args.ssl_certfile:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(args.ssl_certfile,
+                                                                     args.ssl_keyfile)
+        except ssl.SSLError as e:
+            raise ValueError(f"--ssl-certfile {args.ssl_certfile} and --ssl-keyfile "
+                             f"{args.ssl_keyfile} are not a PEM certificate and its private key "
+                             f"({e.reason or e})") from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Check the model names, then serve until interrupted (models load in the background)."""
     for spec in args.model:
         check_weights(spec)  # fail now on a typo or a bad file, not after the server is up
+    _check_listen(args)
 
     import uvicorn
 
@@ -121,8 +157,6 @@ def run(args: argparse.Namespace) -> int:
     from frankensplit.runtime.loading import load_server_model
     from frankensplit.runtime.server import ServerConfig, create_app
 
-    if bool(args.ssl_keyfile) != bool(args.ssl_certfile):
-        raise ValueError("--ssl-keyfile and --ssl-certfile go together")
     token = args.token or os.environ.get("FRANKENSPLIT_TOKEN") or None
     if not _is_loopback(args.host) and token is None:
         print(f"frankensplit serve: warning: listening on {args.host} without a token",
@@ -149,8 +183,6 @@ def run(args: argparse.Namespace) -> int:
     )
     limits = ConnectionLimits(max_connections=args.max_connections,
                               header_timeout_s=args.header_timeout, retry_after_s=args.retry_after)
-    if args.graceful_timeout < 0:
-        raise ValueError(f"--graceful-timeout must be >= 0, got {args.graceful_timeout}")
     app = create_app(config=config, loader=loader)
     server = uvicorn.Server(server_config(
         app, limits, host=args.host, port=args.port, log_level=args.log_level,
