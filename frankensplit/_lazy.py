@@ -1,6 +1,6 @@
 """Lazy package exports (PEP 562): a package's public names import their module on first use.
 
-A command module imports its package first (``frankensplit.train.command`` runs
+A module imports its package first (``frankensplit.train.loop`` runs
 ``frankensplit/train/__init__.py``), and ``frankensplit --help`` imports every command module, so
 eager re-exports in a package ``__init__`` would pull torch, compressai and timm into every start.
 """

@@ -1,7 +1,6 @@
 """The ``frankensplit`` command line: one thin sub-command per concern.
 
-Each sub-command is a module of :mod:`frankensplit.commands` (``train`` and the runtime's
-``export``, ``client``, ``serve`` still live beside their package) exposing::
+Each sub-command is a module of :mod:`frankensplit.commands` exposing::
 
     HELP: str                                 # one line for ``frankensplit --help``
     def configure(parser: ArgumentParser) -> None
@@ -19,12 +18,13 @@ bad values fail while parsing and a typo'd model id before torch loads.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import importlib
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from urllib.error import HTTPError, URLError
 
@@ -41,12 +41,12 @@ COMMANDS: dict[str, str] = {
     "encode": "frankensplit.commands.encode",
     "decode": "frankensplit.commands.decode",
     "demo": "frankensplit.commands.demo",
-    "train": "frankensplit.train.command",
+    "train": "frankensplit.commands.train",
     "saliency": "frankensplit.commands.saliency",
     "eval": "frankensplit.commands.eval",
-    "export": "frankensplit.runtime.export_command",
-    "client": "frankensplit.runtime.client_command",
-    "serve": "frankensplit.runtime.serve_command",
+    "export": "frankensplit.commands.export",
+    "client": "frankensplit.commands.client",
+    "serve": "frankensplit.commands.serve",
     "profile": "frankensplit.commands.profile",
     "simulate": "frankensplit.commands.simulate",
 }
@@ -89,7 +89,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 # Shared by the sub-commands: argument types (``type=`` of ``add_argument``: a bad value is then an
 # argparse usage error naming the flag, raised while parsing, before a model loads, a folder is
 # written or a server binds) and the early model check. They live here, below every command
-# module (those of ``commands`` and of ``runtime``), and import nothing heavy.
+# module of ``commands``, and import nothing heavy.
 # ------------------------------------------------------------------------------------------------
 
 #: The named teacher-weight sources of `frankensplit.backbones.create_backbone`.
@@ -215,6 +215,21 @@ def describe_error(e: BaseException) -> str:
     return " ".join(text.split()) or type(e).__name__  # one line, whatever the library wrote
 
 
+@contextlib.contextmanager
+def _torch_threads_kept() -> Iterator[None]:
+    """Restore torch's thread count after a command that sets it (``--threads``), so that a
+    command run in process (tests, a notebook) leaves none of its state behind. A process that
+    has not imported torch before the command has no count to keep, and none is imported here:
+    ``client`` stays torch-free."""
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    try:
+        yield
+    finally:
+        if before is not None and torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``frankensplit`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -230,7 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
-        return int(args._run(args) or 0)
+        with _torch_threads_kept():
+            return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print("frankensplit: interrupted", file=sys.stderr)
         return 130

@@ -26,6 +26,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 
 from frankensplit import bitstream
+from frankensplit.commands.serve import check_weights
 from frankensplit.data import bundled_photos, load_image, make_transform
 from frankensplit.files import file_sha256
 from frankensplit.models.architecture import Architecture
@@ -39,7 +40,6 @@ from frankensplit.runtime.export import export_server
 from frankensplit.runtime.loadgen import answer_matches, percentile, run_load
 from frankensplit.runtime.loading import load_server_model, served_model
 from frankensplit.runtime.retry import NO_RETRY, is_retryable, parse_retry_after
-from frankensplit.runtime.serve_command import check_weights
 from frankensplit.runtime.serve_process import ServeProcess, free_port
 from frankensplit.runtime.server import ServerConfig, create_app, run_in_thread
 

@@ -184,7 +184,7 @@ def test_command_modules_import_lazily():
     from frankensplit.cli import COMMANDS
 
     lazy = ["frankensplit.cli", *COMMANDS.values()]
-    assert {"frankensplit.runtime.client_command", "frankensplit.runtime.serve_command"} < set(lazy)
+    assert {"frankensplit.commands.client", "frankensplit.commands.serve"} < set(lazy)
     assert _first_torch_importer(lazy) is None
 
 
