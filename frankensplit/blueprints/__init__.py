@@ -29,6 +29,7 @@ from frankensplit.blueprints.efficientnet import (
 from frankensplit.blueprints.entropic_student import (
     EntropicStudentDecoder,
     build_entropic_student_decoder,
+    build_entropic_student_wide_decoder,
 )
 from frankensplit.blueprints.resnet import ResNetBlueprint, build_resnet_blueprint
 from frankensplit.blueprints.swin import SwinBlueprint, build_swin_blueprint
@@ -76,6 +77,7 @@ def create_blueprint(spec: SplitSpec, latent_channels: int = 48) -> nn.Module:
 DECODERS: Registry[BlueprintFactory] = Registry("decoder")
 DECODERS.register("blueprint")(create_blueprint)
 DECODERS.register("entropic_student")(build_entropic_student_decoder)
+DECODERS.register("entropic_student_wide")(build_entropic_student_wide_decoder)
 
 
 def create_decoder(name: str, spec: SplitSpec, latent_channels: int = 48) -> nn.Module:
