@@ -5,6 +5,9 @@ the reason its factory gives. Codecs of an optional extra that the test environm
 install (``hevc``: pillow-heif is GPL, so it stays out of the default and the test install) are
 not collected at all without it, rather than reported as 17 skips on every machine; they run
 wherever the extra is installed, and ``test_hevc_missing_names_the_extra`` covers its absence.
+The codecs of CompressAI's published weights (``compressai-*``) need a file the user downloads and
+are never created without one; ``tests/test_compressai_codecs.py`` tests them on checkpoints it
+writes itself.
 """
 
 from __future__ import annotations
@@ -27,12 +30,14 @@ from frankensplit.codecs import (
     measure,
     psnr,
 )
+from frankensplit.codecs.compressai_zoo import LABELS as COMPRESSAI_LABELS
 
 TINY16 = Path(__file__).resolve().parents[2] / "shared/data/fixtures/tiny16"
 #: Codec -> the module of the optional extra it needs (see the module docstring).
 OPTIONAL_EXTRAS = {"hevc": "pillow_heif"}
 TESTED = [name for name in CODECS.names()
-          if name not in OPTIONAL_EXTRAS or importlib.util.find_spec(OPTIONAL_EXTRAS[name])]
+          if (name not in OPTIONAL_EXTRAS or importlib.util.find_spec(OPTIONAL_EXTRAS[name]))
+          and name not in COMPRESSAI_LABELS]
 
 
 def _codec(name: str) -> ImageCodec:

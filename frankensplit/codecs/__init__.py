@@ -11,7 +11,13 @@ teacher sees and the unmodified teacher classifies the decoded image. Registered
 - ``hevc``: HEVC-intra (HEIC) through the optional GPL package ``pillow-heif``.
 - ``bmshj2018-factorized:SOURCE``: the learned image codec baseline (Balle et al. 2018 factorized
   prior, MSE), trained by ``frankensplit train`` with ``objective: image``; the sweep is over the
-  trained lambdas. It needs its weights, so it is never among the defaults.
+  trained lambdas. It needs its weights, so it is never among the defaults. Ours, trained on
+  CPU for a few thousand steps: far below CompressAI's published rate-distortion curve.
+- ``compressai-bmshj2018-factorized:PATH``, ``compressai-bmshj2018-hyperprior:PATH``,
+  ``compressai-mbt2018-mean:PATH``, ``compressai-cheng2020-anchor:PATH``: CompressAI's published
+  pretrained (MSE) checkpoints, downloaded by the user, checksum-verified and run through
+  compressai's own classes; the sweep is CompressAI's quality index of the files found
+  (:mod:`frankensplit.codecs.compressai_zoo`).
 
 Example::
 
@@ -30,6 +36,7 @@ from frankensplit.codecs.base import (
     parse_codecs,
     parse_qualities,
 )
+from frankensplit.codecs.compressai_zoo import PublishedImageCodec
 from frankensplit.codecs.jxl import JpegXLCodec
 from frankensplit.codecs.learned import LearnedImageCodec, load_image_codec
 from frankensplit.codecs.measure import (
@@ -51,6 +58,7 @@ __all__ = [
     "JpegXLCodec",
     "LearnedImageCodec",
     "PillowCodec",
+    "PublishedImageCodec",
     "TimedCoded",
     "available_codecs",
     "bpp",

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from frankensplit.codecs.compressai_zoo import LABELS as COMPRESSAI_LABELS
 from frankensplit.eval.runner import FRANKENSPLIT_METHOD
 from frankensplit.eval.schema import RESULTS_VERSION, SCHEMA, TEACHER_METHOD
 from frankensplit.eval.summary import format_kb
@@ -39,7 +40,7 @@ def write_csv(path: Path, rows: Sequence[dict]) -> None:
 _NAMES = {FRANKENSPLIT_METHOD: "FrankenSplit", TEACHER_METHOD: "teacher", "webp": "WebP",
           "jxl": "JPEG XL", "entropic_student": "Entropic Student",
           f"{FRANKENSPLIT_METHOD}_vr": "FrankenSplit, variable rate",
-          "bmshj2018-factorized": "Balle 2018 (MSE)"}
+          "bmshj2018-factorized": "Balle 2018 (MSE; ours, CPU-trained)", **COMPRESSAI_LABELS}
 
 
 def _label(method: str) -> str:
