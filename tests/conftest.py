@@ -42,9 +42,10 @@ GOLDEN_TOOL = _load_tool("golden_packets")
 
 #: Variables third-party modules set once, when first imported (pytest's per-test variable;
 #: scikit-learn, which grad-cam imports, sets the two KMP ones; torch's inductor extends the
-#: library path): not state a test or our library leaves behind.
+#: library path and names its cache when compressai first imports it): not state a test or our
+#: library leaves behind.
 _IMPORT_TIME_VARIABLES = {"PYTEST_CURRENT_TEST", "KMP_DUPLICATE_LIB_OK", "KMP_INIT_AT_FORK",
-                          "LD_LIBRARY_PATH"}
+                          "LD_LIBRARY_PATH", "TORCHINDUCTOR_CACHE_DIR"}
 
 
 def _environ() -> dict[str, str]:

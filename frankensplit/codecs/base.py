@@ -28,6 +28,7 @@ __all__ = [
     "CODECS",
     "DEFAULT_CODECS",
     "CodecUnavailableError",
+    "EstimatesBits",
     "ImageCodec",
     "available_codecs",
     "check_data",
@@ -64,6 +65,16 @@ class ImageCodec(Protocol):
 
     def decode(self, data: bytes) -> Image.Image:
         """Decompress bytes from :meth:`encode` to an RGB image of the original size."""
+        ...
+
+
+@runtime_checkable
+class EstimatesBits(Protocol):
+    """A learned codec that also reports its latent's information content (``bits_estimated``
+    beside the real bytes in the results): ours and CompressAI's published models."""
+
+    def estimated_bits(self, img: Image.Image, quality: float) -> float:
+        """``-sum(log2 likelihoods)`` of the image's latents at ``quality``."""
         ...
 
 

@@ -34,7 +34,7 @@ from PIL import Image
 from torch import Tensor
 
 from frankensplit.backbones import SplitBackbone
-from frankensplit.codecs import ImageCodec, LearnedImageCodec, create_codec, encode_decode_timed
+from frankensplit.codecs import EstimatesBits, ImageCodec, create_codec, encode_decode_timed
 from frankensplit.data import crop_transform, load_image, normalize_transform
 from frankensplit.eval.records import RecordLog
 from frankensplit.eval.schema import FRANKENSPLIT_METHOD, TEACHER_METHOD, TEACHER_SETTING
@@ -204,7 +204,7 @@ def _codec(group: _Group, codec: ImageCodec, quality: float, crop: Any, norm: An
     t0 = time.perf_counter()
     logits = group.teacher(norm(coded.x_hat).unsqueeze(0))  # (1, num_classes)
     t1 = time.perf_counter()
-    bits = codec.estimated_bits(crop, quality) if isinstance(codec, LearnedImageCodec) else None
+    bits = codec.estimated_bits(crop, quality) if isinstance(codec, EstimatesBits) else None
     return {"pred": _top5(logits), "bytes": len(coded.data), "bits_estimated": bits,
             "encode_ms": coded.encode_s * 1000.0, "decode_ms": coded.decode_s * 1000.0,
             "infer_ms": _ms(t0, t1)}
