@@ -99,14 +99,16 @@ def timed(fn: Callable[[], tuple[int, dict, float]]) -> dict[str, Any]:
             "attempts": answer.get("attempts", 1)}
 
 
-def qualities(args: argparse.Namespace) -> dict[str, float]:
-    """Codec -> quality: matched to the model's top-1 on an eval result, or given."""
+def qualities(args: argparse.Namespace, model_id: str) -> dict[str, float]:
+    """Codec -> quality: matched to the top-1 of ``--eval-model`` (default ``model_id``, the model
+    measured here) on an eval result, or given."""
     out: dict[str, float] = {}
     if args.eval:
         from frankensplit.eval.records import read_results
         from frankensplit.sim.matching import match_model
 
-        scenario = match_model(read_results(args.eval), args.eval_model, args.codecs.split(","))
+        scenario = match_model(read_results(args.eval), args.eval_model or model_id,
+                               args.codecs.split(","))
         for name, m in scenario.codecs.items():
             if m.quality is None:
                 raise ValueError(f"{name}: no quality at the model's top-1 ({m.status})")
@@ -175,7 +177,9 @@ def main() -> None:
     parser.add_argument("--profile", required=True, help="device profile (frankensplit profile)")
     parser.add_argument("--eval", default=None, help="eval results.json: codec quality at the "
                         "model's top-1")
-    parser.add_argument("--eval-model", default=None, help="FrankenSplit id in the eval result")
+    parser.add_argument("--eval-model", default=None,
+                        help="FrankenSplit id in the eval result whose top-1 the codecs are "
+                             "matched to (default: --model)")
     parser.add_argument("--codecs", default="jpeg,webp")
     parser.add_argument("--qualities", default=None, help="CODEC=Q,... (overrides --eval)")
     parser.add_argument("--rates", default="0.25,1,5", help="Mbit/s, comma-separated")
@@ -198,7 +202,7 @@ def measure(args: argparse.Namespace) -> None:
     profile = load_profile(args.profile)
     shapers = kernel_shapers()
     model_id = args.model or default_model_id()
-    quality = qualities(args)
+    quality = qualities(args, model_id)
     edge = f"onnx-{args.edge_threads}"
     photos = bundled_photos()
     model = create_model(model_id)

@@ -122,7 +122,7 @@ RESULTS = {"version": 1, "rows": [
 
 def test_match_model_interpolates_bytes_and_quality() -> None:
     """60% lies half-way from 50% to 70%: bytes sqrt(2000 * 4000), quality 15."""
-    s = match_model(RESULTS)
+    s = match_model(RESULTS, "fs-a")
     assert s.target_top1 == 60.0 and s.frankensplit.bytes == 5000
     jpeg = s.codecs["jpeg"]
     assert jpeg.bytes == pytest.approx(math.sqrt(2000 * 4000))
@@ -132,7 +132,7 @@ def test_match_model_interpolates_bytes_and_quality() -> None:
 
 
 def test_match_within_one_point() -> None:
-    s = match_within(RESULTS, 1.0)
+    s = match_within(RESULTS, 1.0, "fs-a")
     assert s.target_top1 == 79.0
     assert s.frankensplit.bytes is None and s.frankensplit.status == "not reached"
     assert s.codecs["webp"].bytes == pytest.approx(9000)
@@ -154,7 +154,8 @@ def test_match_and_bytes_parsing() -> None:
 def test_profile_codec_times_and_validation() -> None:
     entry = {"median_ms": 1.0, "p90_ms": 1.0, "cpu_median_ms": 1.0, "cpu_p90_ms": 1.0, "n": 1}
     profile = {"format": PROFILE_FORMAT, "version": PROFILE_VERSION, "machine": {},
-               "model_id": "m", "teacher": "t", "teacher_ms": {}, "frankensplit": {
+               "model_id": "m", "teacher": "t", "teacher_ms": {}, "local": {}, "teachers": {},
+               "frankensplit": {
                    "packet_bytes": 1, "edge": {"onnx-1": {}}, "server": {}},
                "codecs": {"jpeg": [
                    {"quality": 10, "bytes": 1000, "encode": {**entry, "median_ms": 2.0},
@@ -167,9 +168,194 @@ def test_profile_codec_times_and_validation() -> None:
     assert codec_ms(profile, "jpeg", num_bytes=2000, clock="cpu") == pytest.approx((1.0, 2.0))
     with pytest.raises(ValueError, match="no timings for codec 'webp'"):
         codec_ms(profile, "webp", quality=10)
-    with pytest.raises(ValueError, match="version"):
-        validate_profile({**profile, "version": 99})
+    with pytest.raises(ValueError, match="version.*rerun `frankensplit profile`"):
+        validate_profile({**profile, "version": 1})
+    with pytest.raises(ValueError, match=r"lacks \['local'\]"):
+        validate_profile({k: v for k, v in profile.items() if k != "local"})
     assert stat([3.0, 1.0, 2.0, 10.0]) == {"median_ms": 2.5, "p90_ms": 10.0, "n": 4}
+
+
+# ------------------------------------------------------------------------------------------------
+# Simulation on a synthetic profile: whose bytes, whose compute, local execution, device speed
+# ------------------------------------------------------------------------------------------------
+
+def _st(ms: float) -> dict:
+    return {"median_ms": ms, "p90_ms": ms, "cpu_median_ms": ms, "cpu_p90_ms": ms, "n": 1}
+
+
+def _synthetic_profile(model_id: str = "fs-lite0-l4") -> dict:
+    """Round times: FS edge 10 + server 20 ms, jpeg 1 + 4 ms, teacher 5 ms on the server and
+    100 ms on the edge; a what-if teacher "big" with server 50 ms, forward 80, local 1000."""
+    server = {"parse_entropy_decode": _st(2.0), "g_s": _st(8.0), "tail": _st(10.0),
+              "total": _st(20.0)}
+    return validate_profile({
+        "format": PROFILE_FORMAT, "version": PROFILE_VERSION, "created": "now",
+        "machine": {"cpu": "test", "logical_cores": 2}, "model_id": model_id, "teacher": "t",
+        "server_threads": 1,
+        "frankensplit": {"packet_bytes": 4400, "edge": {"onnx-1": {
+            "g_a": _st(8.0), "entropy_encode": _st(2.0), "total": _st(10.0)}}, "server": server},
+        "teacher_ms": {"forward": _st(5.0)},
+        "local": {"onnx-1": _st(100.0), "torch-1": _st(150.0)},
+        "teachers": {"big": {
+            "model_id": "fs-big-untrained", "teacher_weights": "random", "edge_from": model_id,
+            "server": {**server, "total": _st(50.0)}, "teacher_ms": {"forward": _st(80.0)},
+            "local": {"onnx-1": _st(1000.0)}}},
+        "codecs": {"jpeg": [{"quality": 10.0, "bytes": 2000, "encode": _st(1.0),
+                             "decode": _st(4.0)},
+                            {"quality": 90.0, "bytes": 9000, "encode": _st(1.0),
+                             "decode": _st(4.0)}]},
+    })
+
+
+#: An evaluation of five models, as the new user's: the first FS row is not the profiled one.
+FIVE = {"version": 1, "rows": [
+    _row("teacher", "uncompressed", None, 80.0),
+    _row("frankensplit", "fs-lite0-l0.25", 9000, 79.5),
+    _row("frankensplit", "fs-lite0-l1", 6000, 79.2),
+    _row("frankensplit", "fs-lite0-l4", 4000, 78.0),
+    _row("frankensplit", "fs-lite0-l16", 2500, 74.0),
+    _row("frankensplit", "fs-lite0-l64", 1500, 65.0),
+    _row("jpeg", "10", 2000, 50.0, 10), _row("jpeg", "50", 8000, 78.0, 50),
+    _row("jpeg", "90", 16000, 79.5, 90),
+]}
+
+
+def test_default_model_is_the_profiled_one(tmp_path: Path) -> None:
+    """The profile timed fs-lite0-l4: its bytes are priced, not the eval's first model's."""
+    (tmp_path / "p.json").write_text(json.dumps(_synthetic_profile("fs-lite0-l4")))
+    (tmp_path / "results.json").write_text(json.dumps(FIVE))
+    assert main(["simulate", "--profile", str(tmp_path / "p.json"), "--eval", str(tmp_path),
+                 "--match", "model", "--teachers", "none", "--no-plot", "--links", "3g",
+                 "--out", str(tmp_path / "sim")]) == 0
+    (result,) = json.loads((tmp_path / "sim" / "latency.json").read_text())["scenarios"]
+    fs = result["costs"][0]
+    assert (fs["setting"], fs["payload_bytes"], fs["top1"]) == ("fs-lite0-l4", 4000, 78.0)
+    assert fs["bytes_from"] == "fs-lite0-l4 (4,000 B, 78.00%), measured"
+    assert fs["compute_from"].startswith("fs-lite0-l4 profiled (edge onnx-1")
+    assert result["costs"][1]["bytes_from"] == "jpeg q50 (8,000 B, 78.00%), measured"
+
+
+def test_rows_name_their_bytes_and_compute_models() -> None:
+    """--model fs-lite0-l1 with a profile of fs-lite0-l4: the row says both, never one for both."""
+    from frankensplit.sim.simulate import costs
+
+    profile = _synthetic_profile("fs-lite0-l4")
+    fs, jpeg, local = costs(profile, match_model(FIVE, "fs-lite0-l1"), "onnx-1")[0]
+    assert fs.setting == "fs-lite0-l1" and "fs-lite0-l1 (6,000 B, 79.20%)" in fs.bytes_from
+    assert "fs-lite0-l4 profiled" in fs.compute_from
+    assert "interpolated between jpeg q50" in jpeg.bytes_from and "jpeg at q" in jpeg.compute_from
+    assert "t profiled" in jpeg.compute_from  # the teacher on the server prices offloading
+    assert (local.method, local.payload_bytes, local.offloaded) == ("local", 0.0, False)
+    assert local.bytes_from.startswith("none sent") and "on the edge, onnx-1" in local.compute_from
+
+
+def test_interpolated_points_are_labelled_as_interpolated() -> None:
+    """Within 1 point of 80% = 79%: between fs-lite0-l1 (79.2%) and fs-lite0-l4 (78%); the point
+    is no model's, so its setting is 'interpolated' and its source names both."""
+    s = match_within(FIVE, 1.0, "fs-lite0-l4")
+    fs = s.frankensplit
+    assert 4000 < fs.bytes < 6000
+    assert fs.setting == "interpolated" and fs.status == "interpolated"
+    assert "fs-lite0-l4 (4,000 B, 78.00%)" in fs.source
+    assert "fs-lite0-l1 (6,000 B, 79.20%)" in fs.source
+    assert fs.setting not in {r["setting"] for r in FIVE["rows"]}
+    exact = match_within(FIVE, 2.0, "fs-lite0-l4").frankensplit  # 78%: fs-lite0-l4's own point
+    assert (exact.setting, exact.bytes, exact.status) == ("fs-lite0-l4", 4000, "measured")
+    with pytest.raises(ValueError, match="not in the eval result.*--model"):
+        match_model(FIVE, "fs-lite0-untrained")
+
+
+def test_local_execution_costs_no_link() -> None:
+    from frankensplit.sim.simulate import run_scenario
+
+    result = run_scenario(_synthetic_profile(), match_model(FIVE, "fs-lite0-l4"),
+                          [LINKS.get("ble"), LINKS.get("wifi")], "onnx-1")
+    local = [b for b in result.breakdowns if b.method == "local"]
+    assert [b.total_ms for b in local] == [100.0, 100.0]  # the edge's whole teacher, nothing else
+    assert result.local.compute_from.startswith("whole t profiled on the edge, onnx-1")
+    assert "local" not in result.crossovers
+
+
+def test_crossovers_by_hand() -> None:
+    """FS: 1,000 B, 10 + 20 ms; jpeg: 3,000 B, 1 + 9 ms; local: 100 ms; no headers, RTT 10 ms,
+    kept-alive connection.
+
+    FS beats jpeg while 16,000 bit / rate > 20 ms: below 0.8 Mbit/s. It beats local while
+    30 + 10 + 8,000 bit / rate < 100 ms: above 8 / 60 Mbit/s. On a device 2x slower (FS edge 20,
+    jpeg 2, local 200): below 16 / 29 and above 8 / 150 Mbit/s. On a 1 Mbit/s link with RTT 10:
+    FS's server + network = 20 + 10 + 8 = 38 ms, the edge gap 100 - 10 = 90 ms: local wins on
+    devices up to 38 / 90 times as slow as the profiled machine (faster ones).
+    """
+    from frankensplit.sim.latency import faster_rates, local_break_even_slowdown
+    from frankensplit.sim.matching import Matched, Scenario
+    from frankensplit.sim.simulate import Result, conditions
+
+    wire = Wire(request_head_bytes=0, response_bytes=0, connection_rtts=0, header_bytes=0)
+    fs = Cost("frankensplit", "m", 1000, 10.0, 20.0)
+    jpeg = Cost("jpeg", "q", 3000, 1.0, 9.0)
+    local = Cost("local", "t", 0, 100.0, 0.0, offloaded=False)
+    assert faster_rates(fs, jpeg, wire, 10.0) == pytest.approx((0.0, 0.8))
+    assert faster_rates(jpeg, fs, wire, 10.0) == pytest.approx((0.8, math.inf))
+    assert faster_rates(fs, local, wire, 10.0) == pytest.approx((8 / 60, math.inf))
+    assert faster_rates(fs, Cost("x", "q", 1000, 1.0, 1.0), wire) is None  # same bits, slower
+    link = Link("lab", 1.0, 10.0)
+    assert local_break_even_slowdown(fs, local, link, wire) == pytest.approx(38 / 90)
+    for n in (0.9 * 38 / 90, 1.1 * 38 / 90):  # local wins just below it, FS just above
+        totals = [end_to_end(c.on_device(n), link, wire).total_ms for c in (fs, local)]
+        assert (totals[1] < totals[0]) == (n < 38 / 90)
+    scenario = Scenario("s", "s", None, "t", Matched("frankensplit", "m", 1000, None, "given"), {})
+    result = Result(scenario, "t", False, 1.0, [fs, jpeg, local], [], {}, [])
+    one, two = conditions(result, [1.0, 2.0], [link], wire, rtt_ms=10.0)
+    assert one.beats_codecs == pytest.approx((0.0, 0.8))
+    assert one.beats_local == pytest.approx((8 / 60, math.inf))
+    assert one.beats_all == pytest.approx((8 / 60, 0.8))
+    assert two.beats_codecs == pytest.approx((0.0, 16 / 29))
+    assert two.beats_all == pytest.approx((8 / 150, 16 / 29))
+    assert one.local_break_even["lab"] == pytest.approx(38 / 90)
+    fast_edge = Cost("frankensplit", "m", 1000, 200.0, 20.0)  # slower than local on the edge
+    assert local_break_even_slowdown(fast_edge, local, link, wire) is None
+
+
+def test_device_slowdown_scales_edge_times_only() -> None:
+    from frankensplit.sim.simulate import costs
+
+    profile = _synthetic_profile()
+    scenario = match_model(FIVE, "fs-lite0-l4")
+    base, _ = costs(profile, scenario, "onnx-1")
+    slow, _ = costs(profile, scenario, "onnx-1", slowdown=4.0)
+    for a, b in zip(base, slow):
+        assert b.edge_ms == pytest.approx(4.0 * a.edge_ms)
+        assert b.server_ms == a.server_ms and b.payload_bytes == a.payload_bytes
+    assert [c.edge_ms for c in slow] == pytest.approx([40.0, 4.0, 400.0])  # FS, jpeg, local
+    with pytest.raises(ValueError, match="slowdown"):
+        base[0].on_device(0.0)
+
+
+def test_what_if_teacher_rows_say_so() -> None:
+    from frankensplit.sim.simulate import costs
+
+    profile = _synthetic_profile("fs-lite0-l4")
+    scenario = match_model(FIVE, "fs-lite0-l4")
+    fs, jpeg, local = costs(profile, scenario, "onnx-1", teacher="big")[0]
+    assert fs.setting == "fs-lite0-l4 (what-if)"
+    assert fs.bytes_from == ("what-if: fs-lite0-l4 (4,000 B, 78.00%), measured with t; accuracy "
+                             "not measured for big")
+    assert "random weights, latency is weight-independent" in fs.compute_from
+    assert (fs.edge_ms, fs.server_ms) == (10.0, 50.0)  # the profiled edge, big's server
+    assert jpeg.server_ms == 4.0 + 80.0 and "accuracy not measured for big" in jpeg.bytes_from
+    assert local.edge_ms == 1000.0 and "fs-big-untrained" in local.compute_from
+    with pytest.raises(ValueError, match="no what-if teacher 'huge'"):
+        costs(profile, scenario, "onnx-1", teacher="huge")
+
+
+def test_what_if_teachers_map_to_untrained_architectures() -> None:
+    from frankensplit.commands.profile import parse_teachers
+
+    assert parse_teachers("paper") == ["fs-swin-s3-base-untrained", "fs-convnext-tiny-untrained",
+                                       "fs-resnet50-untrained"]
+    assert parse_teachers("resnet50") == ["fs-resnet50-untrained"]
+    with pytest.raises(ValueError, match="no architecture-only zoo entry has teacher 'vit_b'"):
+        parse_teachers("vit_b")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -260,7 +446,8 @@ def profile_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = folder.parent / "profile.json"
     assert main(["profile", "--model", "fs-lite0-untrained", "--images", str(folder),
                  "--threads", "1", "--repeat", "2", "--warmup", "0", "--codecs", "jpeg",
-                 "--qualities", "10,50", "--out", str(out)]) == 0
+                 "--qualities", "10,50", "--teachers", "tf_efficientnet_lite1",
+                 "--out", str(out)]) == 0
     return out
 
 
@@ -274,33 +461,55 @@ def test_profile_command_writes_a_valid_profile(profile_json: Path) -> None:
     server = fs["server"]
     assert server["total"]["n"] == 2 and server["g_s"]["median_ms"] > 0
     assert profile["teacher_ms"]["forward"]["median_ms"] > 0
+    assert set(profile["local"]) == {"onnx-1", "torch-1"}  # the whole teacher on the edge
+    assert profile["local"]["onnx-1"]["n"] == 2 and profile["local"]["torch-1"]["median_ms"] > 0
+    (what_if,) = profile["teachers"].values()  # a small what-if teacher: the same code path
+    assert list(profile["teachers"]) == ["tf_efficientnet_lite1"]
+    assert what_if["model_id"] == "fs-lite1-untrained" and what_if["teacher_weights"] == "random"
+    assert what_if["edge_from"] == "fs-lite0-untrained"
+    assert set(what_if["local"]) == {"onnx-1", "torch-1"}
+    assert what_if["server"]["g_s"]["n"] == 2 and what_if["teacher_ms"]["forward"]["n"] == 2
 
 
 def test_simulate_command(profile_json: Path, tmp_path: Path, capsys) -> None:
     profile = json.loads(profile_json.read_text())
+    model_id = profile["model_id"]
     results = {"version": 1, "rows": [
-        {**r, "teacher": profile["teacher"]} for r in RESULTS["rows"]
-        if r["method"] in ("teacher", "frankensplit", "jpeg")]}
+        {**r, "teacher": profile["teacher"],
+         "setting": model_id if r["method"] == "frankensplit" else r["setting"]}
+        for r in RESULTS["rows"] if r["method"] in ("teacher", "frankensplit", "jpeg")]}
     (tmp_path / "results.json").write_text(json.dumps(results))
     out = tmp_path / "sim"
     assert main(["simulate", "--profile", str(profile_json), "--eval", str(tmp_path),
-                 "--links", "ble,4g", "--link", "lab:2:40", "--out", str(out)]) == 0
+                 "--links", "ble,4g", "--link", "lab:2:40", "--slowdowns", "1,10",
+                 "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "within 1 point(s)" in printed and "skipped" in printed  # FS never reaches 79%
     data = json.loads((out / "latency.json").read_text())
-    (scenario,) = data["scenarios"]
+    scenario, what_if = data["scenarios"]  # the profiled teacher, then the profile's what-if
+    assert (scenario["what_if"], what_if["what_if"]) == (False, True)
     totals = {(b["link"], b["method"]): b["total_ms"] for b in scenario["breakdowns"]}
-    assert set(totals) == {(link, m) for link in ("ble", "4g", "lab") for m in ("frankensplit",
-                                                                               "jpeg")}
+    assert set(totals) == {(link, m) for link in ("ble", "4g", "lab")
+                           for m in ("frankensplit", "jpeg", "local")}
     fs = scenario["costs"][0]
     edge = profile["frankensplit"]["edge"]["onnx-1"]["total"]["median_ms"]
     assert fs["edge_ms"] == edge and fs["payload_bytes"] == 5000
+    assert fs["setting"] == model_id and model_id in fs["bytes_from"]
+    assert fs["compute_from"].startswith(f"{model_id} profiled")
     expected = end_to_end(Cost(**fs), LINKS.get("ble")).total_ms
     assert totals[("ble", "frankensplit")] == pytest.approx(expected)
+    local = profile["local"]["onnx-1"]["median_ms"]
+    assert totals[("ble", "local")] == totals[("lab", "local")] == local  # no link, no server
+    assert "accuracy not measured for tf_efficientnet_lite1" in what_if["costs"][0]["bytes_from"]
+    assert what_if["costs"][0]["server_ms"] == \
+        profile["teachers"]["tf_efficientnet_lite1"]["server"]["total"]["median_ms"]
     assert (out / "latency_vs_bandwidth_matched.png").stat().st_size > 10_000
-    assert "jpeg / FS" in (out / "latency.md").read_text()
+    assert (out / "ratio_vs_bandwidth_matched.png").stat().st_size > 10_000
+    md = (out / "latency.md").read_text()
+    assert "jpeg / FS" in md and "local execution / FS" in md and "N = 10:" in md
     rows = (out / "latency.csv").read_text().splitlines()
-    assert len(rows) == 1 + 3 * 2
+    assert len(rows) == 1 + 2 * 3 * 3  # 2 teachers x 3 links x (FS, jpeg, local)
+    assert [c["device_slowdown"] for c in data["conditions"]["matched"]] == [1.0, 10.0]
 
 
 def test_simulate_command_errors(profile_json: Path, tmp_path: Path, capsys) -> None:

@@ -1,10 +1,14 @@
 """``frankensplit profile``: time every stage of both pipelines on this machine -> profile JSON.
 
-    frankensplit profile [--model M] [--images DIR] [--threads 1,2] [--repeat 5] [--out profile.json]
+    frankensplit profile [--model M] [--images DIR] [--threads 1,2] [--repeat 5]
+                         [--teachers paper | swin_s3_base_224,convnext_tiny,...] [--out profile.json]
 
 Without ``--images`` it times the real photos shipped with scikit-image (and matplotlib), so it
-runs on any machine with the package installed; the default run takes about a minute on a 2-core
-CPU. The JSON layout is documented in :mod:`frankensplit.sim.profile`.
+runs on any machine with the package installed. Besides both pipelines it times local execution
+(the whole teacher on the edge) and, with ``--teachers``, larger teachers' server side and local
+execution from their architecture-only zoo entries with random weights (latency does not depend
+on weights; nothing is said about their accuracy). The JSON layout is documented in
+:mod:`frankensplit.sim.profile`.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pathlib import Path
 from frankensplit.cli import check_model, non_negative_int, positive_int
 from frankensplit.commands._common import add_model_args, load_model
 
-__all__ = ["HELP", "configure", "parse_threads", "run"]
+__all__ = ["HELP", "configure", "parse_teachers", "parse_threads", "run"]
 
 HELP = "measure edge, server and codec compute times on this machine (a device profile JSON)"
 
@@ -43,6 +47,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "and high setting per codec)")
     parser.add_argument("--bundle", default=None,
                         help="edge bundle of the model (default: export one to a temporary folder)")
+    parser.add_argument("--teachers", default=None, metavar="paper | NAME[,NAME...]",
+                        help="also time larger teachers' server side (g_s + tail on this model's "
+                             "packets, whole teacher) and local execution, with RANDOM weights "
+                             "(latency only): 'paper' = swin_s3_base_224,convnext_tiny,resnet50, "
+                             "or timm names with an architecture-only zoo entry")
     parser.add_argument("--out", default="profile.json", help="profile JSON to write")
 
 
@@ -59,6 +68,22 @@ def parse_threads(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise ValueError(f"--threads must list positive integers, got {text!r}")
     return sorted(set(values))
+
+
+def parse_teachers(text: str | None) -> list[str]:
+    """``"paper"`` or ``"swin_s3_base_224,resnet50"`` -> architecture-only zoo ids, in order.
+
+    Raises:
+        ValueError: a teacher without an architecture-only zoo entry (the message lists them).
+    """
+    from frankensplit.sim.profile import WHAT_IF_TEACHERS, what_if_model_id
+
+    if not text:
+        return []
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if names == ["paper"]:
+        names = list(WHAT_IF_TEACHERS)
+    return list(dict.fromkeys(what_if_model_id(n) for n in names))
 
 
 def _codecs(args: argparse.Namespace) -> dict[str, tuple[float, ...]]:
@@ -106,9 +131,18 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.server_threads)
     images = _images(args)
     codecs = _codecs(args)
+    what_if_ids = parse_teachers(args.teachers)
     model = load_model(args)
+    what_if = []
+    for model_id in what_if_ids:
+        from frankensplit.models.zoo import create_model
+
+        print(f"what-if teacher: {model_id} with RANDOM weights (latency only; its accuracy is "
+              "not measured)", file=sys.stderr)
+        what_if.append(create_model(model_id, teacher_weights=None))
     profile = measure_profile(model, images, threads, args.repeat, args.warmup, codecs,
-                              server_threads=args.server_threads, bundle=args.bundle)
+                              server_threads=args.server_threads, bundle=args.bundle,
+                              what_if=what_if)
     path = write_profile(profile, args.out)
     print(format_profile(profile))
     print(f"wrote {path}", file=sys.stderr)

@@ -1,23 +1,29 @@
-"""``frankensplit simulate``: end-to-end latency of FrankenSplit vs codec offloading per link.
+"""``frankensplit simulate``: end-to-end latency of FrankenSplit vs codec offloading vs local
+execution, per link and device speed.
 
     frankensplit simulate --profile profile.json --eval results/eval/results.json \\
-        [--links ble,3g,4g,5g,wifi] [--link lab:2:40] [--match model,within:1] [--out DIR]
+        [--links ble,3g,4g,5g,wifi] [--link lab:2:40] [--match model,within:1] \\
+        [--slowdown 1] [--slowdowns 1,3,10,30] [--teachers all|none|NAME,...] [--out DIR]
 
 Compute times come from a device profile (``frankensplit profile``), bytes per request at matched
 top-1 from a ``frankensplit eval`` result (or ``--bytes``), link time from the model of
-:mod:`frankensplit.sim.latency`. Writes latency.md, latency.csv, latency.json and one
-latency-vs-bandwidth plot per scenario into ``--out`` and prints the markdown.
+:mod:`frankensplit.sim.latency`. FrankenSplit's bytes are the profiled model's unless ``--model``
+names another; every row says whose bytes and whose compute it uses. The profile's what-if
+teachers are priced with the profiled model's bytes, labelled as a what-if. Writes latency.md,
+latency.csv, latency.json, a latency-vs-bandwidth plot per result and a device-speed plot per
+scenario into ``--out`` and prints the markdown.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 from frankensplit.cli import non_negative_float
 
-__all__ = ["HELP", "configure", "run"]
+__all__ = ["HELP", "configure", "parse_slowdowns", "run"]
 
 HELP = "end-to-end latency per link: FrankenSplit vs offloading with codecs at matched top-1"
 
@@ -30,7 +36,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval", default=None, metavar="RESULTS_JSON",
                         help="`frankensplit eval` results.json (or its folder): bytes at matched "
                              "top-1")
-    parser.add_argument("--model", default=None, help="FrankenSplit model id in the eval result")
+    parser.add_argument("--model", default=None,
+                        help="FrankenSplit model id in the eval result whose bytes to price "
+                             "(default: the profiled model)")
     parser.add_argument("--codecs", default=None, help="codecs to compare (default: all in both)")
     parser.add_argument("--match", default="model,within:1",
                         help="'model' (codecs at the model's top-1) and/or 'within:N' (everything "
@@ -58,8 +66,55 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="count application bytes only (as the application-level shaper)")
     parser.add_argument("--plot-rtt-ms", type=non_negative_float, default=50.0,
                         help="RTT of the plot's curves")
+    parser.add_argument("--slowdown", type=_positive_float, default=1.0,
+                        help="the device is N times slower than the profiled machine: edge "
+                             "times (encoders, local execution) x N, server times unchanged")
+    parser.add_argument("--slowdowns", default="1,3,10,30",
+                        help="device slowdowns of the device-speed plot and the conditions")
+    parser.add_argument("--teachers", default="all",
+                        help="what-if teachers of the profile to price: all, none, or names")
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--out", default="results/simulate", help="output folder")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def parse_slowdowns(text: str) -> list[float]:
+    """``"1,3,10"`` -> ``[1.0, 3.0, 10.0]``.
+
+    Raises:
+        ValueError: not positive numbers, or none.
+    """
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or not all(math.isfinite(v) and v > 0 for v in values):
+        raise ValueError(f"--slowdowns must list numbers > 0, got {text!r}")
+    return values
+
+
+def _teachers(text: str, profile: dict) -> list[str | None]:
+    """The teachers to price: the profiled model's (None), then the asked what-ifs."""
+    known = list(profile["teachers"])
+    if text == "all":
+        return [None, *known]
+    if text == "none":
+        return [None]
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise ValueError(f"--teachers {missing}: not in the profile (it has {known or 'none'}); "
+                         "`frankensplit profile --teachers NAME` times one")
+    return [None, *names]
 
 
 def _check_files(args: argparse.Namespace) -> None:
@@ -79,14 +134,15 @@ def _scenarios(args: argparse.Namespace, profile: dict) -> list:
     from frankensplit.sim import matching
 
     codecs = [c.strip() for c in args.codecs.split(",") if c.strip()] if args.codecs else None
+    model_id = args.model or profile["model_id"]  # the profiled model's bytes by default
     scenarios = []
     if args.eval:
         results = read_results(args.eval)
         for mode, points in matching.parse_match(args.match):
             if mode == "model":
-                scenarios.append(matching.match_model(results, args.model, codecs))
+                scenarios.append(matching.match_model(results, model_id, codecs))
             else:
-                scenarios.append(matching.match_within(results, points, args.model, codecs))
+                scenarios.append(matching.match_within(results, points, model_id, codecs))
     if args.bytes:
         sizes = matching.parse_bytes(args.bytes)
         scenarios.append(matching.given_scenario(
@@ -113,13 +169,16 @@ def run(args: argparse.Namespace) -> int:
     edge = args.edge or ("onnx-1" if "onnx-1" in backends else backends[0])
     wire = Wire(args.request_head_bytes, args.response_bytes, args.connection_rtts,
                 header_bytes=0.0 if args.no_tcp_headers else Wire.header_bytes)
+    slowdowns = parse_slowdowns(args.slowdowns)
     results, skipped = [], []
     for scenario in _scenarios(args, profile):
         if scenario.frankensplit.bytes is None:
             skipped.append(f"{scenario.title}: skipped, FrankenSplit's measured curve does not "
                            f"reach it ({scenario.frankensplit.status})")
             continue
-        results.append(run_scenario(profile, scenario, links, edge, wire, args.clock))
+        for teacher in _teachers(args.teachers, profile):
+            results.append(run_scenario(profile, scenario, links, edge, wire, args.clock,
+                                        teacher, args.slowdown))
     if not results:
         raise ValueError("; ".join(skipped))
     meta = {
@@ -127,13 +186,15 @@ def run(args: argparse.Namespace) -> int:
                    f"{profile['machine']['logical_cores']} cores, created {profile['created']})",
         "eval": args.eval or "-", "edge back end": edge, "compute clock": args.clock,
         "server torch threads": profile["server_threads"],
+        "device": f"{args.slowdown:g}x slower than the profiled machine (edge times x "
+                  f"{args.slowdown:g}, server times unchanged)",
+        "what-if teachers": ", ".join(profile["teachers"]) + " (random weights: latency only; "
+                            "their rows price the profiled model's bytes, accuracy not measured)"
+                            if profile["teachers"] else "-",
         "skipped": "; ".join(skipped) or "-",
     }
-    if profile["model_id"] != results[0].scenario.frankensplit.setting:
-        meta["note"] = (f"profile timed {profile['model_id']}, bytes are "
-                        f"{results[0].scenario.frankensplit.setting}'s (same architecture assumed)")
     paths = write_outputs(results, links, wire, args.out, meta, draw=not args.no_plot,
-                          plot_rtt_ms=args.plot_rtt_ms)
+                          plot_rtt_ms=args.plot_rtt_ms, slowdowns=slowdowns)
     print(paths["markdown"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
     return 0

@@ -4,7 +4,11 @@
 edge (FrankenSplit):  x --g_a (onnxruntime | torch eager, t threads)--> y --rANS + framing--> packet
 server (FrankenSplit): packet --parse + rANS--> y_hat --g_s--> h_hat --tail--> logits
 offloading:           crop --codec encode--> bytes --codec decode--> x_hat --normalise + teacher-->
+local execution:      x --the whole teacher on the edge (onnxruntime | torch eager, t threads)-->
 ```
+
+Larger what-if teachers (their server side and local execution, random weights) are timed by
+:mod:`frankensplit.sim.measure_teachers`.
 
 Each stage is timed alone, per image, ``warmup`` untimed runs then ``repeat`` timed ones, with
 ``time.perf_counter``; the result is the profile of :mod:`frankensplit.sim.profile`. The ONNX
@@ -18,7 +22,7 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -30,7 +34,9 @@ from frankensplit import bitstream
 from frankensplit.codecs import create_codec
 from frankensplit.data import crop_transform, load_image, normalize_transform
 from frankensplit.models.split import FrankenSplit
-from frankensplit.sim.profile import PROFILE_FORMAT, PROFILE_VERSION, stat
+from frankensplit.sim.measure_teachers import check_same_edge, measure_local, measure_what_if
+from frankensplit.sim.profile import PROFILE_FORMAT, PROFILE_VERSION
+from frankensplit.sim.timing import Samples, cpu_name, time_ms
 from frankensplit.threads import torch_threads
 
 __all__ = ["PROFILE_QUALITIES", "Samples", "cpu_name", "measure_profile", "time_ms"]
@@ -40,60 +46,6 @@ PROFILE_QUALITIES: dict[str, tuple[float, ...]] = {
     "jpeg": (5.0, 30.0, 90.0), "webp": (5.0, 30.0, 90.0), "avif": (5.0, 30.0, 90.0),
     "jxl": (12.0, 3.0, 0.5),
 }
-
-
-class Samples:
-    """Wall-clock and CPU times (ms) of repeated runs of one stage.
-
-    CPU time is the process's (all its threads): on a machine shared with other jobs the wall
-    time includes waiting for a core, CPU time does not, so it estimates the stage on an idle
-    core (for multi-threaded stages it is the sum over threads, an upper bound of the work).
-    """
-
-    def __init__(self) -> None:
-        self.wall: list[float] = []
-        self.cpu: list[float] = []
-
-    def __iadd__(self, other: Samples) -> Samples:  # noqa: PYI034 - not subclassed
-        self.wall += other.wall
-        self.cpu += other.cpu
-        return self
-
-    def __add__(self, other: Samples) -> Samples:
-        """Run-by-run sum of two stages timed on the same runs."""
-        out = Samples()
-        out.wall = [a + b for a, b in zip(self.wall, other.wall)]
-        out.cpu = [a + b for a, b in zip(self.cpu, other.cpu)]
-        return out
-
-    def stat(self) -> dict[str, float | int]:
-        """``stat`` of the wall times plus ``cpu_median_ms`` and ``cpu_p90_ms``."""
-        cpu = stat(self.cpu)
-        return {**stat(self.wall), "cpu_median_ms": cpu["median_ms"], "cpu_p90_ms": cpu["p90_ms"]}
-
-
-def time_ms(fn: Callable[[], object], repeat: int, warmup: int) -> Samples:
-    """Wall and CPU ms of ``repeat`` calls of ``fn`` after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    samples = Samples()
-    for _ in range(repeat):
-        cpu, start = time.process_time(), time.perf_counter()
-        fn()
-        samples.wall.append((time.perf_counter() - start) * 1000.0)
-        samples.cpu.append((time.process_time() - cpu) * 1000.0)
-    return samples
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo where there is one."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _edge_onnx(bundle: Path, model_id: str, xs: Sequence[torch.Tensor], threads: int,
@@ -201,6 +153,7 @@ def measure_profile(
     codecs: Mapping[str, Sequence[float]] | None = None,
     server_threads: int | None = None,
     bundle: str | Path | None = None,
+    what_if: Sequence[FrankenSplit] = (),
 ) -> dict[str, Any]:
     """Time every stage on ``images`` and return the device profile (a JSON-ready dict).
 
@@ -213,6 +166,8 @@ def measure_profile(
         codecs: codec -> qualities (default: :data:`PROFILE_QUALITIES` of the available codecs).
         server_threads: torch threads of the server stages (None: torch's current setting).
         bundle: an edge bundle of this model (None: exported to a temporary folder first).
+        what_if: architecture-only models of larger teachers (random weights) whose server side
+            and local execution to time on this model's packets (``profile["teachers"]``).
 
     Raises:
         ValueError: no images, a non-positive repeat, thread count or warm-up below 0, or a
@@ -223,6 +178,8 @@ def measure_profile(
     if repeat < 1 or warmup < 0 or not threads or min(threads) < 1:
         raise ValueError(f"need repeat >= 1, warmup >= 0 and threads >= 1, got repeat={repeat}, "
                          f"warmup={warmup}, threads={list(threads)}")
+    for other in what_if:  # before any timing: a wrong teacher fails at once
+        check_same_edge(model, other)
     load_before = os.getloadavg()[0]
     server_threads = server_threads or torch.get_num_threads()
     config = model.teacher.data_config
@@ -237,6 +194,10 @@ def measure_profile(
         packets = [model.edge.encode(x)[0] for x in xs]
         teacher = _teacher(model, crops, repeat, warmup)
         server = _server(model, packets, repeat, warmup)
+    local = measure_local(model.teacher, xs, threads, repeat, warmup)
+    teachers = {other.teacher.name: measure_what_if(
+        model, other, xs, crops, packets, threads, repeat, warmup, server_threads)
+        for other in what_if}
     return {
         "format": PROFILE_FORMAT, "version": PROFILE_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -250,6 +211,8 @@ def measure_profile(
             "server": server,
         },
         "teacher_ms": {"forward": teacher.stat()},
+        "local": local,
+        "teachers": teachers,
         "codecs": _codecs(codecs if codecs is not None else _default_codecs(), crops, repeat,
                           warmup),
     }

@@ -9,7 +9,7 @@ machine shared with other jobs the CPU time estimates the stage on an idle core,
 :data:`CLOCKS`)::
 
     format          "frankensplit-device-profile"
-    version         1
+    version         2 (version 1 had no ``local`` and ``teachers``)
     created         ISO time
     machine         cpu, logical_cores, load_average_1m [before, after], platform, python, torch,
                     onnxruntime: the numbers mean nothing without them
@@ -23,6 +23,16 @@ machine shared with other jobs the CPU time estimates the stage on an idle core,
                     server: {parse_entropy_decode, g_s, tail, total: STAT} (total = their sum
                           per run, so its median is not the sum of the medians)
     teacher_ms      forward: STAT of normalising a 224x224 crop and running the whole teacher
+                    (on the server, for offloading)
+    local           {backend: STAT}: local execution, the whole teacher on the edge from the
+                    normalised crop (the edge encoder's input), backends as for ``edge``
+                    ("onnx-<t>": the teacher exported to ONNX)
+    teachers        {timm name: what-if}: larger teachers timed from their architecture-only
+                    zoo entry with RANDOM weights (latency does not depend on weights; accuracy
+                    does, and none is implied), each {model_id, teacher_weights: "random",
+                    edge_from: the profiled model, whose g_a and packets it serves,
+                    server: {parse_entropy_decode (the profiled model's packets), g_s, tail,
+                    total}, teacher_ms: {forward}, local: {backend: STAT}}; {} when not asked
     codecs          {codec: [{quality, bytes (mean), encode: STAT, decode: STAT}, ...]}, each list
                     sorted by quality
 
@@ -43,6 +53,7 @@ __all__ = [
     "CLOCKS",
     "PROFILE_FORMAT",
     "PROFILE_VERSION",
+    "WHAT_IF_TEACHERS",
     "codec_ms",
     "edge_backends",
     "format_profile",
@@ -50,18 +61,46 @@ __all__ = [
     "median_ms",
     "stat",
     "validate_profile",
+    "what_if_model_id",
     "write_profile",
 ]
 
 PROFILE_FORMAT = "frankensplit-device-profile"
 #: Bumped whenever a field changes meaning.
-PROFILE_VERSION = 1
+PROFILE_VERSION = 2
 
 #: Which time the simulator prices a stage with: ``"wall"`` (what this machine took, waiting for a
 #: core included) or ``"cpu"`` (process CPU time: the work itself; summed over threads).
 CLOCKS = ("wall", "cpu")
 
-_REQUIRED = ("machine", "model_id", "teacher", "frankensplit", "teacher_ms", "codecs")
+_REQUIRED = ("machine", "model_id", "teacher", "frankensplit", "teacher_ms", "local",
+             "teachers", "codecs")
+
+
+#: The paper's larger teachers, ``--teachers paper``: timm name -> architecture-only zoo id.
+WHAT_IF_TEACHERS: dict[str, str] = {
+    "swin_s3_base_224": "fs-swin-s3-base-untrained",
+    "convnext_tiny": "fs-convnext-tiny-untrained",
+    "resnet50": "fs-resnet50-untrained",
+}
+
+
+def what_if_model_id(teacher: str) -> str:
+    """The architecture-only zoo id whose blueprint decoder and tail serve ``teacher``.
+
+    Raises:
+        ValueError: no ``*-untrained`` FrankenSplit entry of the zoo has that teacher.
+    """
+    from frankensplit.models.zoo_index import MODELS
+
+    for model_id in MODELS.names():
+        arch = MODELS.get(model_id).architecture
+        if (model_id.endswith("-untrained") and arch.teacher == teacher
+                and arch.method == "frankensplit"):
+            return model_id
+    known = sorted({MODELS.get(m).architecture.teacher for m in MODELS.names()
+                    if m.endswith("-untrained")})
+    raise ValueError(f"no architecture-only zoo entry has teacher {teacher!r}; known: {known}")
 
 
 def stat(samples_ms: Sequence[float]) -> dict[str, float | int]:
@@ -101,7 +140,8 @@ def validate_profile(profile: dict[str, Any], source: str = "profile") -> dict[s
     if profile.get("version") != PROFILE_VERSION:
         raise ValueError(
             f"{source} has profile version {profile.get('version')!r}; this build reads "
-            f"version {PROFILE_VERSION}"
+            f"version {PROFILE_VERSION}: rerun `frankensplit profile` (version 2 added local "
+            "execution and --teachers)"
         )
     missing = [k for k in _REQUIRED if k not in profile]
     fs = profile.get("frankensplit", {})
@@ -110,6 +150,11 @@ def validate_profile(profile: dict[str, Any], source: str = "profile") -> dict[s
         raise ValueError(f"{source} lacks {missing}")
     if not fs["edge"]:
         raise ValueError(f"{source} has no edge backend timings")
+    for name, other in profile["teachers"].items():
+        lacking = [k for k in ("model_id", "edge_from", "server", "teacher_ms", "local")
+                   if k not in other]
+        if lacking:
+            raise ValueError(f"{source}: teachers.{name} lacks {lacking}")
     return profile
 
 
@@ -211,6 +256,18 @@ def format_profile(profile: dict[str, Any]) -> str:
                          ("tail", "teacher tail"), ("total", "total")):
         lines.append(_row(f"server: {label}", fs["server"][stage]))
     lines.append(_row("server: teacher forward (normalise + full)", profile["teacher_ms"]["forward"]))
+    for backend, t in profile["local"].items():
+        lines.append(_row(f"local {backend}: whole teacher on the edge", t))
+    for name, other in profile["teachers"].items():
+        lines.append(f"what-if teacher {name} ({other['model_id']}, {other['teacher_weights']} "
+                     f"weights: latency only), serving {other['edge_from']}'s packets")
+        for stage, label in (("parse_entropy_decode", "parse + entropy decode"), ("g_s", "g_s"),
+                             ("tail", "teacher tail"), ("total", "total")):
+            lines.append(_row(f"  server: {label}", other["server"][stage]))
+        lines.append(_row("  server: teacher forward (normalise + full)",
+                          other["teacher_ms"]["forward"]))
+        for backend, t in other["local"].items():
+            lines.append(_row(f"  local {backend}: whole teacher on the edge", t))
     for codec, entries in profile["codecs"].items():
         for e in entries:
             q = f"{codec} q{e['quality']:g}"
