@@ -37,6 +37,8 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "crop224": (("shipped mechanism, 8 random-resized 224 px crops per step instead of 16 "
                 "128 px patches (1.53x the pixels)"), ["stages.0.view=train",
                                                        "stages.0.batch_size=8"]),
+    "frozen_norm": ("shipped mechanism, g_s batch-norm statistics kept from fs-lite0-l4",
+                    ["frozen_norm=true"]),
 }
 
 

@@ -142,6 +142,10 @@ class TrainConfig:
         rates: a variable-rate model's lambda grid (`Architecture.rates`, largest first; entropy
             ``gained_factorized``): one model trained at every rate at once, a rate drawn per
             sample and its bits weighted by that rate's lambda; ``lmbda`` is then unused.
+        frozen_norm: keep g_s's batch-norm statistics as loaded (eval mode) while training; only
+            their affine weights train. A variable-rate model's batches mix rates, so batch
+            statistics (and the running averages evaluation uses) would mix every rate's
+            quantisation noise (benchmarks/vr_ablation.py arm ``frozen_norm``).
     """
 
     teacher: str = "tf_efficientnet_lite0"
@@ -177,6 +181,7 @@ class TrainConfig:
     channels_last: bool = True
     train_tail: bool = False
     rates: list[float] | None = None
+    frozen_norm: bool = False
 
     def validate(self) -> None:
         """Check values that the types alone do not."""

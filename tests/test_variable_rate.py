@@ -206,3 +206,24 @@ def _transform(model):
 
     transform = make_transform(model.teacher.data_config, "eval")
     return lambda path: transform(load_image(path))
+
+
+def test_frozen_norm_keeps_the_decoders_batch_statistics(tmp_path) -> None:
+    if not TINY16.is_dir():
+        pytest.skip(f"fixture images not found in {TINY16}")
+    source = ARCH.build("fs-test-vr", teacher_weights=None)
+    save_codec(source, tmp_path / "src.safetensors")
+    cfg = load_config(REPO / "configs/lite0_vr_cpu.yaml", [
+        f"data.train=[{TINY16}]", "data.train_limit=4", "data.workers=0", "data.val=null",
+        "teacher_weights=offline", f"init_codec={tmp_path / 'src.safetensors'}",
+        "stages.0.batch_size=4", "stages.0.patch_size=64", "stages.0.steps_per_epoch=2",
+        "stages.0.epochs=1", "model_id=fs-test-vr", f"rates={list(RATES)}", "frozen_norm=true",
+    ])
+    train(cfg, tmp_path / "run", progress=False)
+    trained, _ = read_safetensors(tmp_path / "run" / "variable-rate" / "last.safetensors")
+    start = source.state_dict()
+    stats = [k for k in trained if k.startswith("g_s.") and k.endswith(("running_mean",
+                                                                        "running_var"))]
+    assert stats and all(torch.equal(trained[k], start[k]) for k in stats)
+    weights = [k for k in trained if k.startswith("g_s.") and k.endswith(".weight")]
+    assert any(not torch.equal(trained[k], start[k]) for k in weights)  # the rest trains

@@ -477,6 +477,10 @@ def _run_epoch(
     from tqdm.auto import tqdm
 
     run.model.train()
+    if run.cfg.frozen_norm:  # g_s normalises with the statistics it was loaded with
+        for module in run.model.g_s.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eval()
     steps = len(loader) if stage.steps_per_epoch is None else min(len(loader), stage.steps_per_epoch)
     if steps == 0:
         raise ValueError(f"stage {stage.name}: fewer training images than one batch")
