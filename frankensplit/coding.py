@@ -11,7 +11,10 @@ compressai's ``EntropyBottleneck.compress`` does, per image::
     bytes   = RansEncoder().encode_with_indexes(symbols, indexes, quantized_cdf, cdf_length, offset)
 
 (all flattened in C, H, W order). `FactorizedCoder` does exactly that with numpy, calling the same
-C++ rANS coder, so its bytes equal the torch path's for the same y.
+C++ rANS coder, so its bytes equal the torch path's for the same y. One rate of a variable-rate
+model (`frankensplit.models.entropy.GainedFactorizedPrior`) is the same coder with that rate's
+tables and gain vectors: ``symbols = round(y * gain - medians)`` and ``y_hat = (symbols + medians)
+* inverse_gain``, every step in float32 as torch computes it.
 
 The coder is compressai's compiled extension ``compressai/ans*.so``. Importing the ``compressai``
 package would import torch, so `load_ans` loads the extension file directly. It registers it as
@@ -96,9 +99,13 @@ class FactorizedCoder:
         cdf_length: (C,) int, valid length of each CDF.
         offset: (C,) int, symbol value of each CDF's first entry.
         medians: (C,) float, the per-channel rounding centres.
+        gain: (C,) float, one rate's gain of a variable-rate model (None: a fixed-rate model's
+            coder, no scaling).
+        inverse_gain: (C,) float, that rate's inverse gain, applied to decoded latents; given
+            with ``gain``.
 
     Raises:
-        ValueError: tables of inconsistent shapes or types.
+        ValueError: tables of inconsistent shapes or types, or one gain vector without the other.
     """
 
     def __init__(
@@ -107,17 +114,27 @@ class FactorizedCoder:
         cdf_length: np.ndarray,
         offset: np.ndarray,
         medians: np.ndarray,
+        gain: np.ndarray | None = None,
+        inverse_gain: np.ndarray | None = None,
     ) -> None:
         cdf = _int_table("quantized_cdf", quantized_cdf, 2)
         length = _int_table("cdf_length", cdf_length, 1)
         off = _int_table("offset", offset, 1)
         medians = np.asarray(medians, dtype=np.float32)
         channels = cdf.shape[0]
-        if length.shape != (channels,) or off.shape != (channels,) or medians.shape != (channels,):
+        if (gain is None) != (inverse_gain is None):
+            raise ValueError("gain and inverse_gain go together (one rate of a variable-rate "
+                             "model), or neither (a fixed-rate model)")
+        gains = [] if gain is None else [np.asarray(g, dtype=np.float32)
+                                         for g in (gain, inverse_gain)]
+        if length.shape != (channels,) or off.shape != (channels,) or medians.shape != (channels,) \
+                or any(g.shape != (channels,) for g in gains):
             raise ValueError(
                 f"tables disagree on the channel count: quantized_cdf {cdf.shape}, cdf_length "
-                f"{length.shape}, offset {off.shape}, medians {medians.shape}"
+                f"{length.shape}, offset {off.shape}, medians {medians.shape}, gains "
+                f"{[g.shape for g in gains]}"
             )
+        self.gain, self.inverse_gain = gains or (None, None)
         if length.min() < 2 or length.max() > cdf.shape[1]:
             raise ValueError(f"cdf_length must be in 2..{cdf.shape[1]}, got {length.tolist()}")
         self.channels = channels
@@ -140,9 +157,12 @@ class FactorizedCoder:
             raise ValueError(f"expected a latent ({self.channels}, H, W), got {y.shape}")
 
     def symbols(self, y: np.ndarray) -> np.ndarray:
-        """``round(y - medians)`` as int32 (C, H, W), rounding half to even like ``torch.round``."""
+        """``round(y * gain - medians)`` as int32 (C, H, W) (no gain: ``round(y - medians)``),
+        in float32 and rounding half to even like ``torch.round``."""
         y = np.asarray(y, dtype=np.float32)
         self._check_latent(y)
+        if self.gain is not None:
+            y = y * self.gain[:, None, None]  # float32, as the torch edge scales y
         return np.rint(y - self.medians[:, None, None]).astype(np.int32)
 
     def encode_symbols(self, symbols: np.ndarray) -> bytes:
@@ -172,5 +192,7 @@ class FactorizedCoder:
         return np.asarray(values, dtype=np.int32).reshape(self.channels, height, width)
 
     def dequantize(self, symbols: np.ndarray) -> np.ndarray:
-        """``symbols + medians`` as float32 (C, H, W): y_hat, as the torch decoder returns it."""
-        return symbols.astype(np.float32) + self.medians[:, None, None]
+        """``symbols + medians`` (times ``inverse_gain`` at a rate) as float32 (C, H, W): y_hat,
+        as the torch decoder returns it."""
+        y_hat = symbols.astype(np.float32) + self.medians[:, None, None]
+        return y_hat if self.inverse_gain is None else y_hat * self.inverse_gain[:, None, None]

@@ -1,9 +1,9 @@
 """One generic registry, shared by encoders, entropy models, blueprint decoders, codecs and the zoo.
 
-A new component is one decorated function::
+A new component is one decorated factory, a function or a class::
 
     @ENCODERS.register("frankensplit")
-    def frankensplit_encoder(in_channels: int = 3, latent_channels: int = 48) -> nn.Module: ...
+    class FrankenSplitEncoder(nn.Sequential): ...
 
 and is then reachable by name everywhere (CLI, configs, tests parametrized over ``names()``).
 Names are explicit strings chosen by the author: an id never depends on import or dict order.

@@ -66,6 +66,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "closed at once")
     parser.add_argument("--graceful-timeout", type=non_negative_float, default=10.0, metavar="S",
                         help="on SIGTERM/SIGINT, wait at most S seconds for requests in flight")
+    parser.add_argument("--no-images", action="store_true",
+                        help="do not serve /v1/classify-image (codec offloading): the teachers' "
+                             "heads are then not loaded, only what decodes packets")
     parser.add_argument("--no-isolate-decoder", action="store_true",
                         help="entropy-decode in the server process (trusted senders only)")
     parser.add_argument("--threads", type=positive_int, default=None,
@@ -167,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
 
     def loader() -> list:
-        models = [load_server_model(spec, args.teacher_weights) for spec in args.model]
+        models = [load_server_model(spec, args.teacher_weights, images=not args.no_images)
+                  for spec in args.model]
         ids = [m.model_id for m in models]
         if len(set(ids)) != len(ids):
             raise ValueError(f"two --model arguments load the same model id: {ids}")

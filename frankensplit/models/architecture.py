@@ -23,6 +23,7 @@ from frankensplit.files import from_dict
 
 if TYPE_CHECKING:
     from frankensplit.backbones import SplitBackbone
+    from frankensplit.models.parts import ServerPart
     from frankensplit.models.split import FrankenSplit
 
 __all__ = ["TRAINED_TAIL", "Architecture"]
@@ -137,6 +138,24 @@ class Architecture:
         return (cls.from_dict({k: v for k, v in raw.items() if k in names}, where),
                 {k: v for k, v in raw.items() if k not in names})
 
+    def latent_shape(self, teacher_input_size: int) -> tuple[int, int, int]:
+        """(C, h, w) of one image's latent: ``latent_channels`` and the edge's input side
+        (``input_size``, else the teacher's ``teacher_input_size``) over the encoder's reduction,
+        rounded up as padded stride-2 convolutions give. Read from the registered encoder class,
+        without building or running g_a.
+
+        Raises:
+            ValueError: an unknown encoder, or one that does not declare its ``reduction``.
+        """
+        from frankensplit.models.encoder import ENCODERS
+
+        reduction = getattr(ENCODERS.get(self.encoder), "reduction", None)
+        if not isinstance(reduction, int) or reduction < 1:
+            raise ValueError(f"encoder {self.encoder!r} must declare its reduction (a class "
+                             f"attribute), got {reduction!r}")
+        side = -(-(self.input_size or teacher_input_size) // reduction)
+        return (self.latent_channels, side, side)
+
     def build(
         self, model_id: str, teacher_weights: str | Path | None = "auto",
         backbone: SplitBackbone | None = None,
@@ -154,13 +173,45 @@ class Architecture:
                 ``split_reduction``, an encoder of another latent stride than the decoder's,
                 or a model that reuses itself.
         """
+        from frankensplit.models.split import FrankenSplit
+
+        arch, backbone, g_a, entropy, g_s = self._assemble(model_id, teacher_weights, backbone)
+        tail = None if self.tail is None else copy.deepcopy(backbone.tail).requires_grad_(True)
+        return FrankenSplit(model_id, g_a, entropy, g_s, backbone, arch, tail=tail)
+
+    def build_server(
+        self, model_id: str, teacher_weights: str | Path | None = "auto",
+        whole_teacher: bool = False,
+    ) -> tuple[ServerPart, SplitBackbone | None]:
+        """The server half alone: entropy model, g_s and the tail, accepting exactly
+        `latent_shape` (random codec weights seeded as `build`'s: load a codec file's
+        ``entropy``/``g_s``/``tail`` into it).
+
+        g_a is built only so that the seeded random codec equals `build`'s, then dropped; the
+        teacher's head is kept only with ``whole_teacher`` (for classifying images).
+
+        Returns:
+            The `ServerPart`, and the whole teacher (None without ``whole_teacher``).
+        """
+        from frankensplit.models.parts import ServerPart
+
+        _, backbone, _, entropy, g_s = self._assemble(model_id, teacher_weights, None)
+        tail = backbone.tail if self.tail is None else copy.deepcopy(backbone.tail)
+        shape = self.latent_shape(int(backbone.data_config["input_size"][-1]))
+        part = ServerPart(model_id, entropy, g_s, tail, encoder_id=self.reuses or model_id,
+                          latent_shape=shape)
+        return part, backbone if whole_teacher else None
+
+    def _assemble(
+        self, model_id: str, teacher_weights: str | Path | None, backbone: SplitBackbone | None,
+    ) -> tuple[Architecture, SplitBackbone, Any, Any, Any]:
+        """(architecture as recorded, teacher, g_a, entropy model, g_s): `build`'s parts."""
         import torch
 
         from frankensplit.backbones import create_backbone
         from frankensplit.blueprints import create_decoder
         from frankensplit.models.encoder import ENCODERS
         from frankensplit.models.entropy import ENTROPY_MODELS
-        from frankensplit.models.split import FrankenSplit
 
         if self.reuses == model_id:
             raise ValueError(f"model {model_id!r} cannot reuse itself; reuses=None is its own "
@@ -187,5 +238,4 @@ class Architecture:
         if g_a.reduction != getattr(g_s, "latent_stride", g_a.reduction):
             raise ValueError(f"encoder {self.encoder!r} makes latents of stride {g_a.reduction}, "
                              f"decoder {self.decoder!r} takes stride {g_s.latent_stride}")
-        tail = None if self.tail is None else copy.deepcopy(backbone.tail).requires_grad_(True)
-        return FrankenSplit(model_id, g_a, entropy, g_s, backbone, arch, tail=tail)
+        return arch, backbone, g_a, entropy, g_s

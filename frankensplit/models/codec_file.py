@@ -13,7 +13,7 @@ import torch
 
 from frankensplit.files import file_sha256, read_safetensors
 from frankensplit.models.architecture import Architecture
-from frankensplit.models.split import FrankenSplit
+from frankensplit.models.split import FrankenSplit, ServerPart
 
 __all__ = ["CODEC_PARTS", "codec_fingerprint", "codec_metadata", "codec_state", "load_codec",
            "load_codec_state", "model_parts", "save_codec"]
@@ -36,15 +36,25 @@ def save_codec(model: FrankenSplit, path: str | Path, metadata: dict[str, str] |
     return file_sha256(path)
 
 
-def load_codec(model: FrankenSplit, path: str | Path, sha256: str | None = None) -> None:
+def load_codec(
+    model: FrankenSplit | ServerPart, path: str | Path, sha256: str | None = None,
+    parts: tuple[str, ...] | None = None,
+) -> None:
     """Load codec weights into ``model`` (strict), after verifying the checksum when given.
+
+    Args:
+        model: a split model, or a server part (then name its ``parts``: ``("entropy", "g_s")``,
+            and "tail" for a model with a tail of its own); only those tensors are read.
+        path: the codec file.
+        sha256: its expected checksum.
+        parts: the parts to load (None: all the model's, see `load_codec_state`).
 
     Raises:
         ValueError: missing, corrupt or truncated file, checksum mismatch, or weights that do not fit.
     """
     if sha256 is not None and Path(path).is_file() and (actual := file_sha256(path)) != sha256:
         raise ValueError(f"checksum mismatch for {path}: expected {sha256}, got {actual}")
-    load_codec_state(model, read_safetensors(path)[0], source=str(path))
+    load_codec_state(model, read_safetensors(path, parts=parts)[0], parts, source=str(path))
 
 
 def codec_metadata(path: str | Path) -> dict[str, str]:
@@ -88,7 +98,7 @@ def codec_fingerprint(model: FrankenSplit) -> str:
 
 
 def load_codec_state(
-    model: FrankenSplit,
+    model: FrankenSplit | ServerPart,
     state: dict[str, torch.Tensor],
     parts: tuple[str, ...] | None = None,
     source: str = "state",

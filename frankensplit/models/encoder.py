@@ -1,8 +1,9 @@
 """Edge encoders g_a: image x -> latent y.
 
-``ENCODERS`` maps an id to a factory ``(in_channels, latent_channels) -> nn.Module``. Every encoder
-exposes ``latent_channels`` and ``reduction`` so the rest of the pipeline (entropy model, blueprint,
-wire format) is derived from it.
+``ENCODERS`` maps an id to an encoder class, called as ``(in_channels, latent_channels)``. Every
+encoder exposes ``latent_channels`` and, as a class attribute, ``reduction``, so the rest of the
+pipeline (entropy model, blueprint, wire format, the latent shape a server accepts) is derived
+from it; the server reads the reduction without building g_a (`Architecture.latent_shape`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class ResidualDownBlock(nn.Module):
         return self.body(x) + self.skip(x)
 
 
+@ENCODERS.register("frankensplit")
 class FrankenSplitEncoder(nn.Sequential):
     """The paper's shallow encoder: three stride-2 residual blocks, 3 -> 48 -> 64 -> 48 channels.
 
@@ -55,6 +57,7 @@ class FrankenSplitEncoder(nn.Sequential):
         self.latent_channels = latent_channels
 
 
+@ENCODERS.register("entropic_student")
 class EntropicStudentEncoder(nn.Sequential):
     """Entropic Student's encoder (Matsubara et al., WACV 2022), for the baseline.
 
@@ -74,15 +77,3 @@ class EntropicStudentEncoder(nn.Sequential):
             nn.Conv2d(48, latent_channels, 2, stride=1, bias=False),
         )
         self.latent_channels = latent_channels
-
-
-@ENCODERS.register("frankensplit")
-def frankensplit_encoder(in_channels: int = 3, latent_channels: int = 48) -> nn.Module:
-    """The FrankenSplit edge encoder."""
-    return FrankenSplitEncoder(in_channels, latent_channels)
-
-
-@ENCODERS.register("entropic_student")
-def entropic_student_encoder(in_channels: int = 3, latent_channels: int = 24) -> nn.Module:
-    """The Entropic Student encoder (baseline)."""
-    return EntropicStudentEncoder(in_channels, latent_channels)

@@ -6,13 +6,11 @@ server:  bytes --rANS--> y_hat --g_s--> h_hat (teacher features at the split) --
 ```
 
 ``FrankenSplit.forward`` is the training/analysis path and returns everything the loss needs;
-``edge`` and ``server`` are the deployment halves, each usable alone (the edge never holds the
-blueprint or the tail; the server never holds the encoder).
+``edge`` and ``server`` are the deployment halves (`frankensplit.models.parts`), each usable
+alone (the edge never holds the blueprint or the tail; the server never holds the encoder).
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -22,164 +20,10 @@ from frankensplit.backbones import SplitBackbone
 from frankensplit.blueprints.common import count_parameters
 from frankensplit.models.architecture import Architecture
 from frankensplit.models.entropy import FactorizedPrior
+from frankensplit.models.parts import EdgePart, InProcessCoder, LatentCoder, ServerPart, check_rate
 
-__all__ = ["EdgePart", "FrankenSplit", "ServerPart", "check_rate", "count_parameters"]
-
-
-def check_rate(entropy: nn.Module, rate: int | None) -> None:
-    """Refuse a rate index a model does not have: a fixed-rate model takes None, a variable-rate
-    one (``entropy.rates`` > 1) an index of its grid.
-
-    Raises:
-        ValueError: naming the rates the model has.
-    """
-    rates = getattr(entropy, "rates", 1)
-    if rates == 1 and rate is not None:
-        raise ValueError(f"this model has one fixed rate; got rate {rate!r}")
-    if rates > 1 and (isinstance(rate, bool) or not isinstance(rate, int)
-                      or not 0 <= rate < rates):
-        raise ValueError(f"this variable-rate model needs a rate index in 0..{rates - 1}, "
-                         f"got {rate!r}")
-
-
-class EdgePart(nn.Module):
-    """What runs on the device: encoder and entropy encoder.
-
-    Args:
-        model_id: the id written into every packet (the server refuses packets for other models).
-        g_a: the encoder.
-        entropy: the entropy model (its CDF tables must be built, see ``FrankenSplit.update``).
-    """
-
-    def __init__(self, model_id: str, g_a: nn.Module, entropy: FactorizedPrior) -> None:
-        super().__init__()
-        self.model_id = model_id
-        self.g_a = g_a
-        self.entropy = entropy
-
-    @torch.no_grad()
-    def encode(self, x: Tensor, rate: int | None = None) -> list[bytes]:
-        """Encode images x (N, 3, H, W), already preprocessed, into N self-describing packets.
-
-        Args:
-            x: the images.
-            rate: a variable-rate model's rate index (the packets carry it); None for a fixed-rate
-                model.
-
-        Raises:
-            ValueError: images of another shape, or a rate the model does not have.
-        """
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected images (N, 3, H, W), got {tuple(x.shape)}")
-        check_rate(self.entropy, rate)
-        y = self.g_a(x)  # (N, C, h, w)
-        strings = self.entropy.compress(y) if rate is None else self.entropy.compress(y, rate)
-        shape = tuple(int(d) for d in y.shape[1:])
-        return [bitstream.pack(bitstream.Packet(self.model_id, shape, s, rate)) for s in strings]
-
-
-class ServerPart(nn.Module):
-    """What runs on the server: entropy decoder, blueprint decoder g_s and the frozen teacher tail.
-
-    Args:
-        model_id: the model's own id (the decoder's: what a server labels its answers with).
-        entropy: the entropy model with the same CDF tables as the edge.
-        g_s: the blueprint decoder.
-        tail: the unmodified teacher tail.
-        limits: wire-format limits applied to every packet (default: latents of inputs up to
-            512x512, i.e. C x 64 x 64 symbols).
-        encoder_id: the id the packets it decodes carry; packets carrying another are rejected
-            (None: ``model_id``; encoder reuse: the source model's, see `FrankenSplit.encoder_id`).
-    """
-
-    def __init__(
-        self,
-        model_id: str,
-        entropy: FactorizedPrior,
-        g_s: nn.Module,
-        tail: nn.Module,
-        limits: bitstream.Limits | None = None,
-        encoder_id: str | None = None,
-    ) -> None:
-        super().__init__()
-        self.model_id = model_id
-        self.encoder_id = model_id if encoder_id is None else encoder_id
-        self.entropy = entropy
-        self.g_s = g_s
-        self.tail = tail
-        if limits is None:
-            # A 34-byte forged packet may declare any shape within the limits, and decoding costs
-            # time and memory per declared symbol (fuzzing: about 1 s and 380 MiB at the wire
-            # format's generic bound). Default to latents of inputs up to 512x512.
-            limits = bitstream.Limits(max_latent_elements=entropy.channels * 64 * 64)
-        self.limits = limits
-
-    def parse(self, data: bytes) -> bitstream.Packet:
-        """Unpack and validate one packet against this model.
-
-        Raises:
-            bitstream.BitstreamError: malformed packet, or one for another model / latent size.
-        """
-        return self._check_model(bitstream.unpack(data, self.limits))  # unpack checked limits
-
-    def check(self, packet: bitstream.Packet) -> bitstream.Packet:
-        """Validate an unpacked packet against this model: its encoder id, channels and limits
-        (a server unpacks once to route, then checks here without unpacking again).
-
-        Raises:
-            bitstream.BitstreamError: a packet for another model, latent size or above the limits.
-        """
-        bitstream.check_limits(packet, self.limits)
-        return self._check_model(packet)
-
-    def _check_model(self, packet: bitstream.Packet) -> bitstream.Packet:
-        if packet.model_id != self.encoder_id:
-            raise bitstream.CorruptError(
-                f"packet is for model {packet.model_id!r}, this server part decodes "
-                f"{self.encoder_id!r}"
-            )
-        if packet.shape[0] != self.entropy.channels:
-            raise bitstream.CorruptError(
-                f"packet declares {packet.shape[0]} latent channels, model has {self.entropy.channels}"
-            )
-        try:
-            check_rate(self.entropy, packet.rate)
-        except ValueError as e:
-            raise bitstream.CorruptError(f"packet rate {packet.rate!r} does not fit: {e}") from e
-        return packet
-
-    @torch.no_grad()
-    def decode_latent(self, packets: Sequence[bytes | bitstream.Packet]) -> Tensor:
-        """Decode packets (bytes, or packets unpacked already) of one latent size into y_hat
-        (N, C, h, w)."""
-        parsed = [self.check(p) if isinstance(p, bitstream.Packet) else self.parse(p)
-                  for p in packets]
-        shapes = {p.shape for p in parsed}
-        if len(shapes) != 1:
-            raise ValueError(f"packets of one batch must share a latent shape, got {sorted(shapes)}")
-        _, h, w = parsed[0].shape
-        try:
-            if parsed[0].rate is None:  # fixed rate (check_rate: all None)
-                return self.entropy.decompress([p.payload for p in parsed], (h, w))
-            y_hat = [None] * len(parsed)  # one decompress per rate of the batch
-            for rate in sorted({p.rate for p in parsed}):
-                idx = [i for i, p in enumerate(parsed) if p.rate == rate]
-                decoded = self.entropy.decompress([parsed[i].payload for i in idx], (h, w), rate)
-                for i, one in zip(idx, decoded):
-                    y_hat[i] = one
-            return torch.stack(y_hat)
-        except (RuntimeError, ValueError, IndexError) as e:
-            raise bitstream.CorruptError(f"entropy decoding failed: {e}") from e
-
-    @torch.no_grad()
-    def classify(self, y_hat: Tensor) -> Tensor:
-        """Decoded latents y_hat (N, C, h, w) -> logits (N, num_classes): g_s, then the tail."""
-        return self.tail(self.g_s(y_hat))
-
-    @torch.no_grad()
-    def decode(self, packets: Sequence[bytes | bitstream.Packet]) -> Tensor:
-        """Packets -> logits (N, num_classes)."""
-        return self.classify(self.decode_latent(packets))
+__all__ = ["EdgePart", "FrankenSplit", "InProcessCoder", "LatentCoder", "ServerPart", "check_rate",
+           "count_parameters"]
 
 
 class FrankenSplit(nn.Module):
@@ -249,6 +93,12 @@ class FrankenSplit(nn.Module):
         """A variable-rate model's lambda grid (rate index -> lambda); None: one fixed rate."""
         return self.architecture.rates
 
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(C, h, w) of the latent of one image at the edge's input size (derived from the
+        architecture, `Architecture.latent_shape`; g_a is not run)."""
+        return self.architecture.latent_shape(int(self.teacher.data_config["input_size"][-1]))
+
     def forward(self, x: Tensor, rate: int | Tensor | None = None
                 ) -> dict[str, Tensor | dict[str, Tensor]]:
         """Training/analysis pass (no entropy coding).
@@ -309,7 +159,9 @@ class FrankenSplit(nn.Module):
 
     @property
     def server(self) -> ServerPart:
-        """The server half (shares parameters with this model): decodes `encoder_id`'s packets."""
+        """The server half (shares parameters with this model): decodes `encoder_id`'s packets
+        of any latent size within its limits (a server for untrusted clients narrows it to
+        `latent_shape`: ``server.with_latent_shape(model.latent_shape)``)."""
         return ServerPart(self.model_id, self.entropy, self.g_s, self.serving_tail,
                           encoder_id=self.encoder_id)
 

@@ -7,17 +7,21 @@ here; the assembly is `Architecture.build`; the file format is :mod:`frankenspli
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from frankensplit.files import read_safetensors
 from frankensplit.models.architecture import Architecture
-from frankensplit.models.codec_file import codec_metadata, codec_state, load_codec
-from frankensplit.models.split import FrankenSplit
+from frankensplit.models.codec_file import codec_metadata, load_codec
+from frankensplit.models.split import FrankenSplit, ServerPart
 from frankensplit.models.zoo_index import MODELS, ZOO_DIR, ModelEntry, default_model_id, list_models
 
+if TYPE_CHECKING:
+    from frankensplit.backbones import SplitBackbone
+
 __all__ = ["MODELS", "ZOO_DIR", "ModelEntry", "check_reuse", "create_model", "default_model_id",
-           "list_models", "load_model_file", "load_weights"]
+           "list_models", "load_model_file", "load_server_part", "load_weights"]
 
 
 def create_model(
@@ -84,8 +88,38 @@ def load_weights(
     return model
 
 
-def check_reuse(model: FrankenSplit) -> None:
-    """Check that a reuse model's g_a and entropy model are its source's, tensor for tensor.
+def load_server_part(
+    architecture: Architecture,
+    model_id: str,
+    path: str | Path | None = None,
+    sha256: str | None = None,
+    teacher_weights: str | Path | None = "auto",
+    whole_teacher: bool = False,
+) -> tuple[ServerPart, SplitBackbone | None]:
+    """The server half of a model (`Architecture.build_server`) with the codec weights of
+    ``path`` (checksum ``sha256``; None: the seeded random codec), ready to decode: eval mode,
+    CDF tables, reuse checked. Only the entropy model, g_s (and an own tail) are read: no g_a
+    tensor is loaded.
+
+    Returns:
+        The part, and the whole teacher (only with ``whole_teacher``: for classifying images).
+
+    Raises:
+        ValueError: see `load_codec` and `check_reuse`.
+    """
+    part, teacher = architecture.build_server(model_id, teacher_weights, whole_teacher)
+    if path is not None:
+        parts = ("entropy", "g_s", *(() if architecture.tail is None else ("tail",)))
+        load_codec(part, path, sha256=sha256, parts=parts)
+    part.eval()
+    part.entropy.update(force=path is None)  # loaded tables are kept: saved with the codec
+    check_reuse(part)
+    return part, teacher
+
+
+def check_reuse(model: FrankenSplit | ServerPart) -> None:
+    """Check that a reuse model's g_a and entropy model (a server part: its entropy model) are
+    its source's, tensor for tensor.
 
     Why: its packets name the source (`FrankenSplit.encoder_id`), and a server decodes them with
     any decoder of that source; an encoder or CDF table that differs in one value would write
@@ -96,13 +130,13 @@ def check_reuse(model: FrankenSplit) -> None:
     Raises:
         ValueError: a tensor of g_a or the entropy model that differs from the source's.
     """
-    source = model.architecture.reuses
+    source = None if model.encoder_id == model.model_id else model.encoder_id
     if source is None or source not in MODELS or (entry := MODELS.get(source)).weights is None:
         return
     path = ZOO_DIR / entry.weights
-    parts = ("g_a", "entropy")
+    parts = tuple(p for p in ("g_a", "entropy") if hasattr(model, p))  # a server part: entropy
     theirs = read_safetensors(path, parts=parts)[0]
-    ours = {k: v for k, v in codec_state(model).items() if k.split(".", 1)[0] in parts}
+    ours = {f"{p}.{k}": v for p in parts for k, v in getattr(model, p).state_dict().items()}
     differ = sorted(k for k in ours.keys() | theirs.keys()
                     if k not in ours or k not in theirs or not torch.equal(ours[k], theirs[k]))
     if differ:

@@ -226,14 +226,12 @@ def export_server(model: FrankenSplit, folder: str | Path) -> ServerManifest:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     preprocess = Preprocess.from_data_config(model.teacher.data_config)
-    with torch.no_grad():
-        y = model.g_a(torch.zeros(1, 3, preprocess.crop, preprocess.crop))
     save_codec(model, folder / _CODEC_FILE)
     manifest = ServerManifest(
         model_id=model.model_id,
         bitstream_version=bitstream.FORMAT_VERSION,
         architecture=model.architecture,
-        latent_shape=tuple(int(d) for d in y.shape[1:]),  # type: ignore[arg-type]
+        latent_shape=model.latent_shape,  # derived from the architecture, as the server does
         codec_file=_CODEC_FILE,
         preprocess=preprocess,
         files={_CODEC_FILE: file_sha256(folder / _CODEC_FILE)},

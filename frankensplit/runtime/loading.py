@@ -1,4 +1,5 @@
-"""Load what the server runs: a `ServerPart` plus the latent shape it accepts.
+"""Load what the server runs: a `ServerPart` (which knows the latent shape it accepts) and, for
+classifying images, the whole teacher.
 
 A model is named either by a zoo id (``fs-lite0-untrained``, trained ids from ``zoo/index.json``)
 or by a server bundle folder written by ``frankensplit export``; a bundle works for any model id,
@@ -10,12 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from frankensplit.backbones import SplitBackbone
 from frankensplit.models.split import FrankenSplit, ServerPart
-from frankensplit.models.zoo import MODELS, create_model, load_weights
-from frankensplit.runtime.bundle import Preprocess, ServerManifest, read_manifest
+from frankensplit.models.zoo import MODELS, ZOO_DIR, load_server_part
+from frankensplit.runtime.bundle import ServerManifest, read_manifest
 
 __all__ = ["LoadedModel", "load_server_model", "resolve_model_spec", "served_model"]
 
@@ -26,20 +25,29 @@ class LoadedModel:
 
     Attributes:
         model_id: the model's own id (answers and metrics name it).
-        part: entropy decoder, g_s and the teacher tail.
-        latent_shape: (C, H, W) of the packets it accepts; others are refused before decoding,
-            so a packet cannot make the server run g_s on an arbitrarily large latent.
+        part: entropy decoder, g_s and the teacher tail; it checks and decodes every packet.
+        latent_shape: (C, H, W) of the packets it accepts (None: the part's,
+            `ServerPart.latent_shape`; given, the part is narrowed to it); others are refused
+            before decoding, so a packet cannot make the server run g_s on an arbitrarily large
+            latent. None with a bare part: any size within its limits.
         teacher: timm name of the backbone whose tail it runs (None: not known, a bare part);
             clients may choose a decoder by it (``?backbone=``, `runtime.routing`).
         teacher_model: that whole, unsplit teacher (with its preprocessing, ``data_config``):
-            what classifies images on ``/v1/classify-image`` (None: not served for images).
+            what classifies images on ``/v1/classify-image`` (None: not served for images, and
+            the teacher's head is not loaded).
     """
 
     model_id: str
     part: ServerPart
-    latent_shape: tuple[int, int, int]
+    latent_shape: tuple[int, int, int] | None = None
     teacher: str | None = None
     teacher_model: SplitBackbone | None = None
+
+    def __post_init__(self) -> None:
+        if self.latent_shape is None:
+            object.__setattr__(self, "latent_shape", self.part.latent_shape)
+        elif tuple(self.latent_shape) != self.part.latent_shape:
+            object.__setattr__(self, "part", self.part.with_latent_shape(self.latent_shape))
 
     @property
     def encoder_id(self) -> str:
@@ -48,13 +56,10 @@ class LoadedModel:
 
 
 def served_model(model: FrankenSplit) -> LoadedModel:
-    """The server half of an in-memory model and its latent shape at the teacher's input size."""
-    crop = Preprocess.from_data_config(model.teacher.data_config).crop
-    with torch.no_grad():
-        y = model.g_a(torch.zeros(1, 3, crop, crop))  # (1, C, crop/r, crop/r)
-    shape = tuple(int(d) for d in y.shape[1:])
-    return LoadedModel(model.model_id, model.server, shape,  # type: ignore[arg-type]
-                       model.teacher.name, model.teacher)
+    """The server half of an in-memory model, accepting its latent shape at the edge's input
+    size (`FrankenSplit.latent_shape`), and its whole teacher (images)."""
+    part = model.server.with_latent_shape(model.latent_shape)
+    return LoadedModel(model.model_id, part, None, model.teacher.name, model.teacher)
 
 
 def resolve_model_spec(spec: str) -> str:
@@ -76,27 +81,35 @@ def resolve_model_spec(spec: str) -> str:
     return "zoo"
 
 
-def load_server_model(spec: str, teacher_weights: str | Path | None = "auto") -> LoadedModel:
-    """Load a zoo model id or a server bundle folder for serving.
+def load_server_model(
+    spec: str, teacher_weights: str | Path | None = "auto", images: bool = True
+) -> LoadedModel:
+    """Load the server half of a zoo model id or a server bundle folder for serving.
+
+    Only what the server runs is loaded (`zoo.load_server_part`): the entropy model, g_s and the
+    teacher's tail, never g_a; the teacher's head only with ``images``.
 
     Args:
         spec: model id or server bundle folder.
         teacher_weights: see :func:`frankensplit.backbones.create_backbone`.
+        images: also keep the whole teacher, to classify images (``/v1/classify-image``).
 
     Raises:
         ValueError: unknown id, bad bundle (checksums are verified) or weights that do not fit.
     """
     if resolve_model_spec(spec) == "zoo":
-        return served_model(create_model(spec, teacher_weights=teacher_weights))
-    folder = Path(spec)
-    manifest = read_manifest(folder)
-    assert isinstance(manifest, ServerManifest)
-    model = manifest.architecture.build(manifest.model_id, teacher_weights)
-    loaded = served_model(load_weights(model, folder / manifest.codec_file,
-                                       manifest.files.get(manifest.codec_file)))
-    if loaded.latent_shape != manifest.latent_shape:
-        raise ValueError(
-            f"{folder}: the model produces latents {loaded.latent_shape}, manifest says "
-            f"{manifest.latent_shape}"
-        )
-    return loaded
+        entry = MODELS.get(spec)
+        arch, model_id, sha256 = entry.architecture, spec, entry.sha256
+        path = entry.weights and ZOO_DIR / entry.weights
+        expected = None
+    else:
+        folder = Path(spec)
+        manifest = read_manifest(folder)
+        assert isinstance(manifest, ServerManifest)
+        arch, model_id, expected = manifest.architecture, manifest.model_id, manifest.latent_shape
+        path, sha256 = folder / manifest.codec_file, manifest.files.get(manifest.codec_file)
+    part, teacher = load_server_part(arch, model_id, path, sha256, teacher_weights, images)
+    if expected is not None and part.latent_shape != tuple(expected):
+        raise ValueError(f"{spec}: the model takes latents {part.latent_shape}, manifest says "
+                         f"{tuple(expected)}")
+    return LoadedModel(model_id, part, None, arch.teacher, teacher)

@@ -150,6 +150,9 @@ def choose_teacher(models: Sequence[LoadedModel], backbone: str | None = None) -
         UnknownBackboneError | AmbiguousBackboneError: no teacher fits | several (names, sizes).
     """
     served = sorted((m for m in models if m.teacher_model is not None), key=lambda m: m.model_id)
+    if not served:
+        raise UnknownBackboneError("this server classifies packets only: no whole teacher is "
+                                   "loaded for images (loaded with images=False)")
     fits = [m for m in served if m.model_id == backbone] or [
         m for m in served if backbone in (None, m.teacher)]
     available = ", ".join(f"{m.model_id} ({m.teacher})" for m in served)

@@ -12,6 +12,11 @@ The worker is a plain ``python -c`` subprocess talking length-prefixed frames ov
 stdout (not ``multiprocessing``, whose spawn mode re-imports the parent's ``__main__`` and breaks in
 scripts without a main guard). Per batch that is one round trip: payloads in, ``C*H*W`` int32
 symbols per payload out (0.15 MB for a 48x28x28 latent), small next to the teacher tail.
+
+`SandboxCoder` is a `ServerPart`'s coder (``models.split.LatentCoder``) over this worker: the part
+checks a packet, the worker turns its payload into symbols with the tables of the packet's rate,
+and the coder dequantises them in this process (medians, and a variable-rate model's inverse
+gain), exactly as the in-process torch decoder would.
 """
 
 from __future__ import annotations
@@ -24,13 +29,14 @@ import sys
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
-from frankensplit.bitstream import CorruptError
+from frankensplit.bitstream import CorruptError, Packet
+from frankensplit.coding import FactorizedCoder
 
-__all__ = ["DecoderCrashedError", "SandboxedDecoder"]
+__all__ = ["DecoderCrashedError", "SandboxCoder", "SandboxedDecoder"]
 
 _LEN = struct.Struct(">I")
 _TABLES = ("quantized_cdf", "cdf_length", "offset", "medians")
@@ -64,13 +70,12 @@ def _npy(array: np.ndarray) -> bytes:
 
 def worker_main() -> None:
     """The worker process: read tables, then answer decode requests until stdin closes."""
-    from frankensplit.coding import FactorizedCoder
-
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     coders = {}
-    for model_id in json.loads(_read(stdin)):
-        tables = {n: np.load(io.BytesIO(_read(stdin)), allow_pickle=False) for n in _TABLES}
-        coders[model_id] = FactorizedCoder(**tables)
+    for model_id, rates in json.loads(_read(stdin)):
+        for rate in rates:
+            tables = {n: np.load(io.BytesIO(_read(stdin)), allow_pickle=False) for n in _TABLES}
+            coders[model_id, rate] = FactorizedCoder(**tables)
     _write(stdout, b"ready")
     stdout.flush()
     while True:
@@ -78,35 +83,52 @@ def worker_main() -> None:
             request = json.loads(_read(stdin))
         except EOFError:
             return
-        coder, size = coders[request["model"]], (request["h"], request["w"])
+        coder = coders[request["model"], request["rate"]]
+        size = (request["h"], request["w"])
         payloads = [_read(stdin) for _ in range(request["n"])]
         for payload in payloads:
             _write(stdout, coder.decode_symbols(payload, size).tobytes())  # padded
         stdout.flush()
 
 
+def _per_rate(tables: Mapping[Any, Any]) -> dict[int | None, dict[str, np.ndarray]]:
+    """One model's tables by rate index (None: a fixed-rate model), from either one set of
+    tables (names -> arrays) or a mapping rate -> set (`ServerPart.coding_tables`)."""
+    sets = {None: tables} if "quantized_cdf" in tables else dict(tables)
+    missing = {r: sorted(set(_TABLES) - set(t)) for r, t in sets.items() if set(_TABLES) - set(t)}
+    if missing:
+        raise ValueError(f"entropy tables incomplete: {missing}")
+    return {r: {n: np.asarray(a) for n, a in t.items()} for r, t in sets.items()}
+
+
 class SandboxedDecoder:
     """Decode factorized-prior payloads into symbols in a worker process (thread-safe, blocking).
 
     Args:
-        tables: model id -> ``{"quantized_cdf", "cdf_length", "offset", "medians"}`` arrays.
+        tables: model id -> its ``{"quantized_cdf", "cdf_length", "offset", "medians"}`` arrays,
+            or, for a variable-rate model, rate index -> such arrays (gain vectors may come with
+            them: `SandboxCoder` dequantises with them; the worker needs only the four).
         timeout_s: longest one round trip may take before the worker is considered stuck.
     """
 
     def __init__(
-        self, tables: Mapping[str, Mapping[str, np.ndarray]], timeout_s: float = 5.0
+        self, tables: Mapping[str, Mapping[Any, Any]], timeout_s: float = 5.0
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
-        missing = {m: sorted(set(_TABLES) - set(t)) for m, t in tables.items() if set(_TABLES) - set(t)}
-        if missing:
-            raise ValueError(f"entropy tables incomplete: {missing}")
-        self._tables = {m: {n: np.asarray(t[n]) for n in _TABLES} for m, t in tables.items()}
-        self._channels = {m: int(t["quantized_cdf"].shape[0]) for m, t in self._tables.items()}
+        self._tables = {m: _per_rate(t) for m, t in tables.items()}
+        self._channels = {m: int(next(iter(t.values()))["quantized_cdf"].shape[0])
+                          for m, t in self._tables.items()}
         self.timeout_s = timeout_s
         self.restarts = 0
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
+
+    def tables(self, model_id: str) -> dict[int | None, dict[str, np.ndarray]]:
+        """A model's tables by rate index (None: its fixed rate)."""
+        if model_id not in self._tables:
+            raise ValueError(f"no entropy tables for model {model_id!r}")
+        return self._tables[model_id]
 
     def _start(self) -> None:
         root = str(Path(__file__).resolve().parents[2])  # the folder holding this frankensplit
@@ -120,10 +142,12 @@ class SandboxedDecoder:
         timer = threading.Timer(60.0, process.kill)
         timer.start()
         try:
-            _write(process.stdin, json.dumps(list(self._tables)).encode())
-            for tables in self._tables.values():
-                for name in _TABLES:
-                    _write(process.stdin, _npy(tables[name]))
+            index = [[m, list(rates)] for m, rates in self._tables.items()]
+            _write(process.stdin, json.dumps(index).encode())
+            for rates in self._tables.values():
+                for tables in rates.values():
+                    for name in _TABLES:
+                        _write(process.stdin, _npy(tables[name]))
             process.stdin.flush()
             if _read(process.stdout) != b"ready":
                 raise EOFError("unexpected greeting")
@@ -153,7 +177,8 @@ class SandboxedDecoder:
         with self._lock:
             self._kill()
 
-    def _roundtrip(self, model_id: str, payloads: list[bytes], size: tuple[int, int]) -> list[bytes]:
+    def _roundtrip(self, model_id: str, payloads: list[bytes], size: tuple[int, int],
+                   rate: int | None) -> list[bytes]:
         if self._process is None:
             self._start()
         process = self._process
@@ -161,7 +186,8 @@ class SandboxedDecoder:
         timer = threading.Timer(self.timeout_s, process.kill)
         timer.start()
         try:
-            header = {"model": model_id, "h": size[0], "w": size[1], "n": len(payloads)}
+            header = {"model": model_id, "rate": rate, "h": size[0], "w": size[1],
+                      "n": len(payloads)}
             _write(process.stdin, json.dumps(header).encode())
             for payload in payloads:
                 _write(process.stdin, payload)
@@ -177,19 +203,25 @@ class SandboxedDecoder:
             timer.cancel()
 
     def decode(
-        self, model_id: str, payloads: Sequence[bytes], size: tuple[int, int]
+        self, model_id: str, payloads: Sequence[bytes], size: tuple[int, int],
+        rate: int | None = None,
     ) -> list[np.ndarray | DecoderCrashedError]:
         """Symbols (C, h, w) int32 per payload, or the error of a payload that broke the decoder.
 
-        The batch is decoded in one round trip; if that fails, each payload is retried alone so
-        one forged payload only fails its own request.
+        The batch (one model, latent size and ``rate``: the index of a variable-rate model's
+        rate, None for a fixed-rate model) is decoded in one round trip; if that fails, each
+        payload is retried alone so one forged payload only fails its own request.
+
+        Raises:
+            ValueError: a model or rate without tables.
         """
-        if model_id not in self._tables:
-            raise ValueError(f"no entropy tables for model {model_id!r}")
+        if rate not in self.tables(model_id):
+            raise ValueError(f"no entropy tables for model {model_id!r} at rate {rate!r}; it has "
+                             f"{list(self._tables[model_id])}")
         shape = (self._channels[model_id], *size)
         with self._lock:
             try:
-                raw = self._roundtrip(model_id, list(payloads), size)
+                raw = self._roundtrip(model_id, list(payloads), size, rate)
                 return [np.frombuffer(r, dtype=np.int32).reshape(shape) for r in raw]
             except DecoderCrashedError as e:
                 if len(payloads) == 1:
@@ -197,8 +229,40 @@ class SandboxedDecoder:
             results: list[np.ndarray | DecoderCrashedError] = []
             for payload in payloads:
                 try:
-                    (r,) = self._roundtrip(model_id, [payload], size)
+                    (r,) = self._roundtrip(model_id, [payload], size, rate)
                     results.append(np.frombuffer(r, dtype=np.int32).reshape(shape))
                 except DecoderCrashedError as e:
                     results.append(e)
             return results
+
+
+class SandboxCoder:
+    """A `ServerPart`'s coder decoding in a `SandboxedDecoder`'s worker process.
+
+    Packets (checked by the part) are grouped by latent size and rate, each group decoded into
+    symbols in one round trip, and the symbols dequantised here with that rate's tables
+    (`FactorizedCoder.dequantize`: float32, equal to the torch decoder's y_hat).
+
+    Args:
+        sandbox: the worker, holding this model's tables.
+        model_id: the encoder id its tables are held under (the packets' id).
+    """
+
+    def __init__(self, sandbox: SandboxedDecoder, model_id: str) -> None:
+        self.sandbox = sandbox
+        self.model_id = model_id
+        self._coders = {rate: FactorizedCoder(**t) for rate, t in sandbox.tables(model_id).items()}
+
+    def decode(self, packets: Sequence[Packet]) -> list[Any]:
+        """y_hat (C, h, w) float32 per packet, or its `DecoderCrashedError` (the part's
+        ``LatentCoder`` contract)."""
+        groups: dict[tuple[tuple[int, int], int | None], list[int]] = {}
+        for i, packet in enumerate(packets):
+            groups.setdefault((packet.shape[1:], packet.rate), []).append(i)
+        results: list[Any] = [None] * len(packets)
+        for (size, rate), indexes in groups.items():
+            symbols = self.sandbox.decode(self.model_id, [packets[i].payload for i in indexes],
+                                          size, rate)
+            for i, s in zip(indexes, symbols):
+                results[i] = s if isinstance(s, Exception) else self._coders[rate].dequantize(s)
+        return results

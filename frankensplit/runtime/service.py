@@ -1,12 +1,14 @@
 """The inference service behind the HTTP app: validation, batching, sandboxed decoding, g_s + tail.
 
 Packet path: the body is unpacked once (`bitstream.unpack`; the packet's encoder id and the
-request's ``backbone`` choose the decoder, `runtime.routing`; the packet must have exactly the
-latent shape that decoder accepts, so no packet can make it run g_s on a huge latent), then
-queued for the model's `Batcher`. A batch is entropy-decoded in a sandboxed worker process
-(`runtime.sandbox`: compressai's decoder is not memory-safe on forged payloads) into symbols that
-`coding` dequantises, or in this process by `ServerPart.decode_latent`; then g_s and the
-tail run on one compute thread (torch uses its own intra-op threads inside it). An image
+request's ``backbone`` choose the decoder, `runtime.routing`), then the decoder's `ServerPart`
+checks it once (`ServerPart.check`: id, exactly the latent shape it accepts, so no packet can make
+it run g_s on a huge latent, rate, limits) and it is queued for the model's `Batcher`. A batch
+goes through the part alone: `ServerPart.decode_each` entropy-decodes it through the part's coder,
+a sandboxed worker process (`runtime.sandbox.SandboxCoder`: compressai's decoder is not
+memory-safe on forged payloads) or, for trusted senders, this process; then
+`ServerPart.classify` runs g_s and the tail on one compute thread (torch uses its own intra-op
+threads inside it). The service itself does nothing to packets. An image
 (``/v1/classify-image``) must be the teacher's input crop, checked from its header, joins the
 same queue, and is decoded in the batch for the whole teacher. Nothing is kept per client.
 """
@@ -14,6 +16,7 @@ same queue, and is decoded in the batch for the whole teacher. Nothing is kept p
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import logging
 import time
@@ -22,12 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 
 from frankensplit import bitstream, protocol
-from frankensplit.coding import FactorizedCoder
 from frankensplit.data import normalize_transform
 from frankensplit.models.split import ServerPart
 from frankensplit.runtime.batching import Batcher, QueueFullError
@@ -40,7 +41,7 @@ from frankensplit.runtime.routing import (
     choose_teacher,
     group_by_encoder,
 )
-from frankensplit.runtime.sandbox import SandboxedDecoder
+from frankensplit.runtime.sandbox import SandboxCoder, SandboxedDecoder
 
 __all__ = ["HTTPError", "InferenceService", "ServerConfig", "loaded_models"]
 
@@ -181,7 +182,6 @@ class InferenceService:
         self.encoders: dict[str, Encoder] = {}  # encoder id (what packets name) -> its decoders
         self.batchers: dict[str, Batcher] = {}
         self.sandbox: SandboxedDecoder | None = None
-        self.coders: dict[str, FactorizedCoder] = {}  # encoder id -> dequantisation of symbols
         self.compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frankensplit-model")
         self.ready = False
         self.error: str | None = None
@@ -197,10 +197,12 @@ class InferenceService:
             models = await loop.run_in_executor(self.compute, lambda: list(loader()))
             encoders = group_by_encoder(models)  # one set of tables per encoder, checked
             if self.config.isolate_decoder:
-                tables = {e: _tables(d.decoders[0].part) for e, d in encoders.items()}
-                self.coders = {e: FactorizedCoder(**t) for e, t in tables.items()}
+                tables = {e: d.decoders[0].part.coding_tables() for e, d in encoders.items()}
                 self.sandbox = SandboxedDecoder(tables, timeout_s=self.config.decode_timeout_s)
                 await loop.run_in_executor(self.compute, self.sandbox.start)
+                models = [dataclasses.replace(m, part=m.part.with_coder(
+                    SandboxCoder(self.sandbox, m.encoder_id))) for m in models]
+                encoders = group_by_encoder(models)
         except Exception as e:  # noqa: BLE001 - reported on /readyz and in the log
             self.error = f"{type(e).__name__}: {e}"
             log.error("loading models failed: %s", self.error)
@@ -227,21 +229,10 @@ class InferenceService:
 
     # -- inference (compute thread) ---------------------------------------------------------
 
-    def _latents(self, model: LoadedModel, jobs: list[_Job]) -> list[Any]:
-        """y_hat (C, h, w) per packet, or the exception that packet raised."""
-        if self.sandbox is None:
-            latents: list[Any] = []
-            for job in jobs:  # one by one, so a bad packet fails alone
-                try:
-                    latents.append(model.part.decode_latent([job.item])[0])
-                except (bitstream.BitstreamError, ValueError) as e:
-                    latents.append(e)
-            return latents
-        _, h, w = jobs[0].item.shape
-        symbols = self.sandbox.decode(model.encoder_id, [j.item.payload for j in jobs], (h, w))
-        coder = self.coders[model.encoder_id]
-        return [s if isinstance(s, Exception) else torch.from_numpy(coder.dequantize(s))
-                for s in symbols]
+    @staticmethod
+    def _latents(model: LoadedModel, jobs: list[_Job]) -> list[Any]:
+        """y_hat (C, h, w) per packet, or the exception that packet raised (`ServerPart`)."""
+        return model.part.decode_each([job.item for job in jobs])  # type: ignore[misc]
 
     @staticmethod
     def _crops(model: LoadedModel, jobs: list[_Job]) -> list[Any]:
@@ -326,17 +317,10 @@ class InferenceService:
             model = encoder.choose(backbone)
         except (UnknownBackboneError, AmbiguousBackboneError) as e:
             raise HTTPError(404 if isinstance(e, LookupError) else 400, str(e)) from None
-        if model.latent_shape is None:  # a bare part: its own checks (channels, limits)
-            try:
-                packet = model.part.check(packet)
-            except bitstream.BitstreamError as e:
-                raise HTTPError(400, str(e), model.model_id) from None
-        elif packet.shape != model.latent_shape:  # implies the part's channel and size checks
-            raise HTTPError(
-                400, f"latent shape {packet.shape} does not match model {model.model_id!r}, "
-                f"which accepts {model.latent_shape}", model.model_id,
-            )
-        return model, packet
+        try:
+            return model, model.part.check(packet)  # id, latent shape, rate, limits: once
+        except bitstream.BitstreamError as e:
+            raise HTTPError(400, str(e), model.model_id) from None
 
     def parse_image(
         self, body: bytes, backbone: str | None = None
@@ -395,9 +379,3 @@ class InferenceService:
         return protocol.answer(model.model_id, model.teacher, predictions[:topk], len(body),
                                batch_size, timing, format=item.format)
 
-
-def _tables(part: ServerPart) -> dict[str, np.ndarray]:
-    if not hasattr(part.entropy, "tables"):
-        raise ValueError(f"model {part.model_id!r}: the sandboxed decoder needs a factorized "
-                         "prior entropy model; serve it with isolate_decoder=False")
-    return {name: table.cpu().numpy() for name, table in part.entropy.tables().items()}

@@ -1,0 +1,272 @@
+"""The deployment halves of a split model: `EdgePart` (g_a + entropy encoder) and `ServerPart`
+(check, entropy decoder through a pluggable `LatentCoder`, g_s + tail).
+
+```
+edge:    x (N,3,H,W) --g_a--> y (N,C,h,w) --round(y [* gain[r]] - median)--> rANS --> packet
+server:  packet --check (id, latent shape, rate, limits)--> coder (rANS) --> y_hat
+         --g_s--> h_hat --tail--> logits
+```
+
+`frankensplit.models.split.FrankenSplit` hands out both (``.edge``, ``.server``, sharing its
+parameters); a server loads its half alone (`Architecture.build_server`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from frankensplit import bitstream
+from frankensplit.models.entropy import FactorizedPrior
+
+__all__ = ["EdgePart", "InProcessCoder", "LatentCoder", "ServerPart", "check_rate"]
+
+
+def check_rate(entropy: nn.Module, rate: int | None) -> None:
+    """Refuse a rate index a model does not have: a fixed-rate model takes None, a variable-rate
+    one (``entropy.rates`` > 1) an index of its grid.
+
+    Raises:
+        ValueError: naming the rates the model has.
+    """
+    rates = getattr(entropy, "rates", 1)
+    if rates == 1 and rate is not None:
+        raise ValueError(f"this model has one fixed rate; got rate {rate!r}")
+    if rates > 1 and (isinstance(rate, bool) or not isinstance(rate, int)
+                      or not 0 <= rate < rates):
+        raise ValueError(f"this variable-rate model needs a rate index in 0..{rates - 1}, "
+                         f"got {rate!r}")
+
+
+class EdgePart(nn.Module):
+    """What runs on the device: encoder and entropy encoder.
+
+    Args:
+        model_id: the id written into every packet (the server refuses packets for other models).
+        g_a: the encoder.
+        entropy: the entropy model (its CDF tables must be built, see ``FrankenSplit.update``).
+    """
+
+    def __init__(self, model_id: str, g_a: nn.Module, entropy: FactorizedPrior) -> None:
+        super().__init__()
+        self.model_id = model_id
+        self.g_a = g_a
+        self.entropy = entropy
+
+    @torch.no_grad()
+    def encode(self, x: Tensor, rate: int | None = None) -> list[bytes]:
+        """Encode images x (N, 3, H, W), already preprocessed, into N self-describing packets.
+
+        Args:
+            x: the images.
+            rate: a variable-rate model's rate index (the packets carry it); None for a fixed-rate
+                model.
+
+        Raises:
+            ValueError: images of another shape, or a rate the model does not have.
+        """
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected images (N, 3, H, W), got {tuple(x.shape)}")
+        check_rate(self.entropy, rate)
+        y = self.g_a(x)  # (N, C, h, w)
+        strings = self.entropy.compress(y) if rate is None else self.entropy.compress(y, rate)
+        shape = tuple(int(d) for d in y.shape[1:])
+        return [bitstream.pack(bitstream.Packet(self.model_id, shape, s, rate)) for s in strings]
+
+
+class LatentCoder(Protocol):
+    """How a `ServerPart` entropy-decodes packets it has checked: in this process
+    (`InProcessCoder`, the default) or in a sandboxed worker process
+    (``frankensplit.runtime.sandbox.SandboxCoder``, what a server facing untrusted senders uses).
+    """
+
+    def decode(self, packets: Sequence[bitstream.Packet]) -> list[Any]:
+        """y_hat (C, h, w) per packet, a tensor or a float32 array, each decoded at its own
+        shape and rate; or, for a packet that cannot be decoded, its `bitstream.BitstreamError`."""
+
+
+class InProcessCoder:
+    """Decode with the entropy model's own rANS decoder, in this process, packet by packet (so a
+    bad packet fails alone). compressai's decoder is not memory-safe on forged payloads (see
+    ``runtime/sandbox.py``): use it for trusted packets.
+
+    Args:
+        entropy: the entropy model (`FactorizedPrior` or `GainedFactorizedPrior`), tables built.
+    """
+
+    def __init__(self, entropy: nn.Module) -> None:
+        self.entropy = entropy
+
+    def decode(self, packets: Sequence[bitstream.Packet]) -> list[Any]:
+        """See `LatentCoder.decode`."""
+        out: list[Any] = []
+        for packet in packets:
+            _, h, w = packet.shape
+            rate = () if packet.rate is None else (packet.rate,)
+            try:
+                out.append(self.entropy.decompress([packet.payload], (h, w), *rate)[0])
+            except (RuntimeError, ValueError, IndexError) as e:
+                out.append(bitstream.CorruptError(f"entropy decoding failed: {e}"))
+        return out
+
+
+class ServerPart(nn.Module):
+    """What runs on the server: entropy decoder, blueprint decoder g_s and the frozen teacher tail.
+
+    The server's path, each step once: `check` (or `parse` from bytes) a packet against this
+    model, `decode_each` checked packets into latents through its coder, `classify` them.
+
+    Args:
+        model_id: the model's own id (the decoder's: what a server labels its answers with).
+        entropy: the entropy model with the same CDF tables as the edge.
+        g_s: the blueprint decoder.
+        tail: the unmodified teacher tail.
+        limits: wire-format limits applied to every packet (default: latents of inputs up to
+            512x512, i.e. C x 64 x 64 symbols).
+        encoder_id: the id the packets it decodes carry; packets carrying another are rejected
+            (None: ``model_id``; encoder reuse: the source model's, see `FrankenSplit.encoder_id`).
+        latent_shape: the one latent shape (C, h, w) it accepts, derived from the architecture
+            (`Architecture.latent_shape`): what a server takes from untrusted clients, so no packet
+            makes it run g_s on another size. None: any size within ``limits`` (in-process use).
+        coder: how packets are entropy-decoded (`LatentCoder`; None: `InProcessCoder`).
+    """
+
+    def __init__(
+        self,
+        model_id: str,
+        entropy: FactorizedPrior,
+        g_s: nn.Module,
+        tail: nn.Module,
+        limits: bitstream.Limits | None = None,
+        encoder_id: str | None = None,
+        latent_shape: tuple[int, int, int] | None = None,
+        coder: LatentCoder | None = None,
+    ) -> None:
+        super().__init__()
+        self.model_id = model_id
+        self.encoder_id = model_id if encoder_id is None else encoder_id
+        self.entropy = entropy
+        self.g_s = g_s
+        self.tail = tail
+        if limits is None:
+            # A 34-byte forged packet may declare any shape within the limits, and decoding costs
+            # time and memory per declared symbol (fuzzing: about 1 s and 380 MiB at the wire
+            # format's generic bound). Default to latents of inputs up to 512x512.
+            limits = bitstream.Limits(max_latent_elements=entropy.channels * 64 * 64)
+        self.limits = limits
+        if latent_shape is not None:
+            latent_shape = tuple(int(d) for d in latent_shape)  # type: ignore[assignment]
+            if len(latent_shape) != 3 or latent_shape[0] != entropy.channels:
+                raise ValueError(f"latent_shape must be ({entropy.channels}, h, w), got "
+                                 f"{latent_shape!r}")
+        self.latent_shape = latent_shape
+        self.coder: LatentCoder = InProcessCoder(entropy) if coder is None else coder
+
+    def _copy(self, **changes: Any) -> ServerPart:
+        kwargs = {"limits": self.limits, "encoder_id": self.encoder_id,
+                  "latent_shape": self.latent_shape, "coder": self.coder, **changes}
+        return ServerPart(self.model_id, self.entropy, self.g_s, self.tail, **kwargs)
+
+    def with_coder(self, coder: LatentCoder) -> ServerPart:
+        """This part (same modules, same checks) decoding through ``coder``."""
+        return self._copy(coder=coder)
+
+    def with_latent_shape(self, latent_shape: tuple[int, int, int] | None) -> ServerPart:
+        """This part (same modules and coder) accepting exactly ``latent_shape`` (None: any)."""
+        return self._copy(latent_shape=latent_shape)
+
+    @property
+    def rates(self) -> int | None:
+        """How many rates a variable-rate model's packets may carry; None: one fixed rate."""
+        rates = getattr(self.entropy, "rates", 1)
+        return None if rates == 1 else rates
+
+    def coding_tables(self) -> dict[int | None, dict[str, np.ndarray]]:
+        """The integer rANS tables, medians (and a variable-rate model's gain vectors) per rate
+        index (None: the fixed rate), as numpy arrays: what a decoder in another process needs."""
+        if self.rates is None:
+            tables = {None: self.entropy.tables()}
+        else:
+            tables = {r: self.entropy.tables(r) for r in range(self.rates)}
+        return {r: {name: t.cpu().numpy() for name, t in ts.items()} for r, ts in tables.items()}
+
+    def parse(self, data: bytes) -> bitstream.Packet:
+        """Unpack and validate one packet against this model.
+
+        Raises:
+            bitstream.BitstreamError: malformed packet, or one for another model / latent size.
+        """
+        return self._check_model(bitstream.unpack(data, self.limits))  # unpack checked limits
+
+    def check(self, packet: bitstream.Packet) -> bitstream.Packet:
+        """Validate an unpacked packet against this model: its encoder id, latent shape (or
+        channels), rate and limits (a server unpacks once to route, then checks here once).
+
+        Raises:
+            bitstream.BitstreamError: a packet for another model, latent size or rate, or one
+                above the limits.
+        """
+        bitstream.check_limits(packet, self.limits)
+        return self._check_model(packet)
+
+    def _check_model(self, packet: bitstream.Packet) -> bitstream.Packet:
+        if packet.model_id != self.encoder_id:
+            raise bitstream.CorruptError(
+                f"packet is for model {packet.model_id!r}, this server part decodes "
+                f"{self.encoder_id!r}"
+            )
+        if self.latent_shape is not None and packet.shape != self.latent_shape:
+            raise bitstream.CorruptError(
+                f"latent shape {packet.shape} does not match model {self.model_id!r}, which "
+                f"accepts {self.latent_shape}"
+            )
+        if packet.shape[0] != self.entropy.channels:
+            raise bitstream.CorruptError(
+                f"packet declares {packet.shape[0]} latent channels, model has {self.entropy.channels}"
+            )
+        try:
+            check_rate(self.entropy, packet.rate)
+        except ValueError as e:
+            raise bitstream.CorruptError(f"packet rate {packet.rate!r} does not fit: {e}") from e
+        return packet
+
+    @torch.no_grad()
+    def decode_each(self, packets: Sequence[bitstream.Packet]) -> list[Tensor | bitstream.BitstreamError]:
+        """Packets this part has checked (`check`, `parse`; not checked again) -> y_hat (C, h, w)
+        per packet through the coder, or the error of a packet that could not be decoded."""
+        return [y if isinstance(y, bitstream.BitstreamError) else torch.as_tensor(y)
+                for y in self.coder.decode(packets)]
+
+    @torch.no_grad()
+    def decode_latent(self, packets: Sequence[bytes | bitstream.Packet]) -> Tensor:
+        """Decode packets (bytes, or packets unpacked already) of one latent size into y_hat
+        (N, C, h, w), each at its own rate.
+
+        Raises:
+            bitstream.BitstreamError: the first packet that does not fit or does not decode.
+            ValueError: packets of several latent shapes.
+        """
+        parsed = [self.check(p) if isinstance(p, bitstream.Packet) else self.parse(p)
+                  for p in packets]
+        shapes = {p.shape for p in parsed}
+        if len(shapes) != 1:
+            raise ValueError(f"packets of one batch must share a latent shape, got {sorted(shapes)}")
+        y_hat = self.decode_each(parsed)
+        for y in y_hat:
+            if isinstance(y, bitstream.BitstreamError):
+                raise y
+        return torch.stack(y_hat)  # type: ignore[arg-type]
+
+    @torch.no_grad()
+    def classify(self, y_hat: Tensor) -> Tensor:
+        """Decoded latents y_hat (N, C, h, w) -> logits (N, num_classes): g_s, then the tail."""
+        return self.tail(self.g_s(y_hat))
+
+    @torch.no_grad()
+    def decode(self, packets: Sequence[bytes | bitstream.Packet]) -> Tensor:
+        """Packets -> logits (N, num_classes)."""
+        return self.classify(self.decode_latent(packets))
