@@ -1,7 +1,12 @@
 """``frankensplit client``: encode images on the edge (no torch) and classify them on a server.
 
-With several ``--bundle`` folders (one per rate) and ``--deadline-ms D``, each image goes at the
-most accurate rate predicted to arrive within D (``runtime/rate_choice.py``).
+A variable-rate bundle (one encoder, every rate) encodes at ``--rate I``, a rate index (0 = the
+lowest bit rate; ``frankensplit info`` and the bundle's manifest list each index's lambda). Why an
+index and not a lambda: the index is what the packet carries and what every listing numbers, while
+a lambda is a float ("4", "4.0") that could also be read as an index. With ``--deadline-ms D``,
+each image goes at the most accurate rate predicted to arrive within D
+(``runtime/rate_choice.py``), chosen among the rates of one variable-rate bundle or of several
+``--bundle`` folders (one per rate).
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", required=True, action="append", metavar="DIR",
                         help="edge bundle folder (from `export`); repeat it, one per rate, with "
                              "--deadline-ms")
+    parser.add_argument("--rate", type=non_negative_int, default=None, metavar="I",
+                        help="rate index of a variable-rate bundle (0 = lowest bit rate; the "
+                             "bundle's manifest lists each index's lambda)")
     parser.add_argument("--url", default=None,
                         help="server base URL, e.g. http://127.0.0.1:8000 (omit to only encode)")
     parser.add_argument("--deadline-ms", type=positive_float, default=None, metavar="D",
@@ -68,7 +76,9 @@ def _line(image: str, packet_bytes: int, answer: dict | None) -> str:
             f"server decode {answer['decode_ms']:.1f} ms]")
     if (rate := answer.get("rate")) is not None:
         uplink = rate["estimate"]["uplink_mbit_per_s"]
-        line += (f" [rate {rate['model_id']} ({rate['reason']}), {answer['latency_ms']:.0f} ms of "
+        name = rate["model_id"] if rate.get("lambda") is None else \
+            f"{rate['model_id']}@{rate['lambda']:g}"
+        line += (f" [rate {name} ({rate['reason']}), {answer['latency_ms']:.0f} ms of "
                  f"{rate['deadline_ms']:g}, uplink estimate "
                  f"{'-' if uplink is None else f'{uplink:.3g} Mbit/s'}]")
     return line
@@ -109,6 +119,9 @@ def _run_rate_choice(args: argparse.Namespace) -> int:
     if args.save is not None:
         raise ValueError("--save is for one bundle; with --deadline-ms the answer's JSON names "
                          "the rate each image was sent at")
+    if args.rate is not None:
+        raise ValueError("--rate and --deadline-ms exclude each other: --deadline-ms chooses "
+                         "the rate per image")
     client = RateClient(args.bundle, args.deadline_ms, threads=args.threads,
                         warmup=args.images[0])
     client.probe(args.url)
@@ -139,11 +152,19 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("nothing to do: pass --url to classify and/or --save to keep packets")
     post = _post_kwargs(args)
     client = EdgeClient(args.bundle[0], threads=args.threads)
+    if (client.rates is None) != (args.rate is None):
+        if client.rates is None:
+            raise ValueError(f"--rate {args.rate}: {args.bundle[0]} is a fixed-rate bundle")
+        listed = ", ".join(f"{i} (lambda {v:g})" for i, v in enumerate(client.rates))
+        raise ValueError(f"{args.bundle[0]} is a variable-rate bundle: pass --rate I, one of "
+                         f"{listed}, or --deadline-ms to choose per image")
+    if args.rate is not None and args.rate >= len(client.rates):
+        raise ValueError(f"--rate {args.rate}: {args.bundle[0]} has rates 0..{len(client.rates) - 1}")
     save = Path(args.save) if args.save else None
     if save is not None:
         save.mkdir(parents=True, exist_ok=True)
     for image in args.images:
-        packet = client.encode(image)
+        packet = client.encode(image, args.rate)
         if save is not None:
             (save / f"{Path(image).stem}.fsb").write_bytes(packet)
         answer = None

@@ -15,7 +15,10 @@ HELP = "export a model as an edge bundle (ONNX encoder, CDF tables) and a server
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the sub-command's arguments."""
-    parser.add_argument("--model", required=True, help="zoo model id (see `frankensplit models`)")
+    parser.add_argument("--model", required=True,
+                        help="zoo model id (see `frankensplit models`) or a codec file written by "
+                             "`frankensplit train`; a variable-rate model gets one edge bundle "
+                             "holding every rate")
     parser.add_argument("--out", required=True, help="output folder; gets edge/ and server/")
     parser.add_argument("--codec-weights", default=None,
                         help="codec safetensors of your own instead of the zoo's")
@@ -48,6 +51,11 @@ def run(args: argparse.Namespace) -> int:
         teacher_weights=args.teacher_weights, opset=args.opset, int8=int8,
     )
     precision = "int8" if int8 is not None else "fp32"
-    print(f"edge bundle:   {result.edge_dir} ({precision} encoder)", file=sys.stdout)
+    from frankensplit.runtime.bundle import read_manifest
+
+    rates = read_manifest(result.edge_dir, verify=False).rates
+    listed = "" if rates is None else ", rates " + ", ".join(
+        f"{i}: lambda {v:g}" for i, v in enumerate(rates))
+    print(f"edge bundle:   {result.edge_dir} ({precision} encoder{listed})", file=sys.stdout)
     print(f"server bundle: {result.server_dir}", file=sys.stdout)
     return 0

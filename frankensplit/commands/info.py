@@ -7,12 +7,13 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from frankensplit.cli import check_model, teacher_weights
-from frankensplit.models.zoo_index import MODELS
+from frankensplit.models.zoo_index import MODELS, recorded_figures
 
 if TYPE_CHECKING:
     from frankensplit.models.split import FrankenSplit
 
-HELP = "describe a model: parameters of each side, split point, latent shape, edge MACs"
+HELP = ("describe a model: parameters of each side, split point, latent shape, edge MACs and a "
+        "variable-rate model's rates (index, lambda, recorded dev figures)")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +35,13 @@ def describe(model: FrankenSplit) -> dict[str, Any]:
     x = torch.zeros(1, c, h, w)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         y = model.g_a(x)
-    trained = MODELS.get(model.model_id).trained if model.model_id in MODELS else True
+    entry = MODELS.get(model.model_id) if model.model_id in MODELS else None
+    trained = entry.trained if entry is not None else True
+    rates = None
+    if model.rates is not None:  # every rate: index, lambda and the dev figures recorded
+        rates = [{"index": i, "lambda": lmbda,
+                  **recorded_figures(entry.metrics if entry else {}, lmbda)}
+                 for i, lmbda in enumerate(model.rates)]
     return {
         "model_id": model.model_id,
         "trained": trained,
@@ -52,6 +59,7 @@ def describe(model: FrankenSplit) -> dict[str, Any]:
                         "reduction": spec.reduction, "layout": spec.layout,
                         "feature_shape": list(spec.feature_shape)},
         "edge_macs": counter.get_total_flops() // 2,
+        "rates": rates,
     }
 
 
@@ -64,6 +72,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info))
     else:
+        rates = info.pop("rates")
         for k, v in info.items():
             print(f"{k:22s} {v}")
+        for rate in rates or ():  # a variable-rate model: one line per rate
+            figures = (f"top-1 {rate['top1']:.2f}%, {rate['bytes_per_image']:.0f} B/image"
+                       if "top1" in rate else "no recorded dev figures")
+            print(f"{'rate ' + str(rate['index']):22s} lambda {rate['lambda']:g}: {figures}")
     return 0

@@ -22,8 +22,17 @@ from frankensplit.files import from_dict
 from frankensplit.models.architecture import Architecture
 from frankensplit.registry import Registry
 
-__all__ = ["MODELS", "PARENT_KEYS", "ZOO_DIR", "ModelEntry", "default_model_id",
-           "entry_dict", "list_models"]
+__all__ = [
+    "MODELS",
+    "PARENT_KEYS",
+    "ZOO_DIR",
+    "ModelEntry",
+    "default_model_id",
+    "entry_dict",
+    "list_models",
+    "rate_figures",
+    "recorded_figures",
+]
 
 ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
 #: Training config keys that name weights a run starts from (`frankensplit.sources`).
@@ -133,3 +142,29 @@ def default_model_id() -> str:
     """The model the CLI and demo use when none is named: the shipped model ``index.json``
     names as its default, or the untrained lite0 architecture when none is shipped."""
     return _DEFAULT
+
+
+def recorded_figures(metrics: dict[str, Any], lmbda: float | None = None) -> dict[str, Any]:
+    """Top-1 and bytes per image from a zoo entry's ``metrics``, for manifests and listings.
+
+    Takes the largest evaluation recorded as ``dev<N>_top1`` / ``dev<N>_bytes_per_image``
+    (``tools/ship_model.py`` writes them); for one rate of a variable-rate model (``lmbda``), the
+    keys carry it as evaluations name its setting: ``dev<N>_top1@<lambda>`` (``f"{lmbda:g}"``).
+    ``{}`` when the entry has none.
+    """
+    suffix = "" if lmbda is None else f"@{lmbda:g}"
+    sizes = [int(m.group(1)) for k in metrics
+             if (m := re.fullmatch(rf"dev(\d+)_top1{re.escape(suffix)}", k))
+             and f"dev{m.group(1)}_bytes_per_image{suffix}" in metrics]
+    if not sizes:
+        return {}
+    n = max(sizes)
+    top1, size = f"dev{n}_top1{suffix}", f"dev{n}_bytes_per_image{suffix}"
+    return {"top1": float(metrics[top1]), "bytes_per_image": float(metrics[size]),
+            "source": f"zoo index metrics {top1}, {size} ({n} images)"}
+
+
+def rate_figures(metrics: dict[str, Any], rates: tuple[float, ...]) -> list[dict[str, Any]]:
+    """`recorded_figures` of each rate of a variable-rate model, by rate index (``{}`` where
+    none is recorded)."""
+    return [recorded_figures(metrics, lmbda) for lmbda in rates]

@@ -13,6 +13,13 @@ quantised and on what (`EncoderQuantization`). Everything else, the model id and
 included, is the fp32 bundle's: the server decodes the symbols it receives, whichever graph
 produced them.
 
+A variable-rate model (`Architecture.rates`) exports ONE edge bundle for every rate: the same
+encoder graph (the gain is applied by the coder, in numpy, after g_a), and per rate index ``r``
+its tables, medians and gain vectors as ``<table>_r<r>.npy`` (`rate_table_file`); the manifest
+lists the rates (lambdas, lowest bit rate first), says ``bitstream_version`` 2 (packets carry their
+rate) and ``bundle_version`` 2, so that a build which cannot read it says so. A fixed-rate bundle
+is written and read exactly as before (version 1).
+
 The edge bundle is everything a device needs to produce packets the server decodes bit-exactly:
 g_a as ONNX, the entropy model's *integer* CDF tables (the same tables the server's decoder reads,
 so rANS coding agrees byte for byte), the medians the latent is rounded around, and the teacher's
@@ -35,26 +42,39 @@ from frankensplit.models.architecture import Architecture
 
 __all__ = [
     "BUNDLE_VERSION",
+    "BUNDLE_VERSIONS",
     "DEFAULT_CALIBRATION_IMAGES",
     "EDGE_FORMAT",
     "ENCODER_PRECISIONS",
+    "GAIN_NAMES",
     "MANIFEST_NAME",
+    "RATES_BUNDLE_VERSION",
     "SERVER_FORMAT",
     "TABLE_NAMES",
     "EdgeManifest",
     "EncoderQuantization",
     "Preprocess",
     "ServerManifest",
+    "rate_table_file",
     "read_manifest",
     "write_manifest",
 ]
 
 EDGE_FORMAT = "frankensplit-edge-bundle"
 SERVER_FORMAT = "frankensplit-server-bundle"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 1  # fixed-rate edge bundles and every server bundle
+RATES_BUNDLE_VERSION = 2  # an edge bundle of a variable-rate model: tables per rate
+BUNDLE_VERSIONS = (BUNDLE_VERSION, RATES_BUNDLE_VERSION)  # what `read_manifest` reads
 MANIFEST_NAME = "manifest.json"
 #: The entropy model's tables, one ``.npy`` file each (int32 except the float32 medians).
 TABLE_NAMES = ("quantized_cdf", "cdf_length", "offset", "medians")
+#: A variable-rate model's gain vectors per rate (float32), beside its `TABLE_NAMES`.
+GAIN_NAMES = ("gain", "inverse_gain")
+
+
+def rate_table_file(name: str, rate: int | None) -> str:
+    """The file of table ``name`` at rate index ``rate`` (None: a fixed-rate bundle's)."""
+    return f"{name}.npy" if rate is None else f"{name}_r{rate}.npy"
 _INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 #: What the edge encoder graph computes in: float32 throughout, or int8 (QDQ) convolutions.
 ENCODER_PRECISIONS = ("fp32", "int8")
@@ -179,8 +199,12 @@ class EdgeManifest:
         quantization: for an int8 encoder, how it was quantised and calibrated (None for fp32).
         figures: accuracy and size recorded for this model id when it was exported, e.g.
             ``{"top1": 72.4, "bytes_per_image": 4883, "source": "zoo index metrics dev1286_*"}``
-            (empty when nothing was recorded). Measured with the fp32 encoder: an int8 bundle
-            carries its fp32 model's figures. The rate-choosing client ranks bundles by them.
+            (empty when nothing was recorded); a variable-rate bundle's hold ``"rates"``, one
+            such dict per rate index (empty dicts where nothing was recorded). Measured with the
+            fp32 encoder: an int8 bundle carries its fp32 model's figures. The rate-choosing
+            client ranks rates by them.
+        rates: a variable-rate model's lambdas, one per rate index, lowest bit rate first
+            (None: one fixed rate). Its tables are per rate (`rate_table_file`).
     """
 
     model_id: str
@@ -195,10 +219,19 @@ class EdgeManifest:
     encoder_precision: str = "fp32"
     quantization: EncoderQuantization | None = None
     figures: dict[str, Any] = field(default_factory=dict)
+    rates: tuple[float, ...] | None = None
     format: str = EDGE_FORMAT
     bundle_version: int = BUNDLE_VERSION
 
     def __post_init__(self) -> None:
+        if self.rates is not None:
+            object.__setattr__(self, "rates", tuple(float(r) for r in self.rates))
+        expected = BUNDLE_VERSION if self.rates is None else RATES_BUNDLE_VERSION
+        if self.bundle_version != expected:
+            raise ValueError(f"an edge bundle {'with' if self.rates else 'without'} rates is "
+                             f"bundle_version {expected}, got {self.bundle_version!r}")
+        if self.rates is not None and len(self.rates) < 2:
+            raise ValueError(f"rates must list at least 2 lambdas, got {self.rates!r}")
         if self.encoder_precision not in ENCODER_PRECISIONS:
             raise ValueError(
                 f"encoder_precision {self.encoder_precision!r} is not one of {ENCODER_PRECISIONS}"
@@ -215,6 +248,18 @@ class EdgeManifest:
         """(C, H, W) of y for one preprocessed image."""
         side = self.preprocess.crop // self.reduction
         return (self.latent_channels, side, side)
+
+    @property
+    def rate_indexes(self) -> tuple[int | None, ...]:
+        """The rate indexes its tables exist for: ``(None,)`` for a fixed-rate bundle."""
+        return (None,) if self.rates is None else tuple(range(len(self.rates)))
+
+    def rate_figures(self, rate: int | None) -> dict[str, Any]:
+        """The recorded figures of one rate (`figures`; a fixed-rate bundle's: ``rate`` None)."""
+        if rate is None:
+            return self.figures
+        per_rate = self.figures.get("rates") or []
+        return per_rate[rate] if rate < len(per_rate) else {}
 
 
 @dataclass(frozen=True)
@@ -250,6 +295,8 @@ def write_manifest(folder: str | Path, manifest: EdgeManifest | ServerManifest) 
     if isinstance(manifest, ServerManifest):
         del data["architecture"]
         data.update(manifest.architecture.to_dict())
+    elif manifest.rates is None:
+        del data["rates"]  # a fixed-rate bundle's manifest stays version 1's, key for key
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return path
 
@@ -285,10 +332,10 @@ def read_manifest(folder: str | Path, verify: bool = True) -> EdgeManifest | Ser
         raise ValueError(
             f"{path}: format {raw.get('format')!r} is not one of {sorted(classes)}"
         )
-    if raw.get("bundle_version") != BUNDLE_VERSION:
+    if raw.get("bundle_version") not in BUNDLE_VERSIONS:
         raise ValueError(
             f"{path}: bundle_version {raw.get('bundle_version')!r} is not supported; this build "
-            f"reads version {BUNDLE_VERSION}"
+            f"reads versions {', '.join(map(str, BUNDLE_VERSIONS))}"
         )
     try:
         if raw["format"] == SERVER_FORMAT:

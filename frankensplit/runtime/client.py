@@ -6,6 +6,10 @@ image --preprocess (PIL, numpy)--> x (1,3,224,224) --g_a (onnxruntime)--> y (1,4
 packet --HTTP POST /v1/classify (urllib, retried: runtime.retry)--> server --> top-k JSON
 ```
 
+A variable-rate bundle (one encoder, every rate: `runtime.bundle`) encodes at the rate index a
+call names (``rate=``, 0 = the lowest bit rate): g_a runs once, the coder of that rate scales y by
+its gain and codes it with its tables, and the packet carries the rate (bitstream version 2).
+
 This is what runs on the device, so its import closure is deliberately small: this module imports
 only the standard library, numpy, PIL, onnxruntime and the torch-free modules ``bitstream``,
 ``protocol``, ``runtime.bundle``, ``runtime.preprocess``, ``coding`` and ``runtime.retry``.
@@ -42,7 +46,14 @@ import numpy as np
 from frankensplit import bitstream
 from frankensplit.coding import FactorizedCoder
 from frankensplit.protocol import ATTEMPT_HEADER, CLASSIFY_PATH, REQUEST_ID_HEADER
-from frankensplit.runtime.bundle import EDGE_FORMAT, TABLE_NAMES, EdgeManifest, read_manifest
+from frankensplit.runtime.bundle import (
+    EDGE_FORMAT,
+    GAIN_NAMES,
+    TABLE_NAMES,
+    EdgeManifest,
+    rate_table_file,
+    read_manifest,
+)
 from frankensplit.runtime.preprocess import ImageInput, preprocess
 from frankensplit.runtime.retry import (
     RetryCallback,
@@ -137,22 +148,52 @@ class EdgeClient:
         if manifest.format != EDGE_FORMAT:
             raise ValueError(f"{folder} is a {manifest.format}, expected an edge bundle")
         assert isinstance(manifest, EdgeManifest)
-        if manifest.bitstream_version != bitstream.FORMAT_VERSION:
+        version = bitstream.FORMAT_VERSION if manifest.rates is None else bitstream.RATE_VERSION
+        if manifest.bitstream_version != version:
             raise ValueError(
                 f"{folder} produces bitstream version {manifest.bitstream_version}; this build "
-                f"writes version {bitstream.FORMAT_VERSION}"
+                f"writes version {version} for a {'variable' if manifest.rates else 'fixed'}-rate "
+                "model"
             )
-        tables = {n: np.load(folder / f"{n}.npy", allow_pickle=False) for n in TABLE_NAMES}
         self.manifest = manifest
         self.model_id = manifest.model_id
-        self.coder = FactorizedCoder(**tables)
-        if self.coder.channels != manifest.latent_channels:
-            raise ValueError(
-                f"{folder}: tables have {self.coder.channels} channels, manifest says "
-                f"{manifest.latent_channels}"
-            )
+        self.coders: dict[int | None, FactorizedCoder] = {}  # rate index (None: fixed) -> coder
+        for rate in manifest.rate_indexes:
+            names = (*TABLE_NAMES, *(GAIN_NAMES if rate is not None else ()))
+            tables = {n: np.load(folder / rate_table_file(n, rate), allow_pickle=False)
+                      for n in names}
+            coder = self.coders[rate] = FactorizedCoder(**tables)
+            if coder.channels != manifest.latent_channels:
+                raise ValueError(
+                    f"{folder}: tables have {coder.channels} channels, manifest says "
+                    f"{manifest.latent_channels}"
+                )
         self._session = _session(folder / manifest.encoder_file, threads, spin)
         self._input = self._session.get_inputs()[0].name
+
+    @property
+    def rates(self) -> tuple[float, ...] | None:
+        """The bundle's lambdas by rate index, lowest bit rate first (None: one fixed rate)."""
+        return self.manifest.rates
+
+    @property
+    def coder(self) -> FactorizedCoder:
+        """A fixed-rate bundle's coder.
+
+        Raises:
+            ValueError: a variable-rate bundle (use ``coders[rate]``).
+        """
+        return self._coder(None)
+
+    def _coder(self, rate: int | None) -> FactorizedCoder:
+        """The coder of rate index ``rate``, checked against the bundle's rates."""
+        if rate not in self.coders or isinstance(rate, bool):
+            if self.rates is None:
+                raise ValueError(f"{self.model_id} has one fixed rate; got rate {rate!r}")
+            listed = ", ".join(f"{i} (lambda {v:g})" for i, v in enumerate(self.rates))
+            raise ValueError(f"{self.model_id} is variable-rate: give a rate index, one of "
+                             f"{listed}; got {rate!r}")
+        return self.coders[rate]
 
     def preprocess(self, image: ImageInput) -> np.ndarray:
         """Image -> x (3, crop, crop) float32, the teacher's eval preprocessing."""
@@ -164,23 +205,30 @@ class EdgeClient:
             raise ValueError(f"expected images (N, 3, H, W), got {x.shape}")
         return self._session.run(None, {self._input: x.astype(np.float32, copy=False)})[0]
 
-    def pack(self, y: np.ndarray) -> bytes:
-        """Entropy-code one latent y (C, h, w) and frame it as a packet."""
-        payload = self.coder.encode(y)
+    def pack(self, y: np.ndarray, rate: int | None = None) -> bytes:
+        """Entropy-code one latent y (C, h, w) at ``rate`` (a variable-rate bundle's rate index;
+        None for a fixed-rate one) and frame it as a packet.
+
+        Raises:
+            ValueError: a rate the bundle does not have (or any rate for a fixed-rate bundle).
+        """
+        payload = self._coder(rate).encode(y)
         shape = tuple(int(d) for d in y.shape)
-        return bitstream.pack(bitstream.Packet(self.model_id, shape, payload))  # type: ignore[arg-type]
+        return bitstream.pack(bitstream.Packet(self.model_id, shape, payload, rate))  # type: ignore[arg-type]
 
-    def encode(self, image: ImageInput) -> bytes:
-        """One image (path or PIL) -> one complete packet (header, payload, CRC)."""
+    def encode(self, image: ImageInput, rate: int | None = None) -> bytes:
+        """One image (path or PIL) -> one complete packet (header, payload, CRC) at ``rate``."""
+        self._coder(rate)  # a bad rate fails before the encoder runs
         y = self.encode_latent(self.preprocess(image)[None])  # (1, C, h, w)
-        return self.pack(y[0])
+        return self.pack(y[0], rate)
 
-    def encode_batch(self, images: Sequence[ImageInput]) -> list[bytes]:
-        """Several images -> packets, running g_a once on the stacked batch."""
+    def encode_batch(self, images: Sequence[ImageInput], rate: int | None = None) -> list[bytes]:
+        """Several images -> packets at ``rate``, running g_a once on the stacked batch."""
+        self._coder(rate)
         if not images:
             return []
         x = np.stack([self.preprocess(image) for image in images])  # (N, 3, crop, crop)
-        return [self.pack(y) for y in self.encode_latent(x)]
+        return [self.pack(y, rate) for y in self.encode_latent(x)]
 
     def classify(
         self,
@@ -194,8 +242,10 @@ class EdgeClient:
         request_id: str | None = None,
         on_retry: RetryCallback | None = None,
         backbone: str | None = None,
+        rate: int | None = None,
     ) -> dict[str, Any]:
-        """Encode ``image`` and POST the packet to a ``frankensplit serve`` server.
+        """Encode ``image`` (at ``rate``, see `encode`) and POST the packet to a ``frankensplit
+        serve`` server.
 
         Args:
             url: the server's base URL, e.g. ``http://127.0.0.1:8000``.
@@ -210,6 +260,7 @@ class EdgeClient:
             backbone: which of the server's decoders for this encoder answers: a model id or a
                 teacher's timm name (encoder reuse: one packet, several backbones; None: the
                 encoder's own model). ``GET /v1/models`` lists them per encoder.
+            rate: a variable-rate bundle's rate index (`rates`); None for a fixed-rate one.
 
         Returns:
             The server's JSON answer (``model_id`` of the decoder, ``encoder_id``, ``backbone``,
@@ -221,7 +272,7 @@ class EdgeClient:
             ServerError: the server answered with an error status (its message is kept).
             OSError: the server cannot be reached, or answered for another request id.
         """
-        packet = self.encode(image)
+        packet = self.encode(image, rate)
         result = post_packet(url, packet, topk=topk, token=token, timeout=timeout, cafile=cafile,
                              retry=retry, request_id=request_id, on_retry=on_retry,
                              backbone=backbone)

@@ -13,6 +13,11 @@ that graph (``runtime/quantize.py``: ONNX Runtime's ``quantize_static``, QDQ, pe
 calibrated on images of ``folder`` with the teacher's preprocessing), checked against the fp32
 graph on calibration images; the manifest records precision, calibration and checksums.
 
+A variable-rate model (`Architecture.rates`) exports one edge bundle for all its rates: one
+ONNX g_a (the gain is the coder's, applied in numpy, so the graph is the fixed-rate one) and per
+rate its tables, medians and gain vectors (`runtime.bundle.rate_table_file`); its server bundle
+is the usual one (the architecture holds the rates).
+
 A reuse model (``reuses``: another model's encoder, `FrankenSplit.encoder_id`) exports like any
 other: its server bundle holds its own g_s and names its source, and its edge bundle is its
 source's encoder, tables and preprocessing under the source's id, so its packets are the source's.
@@ -20,7 +25,6 @@ source's encoder, tables and preprocessing under the source's id, so its packets
 
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,14 +36,18 @@ import torch
 from frankensplit import bitstream
 from frankensplit.files import file_sha256
 from frankensplit.models.codec_file import save_codec
-from frankensplit.models.entropy import FactorizedPrior
 from frankensplit.models.split import FrankenSplit
 from frankensplit.models.zoo import MODELS, create_model
+from frankensplit.models.zoo_index import rate_figures, recorded_figures
 from frankensplit.runtime.bundle import (
+    BUNDLE_VERSION,
+    GAIN_NAMES,
+    RATES_BUNDLE_VERSION,
     TABLE_NAMES,
     EdgeManifest,
     Preprocess,
     ServerManifest,
+    rate_table_file,
     write_manifest,
 )
 from frankensplit.runtime.quantize import DEFAULT_CALIBRATION_IMAGES, calibration_images
@@ -81,22 +89,6 @@ class Int8Calibration:
     def __post_init__(self) -> None:
         object.__setattr__(self, "folder", Path(self.folder))
         object.__setattr__(self, "paths", tuple(calibration_images(self.folder, self.images)))
-
-
-def recorded_figures(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Top-1 and bytes per image from a zoo entry's ``metrics``, for the edge manifest.
-
-    Takes the largest evaluation recorded as ``dev<N>_top1`` / ``dev<N>_bytes_per_image``
-    (``tools/ship_model.py`` writes them); ``{}`` when the entry has none.
-    """
-    sizes = [int(m.group(1)) for k in metrics if (m := re.fullmatch(r"dev(\d+)_top1", k))
-             and f"dev{m.group(1)}_bytes_per_image" in metrics]
-    if not sizes:
-        return {}
-    n = max(sizes)
-    return {"top1": float(metrics[f"dev{n}_top1"]),
-            "bytes_per_image": float(metrics[f"dev{n}_bytes_per_image"]),
-            "source": f"zoo index metrics dev{n}_top1, dev{n}_bytes_per_image ({n} images)"}
 
 
 @dataclass(frozen=True)
@@ -171,12 +163,12 @@ def export_edge(
 
     Raises:
         ValueError: an opset below 17.
-        TypeError: an entropy model other than the factorized prior (no integer tables).
+        TypeError: an entropy model without integer tables per rate (`ServerPart.coding_tables`).
         RuntimeError: the exported graph disagrees with torch, or the int8 graph with fp32.
     """
     if opset < DEFAULT_OPSET:
         raise ValueError(f"opset must be >= {DEFAULT_OPSET}, got {opset}")
-    if not isinstance(model.entropy, FactorizedPrior):
+    if not hasattr(model.entropy, "tables"):
         raise TypeError(
             f"edge export needs a factorized-prior entropy model, got {type(model.entropy).__name__}"
         )
@@ -194,14 +186,16 @@ def export_edge(
     quantization = None if int8 is None else _quantize(folder, int8, preprocess)
     encoder_file = _ONNX_FILE if int8 is None else _INT8_FILE
 
-    tables = model.entropy.tables()
-    for name in TABLE_NAMES:
-        dtype = np.float32 if name == "medians" else np.int32
-        np.save(folder / f"{name}.npy", tables[name].cpu().numpy().astype(dtype), allow_pickle=False)
-    files = [encoder_file, *(f"{name}.npy" for name in TABLE_NAMES)]
+    files = [encoder_file]
+    for rate, tables in model.server.coding_tables().items():  # {None: ...}: one fixed rate
+        for name in (*TABLE_NAMES, *(GAIN_NAMES if rate is not None else ())):
+            dtype = np.int32 if name in ("quantized_cdf", "cdf_length", "offset") else np.float32
+            files.append(rate_table_file(name, rate))
+            np.save(folder / files[-1], tables[name].astype(dtype), allow_pickle=False)
+    rates = model.rates
     manifest = EdgeManifest(
         model_id=model.encoder_id,  # a reuse model's edge is its source's: same packets, same id
-        bitstream_version=bitstream.FORMAT_VERSION,
+        bitstream_version=bitstream.FORMAT_VERSION if rates is None else bitstream.RATE_VERSION,
         preprocess=preprocess,
         latent_channels=int(y.shape[1]),
         reduction=preprocess.crop // int(y.shape[-1]),
@@ -211,6 +205,8 @@ def export_edge(
         encoder_precision="fp32" if int8 is None else "int8",
         quantization=quantization,
         figures=dict(figures or {}),
+        rates=rates,
+        bundle_version=BUNDLE_VERSION if rates is None else RATES_BUNDLE_VERSION,
     )
     write_manifest(folder, manifest)
     return manifest
@@ -267,15 +263,20 @@ def export_model(
     opset: int = DEFAULT_OPSET,
     int8: Int8Calibration | None = None,
 ) -> ExportResult:
-    """Create a zoo model (optionally with codec weights of your own) and export it.
+    """Create a zoo model (optionally with codec weights of your own), or the model of a codec
+    file written by ``frankensplit train``, and export it.
 
-    The zoo's recorded figures go into the edge manifest (`recorded_figures`), except with codec
-    weights of your own, which the zoo never measured.
+    The zoo's recorded figures go into the edge manifest (`recorded_figures`; per rate for a
+    variable-rate model), except with codec weights of your own, which the zoo never measured.
 
     Raises:
         ValueError: unknown model id or weights that cannot be loaded.
     """
-    entry = MODELS.get(model_id)
+    is_file = model_id not in MODELS and Path(model_id).is_file()  # a codec file of a train run
+    entry = None if is_file else MODELS.get(model_id)
     model = create_model(model_id, teacher_weights=teacher_weights, codec_weights=codec_weights)
-    figures = recorded_figures(entry.metrics) if codec_weights is None else {}
+    figures = {}
+    if codec_weights is None and entry is not None:
+        figures = (recorded_figures(entry.metrics) if model.rates is None
+                   else {"rates": rate_figures(entry.metrics, model.rates)})
     return export_bundle(model, out, opset=opset, int8=int8, figures=figures)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from frankensplit.backbones import SplitBackbone
 from frankensplit.models.split import FrankenSplit, ServerPart
 from frankensplit.models.zoo import MODELS, ZOO_DIR, load_server_part
+from frankensplit.models.zoo_index import recorded_figures
 from frankensplit.runtime.bundle import ServerManifest, read_manifest
 
 __all__ = ["LoadedModel", "load_server_model", "resolve_model_spec", "served_model"]
@@ -35,6 +37,8 @@ class LoadedModel:
         teacher_model: that whole, unsplit teacher (with its preprocessing, ``data_config``):
             what classifies images on ``/v1/classify-image`` (None: not served for images, and
             the teacher's head is not loaded).
+        rates: a variable-rate model's lambdas by rate index (`Architecture.rates`; None: one
+            fixed rate, or not known for a bare part): every rate is served under this one id.
     """
 
     model_id: str
@@ -42,6 +46,7 @@ class LoadedModel:
     latent_shape: tuple[int, int, int] | None = None
     teacher: str | None = None
     teacher_model: SplitBackbone | None = None
+    rates: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.latent_shape is None:
@@ -54,12 +59,24 @@ class LoadedModel:
         """The id of the packets it decodes: its own, or a reuse model's source's."""
         return self.part.encoder_id
 
+    def describe_rates(self) -> list[dict[str, Any]] | None:
+        """Its rates as ``GET /v1/models`` lists them: per rate index the lambda and, where the
+        zoo index records them for this model id, dev-set top-1 and bytes per image
+        (`zoo_index.recorded_figures`); None for a fixed-rate model."""
+        if self.part.rates is None:
+            return None
+        lambdas = self.rates or (None,) * self.part.rates
+        metrics = MODELS.get(self.model_id).metrics if self.model_id in MODELS else {}
+        return [{"index": i, "lambda": lmbda,
+                 **(recorded_figures(metrics, lmbda) if lmbda is not None else {})}
+                for i, lmbda in enumerate(lambdas)]
+
 
 def served_model(model: FrankenSplit) -> LoadedModel:
     """The server half of an in-memory model, accepting its latent shape at the edge's input
     size (`FrankenSplit.latent_shape`), and its whole teacher (images)."""
     part = model.server.with_latent_shape(model.latent_shape)
-    return LoadedModel(model.model_id, part, None, model.teacher.name, model.teacher)
+    return LoadedModel(model.model_id, part, None, model.teacher.name, model.teacher, model.rates)
 
 
 def resolve_model_spec(spec: str) -> str:
@@ -112,4 +129,4 @@ def load_server_model(
     if expected is not None and part.latent_shape != tuple(expected):
         raise ValueError(f"{spec}: the model takes latents {part.latent_shape}, manifest says "
                          f"{tuple(expected)}")
-    return LoadedModel(model_id, part, None, arch.teacher, teacher)
+    return LoadedModel(model_id, part, None, arch.teacher, teacher, arch.rates)

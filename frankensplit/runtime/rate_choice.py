@@ -1,7 +1,9 @@
-"""Rate chosen per request by the link: several edge bundles, one latency budget (torch-free).
+"""Rate chosen per request by the link: several rates, one latency budget (torch-free).
 
-The device holds one edge bundle per operating point (bundles of one encoder family exported at
-several lambdas) and a deadline D for the whole request, image in hand to answer back. Before
+The device holds its operating points as one variable-rate edge bundle (one encoder, every rate:
+each rate index is an operating point) or as several fixed-rate bundles (one encoder family
+exported at several lambdas), and a deadline D for the whole request, image in hand to answer
+back. Before
 each image it predicts every rate's latency from what its own recent requests measured, and
 sends the image at the most accurate rate predicted to make D, or at the lowest rate when none is::
 
@@ -92,19 +94,29 @@ class Smoothed:
 
 @dataclass(frozen=True)
 class Rate:
-    """One operating point: an edge bundle and what is recorded about it.
+    """One operating point: an edge bundle (at one of its rates) and what is recorded about it.
 
     Attributes:
         model_id: the id its packets carry.
         bundle: the edge bundle folder.
         top1: recorded top-1 (%) or None.
         bytes_per_image: recorded (or, without a record, measured at warm-up) packet bytes.
+        rate: the rate index in a variable-rate bundle (None: a fixed-rate bundle).
+        lmbda: that rate's lambda (None: a fixed-rate bundle).
     """
 
     model_id: str
     bundle: Path
     top1: float | None
     bytes_per_image: float
+    rate: int | None = None
+    lmbda: float | None = None
+
+    @property
+    def name(self) -> str:
+        """What the chooser calls it: the model id, ``<model id>@<lambda>`` for a rate of a
+        variable-rate bundle (as evaluations name its setting)."""
+        return self.model_id if self.lmbda is None else f"{self.model_id}@{self.lmbda:g}"
 
 
 @dataclass(frozen=True)
@@ -115,7 +127,7 @@ class Choice:
         rate: the rate to send at.
         reason: "fits": the most accurate rate predicted within the deadline; "fallback": none
             was, so the lowest rate; "no estimate": no upload measured yet, so the lowest rate.
-        predicted_ms: per candidate model id, (mean, high) predicted latency in ms.
+        predicted_ms: per candidate (`Rate.name`), (mean, high) predicted latency in ms.
         estimate: the link and compute estimates the prediction used.
     """
 
@@ -142,13 +154,13 @@ class RateChooser:
         ms_per_byte: the uplink estimate, ms per byte sent.
         server_ms: the compute the server reports per request.
         size_ratio: packet bytes over the rate's recorded bytes, recent images.
-        edge_ms: per model id, preprocessing + encoding time.
+        edge_ms: per rate (`Rate.name`), preprocessing + encoding time.
         lowest: the rate with the fewest bytes (the fallback).
         candidates: the rates worth sending (not dominated), most accurate first.
         ranked_by: what the accuracy order came from.
 
     Raises:
-        ValueError: no rates, duplicate model ids, or a non-positive deadline.
+        ValueError: no rates, two of one name (model id and rate), or a non-positive deadline.
     """
 
     rates: Sequence[Rate]
@@ -168,9 +180,10 @@ class RateChooser:
     def __post_init__(self) -> None:
         if not self.rates:
             raise ValueError("rate choice needs at least one edge bundle")
-        ids = [r.model_id for r in self.rates]
+        ids = [r.name for r in self.rates]
         if len(set(ids)) != len(ids):
-            raise ValueError(f"each rate needs its own model id (the server routes by it), got {ids}")
+            raise ValueError(f"each rate needs its own model id or rate index (the server "
+                             f"routes and decodes by them), got {ids}")
         if not (math.isfinite(self.deadline_ms) and self.deadline_ms > 0):
             raise ValueError(f"deadline must be > 0 ms, got {self.deadline_ms!r}")
         by_bytes = sorted(self.rates, key=lambda r: r.bytes_per_image)
@@ -184,7 +197,7 @@ class RateChooser:
             if not kept or accuracy(rate) > accuracy(kept[-1]):
                 kept.append(rate)
         self.candidates = kept[::-1]  # most accurate first
-        self.edge_ms = {rate.model_id: Smoothed() for rate in self.rates}
+        self.edge_ms = {rate.name: Smoothed() for rate in self.rates}
 
     def predict(self, rate: Rate) -> tuple[float, float] | None:
         """(mean, high) latency in ms for ``rate``, or None before any upload was measured."""
@@ -205,7 +218,7 @@ class RateChooser:
 
     def _edge(self, rate: Rate) -> Smoothed:
         """The rate's own edge time, or (never timed) the slowest timed rate's."""
-        own = self.edge_ms[rate.model_id]
+        own = self.edge_ms[rate.name]
         timed = [s for s in self.edge_ms.values() if s.mean is not None]
         return own if own.mean is not None or not timed else max(timed, key=lambda s: s.mean)
 
@@ -214,18 +227,18 @@ class RateChooser:
         predicted = {}
         for rate in self.candidates:
             if (p := self.predict(rate)) is not None:
-                predicted[rate.model_id] = (round(p[0], 2), round(p[1], 2))
+                predicted[rate.name] = (round(p[0], 2), round(p[1], 2))
         if not predicted:
             return Choice(self.lowest, "no estimate", predicted, self.estimate())
         for rate in self.candidates:
-            if predicted[rate.model_id][1] <= self.deadline_ms:
+            if predicted[rate.name][1] <= self.deadline_ms:
                 return Choice(rate, "fits", predicted, self.estimate())
         return Choice(self.lowest, "fallback", predicted, self.estimate())
 
     def observe(self, rate: Rate, packet_bytes: int, edge_ms: float, request_ms: float,
                 server_ms: float) -> float:
         """Fold in one finished request; returns the upload time (ms) it implies."""
-        self.edge_ms[rate.model_id].update(edge_ms)
+        self.edge_ms[rate.name].update(edge_ms)
         self.server_ms.update(server_ms)
         self.size_ratio.update(packet_bytes / rate.bytes_per_image)
         upload_ms = max(request_ms - server_ms - self.base_ms, 0.1)
@@ -262,41 +275,50 @@ class RateClient:
     """An edge client holding several rates, sending each image at the rate the link allows.
 
     Args:
-        bundles: edge bundle folders, one per rate (any order).
+        bundles: edge bundle folders: one variable-rate bundle (its rates are the choices), or
+            several bundles, one per rate (any order; a variable-rate one adds all its rates).
         deadline_ms: latency budget per request (image to answer).
         threads: onnxruntime threads per bundle.
-        warmup: an image encoded once by every bundle at construction: warms the sessions, times
-            each edge, and measures bytes for bundles without recorded ones.
+        warmup: an image encoded once at every rate at construction: warms the sessions, times
+            each edge, and measures bytes for rates without recorded ones.
         z: see `RateChooser`.
 
     Raises:
         ValueError: bad bundles (see `EdgeClient`), duplicate ids, a non-positive deadline, or a
-            bundle without recorded bytes and no ``warmup`` image to measure them on.
+            rate without recorded bytes and no ``warmup`` image to measure them on.
     """
 
     def __init__(self, bundles: Sequence[str | Path], deadline_ms: float,
                  threads: int | None = None, warmup: Any = None, z: float = 1.65) -> None:
         from frankensplit.runtime.client import EdgeClient
 
-        self.clients = {}
+        self.clients: dict[str, tuple[Any, int | None]] = {}  # Rate.name -> (client, rate index)
         rates, edge_ms = [], {}
         for folder in bundles:
             client = EdgeClient(folder, threads=threads)
-            figures = client.manifest.figures
-            measured = None
-            if warmup is not None:
-                client.encode(warmup)  # a session's first run is slow: time the second
-                start = time.perf_counter()
-                measured = len(client.encode(warmup))
-                edge_ms[client.model_id] = (time.perf_counter() - start) * 1000
-            size = figures.get("bytes_per_image", measured)
-            if size is None:
-                raise ValueError(f"{folder}: no recorded bytes per image; pass a warm-up image")
-            rates.append(Rate(client.model_id, Path(folder), figures.get("top1"), float(size)))
-            self.clients[client.model_id] = client
+            for index in client.manifest.rate_indexes:
+                figures = client.manifest.rate_figures(index)
+                lmbda = None if index is None else client.rates[index]
+                measured = None
+                if warmup is not None:
+                    client.encode(warmup, index)  # a session's first run is slow: time the second
+                    start = time.perf_counter()
+                    measured = len(client.encode(warmup, index))
+                    ms = (time.perf_counter() - start) * 1000
+                size = figures.get("bytes_per_image", measured)
+                if size is None:
+                    raise ValueError(f"{folder}: no recorded bytes per image"
+                                     f"{'' if lmbda is None else f' at lambda {lmbda:g}'}; "
+                                     "pass a warm-up image")
+                rate = Rate(client.model_id, Path(folder), figures.get("top1"), float(size),
+                            index, lmbda)
+                rates.append(rate)
+                self.clients[rate.name] = (client, index)
+                if warmup is not None:
+                    edge_ms[rate.name] = ms
         self.chooser = RateChooser(rates, deadline_ms, z=z)
-        for model_id, ms in edge_ms.items():  # the first request's edge time is then known
-            self.chooser.edge_ms[model_id].update(ms)
+        for name, ms in edge_ms.items():  # the first request's edge time is then known
+            self.chooser.edge_ms[name].update(ms)
 
     def probe(self, url: str, probes: int = 3) -> float:
         """Measure the base latency to ``url`` (`probe_ms`) and use it; returns it in ms."""
@@ -313,14 +335,15 @@ class RateClient:
 
         Returns:
             The server's answer, ``packet_bytes``, ``latency_ms`` (image to answer) and ``rate``:
-            the model id sent, the reason, the deadline, every candidate's predicted latency, the
+            the model id sent (with a variable-rate bundle's rate index and lambda), the reason, the deadline, every candidate's predicted latency, the
             estimates before this request, and the upload time it measured.
         """
         from frankensplit.runtime.client import post_packet
 
         choice = self.chooser.choose()
         start = time.perf_counter()
-        packet = self.clients[choice.rate.model_id].encode(image)
+        client, index = self.clients[choice.rate.name]
+        packet = client.encode(image, index)
         edge_ms = (time.perf_counter() - start) * 1000
         answer = post_packet(url, packet, **post)
         request_ms = (time.perf_counter() - start) * 1000 - edge_ms
@@ -333,7 +356,8 @@ class RateClient:
         answer["packet_bytes"] = len(packet)
         answer["latency_ms"] = round(latency, 2)
         answer["rate"] = {
-            "model_id": choice.rate.model_id, "reason": choice.reason,
+            "model_id": choice.rate.model_id, "rate_index": choice.rate.rate,
+            "lambda": choice.rate.lmbda, "reason": choice.reason,
             "deadline_ms": self.chooser.deadline_ms,
             "within_deadline": latency <= self.chooser.deadline_ms,
             "ranked_by": self.chooser.ranked_by, "predicted_ms": choice.predicted_ms,

@@ -19,8 +19,10 @@ Endpoints:
 - ``POST /v1/classify-image?topk=5&backbone=B`` (codec offloading): the teacher's input crop as
   a JPEG/WebP/AVIF/PNG file, answered by the whole teacher (default: the only one served) under
   the same limits and queues; 400 another format or size or undecodable, 413 larger than the crop.
-- ``GET /v1/models``: the models served (id, encoder id, teacher, accepted latent shape), and
-  per encoder id its default and the backbones that decode its packets.
+- ``GET /v1/models``: the models served (id, encoder id, teacher, accepted latent shape, and a
+  variable-rate model's rates: index, lambda and recorded dev figures; every rate is served under
+  the one model id, a packet carrying its rate index), and per encoder id its default and the
+  backbones that decode its packets. A packet whose rate the model does not have is a 400.
 - ``GET /healthz``: the process answers. ``GET /readyz``: 200 once every model is loaded.
 - ``GET /metrics``: Prometheus (requests by status, latency histogram, bytes received, batch sizes).
 
@@ -216,7 +218,8 @@ async def list_models(request: Request) -> JSONResponse:
     return JSONResponse({
         "models": [
             {"model_id": m.model_id, "encoder_id": m.encoder_id, "teacher": m.teacher,
-             "latent_shape": list(m.latent_shape) if m.latent_shape else None}
+             "latent_shape": list(m.latent_shape) if m.latent_shape else None,
+             "rates": m.describe_rates()}
             for m in service.models.values()
         ],
         "encoders": {e: encoder.describe() for e, encoder in service.encoders.items()},

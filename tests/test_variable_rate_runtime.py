@@ -1,0 +1,189 @@
+"""Deploying a variable-rate model: one edge bundle for every rate, the torch-free client coding
+at any of them byte for byte as the torch edge, one server id decoding every rate (sandboxed, as
+served) exactly as in process, rate choice within one bundle, and fixed-rate (version 1) packets
+and bundles unchanged beside it."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from frankensplit import bitstream
+from frankensplit.cli import main as cli_main
+from frankensplit.models.architecture import Architecture
+from frankensplit.runtime.bundle import BUNDLE_VERSION, RATES_BUNDLE_VERSION, read_manifest
+from frankensplit.runtime.client import EdgeClient, post_packet
+from frankensplit.runtime.export import export_bundle, export_model
+from frankensplit.runtime.loading import load_server_model
+from frankensplit.runtime.server import create_app, run_in_thread
+from frankensplit.threads import seeded, torch_threads
+
+REPO = Path(__file__).resolve().parents[1]
+TINY16 = REPO.parent / "shared/data/fixtures/tiny16"
+RATES = (16.0, 4.0, 1.0)
+MODEL_ID = "fs-test-vr"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A seeded variable-rate lite0 model on the real (offline) teacher, gains spread so that
+    the rates differ."""
+    arch = Architecture(teacher="tf_efficientnet_lite0", entropy="gained_factorized", rates=RATES)
+    m = arch.build(MODEL_ID, teacher_weights="offline").eval()
+    with torch.no_grad():
+        m.entropy.log_gain.copy_(torch.linspace(-1.0, 1.0, len(RATES))[:, None].expand(-1, 48))
+        m.entropy.log_inverse_gain.copy_(-m.entropy.log_gain)
+    m.update(force=True)
+    return m
+
+
+@pytest.fixture(scope="module")
+def bundle(model, tmp_path_factory):
+    return export_bundle(model, tmp_path_factory.mktemp("vr"))
+
+
+@pytest.fixture(scope="module")
+def client(bundle):
+    return EdgeClient(bundle.edge_dir, threads=1)
+
+
+@pytest.fixture(scope="module")
+def server(bundle, default_model):
+    """A real server of the variable-rate bundle (sandboxed decoding, as served by default) and
+    of the default fixed-rate model."""
+    from frankensplit.runtime.loading import served_model
+
+    vr = load_server_model(str(bundle.server_dir), teacher_weights="offline", images=False)
+    app = create_app({MODEL_ID: vr, default_model.model_id: served_model(default_model)})
+    with run_in_thread(app) as url:
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{url}/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "server did not become ready"
+            time.sleep(0.1)
+        yield url
+
+
+def _images(n: int = 2) -> list[Path]:
+    images = sorted(TINY16.glob("*.jpg"))[:n]
+    if len(images) < n:
+        pytest.skip(f"fixture images not found in {TINY16}")
+    return images
+
+
+def test_one_edge_bundle_holds_every_rate_and_fixed_bundles_are_unchanged(bundle, default_bundle):
+    manifest = read_manifest(bundle.edge_dir)
+    assert manifest.rates == RATES and manifest.bundle_version == RATES_BUNDLE_VERSION
+    assert manifest.bitstream_version == bitstream.RATE_VERSION
+    assert manifest.encoder_file == "encoder.onnx" and len(list(bundle.edge_dir.glob("*.onnx"))) == 1
+    for rate in range(len(RATES)):
+        assert {f"gain_r{rate}.npy", f"quantized_cdf_r{rate}.npy"} <= set(manifest.files)
+    fixed = json.loads((default_bundle.edge_dir / "manifest.json").read_text())
+    assert fixed["bundle_version"] == BUNDLE_VERSION == 1 and "rates" not in fixed
+    assert fixed["bitstream_version"] == bitstream.FORMAT_VERSION
+    assert read_manifest(bundle.server_dir).architecture.rates == RATES
+
+
+def test_client_bytes_equal_torch_bytes_at_every_rate_for_the_same_latent(model, client):
+    with seeded(1):
+        x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        y = model.g_a(x)  # (2, 48, 28, 28)
+    for rate in range(len(RATES)):
+        torch_packets = model.edge.encode(x, rate=rate)
+        assert [client.pack(yi.numpy(), rate) for yi in y] == torch_packets
+        assert {bitstream.unpack(p).rate for p in torch_packets} == {rate}
+    with pytest.raises(ValueError, match="rate index"):
+        client.pack(y[0].numpy())
+    with pytest.raises(ValueError, match=r"0 \(lambda 16\)"):
+        client.pack(y[0].numpy(), len(RATES))
+
+
+def test_every_served_rate_equals_in_process_decoding(model, client, server):
+    image = _images(1)[0]
+    sizes = []
+    for rate in range(len(RATES)):
+        packet = client.encode(image, rate)
+        answer = post_packet(server, packet, topk=5)
+        assert answer["model_id"] == MODEL_ID
+        probs = model.server.decode([packet]).softmax(1)[0]
+        top = [p["index"] for p in answer["predictions"]]
+        assert top == probs.topk(5).indices.tolist()
+        np.testing.assert_allclose([p["probability"] for p in answer["predictions"]],
+                                   probs[top].numpy(), rtol=1e-5, atol=1e-6)
+        sizes.append(len(packet))
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]  # one bundle, several rates
+
+
+def test_models_lists_the_rates_under_one_id(server):
+    models = {m["model_id"]: m for m in httpx.get(f"{server}/v1/models").json()["models"]}
+    assert [(r["index"], r["lambda"]) for r in models[MODEL_ID]["rates"]] == list(enumerate(RATES))
+    assert all(m["rates"] is None for i, m in models.items() if i != MODEL_ID)
+
+
+def test_an_unknown_or_missing_rate_is_a_clear_400_and_old_packets_still_work(
+        client, server, default_client):
+    image = _images(1)[0]
+    packet = bitstream.unpack(client.encode(image, 0))
+    for forged, says in ((bitstream.Packet(MODEL_ID, packet.shape, packet.payload, rate=3),
+                          "rate 3"),
+                         (bitstream.Packet(MODEL_ID, packet.shape, packet.payload), "rate None")):
+        answer = httpx.post(f"{server}/v1/classify", content=bitstream.pack(forged))
+        assert answer.status_code == 400 and says in answer.json()["detail"]
+        assert "0..2" in answer.json()["detail"]
+    old = default_client.encode(image)  # a fixed-rate model's version-1 packet, same server
+    assert old[3] == bitstream.FORMAT_VERSION
+    assert post_packet(server, old)["predictions"]
+
+
+def test_rate_choice_within_one_bundle(bundle, server, capsys):
+    images = [str(p) for p in _images(2)]
+    argv = ["client", "--bundle", str(bundle.edge_dir), "--url", server, "--json"]
+    assert cli_main([*argv, "--deadline-ms", "5000", *images]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 2 and lines[0]["rate"]["reason"] == "no estimate"
+    assert lines[0]["rate"]["rate_index"] == 0 and lines[0]["rate"]["lambda"] == RATES[0]
+    assert lines[0]["rate"]["predicted_ms"] == {}  # nothing known of the link yet
+    assert set(lines[1]["rate"]["predicted_ms"]) <= {f"{MODEL_ID}@{v:g}" for v in RATES}
+    assert all(line["answer"]["model_id"] == MODEL_ID for line in lines)
+    assert cli_main([*argv, "--rate", "2", images[0]]) == 0
+    (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert line["answer"]["predictions"]
+    assert cli_main([*argv, images[0]]) == 2
+    assert "--rate I, one of 0 (lambda 16)" in capsys.readouterr().err
+    assert cli_main([*argv, "--rate", "3", images[0]]) == 2
+    assert "rates 0..2" in capsys.readouterr().err
+
+
+def test_export_of_a_codec_file_writes_one_bundle_for_every_rate(model, tmp_path, capsys):
+    from frankensplit.models.codec_file import save_codec
+
+    save_codec(model, tmp_path / "vr.safetensors")
+    result = export_model(str(tmp_path / "vr.safetensors"), tmp_path / "out",
+                          teacher_weights=None)
+    assert read_manifest(result.edge_dir).rates == RATES
+    assert cli_main(["export", "--model", str(tmp_path / "vr.safetensors"), "--out",
+                     str(tmp_path / "cli"), "--teacher-weights", "offline"]) == 0
+    assert "rates 0: lambda 16, 1: lambda 4, 2: lambda 1" in capsys.readouterr().out
+
+
+def test_per_rate_figures_are_read_where_recorded_and_info_lists_the_rates(model):
+    from frankensplit.commands.info import describe
+    from frankensplit.models.zoo_index import rate_figures
+
+    metrics = {"dev1286_top1@4": 78.5, "dev1286_bytes_per_image@4": 4000.0, "dev1286_top1": 1.0}
+    figures = rate_figures(metrics, RATES)
+    assert figures[0] == figures[2] == {}
+    assert (figures[1]["top1"], figures[1]["bytes_per_image"]) == (78.5, 4000.0)
+    assert [(r["index"], r["lambda"]) for r in describe(model)["rates"]] == list(enumerate(RATES))
