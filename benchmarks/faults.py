@@ -31,11 +31,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from harness.loadgen import LoadReport, run_load
+from harness.serve_process import ServeProcess
 from load import load_parser, make_packets, photos  # benchmarks/load.py
 
 from frankensplit.runtime.client import RetryPolicy
-from frankensplit.runtime.loadgen import LoadReport, run_load
-from frankensplit.runtime.serve_process import ServeProcess
 
 
 def main() -> int:

@@ -9,7 +9,7 @@ process (the tiny16 fixtures of ``../shared/data`` when present, else the photos
 scikit-image/matplotlib) and decodes them there too for the reference answers (every class's
 probability per packet), then runs
 ``--clients`` closed-loop clients (threads, `frankensplit.runtime.client.post_packet` with retry)
-for ``--duration`` seconds (`frankensplit.runtime.loadgen`).
+for ``--duration`` seconds (`benchmarks/harness/loadgen.py`).
 
 Why ``--max-queue 8`` by default: with 32 clients and batches of 8 the server is saturated, so
 the run exercises load shedding (503 + Retry-After) and client retries, not just the happy path.
@@ -35,9 +35,10 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from harness.loadgen import run_load
+from harness.serve_process import RssSampler, ServeProcess
+
 from frankensplit.runtime.client import RetryPolicy
-from frankensplit.runtime.loadgen import run_load
-from frankensplit.runtime.serve_process import RssSampler, ServeProcess
 
 TINY16 = Path(__file__).resolve().parents[2] / "shared/data/fixtures/tiny16"
 

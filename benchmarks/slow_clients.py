@@ -42,19 +42,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from load import load_parser, make_packets, photos, server_status_counts  # benchmarks/load.py
-
-from frankensplit.runtime.connections import ConnectionLimits
-from frankensplit.runtime.loadgen import LoadReport, run_load
-from frankensplit.runtime.retry import NO_RETRY
-from frankensplit.runtime.serve_process import RssSampler, ServeProcess
-from frankensplit.runtime.service import ServerConfig
-from frankensplit.runtime.stalled import (
+from harness.loadgen import LoadReport, run_load
+from harness.serve_process import RssSampler, ServeProcess
+from harness.stalled import (
     StalledConnections,
     header_prefix,
     server_connections,
     upload_prefix,
 )
+from load import load_parser, make_packets, photos, server_status_counts  # benchmarks/load.py
+
+from frankensplit.runtime.connections import ConnectionLimits
+from frankensplit.runtime.retry import NO_RETRY
+from frankensplit.runtime.service import ServerConfig
 
 P99_TARGET_MS = 2000.0
 CLOSE_MARGIN_S = 2.0

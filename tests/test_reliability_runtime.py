@@ -25,6 +25,8 @@ torch = pytest.importorskip("torch")
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 
+from benchmarks.harness.loadgen import answer_matches, percentile, run_load
+from benchmarks.harness.serve_process import ServeProcess, free_port
 from frankensplit import bitstream
 from frankensplit.commands.serve import check_weights
 from frankensplit.data import bundled_photos, load_image, make_transform
@@ -37,10 +39,8 @@ from frankensplit.runtime.batching import Batcher, QueueFullError
 from frankensplit.runtime.bundle import read_manifest, write_manifest
 from frankensplit.runtime.client import RetryPolicy, ServerError, post_packet
 from frankensplit.runtime.export import export_server
-from frankensplit.runtime.loadgen import answer_matches, percentile, run_load
 from frankensplit.runtime.loading import load_server_model, served_model
 from frankensplit.runtime.retry import NO_RETRY, is_retryable, parse_retry_after
-from frankensplit.runtime.serve_process import ServeProcess, free_port
 from frankensplit.runtime.server import ServerConfig, create_app, run_in_thread
 
 REPO = Path(__file__).resolve().parents[1]

@@ -187,7 +187,7 @@ def test_batcher_validates_settings():
 
 
 def test_a_load_answer_is_right_only_with_its_own_probability_vector():
-    from frankensplit.runtime.loadgen import answer_matches
+    from benchmarks.harness.loadgen import answer_matches
 
     reference = [0.5, 0.2, 0.15, 0.1, 0.05]
     top3 = [(0, 0.5), (1, 0.2), (2, 0.15)]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from frankensplit.runtime.loadgen import percentile
+from .loadgen import percentile
 
 if TYPE_CHECKING:
     from typing_extensions import Self
