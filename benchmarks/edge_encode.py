@@ -73,7 +73,7 @@ def interleaved_median_ms(fns: dict[str, Callable[[], object]], runs: int, warmu
 def bench_onnx(bundles: dict[str, Path], image: Path, threads: int, runs: int,
                warmup: int) -> dict[str, dict]:
     """g_a, entropy and total per precision at ``threads``, interleaved."""
-    from frankensplit.runtime.client import EdgeClient
+    from frankensplit.runtime.edge.client import EdgeClient
 
     clients = {p: EdgeClient(b, threads=threads, spin=False) for p, b in bundles.items()}
     x = next(iter(clients.values())).preprocess(image)[None]  # (1, 3, 224, 224)
@@ -138,7 +138,7 @@ def compare_packets(model_id: str, bundles: dict[str, Path], dev: Path, limit: i
 
     from frankensplit.data import read_labels_csv
     from frankensplit.models.zoo import create_model
-    from frankensplit.runtime.client import EdgeClient
+    from frankensplit.runtime.edge.client import EdgeClient
 
     paths, labels = read_labels_csv(dev / "labels.csv")
     paths, labels = paths[:limit], np.asarray(labels[:limit])
@@ -195,10 +195,10 @@ def main() -> None:
 
 def measure(args: argparse.Namespace) -> dict:
     from frankensplit.models.zoo import default_model_id
-    from frankensplit.runtime.bundle import DEFAULT_CALIBRATION_IMAGES
-    from frankensplit.runtime.client import EdgeClient
-    from frankensplit.runtime.export import Int8Calibration, export_model
-    from frankensplit.runtime.quantize import optimized_ops
+    from frankensplit.runtime.edge.bundle import DEFAULT_CALIBRATION_IMAGES
+    from frankensplit.runtime.edge.client import EdgeClient
+    from frankensplit.runtime.edge.export import Int8Calibration, export_model
+    from frankensplit.runtime.edge.quantize import optimized_ops
     from frankensplit.sim.measure import cpu_name
 
     model_id = args.model or default_model_id()

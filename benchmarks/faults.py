@@ -35,7 +35,7 @@ from harness.loadgen import LoadReport, run_load
 from harness.serve_process import ServeProcess
 from load import load_parser, make_packets, photos  # benchmarks/load.py
 
-from frankensplit.runtime.client import RetryPolicy
+from frankensplit.runtime.edge.client import RetryPolicy
 
 
 def main() -> int:

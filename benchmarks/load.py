@@ -8,7 +8,7 @@ Starts ``python -m frankensplit serve`` on a free loopback port (default model: 
 process (the tiny16 fixtures of ``../shared/data`` when present, else the photos shipped with
 scikit-image/matplotlib) and decodes them there too for the reference answers (every class's
 probability per packet), then runs
-``--clients`` closed-loop clients (threads, `frankensplit.runtime.client.post_packet` with retry)
+``--clients`` closed-loop clients (threads, `frankensplit.runtime.edge.client.post_packet` with retry)
 for ``--duration`` seconds (`benchmarks/harness/loadgen.py`).
 
 Why ``--max-queue 8`` by default: with 32 clients and batches of 8 the server is saturated, so
@@ -38,7 +38,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from harness.loadgen import run_load
 from harness.serve_process import RssSampler, ServeProcess
 
-from frankensplit.runtime.client import RetryPolicy
+from frankensplit.runtime.edge.client import RetryPolicy
 
 TINY16 = Path(__file__).resolve().parents[2] / "shared/data/fixtures/tiny16"
 

@@ -195,8 +195,8 @@ def measure(args: argparse.Namespace) -> None:
     from frankensplit.codecs import create_codec
     from frankensplit.data import bundled_photos, crop_transform, load_image
     from frankensplit.models.zoo import create_model, default_model_id
-    from frankensplit.runtime.client import EdgeClient
-    from frankensplit.runtime.export import export_bundle
+    from frankensplit.runtime.edge.client import EdgeClient
+    from frankensplit.runtime.edge.export import export_bundle
     from frankensplit.sim.profile import load_profile
 
     profile = load_profile(args.profile)
@@ -236,7 +236,7 @@ def measure(args: argparse.Namespace) -> None:
 def _jobs(client, xs, crops, codecs, quality, port) -> dict:
     """method -> (server port, send(url, i)); each method gets its own shaper to the one server."""
     from frankensplit.protocol import CLASSIFY_IMAGE_PATH
-    from frankensplit.runtime.client import post_packet
+    from frankensplit.runtime.edge.client import post_packet
 
     def fs(url: str, i: int) -> tuple[int, dict, float]:
         start = time.perf_counter()

@@ -63,9 +63,9 @@ def phases(args: argparse.Namespace) -> list[tuple[str, list[float]]]:
 def run_phase(bandwidths: list[float], rtt_ms: float, port: int, images: list[Path],
               labels: list[int], bundles: dict[str, Path], args: argparse.Namespace) -> list[dict]:
     """Every client on every image; the link is ``bandwidths[0]`` then ``[1]`` from halfway."""
-    from frankensplit.runtime.client import EdgeClient, post_packet
-    from frankensplit.runtime.rate_choice import RateClient
-    from frankensplit.runtime.retry import NO_RETRY
+    from frankensplit.runtime.edge.client import EdgeClient, post_packet
+    from frankensplit.runtime.edge.rate_choice import RateClient
+    from frankensplit.runtime.edge.retry import NO_RETRY
     from frankensplit.sim.shaper import shaped_proxy
 
     with ExitStack() as stack:
@@ -160,7 +160,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from shaped_link import free_port, start_server
 
     from frankensplit.data import read_labels_csv
-    from frankensplit.runtime.export import export_model
+    from frankensplit.runtime.edge.export import export_model
 
     models = args.models.split(",") if args.models else family(None)
     if len(models) < 2:

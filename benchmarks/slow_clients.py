@@ -52,9 +52,9 @@ from harness.stalled import (
 )
 from load import load_parser, make_packets, photos, server_status_counts  # benchmarks/load.py
 
-from frankensplit.runtime.connections import ConnectionLimits
-from frankensplit.runtime.retry import NO_RETRY
-from frankensplit.runtime.service import ServerConfig
+from frankensplit.runtime.edge.retry import NO_RETRY
+from frankensplit.runtime.server.connections import ConnectionLimits
+from frankensplit.runtime.server.service import ServerConfig
 
 P99_TARGET_MS = 2000.0
 CLOSE_MARGIN_S = 2.0

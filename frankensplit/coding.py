@@ -182,7 +182,7 @@ class FactorizedCoder:
         """rANS-decode ``payload`` (padded by `pad_payload`) into int32 symbols (C, H, W).
 
         Only for payloads this process produced or trusts: a forged payload can still keep the
-        compiled decoder busy for long (see ``runtime/sandbox.py``, which runs this for servers).
+        compiled decoder busy for long (see ``runtime/server/sandbox.py``, which runs this for servers).
         """
         height, width = size
         values = self._ans.RansDecoder().decode_with_indexes(

@@ -98,7 +98,7 @@ def lite0_model():
 @pytest.fixture(scope="session")
 def lite0_bundle(lite0_model, tmp_path_factory):
     """Edge and server bundles of `lite0_model` (``frankensplit export``)."""
-    from frankensplit.runtime.export import export_bundle
+    from frankensplit.runtime.edge.export import export_bundle
 
     return export_bundle(lite0_model, tmp_path_factory.mktemp("bundle"))
 
@@ -106,7 +106,7 @@ def lite0_bundle(lite0_model, tmp_path_factory):
 @pytest.fixture(scope="session")
 def edge_client(lite0_bundle):
     """The torch-free edge client on `lite0_bundle` (one onnxruntime thread)."""
-    from frankensplit.runtime.client import EdgeClient
+    from frankensplit.runtime.edge.client import EdgeClient
 
     return EdgeClient(lite0_bundle.edge_dir, threads=1)
 
@@ -128,7 +128,7 @@ def default_model():
 @pytest.fixture(scope="session")
 def default_bundle(default_model, tmp_path_factory):
     """Edge and server bundles of `default_model` (``frankensplit export``)."""
-    from frankensplit.runtime.export import export_bundle
+    from frankensplit.runtime.edge.export import export_bundle
 
     return export_bundle(default_model, tmp_path_factory.mktemp("default_bundle"))
 
@@ -136,7 +136,7 @@ def default_bundle(default_model, tmp_path_factory):
 @pytest.fixture(scope="session")
 def default_client(default_bundle):
     """The torch-free edge client on `default_bundle` (one onnxruntime thread)."""
-    from frankensplit.runtime.client import EdgeClient
+    from frankensplit.runtime.edge.client import EdgeClient
 
     return EdgeClient(default_bundle.edge_dir, threads=1)
 

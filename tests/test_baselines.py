@@ -123,9 +123,9 @@ def test_baseline_config_fields_are_validated(overrides, error, match):
 def test_entropic_student_exports_and_serves_from_its_bundles(tmp_path):
     """The bundles carry ES's decoder and split: the server rebuilds ES (not FrankenSplit) and
     decodes the edge client's packets to the in-memory model's logits."""
-    from frankensplit.runtime.client import EdgeClient
-    from frankensplit.runtime.export import export_bundle
-    from frankensplit.runtime.loading import load_server_model
+    from frankensplit.runtime.edge.client import EdgeClient
+    from frankensplit.runtime.edge.export import export_bundle
+    from frankensplit.runtime.server.loading import load_server_model
 
     model = Architecture("tf_efficientnet_lite0", **ES).build("es-lite0-test",
                                                               teacher_weights=None).eval()

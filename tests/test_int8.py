@@ -17,10 +17,10 @@ pytest.importorskip("onnxruntime.quantization")
 
 from frankensplit.cli import main as cli_main
 from frankensplit.files import file_sha256
-from frankensplit.runtime.bundle import EdgeManifest, read_manifest
-from frankensplit.runtime.client import EdgeClient
-from frankensplit.runtime.export import Int8Calibration, export_bundle
-from frankensplit.runtime.quantize import calibration_digest, calibration_images, optimized_ops
+from frankensplit.runtime.edge.bundle import EdgeManifest, read_manifest
+from frankensplit.runtime.edge.client import EdgeClient
+from frankensplit.runtime.edge.export import Int8Calibration, export_bundle
+from frankensplit.runtime.edge.quantize import calibration_digest, calibration_images, optimized_ops
 
 REPO = Path(__file__).resolve().parents[1]
 TINY16 = REPO.parent / "shared/data/fixtures/tiny16"
@@ -85,8 +85,8 @@ def test_int8_packets_are_decoded_exactly(int8_client, edge_client, lite0_model,
 
 
 def test_served_int8_packet(int8_client, lite0_model, tiny16):
-    from frankensplit.runtime.loading import served_model
     from frankensplit.runtime.server import create_app, run_in_thread
+    from frankensplit.runtime.server.loading import served_model
 
     image = min(tiny16.glob("*.jpg"))
     app = create_app({lite0_model.model_id: served_model(lite0_model)})
@@ -100,7 +100,7 @@ def test_served_int8_packet(int8_client, lite0_model, tiny16):
 def test_int8_client_never_imports_torch(int8_bundle, tiny16):
     code = f"""
 import sys
-from frankensplit.runtime.client import EdgeClient
+from frankensplit.runtime.edge.client import EdgeClient
 packet = EdgeClient({str(int8_bundle.edge_dir)!r}).encode({str(min(tiny16.glob('*.jpg')))!r})
 print(len(packet), "torch" in sys.modules)
 """

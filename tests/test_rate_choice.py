@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from frankensplit.runtime.rate_choice import Rate, RateChooser, Smoothed
+from frankensplit.runtime.edge.rate_choice import Rate, RateChooser, Smoothed
 
 FAST, SLOW = 1e-4, 3e-2  # ms per byte: 80 and 0.27 Mbit/s
 
@@ -90,7 +90,7 @@ torch = pytest.importorskip("torch")
 def _two_rates():
     """The lowest-bytes and the most accurate trained model of the default's family (zoo)."""
     from frankensplit.models.zoo import MODELS, default_model_id
-    from frankensplit.runtime.export import recorded_figures
+    from frankensplit.runtime.edge.export import recorded_figures
 
     base = MODELS.get(default_model_id())
     entries = [MODELS.get(m) for m in MODELS.names()]
@@ -114,9 +114,9 @@ def _two_rates():
 def served_rates(tmp_path_factory):
     """Edge bundles of two shipped rates and a real server of both, on loopback."""
     from frankensplit.models.zoo import create_model
-    from frankensplit.runtime.export import export_bundle
-    from frankensplit.runtime.loading import served_model
+    from frankensplit.runtime.edge.export import export_bundle
     from frankensplit.runtime.server import create_app, run_in_thread
+    from frankensplit.runtime.server.loading import served_model
 
     rates = _two_rates()
     tmp = tmp_path_factory.mktemp("rates")
@@ -139,7 +139,7 @@ def _slowest_ms(bundle: Path, url: str, images: list[Path]) -> float:
     """The slowest of a few requests image -> answer with one fixed rate (no rate choice)."""
     import time
 
-    from frankensplit.runtime.client import EdgeClient, post_packet
+    from frankensplit.runtime.edge.client import EdgeClient, post_packet
 
     client = EdgeClient(bundle, threads=1)
     client.encode(images[0])  # first run of a session
@@ -152,8 +152,8 @@ def _slowest_ms(bundle: Path, url: str, images: list[Path]) -> float:
 
 
 def test_rate_follows_a_bandwidth_step_through_the_shaper(served_rates):
-    from frankensplit.runtime.rate_choice import HTTP_BYTES, RateClient
-    from frankensplit.runtime.retry import NO_RETRY
+    from frankensplit.runtime.edge.rate_choice import HTTP_BYTES, RateClient
+    from frankensplit.runtime.edge.retry import NO_RETRY
     from frankensplit.sim.shaper import shaped_proxy
 
     url, bundles, rates = served_rates

@@ -30,8 +30,8 @@ from frankensplit import bitstream
 from frankensplit.bitstream import BitstreamError, LimitExceededError, Limits, Packet, pack, unpack
 from frankensplit.models.split import ServerPart
 from frankensplit.models.zoo import create_model
-from frankensplit.runtime.loading import served_model
 from frankensplit.runtime.server import ServerConfig, create_app, run_in_thread
+from frankensplit.runtime.server.loading import served_model
 
 MODEL_ID = "fs-lite0-untrained"
 HOSTILE = settings(

@@ -35,13 +35,13 @@ from frankensplit.models.architecture import Architecture
 from frankensplit.models.codec_file import load_codec
 from frankensplit.models.zoo import MODELS, ZOO_DIR, default_model_id
 from frankensplit.protocol import REQUEST_ID_HEADER
-from frankensplit.runtime.batching import Batcher, QueueFullError
-from frankensplit.runtime.bundle import read_manifest, write_manifest
-from frankensplit.runtime.client import RetryPolicy, ServerError, post_packet
-from frankensplit.runtime.export import export_server
-from frankensplit.runtime.loading import load_server_model, served_model
-from frankensplit.runtime.retry import NO_RETRY, is_retryable, parse_retry_after
+from frankensplit.runtime.edge.bundle import read_manifest, write_manifest
+from frankensplit.runtime.edge.client import RetryPolicy, ServerError, post_packet
+from frankensplit.runtime.edge.export import export_server
+from frankensplit.runtime.edge.retry import NO_RETRY, is_retryable, parse_retry_after
 from frankensplit.runtime.server import ServerConfig, create_app, run_in_thread
+from frankensplit.runtime.server.batching import Batcher, QueueFullError
+from frankensplit.runtime.server.loading import load_server_model, served_model
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_ID = default_model_id()  # conftest's default_model (trained); the crash test serves it too

@@ -32,18 +32,18 @@ from frankensplit.data import crop_transform, load_image, make_transform
 from frankensplit.models.architecture import Architecture
 from frankensplit.models.codec_file import codec_metadata, codec_state, load_codec_state, save_codec
 from frankensplit.models.zoo import MODELS, create_model, default_model_id, load_model_file
-from frankensplit.runtime.bundle import read_manifest
-from frankensplit.runtime.client import EdgeClient, ServerError, classify_url, post_packet
-from frankensplit.runtime.export import export_bundle
-from frankensplit.runtime.loading import load_server_model, served_model
-from frankensplit.runtime.routing import (
+from frankensplit.runtime.edge.bundle import read_manifest
+from frankensplit.runtime.edge.client import EdgeClient, ServerError, classify_url, post_packet
+from frankensplit.runtime.edge.export import export_bundle
+from frankensplit.runtime.server import create_app, run_in_thread
+from frankensplit.runtime.server.loading import load_server_model, served_model
+from frankensplit.runtime.server.routing import (
     AmbiguousBackboneError,
     Encoder,
     UnknownBackboneError,
     choose_teacher,
     group_by_encoder,
 )
-from frankensplit.runtime.server import create_app, run_in_thread
 
 SOURCE = "fs-lite0-l4"
 TEACHERS = {"lite1": "tf_efficientnet_lite1", "lite2": "tf_efficientnet_lite2"}

@@ -19,8 +19,8 @@ from frankensplit import bitstream
 from frankensplit.cli import main as cli_main
 from frankensplit.data import load_image, make_transform
 from frankensplit.models.zoo import default_model_id
-from frankensplit.runtime.bundle import read_manifest
-from frankensplit.runtime.client import EdgeClient, classify_url
+from frankensplit.runtime.edge.bundle import read_manifest
+from frankensplit.runtime.edge.client import EdgeClient, classify_url
 
 MODEL_ID = default_model_id()  # conftest's default_model: trained, its answers depend on the image
 REPO = Path(__file__).resolve().parents[1]
@@ -147,7 +147,7 @@ def test_edge_client_never_imports_torch(default_bundle):
     image = _images()[0]
     code = f"""
 import sys
-from frankensplit.runtime.client import EdgeClient
+from frankensplit.runtime.edge.client import EdgeClient
 client = EdgeClient({str(default_bundle.edge_dir)!r})
 packet = client.encode({str(image)!r})
 heavy = sorted(m for m in ("torch", "torchvision", "timm", "compressai") if m in sys.modules)

@@ -26,9 +26,9 @@ from frankensplit import bitstream
 from frankensplit.cli import main as cli_main
 from frankensplit.data import crop_transform, load_image, normalize_transform
 from frankensplit.models.zoo import default_model_id
-from frankensplit.runtime.client import ServerError, post_packet
-from frankensplit.runtime.loading import load_server_model, resolve_model_spec, served_model
+from frankensplit.runtime.edge.client import ServerError, post_packet
 from frankensplit.runtime.server import ServerConfig, create_app, run_in_thread
+from frankensplit.runtime.server.loading import load_server_model, resolve_model_spec, served_model
 
 MODEL_ID = default_model_id()  # conftest's default_model: trained, its answers depend on the image
 TOKEN = "s3cret-token"

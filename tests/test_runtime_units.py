@@ -12,10 +12,10 @@ from PIL import Image
 
 from frankensplit.coding import FactorizedCoder, load_ans
 from frankensplit.files import file_sha256
-from frankensplit.runtime.batching import Batcher, QueueFullError
-from frankensplit.runtime.bundle import EdgeManifest, Preprocess, read_manifest, write_manifest
-from frankensplit.runtime.preprocess import preprocess
-from frankensplit.runtime.sandbox import DecoderCrashedError, SandboxedDecoder
+from frankensplit.runtime.edge.bundle import EdgeManifest, Preprocess, read_manifest, write_manifest
+from frankensplit.runtime.edge.preprocess import preprocess
+from frankensplit.runtime.server.batching import Batcher, QueueFullError
+from frankensplit.runtime.server.sandbox import DecoderCrashedError, SandboxedDecoder
 
 torch = pytest.importorskip("torch")
 

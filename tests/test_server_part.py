@@ -12,8 +12,8 @@ import torch
 from frankensplit import bitstream
 from frankensplit.models.architecture import Architecture
 from frankensplit.models.parts import InProcessCoder
-from frankensplit.runtime.loading import load_server_model, served_model
-from frankensplit.runtime.sandbox import DecoderCrashedError, SandboxCoder, SandboxedDecoder
+from frankensplit.runtime.server.loading import load_server_model, served_model
+from frankensplit.runtime.server.sandbox import DecoderCrashedError, SandboxCoder, SandboxedDecoder
 from frankensplit.threads import seeded, torch_threads
 
 
@@ -86,7 +86,7 @@ def test_sandboxed_and_in_process_coders_decode_alike(default_model) -> None:
 
 
 def test_a_server_without_whole_teachers_says_why_it_refuses_images(default_model) -> None:
-    from frankensplit.runtime.routing import UnknownBackboneError, choose_teacher
+    from frankensplit.runtime.server.routing import UnknownBackboneError, choose_teacher
 
     packets_only = dataclasses.replace(served_model(default_model), teacher_model=None)
     with pytest.raises(UnknownBackboneError, match="packets only"):

@@ -27,11 +27,11 @@ from benchmarks.harness.stalled import (
     upload_prefix,
 )
 from frankensplit.data import bundled_photos, load_image, make_transform
-from frankensplit.runtime.client import post_packet
-from frankensplit.runtime.connections import ConnectionLimits
-from frankensplit.runtime.loading import served_model
-from frankensplit.runtime.retry import NO_RETRY
+from frankensplit.runtime.edge.client import post_packet
+from frankensplit.runtime.edge.retry import NO_RETRY
 from frankensplit.runtime.server import ServerConfig, create_app, run_in_thread
+from frankensplit.runtime.server.connections import ConnectionLimits
+from frankensplit.runtime.server.loading import served_model
 
 MODEL_ID = "fs-lite0-untrained"  # conftest's lite0_model
 SLACK_S = 10.0  # how late past its deadline a busy machine may close a connection

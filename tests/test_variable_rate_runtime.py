@@ -17,11 +17,11 @@ import torch
 from frankensplit import bitstream
 from frankensplit.cli import main as cli_main
 from frankensplit.models.architecture import Architecture
-from frankensplit.runtime.bundle import BUNDLE_VERSION, RATES_BUNDLE_VERSION, read_manifest
-from frankensplit.runtime.client import EdgeClient, post_packet
-from frankensplit.runtime.export import export_bundle, export_model
-from frankensplit.runtime.loading import load_server_model
+from frankensplit.runtime.edge.bundle import BUNDLE_VERSION, RATES_BUNDLE_VERSION, read_manifest
+from frankensplit.runtime.edge.client import EdgeClient, post_packet
+from frankensplit.runtime.edge.export import export_bundle, export_model
 from frankensplit.runtime.server import create_app, run_in_thread
+from frankensplit.runtime.server.loading import load_server_model
 from frankensplit.threads import seeded, torch_threads
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,7 +63,7 @@ def client(bundle):
 def server(bundle, default_model):
     """A real server of the variable-rate bundle (sandboxed decoding, as served by default) and
     of the default fixed-rate model."""
-    from frankensplit.runtime.loading import served_model
+    from frankensplit.runtime.server.loading import served_model
 
     vr = load_server_model(str(bundle.server_dir), teacher_weights="offline", images=False)
     app = create_app({MODEL_ID: vr, default_model.model_id: served_model(default_model)})

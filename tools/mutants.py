@@ -65,7 +65,7 @@ def _weaker_default(root: Path) -> None:
 
 MUTANTS = (
     Mutant("batch-swap", "the server answers each packet of a batch with another's result",
-           "frankensplit/runtime/service.py",
+           "frankensplit/runtime/server/service.py",
            "protocol.predictions(probs[row].tolist(), indexes[row].tolist(),",
            "protocol.predictions(probs[-1 - row].tolist(), indexes[-1 - row].tolist(),",
            ("tests/test_runtime_server.py", "tests/test_reliability_runtime.py")),

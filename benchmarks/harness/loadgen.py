@@ -30,8 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from frankensplit.runtime.client import ServerError, post_packet
-from frankensplit.runtime.retry import RetryPolicy
+from frankensplit.runtime.edge.client import ServerError, post_packet
+from frankensplit.runtime.edge.retry import RetryPolicy
 
 __all__ = ["LoadReport", "RequestRecord", "answer_matches", "percentile", "run_load"]
 

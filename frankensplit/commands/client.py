@@ -5,7 +5,7 @@ lowest bit rate; ``frankensplit info`` and the bundle's manifest list each index
 index and not a lambda: the index is what the packet carries and what every listing numbers, while
 a lambda is a float ("4", "4.0") that could also be read as an index. With ``--deadline-ms D``,
 each image goes at the most accurate rate predicted to arrive within D
-(``runtime/rate_choice.py``), chosen among the rates of one variable-rate bundle or of several
+(``runtime/edge/rate_choice.py``), chosen among the rates of one variable-rate bundle or of several
 ``--bundle`` folders (one per rate).
 """
 
@@ -85,7 +85,7 @@ def _line(image: str, packet_bytes: int, answer: dict | None) -> str:
 
 
 def _post_kwargs(args: argparse.Namespace) -> dict:
-    from frankensplit.runtime.client import RetryPolicy
+    from frankensplit.runtime.edge.client import RetryPolicy
 
     return {"topk": args.topk, "token": args.token or os.environ.get("FRANKENSPLIT_TOKEN"),
             "timeout": args.timeout, "cafile": args.cafile, "backbone": args.backbone,
@@ -112,7 +112,7 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _run_rate_choice(args: argparse.Namespace) -> int:
-    from frankensplit.runtime.rate_choice import RateClient
+    from frankensplit.runtime.edge.rate_choice import RateClient
 
     if args.url is None:
         raise ValueError("--deadline-ms chooses a rate by the link: it needs --url")
@@ -140,7 +140,7 @@ def _run_rate_choice(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Encode (and classify) each image; print one line per image."""
-    from frankensplit.runtime.client import EdgeClient, post_packet
+    from frankensplit.runtime.edge.client import EdgeClient, post_packet
 
     _check(args)
     if args.deadline_ms is not None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from frankensplit.cli import check_model, teacher_weights
-from frankensplit.runtime.bundle import DEFAULT_CALIBRATION_IMAGES
+from frankensplit.runtime.edge.bundle import DEFAULT_CALIBRATION_IMAGES
 
 __all__ = ["HELP", "configure", "run"]
 
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if args.int8 != (args.calibration is not None):
         raise ValueError("--int8 and --calibration DIR go together: an int8 encoder is "
                          "calibrated on images of DIR")
-    from frankensplit.runtime.export import Int8Calibration, export_model
+    from frankensplit.runtime.edge.export import Int8Calibration, export_model
 
     int8 = Int8Calibration(args.calibration, args.calibration_images) if args.int8 else None
     result = export_model(
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         teacher_weights=args.teacher_weights, opset=args.opset, int8=int8,
     )
     precision = "int8" if int8 is not None else "fp32"
-    from frankensplit.runtime.bundle import read_manifest
+    from frankensplit.runtime.edge.bundle import read_manifest
 
     rates = read_manifest(result.edge_dir, verify=False).rates
     listed = "" if rates is None else ", rates " + ", ".join(

@@ -5,7 +5,7 @@ files are checked first, in the foreground: a missing, truncated or corrupted we
 from the bundle manifest or ``zoo/index.json``, then the safetensors header) ends the command with
 one line and exit code 2 instead of a server that never becomes ready. The load-shedding flags
 map one to one onto `ServerConfig` and, for connections, `ConnectionLimits` (see
-``docs/reliability.md``); uvicorn runs with the guarded protocol of `runtime.connections`.
+``docs/reliability.md``); uvicorn runs with the guarded protocol of `runtime.server.connections`.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def check_weights(spec: str) -> None:
         ValueError: unknown spec, checksum mismatch or unreadable file (the message names it).
     """
     from frankensplit.files import file_sha256, read_safetensors
-    from frankensplit.runtime.bundle import ServerManifest, read_manifest
+    from frankensplit.runtime.edge.bundle import ServerManifest, read_manifest
 
     if Path(spec).is_dir():  # a bundle is checked without importing torch: fails in a second
         manifest = read_manifest(spec, verify=True)  # every file's sha256
@@ -156,9 +156,9 @@ def run(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from frankensplit.runtime.connections import ConnectionLimits, server_config
-    from frankensplit.runtime.loading import load_server_model
     from frankensplit.runtime.server import ServerConfig, create_app
+    from frankensplit.runtime.server.connections import ConnectionLimits, server_config
+    from frankensplit.runtime.server.loading import load_server_model
 
     token = args.token or os.environ.get("FRANKENSPLIT_TOKEN") or None
     if not _is_loopback(args.host) and token is None:

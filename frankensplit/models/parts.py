@@ -81,7 +81,7 @@ class EdgePart(nn.Module):
 class LatentCoder(Protocol):
     """How a `ServerPart` entropy-decodes packets it has checked: in this process
     (`InProcessCoder`, the default) or in a sandboxed worker process
-    (``frankensplit.runtime.sandbox.SandboxCoder``, what a server facing untrusted senders uses).
+    (``frankensplit.runtime.server.sandbox.SandboxCoder``, what a server facing untrusted senders uses).
     """
 
     def decode(self, packets: Sequence[bitstream.Packet]) -> list[Any]:
@@ -92,7 +92,7 @@ class LatentCoder(Protocol):
 class InProcessCoder:
     """Decode with the entropy model's own rANS decoder, in this process, packet by packet (so a
     bad packet fails alone). compressai's decoder is not memory-safe on forged payloads (see
-    ``runtime/sandbox.py``): use it for trusted packets.
+    ``runtime/server/sandbox.py``): use it for trusted packets.
 
     Args:
         entropy: the entropy model (`FactorizedPrior` or `GainedFactorizedPrior`), tables built.

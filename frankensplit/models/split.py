@@ -78,7 +78,7 @@ class FrankenSplit(nn.Module):
 
         A reuse model (``architecture.reuses``) runs its source's g_a and entropy model, so
         its edge writes exactly the source's packets, id included, and one packet can be sent to
-        any server decoder of that encoder (`frankensplit.runtime.service`); the bytes an
+        any server decoder of that encoder (`frankensplit.runtime.server.service`); the bytes an
         evaluation counts are then the bytes the device really sends.
         """
         return self.architecture.reuses or self.model_id

@@ -55,7 +55,7 @@ __all__ = [
 #: An interval of link rates in Mbit/s, ``(low, high)``, open at both ends; ``high`` may be inf.
 Rates = tuple[float, float]
 
-#: Request line and headers of the edge client's POST (`frankensplit.runtime.client.post_packet`:
+#: Request line and headers of the edge client's POST (`frankensplit.runtime.edge.client.post_packet`:
 #: urllib on Python 3.11, a 5-digit port, a 4-digit Content-Length, X-Request-Id and X-Attempt),
 #: measured through the shaper. Offloading is modelled with the same head (same client code).
 HTTP_REQUEST_HEAD_BYTES = 288

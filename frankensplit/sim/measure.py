@@ -50,7 +50,7 @@ PROFILE_QUALITIES: dict[str, tuple[float, ...]] = {
 
 def _edge_onnx(bundle: Path, model_id: str, xs: Sequence[torch.Tensor], threads: int,
                repeat: int, warmup: int) -> dict[str, Any]:
-    from frankensplit.runtime.client import EdgeClient
+    from frankensplit.runtime.edge.client import EdgeClient
 
     client = EdgeClient(bundle, threads=threads)
     if client.model_id != model_id:
@@ -219,7 +219,7 @@ def measure_profile(
 
 
 def _export(model: FrankenSplit, folder: str) -> Path:
-    from frankensplit.runtime.export import export_edge
+    from frankensplit.runtime.edge.export import export_edge
 
     export_edge(model, folder)
     return Path(folder)

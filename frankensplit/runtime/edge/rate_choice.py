@@ -290,7 +290,7 @@ class RateClient:
 
     def __init__(self, bundles: Sequence[str | Path], deadline_ms: float,
                  threads: int | None = None, warmup: Any = None, z: float = 1.65) -> None:
-        from frankensplit.runtime.client import EdgeClient
+        from frankensplit.runtime.edge.client import EdgeClient
 
         self.clients: dict[str, tuple[Any, int | None]] = {}  # Rate.name -> (client, rate index)
         rates, edge_ms = [], {}
@@ -338,7 +338,7 @@ class RateClient:
             the model id sent (with a variable-rate bundle's rate index and lambda), the reason, the deadline, every candidate's predicted latency, the
             estimates before this request, and the upload time it measured.
         """
-        from frankensplit.runtime.client import post_packet
+        from frankensplit.runtime.edge.client import post_packet
 
         choice = self.chooser.choose()
         start = time.perf_counter()

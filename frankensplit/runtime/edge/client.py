@@ -3,16 +3,16 @@
 ```
 image --preprocess (PIL, numpy)--> x (1,3,224,224) --g_a (onnxruntime)--> y (1,48,28,28)
       --round(y - medians), rANS (compressai's C++ coder)--> payload --bitstream.pack--> packet
-packet --HTTP POST /v1/classify (urllib, retried: runtime.retry)--> server --> top-k JSON
+packet --HTTP POST /v1/classify (urllib, retried: runtime.edge.retry)--> server --> top-k JSON
 ```
 
-A variable-rate bundle (one encoder, every rate: `runtime.bundle`) encodes at the rate index a
+A variable-rate bundle (one encoder, every rate: `runtime.edge.bundle`) encodes at the rate index a
 call names (``rate=``, 0 = the lowest bit rate): g_a runs once, the coder of that rate scales y by
 its gain and codes it with its tables, and the packet carries the rate (bitstream version 2).
 
 This is what runs on the device, so its import closure is deliberately small: this module imports
 only the standard library, numpy, PIL, onnxruntime and the torch-free modules ``bitstream``,
-``protocol``, ``runtime.bundle``, ``runtime.preprocess``, ``coding`` and ``runtime.retry``.
+``protocol``, ``runtime.edge.bundle``, ``runtime.edge.preprocess``, ``coding`` and ``runtime.edge.retry``.
 ``tests/test_runtime_client.py``
 checks in a fresh interpreter that encoding an image leaves ``torch`` out of ``sys.modules``.
 
@@ -46,7 +46,7 @@ import numpy as np
 from frankensplit import bitstream
 from frankensplit.coding import FactorizedCoder
 from frankensplit.protocol import ATTEMPT_HEADER, CLASSIFY_PATH, REQUEST_ID_HEADER
-from frankensplit.runtime.bundle import (
+from frankensplit.runtime.edge.bundle import (
     EDGE_FORMAT,
     GAIN_NAMES,
     TABLE_NAMES,
@@ -54,8 +54,8 @@ from frankensplit.runtime.bundle import (
     rate_table_file,
     read_manifest,
 )
-from frankensplit.runtime.preprocess import ImageInput, preprocess
-from frankensplit.runtime.retry import (
+from frankensplit.runtime.edge.preprocess import ImageInput, preprocess
+from frankensplit.runtime.edge.retry import (
     RetryCallback,
     RetryPolicy,
     call_with_retry,

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from frankensplit.runtime.loading import LoadedModel
+from frankensplit.runtime.server.loading import LoadedModel
 
 __all__ = ["AmbiguousBackboneError", "Encoder", "UnknownBackboneError", "choose_teacher",
            "group_by_encoder"]

@@ -17,7 +17,7 @@ to be installed) with two rules, both enforced on the event loop without any ext
   with ``Retry-After`` and ``Connection: close`` and closed at once, before anything is read, so
   descriptors and per-connection memory stay bounded whatever clients do. (A client whose
   request is already on its way may see a reset instead of the 503; both are retried by
-  `runtime.client`.)
+  `runtime.edge.client`.)
 - **A request head within** ``header_timeout_s``. Whenever the connection waits for the
   client (from connecting, and again from each answer) and the app handles no request on it, a
   timer runs; if no complete head has arrived when it fires, the connection is closed without an
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     import uvicorn
     from fastapi import FastAPI
 
-    from frankensplit.runtime.metrics import ServerMetrics
+    from frankensplit.runtime.server.metrics import ServerMetrics
 
 __all__ = ["ConnectionLimits", "guarded_protocol", "server_config"]
 
@@ -110,7 +110,7 @@ def guarded_protocol(limits: ConnectionLimits, metrics: ServerMetrics | None = N
         import uvicorn
 
         raise RuntimeError(f"uvicorn {uvicorn.__version__}'s H11Protocol lacks {missing}; "
-                           "frankensplit.runtime.connections needs a compatible uvicorn")
+                           "frankensplit.runtime.server.connections needs a compatible uvicorn")
     refusal = _REFUSAL % limits.retry_after_s
 
     class GuardedH11Protocol(H11Protocol):  # type: ignore[misc, valid-type]

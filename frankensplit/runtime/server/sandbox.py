@@ -131,9 +131,9 @@ class SandboxedDecoder:
         return self._tables[model_id]
 
     def _start(self) -> None:
-        root = str(Path(__file__).resolve().parents[2])  # the folder holding this frankensplit
+        root = str(Path(__file__).resolve().parents[3])  # the folder holding this frankensplit
         code = (f"import sys; sys.path.insert(0, {root!r}); "
-                "from frankensplit.runtime.sandbox import worker_main; worker_main()")
+                "from frankensplit.runtime.server.sandbox import worker_main; worker_main()")
         process = subprocess.Popen(
             [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )

@@ -10,7 +10,7 @@ Endpoints:
 - ``POST /v1/classify?topk=5&backbone=B``: body = one packet, raw ``application/octet-stream``;
   the packet's model id names the encoder that wrote it, ``backbone`` (a decoder's model id or
   its teacher's timm name) which of its decoders answers, by default its own model
-  (`runtime.routing`). Answer, headers and error body: `frankensplit.protocol`. 400 bad packet,
+  (`runtime.server.routing`). Answer, headers and error body: `frankensplit.protocol`. 400 bad packet,
   topk, backbone or ``X-Request-Id``, 401 missing/wrong token, 404 unknown model (no decoder for
   the packet's encoder, or no such backbone for it; the message lists what is served), 408 body
   not received within ``body_timeout_s`` (the connection is closed), 413 body over the limit,
@@ -27,11 +27,11 @@ Endpoints:
 - ``GET /metrics``: Prometheus (requests by status, latency histogram, bytes received, batch sizes).
 
 The bearer token (when configured) guards ``/v1/*`` and ``/metrics``; the probes stay open for
-orchestrators. See `frankensplit.runtime.service` for what happens to a packet, and
+orchestrators. See `frankensplit.runtime.server.service` for what happens to a packet, and
 ``docs/reliability.md`` for the limits (``ServerConfig``) and how clients retry.
 
 Load shedding, in the order a request meets it: the connection cap (``--max-connections``, 503)
-and the request-head deadline (``--header-timeout``, closed), both in `runtime.connections`; the
+and the request-head deadline (``--header-timeout``, closed), both in `runtime.server.connections`; the
 body deadline (``body_timeout_s``, 408 and closed); ``max_in_flight`` (503, counted only once the
 body is in, so slow uploads cannot take the slots of complete requests); the model's bounded
 queue (``max_queue``, 503); then ``request_timeout_s`` over upload + queue + decoding (504).
@@ -56,10 +56,15 @@ from starlette.requests import ClientDisconnect
 from frankensplit import __version__, protocol
 from frankensplit.models.split import ServerPart
 from frankensplit.protocol import REQUEST_ID_HEADER
-from frankensplit.runtime.connections import ConnectionLimits, server_config
-from frankensplit.runtime.loading import LoadedModel
-from frankensplit.runtime.metrics import CONTENT_TYPE_LATEST
-from frankensplit.runtime.service import HTTPError, InferenceService, ServerConfig, loaded_models
+from frankensplit.runtime.server.connections import ConnectionLimits, server_config
+from frankensplit.runtime.server.loading import LoadedModel
+from frankensplit.runtime.server.metrics import CONTENT_TYPE_LATEST
+from frankensplit.runtime.server.service import (
+    HTTPError,
+    InferenceService,
+    ServerConfig,
+    loaded_models,
+)
 
 __all__ = ["ConnectionLimits", "ServerConfig", "create_app", "run_in_thread"]
 
@@ -303,7 +308,7 @@ def run_in_thread(
 
     For tests, benchmarks and embedding a server in another program. The port is bound here
     (port 0), so parallel runs never collide; the server is stopped on exit. It runs the same
-    protocol and connection limits as ``frankensplit serve`` (`runtime.connections`; None: the
+    protocol and connection limits as ``frankensplit serve`` (`runtime.server.connections`; None: the
     defaults).
 
     Raises:

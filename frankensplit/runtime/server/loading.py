@@ -16,7 +16,7 @@ from frankensplit.backbones import SplitBackbone
 from frankensplit.models.split import FrankenSplit, ServerPart
 from frankensplit.models.zoo import MODELS, ZOO_DIR, load_server_part
 from frankensplit.models.zoo_index import recorded_figures
-from frankensplit.runtime.bundle import ServerManifest, read_manifest
+from frankensplit.runtime.edge.bundle import ServerManifest, read_manifest
 
 __all__ = ["LoadedModel", "load_server_model", "resolve_model_spec", "served_model"]
 
@@ -33,7 +33,7 @@ class LoadedModel:
             before decoding, so a packet cannot make the server run g_s on an arbitrarily large
             latent. None with a bare part: any size within its limits.
         teacher: timm name of the backbone whose tail it runs (None: not known, a bare part);
-            clients may choose a decoder by it (``?backbone=``, `runtime.routing`).
+            clients may choose a decoder by it (``?backbone=``, `runtime.server.routing`).
         teacher_model: that whole, unsplit teacher (with its preprocessing, ``data_config``):
             what classifies images on ``/v1/classify-image`` (None: not served for images, and
             the teacher's head is not loaded).

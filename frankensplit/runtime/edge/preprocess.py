@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from frankensplit.data.photos import load_image
-from frankensplit.runtime.bundle import Preprocess
+from frankensplit.runtime.edge.bundle import Preprocess
 
 __all__ = ["ImageInput", "preprocess"]
 

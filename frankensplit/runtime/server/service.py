@@ -1,11 +1,11 @@
 """The inference service behind the HTTP app: validation, batching, sandboxed decoding, g_s + tail.
 
 Packet path: the body is unpacked once (`bitstream.unpack`; the packet's encoder id and the
-request's ``backbone`` choose the decoder, `runtime.routing`), then the decoder's `ServerPart`
+request's ``backbone`` choose the decoder, `runtime.server.routing`), then the decoder's `ServerPart`
 checks it once (`ServerPart.check`: id, exactly the latent shape it accepts, so no packet can make
 it run g_s on a huge latent, rate, limits) and it is queued for the model's `Batcher`. A batch
 goes through the part alone: `ServerPart.decode_each` entropy-decodes it through the part's coder,
-a sandboxed worker process (`runtime.sandbox.SandboxCoder`: compressai's decoder is not
+a sandboxed worker process (`runtime.server.sandbox.SandboxCoder`: compressai's decoder is not
 memory-safe on forged payloads) or, for trusted senders, this process; then
 `ServerPart.classify` runs g_s and the tail on one compute thread (torch uses its own intra-op
 threads inside it). The service itself does nothing to packets. An image
@@ -31,17 +31,17 @@ from PIL import Image
 from frankensplit import bitstream, protocol
 from frankensplit.data import normalize_transform
 from frankensplit.models.split import ServerPart
-from frankensplit.runtime.batching import Batcher, QueueFullError
-from frankensplit.runtime.loading import LoadedModel
-from frankensplit.runtime.metrics import ServerMetrics
-from frankensplit.runtime.routing import (
+from frankensplit.runtime.server.batching import Batcher, QueueFullError
+from frankensplit.runtime.server.loading import LoadedModel
+from frankensplit.runtime.server.metrics import ServerMetrics
+from frankensplit.runtime.server.routing import (
     AmbiguousBackboneError,
     Encoder,
     UnknownBackboneError,
     choose_teacher,
     group_by_encoder,
 )
-from frankensplit.runtime.sandbox import SandboxCoder, SandboxedDecoder
+from frankensplit.runtime.server.sandbox import SandboxCoder, SandboxedDecoder
 
 __all__ = ["HTTPError", "InferenceService", "ServerConfig", "loaded_models"]
 
@@ -64,7 +64,7 @@ class ServerConfig:
     request admitted at the back of a full queue is still answered well inside
     ``request_timeout_s``; beyond that it is cheaper for everyone that the client comes back
     later (503 with ``Retry-After``) than that the queue, the latency and the memory grow without
-    bound. Clients of ``runtime.client`` retry 503/504 with backoff, so shedding costs latency,
+    bound. Clients of ``runtime.edge.client`` retry 503/504 with backoff, so shedding costs latency,
     not answers. ``docs/reliability.md`` lists every limit with its flag and measured figures.
 
     Attributes:
@@ -297,7 +297,7 @@ class InferenceService:
         self, body: bytes, backbone: str | None = None
     ) -> tuple[LoadedModel, bitstream.Packet]:
         """Validate a packet fully before it costs any decoding work; ``backbone`` picks the
-        decoder of the packet's encoder (`runtime.routing.Encoder.choose`).
+        decoder of the packet's encoder (`runtime.server.routing.Encoder.choose`).
 
         Raises:
             HTTPError: 400 bad packet, a latent shape the decoder does not take or a backbone
@@ -325,7 +325,7 @@ class InferenceService:
     def parse_image(
         self, body: bytes, backbone: str | None = None
     ) -> tuple[LoadedModel, Image.Image]:
-        """Choose the teacher (`runtime.routing.choose_teacher`), read the image's header.
+        """Choose the teacher (`runtime.server.routing.choose_teacher`), read the image's header.
 
         Raises:
             HTTPError: 400 another format, not the teacher's input size or a backbone of several
@@ -356,7 +356,7 @@ class InferenceService:
         """One packet (validated by `parse`) or image (by `parse_image`) -> the JSON answer.
 
         ``attempt`` (the client's ``X-Attempt``) ranks the request in a full queue: see
-        `runtime.batching` for why retried requests go first.
+        `runtime.server.batching` for why retried requests go first.
         """
         job = _Job(item, body, topk, time.perf_counter())
         try:

@@ -4,7 +4,7 @@
 encoder.onnx (fp32) --quant_pre_process (shape inference, clean-up)--> --quantize_static:
     weights  int8, symmetric, one scale per output channel
     activations  uint8, asymmetric, one scale per tensor, ranges calibrated on images of a folder
-                 (the teacher's eval preprocessing, runtime.preprocess), CalibrationMethod.Percentile
+                 (the teacher's eval preprocessing, runtime.edge.preprocess), CalibrationMethod.Percentile
     format   QDQ: QuantizeLinear/DequantizeLinear pairs around the float ops
 --> encoder_int8.onnx
 ```
@@ -40,8 +40,12 @@ from typing import Any
 import numpy as np
 
 from frankensplit.files import file_sha256
-from frankensplit.runtime.bundle import DEFAULT_CALIBRATION_IMAGES, EncoderQuantization, Preprocess
-from frankensplit.runtime.preprocess import preprocess
+from frankensplit.runtime.edge.bundle import (
+    DEFAULT_CALIBRATION_IMAGES,
+    EncoderQuantization,
+    Preprocess,
+)
+from frankensplit.runtime.edge.preprocess import preprocess
 
 __all__ = [
     "CALIBRATION_METHOD",

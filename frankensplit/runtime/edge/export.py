@@ -1,4 +1,4 @@
-"""Export a FrankenSplit model into an edge bundle and a server bundle (see ``runtime/bundle.py``).
+"""Export a FrankenSplit model into an edge bundle and a server bundle (see ``runtime/edge/bundle.py``).
 
 The edge bundle gets g_a as ONNX (dynamic batch, fixed spatial size = the teacher's crop), the
 factorized prior's integer CDF tables and medians as ``.npy``, and the preprocessing; the server
@@ -9,13 +9,13 @@ stack of convolutions, which that exporter handles without the extra ``onnxscrip
 dynamo exporter needs. Every export is checked by running the graph in onnxruntime against torch.
 
 With ``int8=Int8Calibration(folder, images)`` the edge bundle's encoder is a static int8 copy of
-that graph (``runtime/quantize.py``: ONNX Runtime's ``quantize_static``, QDQ, per-channel weights,
+that graph (``runtime/edge/quantize.py``: ONNX Runtime's ``quantize_static``, QDQ, per-channel weights,
 calibrated on images of ``folder`` with the teacher's preprocessing), checked against the fp32
 graph on calibration images; the manifest records precision, calibration and checksums.
 
 A variable-rate model (`Architecture.rates`) exports one edge bundle for all its rates: one
 ONNX g_a (the gain is the coder's, applied in numpy, so the graph is the fixed-rate one) and per
-rate its tables, medians and gain vectors (`runtime.bundle.rate_table_file`); its server bundle
+rate its tables, medians and gain vectors (`runtime.edge.bundle.rate_table_file`); its server bundle
 is the usual one (the architecture holds the rates).
 
 A reuse model (``reuses``: another model's encoder, `FrankenSplit.encoder_id`) exports like any
@@ -39,7 +39,7 @@ from frankensplit.models.codec_file import save_codec
 from frankensplit.models.split import FrankenSplit
 from frankensplit.models.zoo import MODELS, create_model
 from frankensplit.models.zoo_index import rate_figures, recorded_figures
-from frankensplit.runtime.bundle import (
+from frankensplit.runtime.edge.bundle import (
     BUNDLE_VERSION,
     GAIN_NAMES,
     RATES_BUNDLE_VERSION,
@@ -50,7 +50,7 @@ from frankensplit.runtime.bundle import (
     rate_table_file,
     write_manifest,
 )
-from frankensplit.runtime.quantize import DEFAULT_CALIBRATION_IMAGES, calibration_images
+from frankensplit.runtime.edge.quantize import DEFAULT_CALIBRATION_IMAGES, calibration_images
 
 __all__ = ["DEFAULT_OPSET", "ExportResult", "Int8Calibration", "export_bundle", "export_edge",
            "export_model", "export_server", "recorded_figures"]
@@ -76,7 +76,7 @@ class Int8Calibration:
     Attributes:
         folder: a folder of training images (never the evaluation set), searched recursively.
         images: how many of them to calibrate on (evenly spaced over the sorted file list).
-        paths: the images chosen (`runtime.quantize.calibration_images`), set at construction.
+        paths: the images chosen (`runtime.edge.quantize.calibration_images`), set at construction.
 
     Raises:
         ValueError: a missing folder, one without images, or ``images`` < 1.
@@ -128,8 +128,8 @@ def _check_onnx(path: Path, x: torch.Tensor, y: torch.Tensor) -> None:
 
 def _quantize(folder: Path, int8: Int8Calibration, preprocess: Preprocess) -> Any:
     """fp32 ``encoder.onnx`` -> ``encoder_int8.onnx`` (the fp32 file is removed); the record."""
-    from frankensplit.runtime.preprocess import preprocess as prepare
-    from frankensplit.runtime.quantize import latent_error, quantize_encoder
+    from frankensplit.runtime.edge.preprocess import preprocess as prepare
+    from frankensplit.runtime.edge.quantize import latent_error, quantize_encoder
 
     images = list(int8.paths)
     record = quantize_encoder(folder / _ONNX_FILE, folder / _INT8_FILE, images, preprocess,

@@ -54,7 +54,7 @@ class ServerMetrics:
         self.models_loaded = Gauge(
             "frankensplit_models_loaded", "Models ready to serve.", registry=self.registry
         )
-        # connections (runtime.connections): what slow or idle clients hold, and what was cut
+        # connections (runtime.server.connections): what slow or idle clients hold, and what was cut
         self.open_connections = Gauge(
             "frankensplit_open_connections", "TCP connections open now.", registry=self.registry
         )
