@@ -21,7 +21,8 @@ TESTS = ["tests/test_golden_packets.py",
 
 def test_golden_and_parity_tests_pass_on_portable_kernels() -> None:
     env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TESTS],
+    done = subprocess.run([sys.executable, "-m", "pytest", "-o", "addopts=", "-q", "-p",
+                           "no:cacheprovider", *TESTS],
                           check=False, cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
