@@ -72,7 +72,17 @@ class EdgePart(nn.Module):
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected images (N, 3, H, W), got {tuple(x.shape)}")
         check_rate(self.entropy, rate)
-        y = self.g_a(x)  # (N, C, h, w)
+        return self.pack(self.g_a(x), rate)  # y: (N, C, h, w)
+
+    @torch.no_grad()
+    def pack(self, y: Tensor, rate: int | None = None) -> list[bytes]:
+        """The second half of `encode`: latents y (N, C, h, w) into N packets at ``rate`` (one
+        g_a run can then be coded at every rate of a variable-rate model).
+
+        Raises:
+            ValueError: a rate the model does not have, or a latent of other channels.
+        """
+        check_rate(self.entropy, rate)
         strings = self.entropy.compress(y) if rate is None else self.entropy.compress(y, rate)
         shape = tuple(int(d) for d in y.shape[1:])
         return [bitstream.pack(bitstream.Packet(self.model_id, shape, s, rate)) for s in strings]
