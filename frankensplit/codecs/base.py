@@ -22,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from PIL import Image
 
+from frankensplit import bitstream
 from frankensplit.registry import Registry
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "create_codec",
     "parse_codecs",
     "parse_qualities",
+    "unpack_packet",
 ]
 
 #: The standard codecs compared by default (those of shared/BASELINES.md).
@@ -258,3 +260,15 @@ def check_data(codec: str, data: object) -> bytes:
     if not data:
         raise ValueError(f"{codec} decode got empty data")
     return data
+
+
+def unpack_packet(codec: str, data: object, limits: bitstream.Limits) -> bitstream.Packet:
+    """A learned codec's ``decode`` input as a packet (`check_data`, then `bitstream.unpack`).
+
+    Raises:
+        TypeError: not bytes-like. ValueError: empty or not a valid packet within ``limits``.
+    """
+    try:
+        return bitstream.unpack(check_data(codec, data), limits)
+    except bitstream.BitstreamError as e:
+        raise ValueError(f"{codec} decode: {e}") from e

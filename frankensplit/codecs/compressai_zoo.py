@@ -49,9 +49,9 @@ from frankensplit import bitstream
 from frankensplit.codecs.base import (
     CODECS,
     CodecUnavailableError,
-    check_data,
     check_image,
     check_quality,
+    unpack_packet,
 )
 
 if TYPE_CHECKING:
@@ -314,11 +314,7 @@ class PublishedImageCodec:
 
     def decode(self, data: bytes) -> Image.Image:
         """Decompress a packet from :meth:`encode` into the RGB picture the teacher classifies."""
-        data = check_data(self.name, data)
-        try:
-            packet = bitstream.unpack(data, self.limits)
-        except bitstream.BitstreamError as e:
-            raise ValueError(f"{self.name} decode: {e}") from e
+        packet = unpack_packet(self.name, data, self.limits)
         q = self._by_id.get(packet.model_id)
         channels, h, w = packet.shape
         if q is None or channels != self.models[q].entropy_bottleneck.channels:
