@@ -89,7 +89,7 @@ def main() -> None:
     for r in vr_rows:
         ratios = {m: r["bytes"] / b for m, c in codecs.items()
                   if (b := bytes_at_accuracy(c, r["top1"])) is not None}
-        best = min(ratios.items(), key=lambda kv: kv[1]) if ratios else None
+        best = max(ratios.items(), key=lambda kv: kv[1]) if ratios else None  # fewest bytes
         best_text = f"{best[1]:.2f}x ({best[0]})" if best else "not covered"
         val, rest = splits.get(r["setting"], (float("nan"), float("nan")))
         print(f"| {r['setting']} | {r['bytes'] / 1000:.2f} | {r['bytes'] * 8 / 50176:.3f} | "
