@@ -106,8 +106,8 @@ def main() -> None:
 
     from frankensplit.data import load_image, make_transform
     from frankensplit.models.zoo import create_model, default_model_id
-    from frankensplit.runtime.server.loading import served_model
     from frankensplit.runtime.server import ServerConfig, create_app, run_in_thread
+    from frankensplit.runtime.server.loading import served_model
 
     args.model = args.model or default_model_id()
     model = create_model(args.model)
