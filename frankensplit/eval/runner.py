@@ -188,16 +188,16 @@ def _frankensplit(model: FrankenSplit, x: Tensor, rate: int | None,
     image (``latents`` caches y and its time per model id): every rate's ``encode_ms`` is that
     g_a time plus its own entropy coding, what a device coding the image at that rate spends."""
     edge, server = model.edge, model.server
-    t0 = time.perf_counter()
     if rate is None:
+        t0 = time.perf_counter()
         (packet,) = edge.encode(x)
     else:
-        if model.model_id not in latents:
-            latents[model.model_id] = (model.g_a(x), time.perf_counter() - t0)
-            t0 = time.perf_counter()
+        if model.model_id not in latents:  # (y, seconds of g_a), shared by the model's rates
+            start = time.perf_counter()
+            latents[model.model_id] = (model.g_a(x), time.perf_counter() - start)
         y, g_a_s = latents[model.model_id]
+        t0 = time.perf_counter() - g_a_s  # encode_ms = g_a + this rate's coding
         (packet,) = edge.pack(y, rate)
-        t0 -= g_a_s
     t1 = time.perf_counter()
     y_hat = server.decode_latent([packet])  # (1, C, h, w)
     t2 = time.perf_counter()
