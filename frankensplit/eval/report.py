@@ -17,7 +17,7 @@ from frankensplit.eval.runner import FRANKENSPLIT_METHOD
 from frankensplit.eval.schema import RESULTS_VERSION, SCHEMA, TEACHER_METHOD
 from frankensplit.eval.summary import format_kb
 
-__all__ = ["plot_rate_accuracy", "summary_markdown", "write_csv", "write_json", "write_report"]
+__all__ = ["log_kb_axis", "plot_rate_accuracy", "summary_markdown", "write_csv", "write_json", "write_report"]
 
 
 def write_json(path: Path, rows: Sequence[dict], summary: Sequence[dict], meta: dict) -> None:
@@ -47,6 +47,17 @@ def _label(method: str) -> str:
     return _NAMES.get(method, method.upper())
 
 
+def log_kb_axis(ax: Any, label: str) -> None:
+    """A log KB axis read as plain numbers (1, 2, 5, 10...): every rate-accuracy plot's x axis."""
+    from matplotlib import ticker
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.set_xlabel(label)
+
+
 def plot_rate_accuracy(path: Path, rows: Sequence[dict], title: str = "") -> None:
     """Top-1 against KB per image (log x), one line per method, the teacher as a dashed line.
 
@@ -56,7 +67,6 @@ def plot_rate_accuracy(path: Path, rows: Sequence[dict], title: str = "") -> Non
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib import ticker
 
     teachers = list(dict.fromkeys(r["teacher"] for r in rows))
     fig, axes = plt.subplots(1, len(teachers), figsize=(6.4 * len(teachers), 4.6), squeeze=False)
@@ -75,11 +85,7 @@ def plot_rate_accuracy(path: Path, rows: Sequence[dict], title: str = "") -> Non
         ref = next(r for r in mine if r["method"] == TEACHER_METHOD)
         ax.axhline(ref["top1"], color="black", linestyle="--", linewidth=1,
                    label=f"teacher, uncompressed ({ref['top1']:.1f}%)")
-        ax.set_xscale("log")
-        ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-        ax.set_xlabel("KB per image (1 KB = 1000 bytes)")
+        log_kb_axis(ax, "KB per image (1 KB = 1000 bytes)")
         what = "top-1 (%)" if ref["reference"] == "label" else "agreement with teacher top-1 (%)"
         ax.set_ylabel(what)
         ax.set_title(f"{teacher}, {ref['images']} images" + (f"\n{title}" if title else ""),

@@ -192,7 +192,8 @@ def plot_results(path: str | Path, doc: Mapping[str, Any], teacher: str,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib import ticker
+
+    from frankensplit.eval.report import log_kb_axis
 
     fig, ax = plt.subplots(figsize=(7.2, 4.8))
     colors = iter(["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink",
@@ -222,11 +223,7 @@ def plot_results(path: str | Path, doc: Mapping[str, Any], teacher: str,
     ref = doc["teachers"][teacher]["top1"]
     ax.axhline(ref, color="black", linestyle="--", linewidth=1,
                label=f"teacher, uncompressed ({ref:.2f}%)")
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-    ax.set_xlabel("KB per image, real bytes (1 KB = 1000 bytes)")
+    log_kb_axis(ax, "KB per image, real bytes (1 KB = 1000 bytes)")
     what = "top-1 (%)" if doc["data"]["reference"] == "label" else "agreement with teacher (%)"
     ax.set_ylabel(what)
     ax.set_title(f"{doc['data']['name']}: {doc['data']['images']:,} images, teacher {teacher}\n"
