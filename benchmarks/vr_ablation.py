@@ -1,7 +1,7 @@
 """Variable-rate ablation at equal steps: which mechanism and which training view.
 
-Every arm trains ``configs/lite0_vr_cpu.yaml`` (warm-started from the shipped fs-lite0-l4, the same
-seed and data) for ``--steps`` steps with its ``--set`` overrides, keeps the last weights (nothing
+Every arm trains ``configs/lite0_vr_cpu.yaml`` (warm-started from the shipped fs-lite0-l4 unless
+the arm says otherwise, the same seed and data) for ``--steps`` steps with its ``--set`` overrides, keeps the last weights (nothing
 chosen on evaluation images), and is then measured with real bytes at every rate on the validation
 split (the first ``--val-limit`` dev images, batch 1, ``frankensplit.eval.run_eval``). The table
 gives each arm's top-1 and bytes per rate, and its mean top-1 difference to the first arm at equal
@@ -28,6 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEV = REPO.parent / "shared/data/eval/ilsvrc2012_val_dev"
 CONFIG = REPO / "configs/lite0_vr_cpu.yaml"
+#: fs-lite0-l1 as shipped with 8,000 more steps (the zoo's current file, pinned to its commit)
+L1 = "git:d6d93c5:frankensplit/zoo/fs-lite0-l1.safetensors"
 
 #: name -> (what it tests, --set overrides on top of CONFIG)
 ARMS: dict[str, tuple[str, list[str]]] = {
@@ -39,6 +41,13 @@ ARMS: dict[str, tuple[str, list[str]]] = {
                                                        "stages.0.batch_size=8"]),
     "frozen_norm": ("shipped mechanism, g_s batch-norm statistics kept from fs-lite0-l4",
                     ["frozen_norm=true"]),
+    # The high-rate ceiling: from fs-lite0-l4 every rate above ~3 KB stays near l4's own top-1
+    # (its g_a holds no more); a g_a trained for 2x the bits may carry the high rates further.
+    "init_l1": ("shipped mechanism, warm-started from fs-lite0-l1 (a high-rate g_a) instead",
+                [f"init_codec={L1}"]),
+    "init_l1_frozen_ga": (("as init_l1 with g_a frozen (only the gains, priors and g_s train: "
+                           "no low-rate gradient reaches the encoder)"),
+                          [f"init_codec={L1}", "freeze=[g_a]"]),
 }
 
 
@@ -116,7 +125,7 @@ def main() -> None:
                               resume=True)
             curves[arm] = [(r["bytes"] / 1000, r["top1"]) for r in result.rows
                            if r["method"].endswith("_vr")]
-    lines = [(f"Variable-rate ablation: {args.steps} steps per arm from fs-lite0-l4 "
+    lines = [(f"Variable-rate ablation: {args.steps} steps per arm (from fs-lite0-l4 unless said) "
              f"(`{CONFIG.name}`), first {args.val_limit} dev images, real bytes, batch 1."), "",
              ("| arm | what | wall min | top-1 / KB per rate, lowest rate first | mean top-1 vs "
              f"{arms[0]} at equal bytes |"), "|---|---|---:|---|---:|"]
