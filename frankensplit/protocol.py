@@ -16,7 +16,7 @@ Torch-free (the edge client imports it); class names come from timm through
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 __all__ = [
@@ -76,10 +76,12 @@ def class_names(num_classes: int) -> tuple[str, ...] | None:
 
 
 def predictions(
-    probabilities: Iterable[float], indexes: Iterable[int], num_classes: int
+    probabilities: Iterable[float], indexes: Iterable[int], num_classes: int,
+    names: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """``[{"index", "name", "probability"}]`` in the given order (most probable first)."""
-    names = class_names(num_classes)
+    """``[{"index", "name", "probability"}]`` in the given order (most probable first); ``names``
+    the classes' names by index (None: `class_names`, which imports timm for ImageNet-1k)."""
+    names = class_names(num_classes) if names is None else names
     return [{"index": int(i), "name": names[int(i)] if names else None, "probability": float(p)}
             for p, i in zip(probabilities, indexes)]
 

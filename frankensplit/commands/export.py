@@ -1,4 +1,5 @@
-"""``frankensplit export``: write a model's edge and server bundles (optionally an int8 edge)."""
+"""``frankensplit export``: write a model's edge and server bundles (optionally an int8 edge, and
+the server half as ONNX for ``serve --onnx``)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         metavar="N", help="how many images of DIR, evenly spaced over its sorted "
                                           f"files (default {DEFAULT_CALIBRATION_IMAGES}; about 30 MB "
                                           "of memory each while calibrating)")
+    parser.add_argument("--server-onnx", action="store_true",
+                        help="also write server-onnx/: g_s + tail as ONNX (dynamic batch) with the "
+                             "coding tables, for `serve --onnx` (no torch on the server)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     result = export_model(
         args.model, args.out, codec_weights=args.codec_weights,
         teacher_weights=args.teacher_weights, opset=args.opset, int8=int8,
+        server_onnx=args.server_onnx,
     )
     precision = "int8" if int8 is not None else "fp32"
     from frankensplit.runtime.edge.bundle import read_manifest
@@ -58,4 +63,7 @@ def run(args: argparse.Namespace) -> int:
         f"{i}: lambda {v:g}" for i, v in enumerate(rates))
     print(f"edge bundle:   {result.edge_dir} ({precision} encoder{listed})", file=sys.stdout)
     print(f"server bundle: {result.server_dir}", file=sys.stdout)
+    if result.server_onnx_dir is not None:
+        print(f"server ONNX:   {result.server_onnx_dir} (frankensplit serve --onnx --model "
+              f"{result.server_onnx_dir})", file=sys.stdout)
     return 0

@@ -6,6 +6,12 @@ from the bundle manifest or ``zoo/index.json``, then the safetensors header) end
 one line and exit code 2 instead of a server that never becomes ready. The load-shedding flags
 map one to one onto `ServerConfig` and, for connections, `ConnectionLimits` (see
 ``docs/reliability.md``); uvicorn runs with the guarded protocol of `runtime.server.connections`.
+
+With ``--onnx`` every ``--model`` is an ONNX server half (``frankensplit export --server-onnx``),
+run by ONNX Runtime: the same app, checks, batching, sandbox and answers, and no torch in the
+process (`runtime.server.onnx_server`); ``--threads`` are then ONNX Runtime's intra-op threads.
+Such a server classifies packets only: the ONNX half holds g_s and the teacher's tail, not its
+head, so ``/v1/classify-image`` answers 404 saying so.
 """
 
 from __future__ import annotations
@@ -33,7 +39,11 @@ HELP = "serve one or more models over HTTP: POST a packet to /v1/classify, get t
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the sub-command's arguments."""
     parser.add_argument("--model", action="append", required=True, metavar="ID_OR_BUNDLE",
-                        help="zoo model id or server bundle folder; repeat to serve several")
+                        help="zoo model id or server bundle folder (with --onnx: a server-onnx/ "
+                             "folder); repeat to serve several")
+    parser.add_argument("--onnx", action="store_true",
+                        help="serve ONNX server halves (export --server-onnx) with ONNX Runtime, "
+                             "without torch; packets only (no /v1/classify-image)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
     parser.add_argument("--port", type=port, default=8000)
     parser.add_argument("--token", default=None,
@@ -72,7 +82,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-isolate-decoder", action="store_true",
                         help="entropy-decode in the server process (trusted senders only)")
     parser.add_argument("--threads", type=positive_int, default=None,
-                        help="torch intra-op threads")
+                        help="torch intra-op threads (with --onnx: ONNX Runtime's)")
     parser.add_argument("--teacher-weights", default="auto", type=teacher_weights(),
                         help="teacher weights: auto, offline, online or a checkpoint path")
     parser.add_argument("--ssl-keyfile", default=None, type=existing_file,
@@ -90,23 +100,32 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def check_weights(spec: str) -> None:
+def check_weights(spec: str, onnx: bool = False) -> None:
     """Fail fast on a model whose weights file is missing, truncated or corrupted.
 
     Checks the sha256 recorded for the file (bundle manifest or zoo index), which catches any
     changed byte, then parses the safetensors header, which catches a truncated or malformed file
-    even where no checksum is recorded. Costs one read of the file (2 MB for lite0).
+    even where no checksum is recorded. Costs one read of the file (2 MB for lite0). With
+    ``onnx``, ``spec`` must be an ONNX server half, whose every file's sha256 is checked.
 
     Raises:
         ValueError: unknown spec, checksum mismatch or unreadable file (the message names it).
     """
     from frankensplit.files import file_sha256, read_safetensors
-    from frankensplit.runtime.edge.bundle import ServerManifest, read_manifest
+    from frankensplit.runtime.edge.bundle import OnnxServerManifest, ServerManifest, read_manifest
 
+    if onnx and not Path(spec).is_dir():
+        raise ValueError(f"--onnx serves ONNX server halves (folders written by `frankensplit "
+                         f"export --server-onnx`), got {spec!r}")
     if Path(spec).is_dir():  # a bundle is checked without importing torch: fails in a second
         manifest = read_manifest(spec, verify=True)  # every file's sha256
-        if not isinstance(manifest, ServerManifest):
-            raise ValueError(f"{spec} is a {manifest.format}; serve needs a server bundle")
+        kind = OnnxServerManifest if onnx else ServerManifest
+        if not isinstance(manifest, kind):
+            needs = "the ONNX server half (export --server-onnx)" if onnx else "a server bundle"
+            also = " (serve it with --onnx)" if isinstance(manifest, OnnxServerManifest) else ""
+            raise ValueError(f"{spec} is a {manifest.format}{also}; serve needs {needs}")
+        if onnx:
+            return
         path = Path(spec) / manifest.codec_file
     else:
         from frankensplit.models.zoo_index import MODELS, ZOO_DIR
@@ -151,27 +170,33 @@ def _check_listen(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     """Check the model names, then serve until interrupted (models load in the background)."""
     for spec in args.model:
-        check_weights(spec)  # fail now on a typo or a bad file, not after the server is up
+        check_weights(spec, args.onnx)  # fail now on a typo or a bad file, not after start-up
     _check_listen(args)
 
     import uvicorn
 
     from frankensplit.runtime.server import ServerConfig, create_app
     from frankensplit.runtime.server.connections import ConnectionLimits, server_config
-    from frankensplit.runtime.server.loading import load_server_model
 
     token = args.token or os.environ.get("FRANKENSPLIT_TOKEN") or None
     if not _is_loopback(args.host) and token is None:
         print(f"frankensplit serve: warning: listening on {args.host} without a token",
               file=sys.stderr)
-    if args.threads is not None:
+    if args.threads is not None and not args.onnx:
         import torch
 
         torch.set_num_threads(args.threads)
 
     def loader() -> list:
-        models = [load_server_model(spec, args.teacher_weights, images=not args.no_images)
-                  for spec in args.model]
+        if args.onnx:
+            from frankensplit.runtime.server.onnx_server import load_onnx_server_model
+
+            models = [load_onnx_server_model(spec, args.threads) for spec in args.model]
+        else:
+            from frankensplit.runtime.server.loading import load_server_model
+
+            models = [load_server_model(spec, args.teacher_weights, images=not args.no_images)
+                      for spec in args.model]
         ids = [m.model_id for m in models]
         if len(set(ids)) != len(ids):
             raise ValueError(f"two --model arguments load the same model id: {ids}")

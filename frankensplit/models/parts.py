@@ -21,6 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from frankensplit import bitstream
+from frankensplit.accepts import Accepts
+from frankensplit.accepts import check_rate as check_rate_index
 from frankensplit.models.entropy import FactorizedPrior
 
 __all__ = ["EdgePart", "InProcessCoder", "LatentCoder", "ServerPart", "check_rate"]
@@ -28,18 +30,12 @@ __all__ = ["EdgePart", "InProcessCoder", "LatentCoder", "ServerPart", "check_rat
 
 def check_rate(entropy: nn.Module, rate: int | None) -> None:
     """Refuse a rate index a model does not have: a fixed-rate model takes None, a variable-rate
-    one (``entropy.rates`` > 1) an index of its grid.
+    one (``entropy.rates`` > 1) an index of its grid (`frankensplit.accepts.check_rate`).
 
     Raises:
         ValueError: naming the rates the model has.
     """
-    rates = getattr(entropy, "rates", 1)
-    if rates == 1 and rate is not None:
-        raise ValueError(f"this model has one fixed rate; got rate {rate!r}")
-    if rates > 1 and (isinstance(rate, bool) or not isinstance(rate, int)
-                      or not 0 <= rate < rates):
-        raise ValueError(f"this variable-rate model needs a rate index in 0..{rates - 1}, "
-                         f"got {rate!r}")
+    check_rate_index(getattr(entropy, "rates", 1), rate)
 
 
 class EdgePart(nn.Module):
@@ -158,22 +154,11 @@ class ServerPart(nn.Module):
     ) -> None:
         super().__init__()
         self.model_id = model_id
-        self.encoder_id = model_id if encoder_id is None else encoder_id
         self.entropy = entropy
         self.g_s = g_s
         self.tail = tail
-        if limits is None:
-            # A 34-byte forged packet may declare any shape within the limits, and decoding costs
-            # time and memory per declared symbol (fuzzing: about 1 s and 380 MiB at the wire
-            # format's generic bound). Default to latents of inputs up to 512x512.
-            limits = bitstream.Limits(max_latent_elements=entropy.channels * 64 * 64)
-        self.limits = limits
-        if latent_shape is not None:
-            latent_shape = tuple(int(d) for d in latent_shape)  # type: ignore[assignment]
-            if len(latent_shape) != 3 or latent_shape[0] != entropy.channels:
-                raise ValueError(f"latent_shape must be ({entropy.channels}, h, w), got "
-                                 f"{latent_shape!r}")
-        self.latent_shape = latent_shape
+        self.accepts = Accepts(model_id, model_id if encoder_id is None else encoder_id,
+                               entropy.channels, self.rates, latent_shape, limits)
         self.coder: LatentCoder = InProcessCoder(entropy) if coder is None else coder
 
     def _copy(self, **changes: Any) -> ServerPart:
@@ -188,6 +173,21 @@ class ServerPart(nn.Module):
     def with_latent_shape(self, latent_shape: tuple[int, int, int] | None) -> ServerPart:
         """This part (same modules and coder) accepting exactly ``latent_shape`` (None: any)."""
         return self._copy(latent_shape=latent_shape)
+
+    @property
+    def encoder_id(self) -> str:
+        """The id the packets it decodes carry."""
+        return self.accepts.encoder_id
+
+    @property
+    def limits(self) -> bitstream.Limits:
+        """The wire-format limits every packet is checked against."""
+        return self.accepts.limits  # type: ignore[return-value]
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int] | None:
+        """The one latent shape it accepts (None: any within `limits`)."""
+        return self.accepts.latent_shape
 
     @property
     def rates(self) -> int | None:
@@ -205,12 +205,12 @@ class ServerPart(nn.Module):
         return {r: {name: t.cpu().numpy() for name, t in ts.items()} for r, ts in tables.items()}
 
     def parse(self, data: bytes) -> bitstream.Packet:
-        """Unpack and validate one packet against this model.
+        """Unpack and validate one packet against this model (`frankensplit.accepts.Accepts`).
 
         Raises:
             bitstream.BitstreamError: malformed packet, or one for another model / latent size.
         """
-        return self._check_model(bitstream.unpack(data, self.limits))  # unpack checked limits
+        return self.accepts.parse(data)
 
     def check(self, packet: bitstream.Packet) -> bitstream.Packet:
         """Validate an unpacked packet against this model: its encoder id, latent shape (or
@@ -220,29 +220,12 @@ class ServerPart(nn.Module):
             bitstream.BitstreamError: a packet for another model, latent size or rate, or one
                 above the limits.
         """
-        bitstream.check_limits(packet, self.limits)
-        return self._check_model(packet)
+        return self.accepts.check(packet)
 
-    def _check_model(self, packet: bitstream.Packet) -> bitstream.Packet:
-        if packet.model_id != self.encoder_id:
-            raise bitstream.CorruptError(
-                f"packet is for model {packet.model_id!r}, this server part decodes "
-                f"{self.encoder_id!r}"
-            )
-        if self.latent_shape is not None and packet.shape != self.latent_shape:
-            raise bitstream.CorruptError(
-                f"latent shape {packet.shape} does not match model {self.model_id!r}, which "
-                f"accepts {self.latent_shape}"
-            )
-        if packet.shape[0] != self.entropy.channels:
-            raise bitstream.CorruptError(
-                f"packet declares {packet.shape[0]} latent channels, model has {self.entropy.channels}"
-            )
-        try:
-            check_rate(self.entropy, packet.rate)
-        except ValueError as e:
-            raise bitstream.CorruptError(f"packet rate {packet.rate!r} does not fit: {e}") from e
-        return packet
+    def entropy_state(self) -> dict[str, np.ndarray]:
+        """The entropy model's tensors (quantiles, CDF tables) as arrays: what every decoder of
+        one encoder must hold alike (`runtime.server.routing.group_by_encoder`)."""
+        return {k: v.detach().cpu().numpy() for k, v in self.entropy.state_dict().items()}
 
     @torch.no_grad()
     def decode_each(self, packets: Sequence[bitstream.Packet]) -> list[Tensor | bitstream.BitstreamError]:

@@ -13,6 +13,14 @@ quantised and on what (`EncoderQuantization`). Everything else, the model id and
 included, is the fp32 bundle's: the server decodes the symbols it receives, whichever graph
 produced them.
 
+``frankensplit export --server-onnx`` adds a third folder, the server half as ONNX for a server
+without torch (``frankensplit serve --onnx``, `OnnxServerManifest`):
+
+```
+server-onnx/  manifest.json  classifier.onnx  quantized_cdf.npy  cdf_length.npy  offset.npy
+              medians.npy  class_names.json
+```
+
 A variable-rate model (`Architecture.rates`) exports ONE edge bundle for every rate: the same
 encoder graph (the gain is applied by the coder, in numpy, after g_a), and per rate index ``r``
 its tables, medians and gain vectors as ``<table>_r<r>.npy`` (`rate_table_file`); the manifest
@@ -50,9 +58,11 @@ __all__ = [
     "MANIFEST_NAME",
     "RATES_BUNDLE_VERSION",
     "SERVER_FORMAT",
+    "SERVER_ONNX_FORMAT",
     "TABLE_NAMES",
     "EdgeManifest",
     "EncoderQuantization",
+    "OnnxServerManifest",
     "Preprocess",
     "ServerManifest",
     "rate_table_file",
@@ -62,6 +72,7 @@ __all__ = [
 
 EDGE_FORMAT = "frankensplit-edge-bundle"
 SERVER_FORMAT = "frankensplit-server-bundle"
+SERVER_ONNX_FORMAT = "frankensplit-server-onnx-bundle"
 BUNDLE_VERSION = 1  # fixed-rate edge bundles and every server bundle
 RATES_BUNDLE_VERSION = 2  # an edge bundle of a variable-rate model: tables per rate
 BUNDLE_VERSIONS = (BUNDLE_VERSION, RATES_BUNDLE_VERSION)  # what `read_manifest` reads
@@ -288,11 +299,58 @@ class ServerManifest:
     bundle_version: int = BUNDLE_VERSION
 
 
-def write_manifest(folder: str | Path, manifest: EdgeManifest | ServerManifest) -> Path:
+@dataclass(frozen=True)
+class OnnxServerManifest:
+    """``server-onnx/manifest.json``: the server half as ONNX, served without torch.
+
+    ``classifier_file`` is `ServerPart.classify` as one graph, input ``y_hat`` (N, C, h, w)
+    float32, output ``logits`` (N, ``num_classes``), the batch axis dynamic: g_s, then the tail.
+    The entropy decoder is not in it: packets are rANS-decoded from the integer tables, medians
+    (and a variable-rate model's gain vectors) stored per rate index under the edge bundle's
+    file names (`rate_table_file`), exactly as the edge codes them, and a variable-rate model's
+    latent is multiplied by its rate's inverse gain in numpy before the graph
+    (`frankensplit.coding.FactorizedCoder.dequantize`), so one graph serves every rate.
+
+    Attributes:
+        model_id: the decoder's id (answers name it).
+        bitstream_version: the packets' format version (2: they carry a rate).
+        architecture: the model's (a reuse model's packets carry ``architecture.reuses``).
+        latent_shape: (C, h, w) of the packets it accepts.
+        classifier_file: the ONNX graph.
+        opset: its ONNX opset.
+        num_classes: classes of the logits.
+        class_names_file: JSON list of the class names by index (None: the label space has none).
+        preprocess: the edge's preprocessing, for reference.
+        files: file name -> sha256.
+    """
+
+    model_id: str
+    bitstream_version: int
+    architecture: Architecture
+    latent_shape: tuple[int, int, int]
+    classifier_file: str
+    opset: int
+    num_classes: int
+    class_names_file: str | None
+    preprocess: Preprocess
+    files: dict[str, str] = field(default_factory=dict)
+    format: str = SERVER_ONNX_FORMAT
+    bundle_version: int = BUNDLE_VERSION
+
+    @property
+    def rate_indexes(self) -> tuple[int | None, ...]:
+        """The rate indexes its tables exist for: ``(None,)`` for a fixed-rate model."""
+        rates = self.architecture.rates
+        return (None,) if rates is None else tuple(range(len(rates)))
+
+
+def write_manifest(
+    folder: str | Path, manifest: EdgeManifest | ServerManifest | OnnxServerManifest
+) -> Path:
     """Write ``manifest.json`` (sorted keys, indented) into ``folder``; return its path."""
     path = Path(folder) / MANIFEST_NAME
     data = asdict(manifest)
-    if isinstance(manifest, ServerManifest):
+    if isinstance(manifest, (ServerManifest, OnnxServerManifest)):
         del data["architecture"]
         data.update(manifest.architecture.to_dict())
     elif manifest.rates is None:
@@ -301,7 +359,9 @@ def write_manifest(folder: str | Path, manifest: EdgeManifest | ServerManifest) 
     return path
 
 
-def read_manifest(folder: str | Path, verify: bool = True) -> EdgeManifest | ServerManifest:
+def read_manifest(
+    folder: str | Path, verify: bool = True
+) -> EdgeManifest | ServerManifest | OnnxServerManifest:
     """Read and validate a bundle's manifest, optionally checking every file's sha256.
 
     Args:
@@ -309,7 +369,7 @@ def read_manifest(folder: str | Path, verify: bool = True) -> EdgeManifest | Ser
         verify: recompute the checksums of the listed files.
 
     Returns:
-        An `EdgeManifest` or `ServerManifest`, by the manifest's ``format``.
+        An `EdgeManifest`, `ServerManifest` or `OnnxServerManifest`, by the manifest's ``format``.
 
     Raises:
         ValueError: missing or malformed manifest, unknown format or version, missing file or
@@ -327,7 +387,8 @@ def read_manifest(folder: str | Path, verify: bool = True) -> EdgeManifest | Ser
         raise ValueError(  # noqa: TRY004
             f"{path} must hold a JSON object, got {type(raw).__name__}"
         )
-    classes = {EDGE_FORMAT: EdgeManifest, SERVER_FORMAT: ServerManifest}
+    classes = {EDGE_FORMAT: EdgeManifest, SERVER_FORMAT: ServerManifest,
+               SERVER_ONNX_FORMAT: OnnxServerManifest}
     if raw.get("format") not in classes:
         raise ValueError(
             f"{path}: format {raw.get('format')!r} is not one of {sorted(classes)}"
@@ -338,7 +399,7 @@ def read_manifest(folder: str | Path, verify: bool = True) -> EdgeManifest | Ser
             f"reads versions {', '.join(map(str, BUNDLE_VERSIONS))}"
         )
     try:
-        if raw["format"] == SERVER_FORMAT:
+        if raw["format"] in (SERVER_FORMAT, SERVER_ONNX_FORMAT):  # the architecture inline
             architecture, raw = Architecture.split_record(raw, str(path))
             raw["architecture"] = architecture
         manifest = from_dict(classes[raw["format"]], raw, str(path))

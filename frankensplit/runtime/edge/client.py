@@ -62,6 +62,7 @@ from frankensplit.runtime.edge.retry import (
     is_retryable,
     parse_retry_after,
 )
+from frankensplit.runtime.sessions import onnx_session
 
 __all__ = ["EdgeClient", "RetryPolicy", "ServerError", "classify_url", "post_packet"]
 
@@ -109,20 +110,6 @@ def classify_url(
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, query, ""))
 
 
-def _session(path: Path, threads: int | None, spin: bool = True) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    if not spin:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 class EdgeClient:
     """Encode images into packets from an exported edge bundle.
 
@@ -168,7 +155,7 @@ class EdgeClient:
                     f"{folder}: tables have {coder.channels} channels, manifest says "
                     f"{manifest.latent_channels}"
                 )
-        self._session = _session(folder / manifest.encoder_file, threads, spin)
+        self._session = onnx_session(folder / manifest.encoder_file, threads, spin)
         self._input = self._session.get_inputs()[0].name
 
     @property

@@ -18,7 +18,8 @@ Endpoints:
   answered within ``request_timeout_s``.
 - ``POST /v1/classify-image?topk=5&backbone=B`` (codec offloading): the teacher's input crop as
   a JPEG/WebP/AVIF/PNG file, answered by the whole teacher (default: the only one served) under
-  the same limits and queues; 400 another format or size or undecodable, 413 larger than the crop.
+  the same limits and queues; 400 another format or size or undecodable, 413 larger than the crop;
+  404 on a server of ONNX server halves (``serve --onnx``), which hold no teacher head.
 - ``GET /v1/models``: the models served (id, encoder id, teacher, accepted latent shape, and a
   variable-rate model's rates: index, lambda and recorded dev figures; every rate is served under
   the one model id, a packet carrying its rate index), and per encoder id its default and the
@@ -47,14 +48,13 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from frankensplit import __version__, protocol
-from frankensplit.models.split import ServerPart
 from frankensplit.protocol import REQUEST_ID_HEADER
 from frankensplit.runtime.server.connections import ConnectionLimits, server_config
 from frankensplit.runtime.server.loading import LoadedModel
@@ -65,6 +65,9 @@ from frankensplit.runtime.server.service import (
     ServerConfig,
     loaded_models,
 )
+
+if TYPE_CHECKING:
+    from frankensplit.models.split import ServerPart
 
 __all__ = ["ConnectionLimits", "ServerConfig", "create_app", "run_in_thread"]
 

@@ -4,21 +4,66 @@ classifying images, the whole teacher.
 A model is named either by a zoo id (``fs-lite0-untrained``, trained ids from ``zoo/index.json``)
 or by a server bundle folder written by ``frankensplit export``; a bundle works for any model id,
 registered in the zoo or not, because its manifest holds the model's `Architecture`.
+
+Importing this module imports no torch (torch is imported when a torch model is loaded): a
+`LoadedModel` may hold the ONNX server half instead (`runtime.server.onnx_server`), and the app
+serving it must run without torch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from frankensplit.backbones import SplitBackbone
-from frankensplit.models.split import FrankenSplit, ServerPart
-from frankensplit.models.zoo import MODELS, ZOO_DIR, load_server_part
-from frankensplit.models.zoo_index import recorded_figures
-from frankensplit.runtime.edge.bundle import ServerManifest, read_manifest
+from frankensplit import bitstream
+from frankensplit.models.zoo_index import MODELS, ZOO_DIR, recorded_figures
+from frankensplit.runtime.edge.bundle import OnnxServerManifest, ServerManifest, read_manifest
 
-__all__ = ["LoadedModel", "load_server_model", "resolve_model_spec", "served_model"]
+if TYPE_CHECKING:
+    import numpy as np
+
+    from frankensplit.backbones import SplitBackbone
+    from frankensplit.models.split import FrankenSplit
+
+__all__ = ["LoadedModel", "ServingPart", "load_server_model", "resolve_model_spec",
+           "served_model"]
+
+
+class ServingPart(Protocol):
+    """What the service runs a model's packets through: `frankensplit.models.parts.ServerPart`
+    (torch) or `runtime.server.onnx_server.OnnxServerPart` (ONNX Runtime, no torch).
+
+    ``check`` a packet once (`frankensplit.accepts.Accepts`), ``decode_each`` checked packets
+    through its coder into y_hat (C, h, w) each (a torch tensor or a float32 array), ``classify``
+    a stack of them into logits (N, classes) of the same kind.
+    """
+
+    model_id: str
+
+    @property
+    def encoder_id(self) -> str: ...
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int] | None: ...
+
+    @property
+    def rates(self) -> int | None: ...
+
+    def check(self, packet: bitstream.Packet) -> bitstream.Packet: ...
+
+    def decode_each(self, packets: Sequence[bitstream.Packet]) -> list[Any]: ...
+
+    def classify(self, y_hat: Any) -> Any: ...
+
+    def coding_tables(self) -> dict[int | None, dict[str, np.ndarray]]: ...
+
+    def entropy_state(self) -> dict[str, np.ndarray]: ...
+
+    def with_coder(self, coder: Any) -> ServingPart: ...
+
+    def with_latent_shape(self, latent_shape: tuple[int, int, int] | None) -> ServingPart: ...
 
 
 @dataclass(frozen=True)
@@ -27,7 +72,8 @@ class LoadedModel:
 
     Attributes:
         model_id: the model's own id (answers and metrics name it).
-        part: entropy decoder, g_s and the teacher tail; it checks and decodes every packet.
+        part: entropy decoder, g_s and the teacher tail (`ServingPart`: torch's `ServerPart` or
+            the ONNX one); it checks and decodes every packet.
         latent_shape: (C, H, W) of the packets it accepts (None: the part's,
             `ServerPart.latent_shape`; given, the part is narrowed to it); others are refused
             before decoding, so a packet cannot make the server run g_s on an arbitrarily large
@@ -39,14 +85,18 @@ class LoadedModel:
             the teacher's head is not loaded).
         rates: a variable-rate model's lambdas by rate index (`Architecture.rates`; None: one
             fixed rate, or not known for a bare part): every rate is served under this one id.
+        class_names: the names of its classes by index, as answers name them (None: looked up
+            for the label space, `protocol.class_names`, which imports timm; the ONNX server
+            half carries its own so that it runs without torch).
     """
 
     model_id: str
-    part: ServerPart
+    part: ServingPart
     latent_shape: tuple[int, int, int] | None = None
     teacher: str | None = None
     teacher_model: SplitBackbone | None = None
     rates: tuple[float, ...] | None = None
+    class_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.latent_shape is None:
@@ -91,6 +141,8 @@ def resolve_model_spec(spec: str) -> str:
     path = Path(spec)
     if path.is_dir():
         manifest = read_manifest(path, verify=False)
+        if isinstance(manifest, OnnxServerManifest):
+            raise ValueError(f"{path} is the ONNX server half: serve it with --onnx")
         if not isinstance(manifest, ServerManifest):
             raise ValueError(f"{path} is a {manifest.format}; serve needs a server bundle")
         return "bundle"
@@ -114,6 +166,8 @@ def load_server_model(
     Raises:
         ValueError: unknown id, bad bundle (checksums are verified) or weights that do not fit.
     """
+    from frankensplit.models.zoo import load_server_part
+
     if resolve_model_spec(spec) == "zoo":
         entry = MODELS.get(spec)
         arch, model_id, sha256 = entry.architecture, spec, entry.sha256

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
+import numpy as np
 
 from frankensplit.runtime.server.loading import LoadedModel
 
@@ -103,9 +103,10 @@ class Encoder:
 
 
 def _same_entropy(a: LoadedModel, b: LoadedModel) -> bool:
-    sa, sb = a.part.entropy.state_dict(), b.part.entropy.state_dict()
-    return sa.keys() == sb.keys() and all(
-        sa[k].shape == sb[k].shape and torch.equal(sa[k], sb[k]) for k in sa)
+    """Whether two decoders hold the same entropy model (`ServingPart.entropy_state`: a torch
+    part's parameters and tables, an ONNX part's tables; a torch and an ONNX part never match)."""
+    sa, sb = a.part.entropy_state(), b.part.entropy_state()
+    return sa.keys() == sb.keys() and all(np.array_equal(sa[k], sb[k]) for k in sa)
 
 
 def group_by_encoder(models: Sequence[LoadedModel]) -> dict[str, Encoder]:
@@ -151,8 +152,10 @@ def choose_teacher(models: Sequence[LoadedModel], backbone: str | None = None) -
     """
     served = sorted((m for m in models if m.teacher_model is not None), key=lambda m: m.model_id)
     if not served:
-        raise UnknownBackboneError("this server classifies packets only: no whole teacher is "
-                                   "loaded for images (loaded with images=False)")
+        raise UnknownBackboneError(
+            "this server classifies packets only: no whole teacher is loaded for images (served "
+            "with --no-images, or the ONNX server half, which holds g_s and the teacher's tail "
+            "but not its head: serve /v1/classify-image from the torch server)")
     fits = [m for m in served if m.model_id == backbone] or [
         m for m in served if backbone in (None, m.teacher)]
     available = ", ".join(f"{m.model_id} ({m.teacher})" for m in served)

@@ -11,6 +11,11 @@ memory-safe on forged payloads) or, for trusted senders, this process; then
 threads inside it). The service itself does nothing to packets. An image
 (``/v1/classify-image``) must be the teacher's input crop, checked from its header, joins the
 same queue, and is decoded in the batch for the whole teacher. Nothing is kept per client.
+
+A model's part may be the ONNX server half (`runtime.server.onnx_server.OnnxServerPart`, ``serve
+--onnx``): its latents and logits are float32 arrays, stacked and turned into probabilities with
+numpy (`softmax_top_k`), and this module imports torch only where a torch model runs (`_top_k`),
+so that server runs without torch.
 """
 
 from __future__ import annotations
@@ -23,14 +28,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 from PIL import Image
 
 from frankensplit import bitstream, protocol
-from frankensplit.data import normalize_transform
-from frankensplit.models.split import ServerPart
 from frankensplit.runtime.server.batching import Batcher, QueueFullError
 from frankensplit.runtime.server.loading import LoadedModel
 from frankensplit.runtime.server.metrics import ServerMetrics
@@ -43,7 +46,10 @@ from frankensplit.runtime.server.routing import (
 )
 from frankensplit.runtime.server.sandbox import SandboxCoder, SandboxedDecoder
 
-__all__ = ["HTTPError", "InferenceService", "ServerConfig", "loaded_models"]
+if TYPE_CHECKING:
+    from frankensplit.models.split import ServerPart
+
+__all__ = ["HTTPError", "InferenceService", "ServerConfig", "loaded_models", "softmax_top_k"]
 
 log = logging.getLogger("frankensplit.runtime.server")
 
@@ -151,6 +157,37 @@ class _Job:
     queued_at: float
 
 
+def softmax_top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Logits (N, classes) -> the ``k`` largest probabilities (N, k) float32 and their class
+    indexes (N, k), most probable first: torch's ``softmax(1).topk(k)`` in numpy, equal within
+    float32 rounding (ties are ordered by class index)."""
+    z = logits.astype(np.float32) - logits.max(axis=1, keepdims=True)  # exp cannot overflow
+    probs = np.exp(z)
+    probs /= probs.sum(axis=1, keepdims=True)
+    indexes = np.argsort(-probs, axis=1, kind="stable")[:, :min(k, probs.shape[1])]
+    return np.take_along_axis(probs, indexes, axis=1), indexes
+
+
+def _top_k(forward: Callable[[Any], Any], inputs: list[Any], k: int
+           ) -> tuple[list[list[float]], list[list[int]], int]:
+    """Stack ``inputs``, run ``forward``, keep the top ``k``: (probabilities, indexes, classes).
+
+    Float32 arrays (the ONNX part's latents) stay in numpy; tensors (a torch part's latents, an
+    image batch for the whole teacher) run in torch, imported only then.
+    """
+    if isinstance(inputs[0], np.ndarray):
+        logits = forward(np.stack(inputs))  # (n, classes)
+        probs, indexes = softmax_top_k(logits, k)
+        return probs.tolist(), indexes.tolist(), int(logits.shape[1])
+    import torch
+
+    with torch.no_grad():
+        logits = forward(torch.stack(inputs))  # (n, classes)
+        classes = int(logits.shape[1])
+        probs, indexes = logits.float().softmax(dim=1).topk(min(k, classes), dim=1)
+    return probs.tolist(), indexes.tolist(), classes
+
+
 def loaded_models(models: Mapping[str, ServerPart | LoadedModel]) -> list[LoadedModel]:
     """Normalise ``{model_id: ServerPart | LoadedModel}`` (a bare part accepts any latent size).
 
@@ -160,10 +197,12 @@ def loaded_models(models: Mapping[str, ServerPart | LoadedModel]) -> list[Loaded
     """
     loaded = []
     for model_id, model in models.items():
-        if isinstance(model, ServerPart):
-            model = LoadedModel(model_id, model, None)  # type: ignore[arg-type]
         if not isinstance(model, LoadedModel):
-            raise TypeError(f"models[{model_id!r}] must be a ServerPart or LoadedModel")
+            from frankensplit.models.split import ServerPart  # torch: only for a bare torch part
+
+            if not isinstance(model, ServerPart):
+                raise TypeError(f"models[{model_id!r}] must be a ServerPart or LoadedModel")
+            model = LoadedModel(model_id, model, None)
         if model.part.model_id != model_id:
             raise ValueError(f"models[{model_id!r}] is a server part for {model.part.model_id!r}")
         loaded.append(model)
@@ -237,6 +276,8 @@ class InferenceService:
     @staticmethod
     def _crops(model: LoadedModel, jobs: list[_Job]) -> list[Any]:
         """x (3, crop, crop) per image, normalised for the teacher, or a 400 for bad bytes."""
+        from frankensplit.data import normalize_transform  # torch: images need the torch teacher
+
         normalize = normalize_transform(model.teacher_model.data_config)  # type: ignore[union-attr]
         crops: list[Any] = []
         for job in jobs:
@@ -248,7 +289,6 @@ class InferenceService:
                                        model.model_id))
         return crops
 
-    @torch.no_grad()
     def _infer(self, model: LoadedModel, jobs: list[_Job], topk: int) -> list[Any]:
         """Jobs of one kind (packets of one latent shape, or images) -> (predictions, timing)."""
         start = time.perf_counter()
@@ -262,12 +302,10 @@ class InferenceService:
         good = [i for i, x in enumerate(inputs) if not isinstance(x, Exception)]
         results: list[Any] = list(inputs)
         if good:
-            logits = forward(torch.stack([inputs[i] for i in good]))  # (n, classes)
-            classes = int(logits.shape[1])
-            probs, indexes = logits.float().softmax(dim=1).topk(min(topk, classes), dim=1)
+            probs, indexes, classes = _top_k(forward, [inputs[i] for i in good], topk)
             for row, i in enumerate(good):
-                results[i] = protocol.predictions(probs[row].tolist(), indexes[row].tolist(),
-                                                  classes)
+                results[i] = protocol.predictions(probs[row], indexes[row], classes,
+                                                  model.class_names)
         timing = {"decode_ms": (time.perf_counter() - start) * 1000, stage: stage_ms}
         return [r if isinstance(r, Exception) else (r, timing) for r in results]
 
