@@ -97,7 +97,7 @@ def bench_torch(model_id: str, image: Path, threads: int, runs: int, warmup: int
 
     torch.set_num_threads(threads)
     model = create_model(model_id)
-    x = make_transform(model.teacher.data_config)(load_image(image))[None]
+    x = make_transform(model.data_config)(load_image(image))[None]
     with torch.no_grad():
         y = model.g_a(x)
 

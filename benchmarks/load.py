@@ -64,7 +64,7 @@ def make_packets(model_id: str, images: list[Path]) -> tuple[list[bytes], list[l
     from frankensplit.models.zoo import create_model
 
     model = create_model(model_id)
-    transform = make_transform(model.teacher.data_config)
+    transform = make_transform(model.data_config)
     x = torch.stack([transform(load_image(path)) for path in images])  # (N, 3, 224, 224)
     with torch.no_grad():
         packets = model.edge.encode(x)

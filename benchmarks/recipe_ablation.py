@@ -152,7 +152,7 @@ def feature_error(path: Path, folder: Path, n: int) -> float:
     from frankensplit.models.zoo import load_model_file
 
     model = load_model_file(path).eval()
-    ds = ImageDataset([str(folder)], make_transform(model.teacher.data_config, "eval"))
+    ds = ImageDataset([str(folder)], make_transform(model.data_config, "eval"))
     idx = torch.linspace(0, len(ds) - 1, n).round().long().unique()
     num = den = 0.0
     with torch.inference_mode():

@@ -113,7 +113,7 @@ def main() -> None:
     args.model = args.model or default_model_id()
     threads = torch.get_num_threads()
     model = create_model(args.model)
-    transform = make_transform(model.teacher.data_config)
+    transform = make_transform(model.data_config)
     images = sorted(TINY16.glob("*.jpg"))
     packets = model.edge.encode(torch.stack([transform(load_image(p)) for p in images]))
     settings = {

@@ -206,7 +206,7 @@ def measure(args: argparse.Namespace) -> None:
     edge = f"onnx-{args.edge_threads}"
     photos = bundled_photos()
     model = create_model(model_id)
-    crops = [crop_transform(model.teacher.data_config)(load_image(p)) for p in photos]
+    crops = [crop_transform(model.data_config)(load_image(p)) for p in photos]
     tmp = Path(tempfile.mkdtemp(prefix="shaped_link_"))
     bundle = export_bundle(model, tmp / "bundle")
     del model

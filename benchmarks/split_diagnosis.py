@@ -44,7 +44,7 @@ def diagnose(model_ref: str, files: list, labels: list[int]) -> dict:
 
     is_file = Path(model_ref).suffix == ".safetensors"
     model = (load_model_file(model_ref) if is_file else create_model(model_ref)).eval()
-    transform = make_transform(model.teacher.data_config, "eval")
+    transform = make_transform(model.data_config, "eval")
     err_q = err_y = energy = 0.0
     per_channel_q = per_channel_h = None
     counts = dict.fromkeys(("top1_q", "top1_y", "agree_q", "agree_y", "teacher", "noisy"), 0)

@@ -136,7 +136,7 @@ def probe(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     model = create_model(args.model)
-    x, _ = real_batch(model.teacher.data_config, args.data, 128, 16, "patch")
+    x, _ = real_batch(model.data_config, args.data, 128, 16, "patch")
     step = make_step(model, x, args.probe)
     step()
     step()  # warm-up (compilation)
@@ -170,7 +170,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     model = create_model(args.model)
-    cfg = model.teacher.data_config
+    cfg = model.data_config
     x128, ds = real_batch(cfg, args.data, 128, 16, "patch")
     x224, _ = real_batch(cfg, args.data, 224, 16, "eval")
     variants = [("today", "today"), ("+inference_mode", "inference_mode"),

@@ -311,7 +311,7 @@ def test_eval_both_baselines_beside_frankensplit(es_run, balle_run, tiny16, tmp_
     assert set(result.summary[0]["savings"]) == {"entropic_student", "jpeg",
                                                  "bmshj2018-factorized"}
     codec = create_codec(balle)  # the recorded bytes are the real packet of each crop
-    crop = crop_transform(fs.teacher.data_config)(Image.open(files[1]).convert("RGB"))
+    crop = crop_transform(fs.data_config)(Image.open(files[1]).convert("RGB"))
     (record,) = [r for r in _records(tmp_path)
                  if r["method"] == "bmshj2018-factorized" and r["index"] == 1]
     assert record["bytes"] == len(codec.encode(crop, 0.025))

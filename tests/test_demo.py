@@ -61,7 +61,7 @@ def test_demo_prints_the_bytes_of_the_real_packets(demo, default_model) -> None:
     photos, text, _, _ = demo
     printed = {name: int(size.replace(",", "")) for name, size in _BYTES.findall(text)}
     assert sorted(printed) == [p.name for p in photos]
-    transform = make_transform(default_model.teacher.data_config, "eval")
+    transform = make_transform(default_model.data_config, "eval")
     for path in photos:
         with torch_threads(1):  # as the demo ran: a rounding tie may fall otherwise elsewhere
             (packet,) = default_model.edge.encode(transform(load_image(path)).unsqueeze(0))

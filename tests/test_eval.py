@@ -370,6 +370,13 @@ def test_one_backbone_at_two_input_sizes_gets_two_teacher_groups(
     ]
     fs = next(r for r in doc["rows"] if r["setting"] == "fs-lite0-192")
     assert fs["bytes"] < next(r for r in doc["rows"] if r["setting"] == "fs-lite0-untrained")["bytes"]
+    # one label, one preprocessing: a model of that size but another crop is refused
+    from frankensplit.eval.runner import plan
+
+    other = Architecture("tf_efficientnet_lite0", input_size=192, crop_pct=0.9).build(
+        "fs-lite0-192-crop", backbone=small.teacher)
+    with pytest.raises(ValueError, match="fs-lite0-192-crop preprocesses as"):
+        plan([small, other], {})
 
 
 def _results_benchmark():

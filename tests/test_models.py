@@ -225,6 +225,28 @@ def test_architecture_round_trips_and_reads_the_records_written_before_it() -> N
         Architecture("resnet18", input_size=224)
 
 
+def test_a_model_derives_its_input_and_never_changes_the_teachers() -> None:
+    # encoder reuse: a Lite1 decoder of a Lite0 encoder's packets takes 224 px (Lite1's own: 240)
+    arch = Architecture("tf_efficientnet_lite1", input_size=224, crop_pct=0.875,
+                        reuses="fs-lite0-l4")
+    own = {"input_size": (3, 240, 240), "crop_pct": 0.882, "interpolation": "bicubic"}
+    assert arch.data_config(own) == {"input_size": (3, 224, 224), "crop_pct": 0.875,
+                                     "interpolation": "bicubic"}
+    assert own["input_size"] == (3, 240, 240)  # a new dict: the argument is not changed
+    assert Architecture("tf_efficientnet_lite1").data_config(own) == own
+    model = arch.build("fs-test-reuse", teacher_weights=None)
+    teacher_config = dict(model.teacher.data_config)
+    assert teacher_config["input_size"] == (3, 240, 240)
+    assert model.data_config == arch.data_config(teacher_config)
+    assert model.latent_shape == (48, 28, 28)
+    # the teacher, passed on to another model, is still the teacher with its own input
+    plain = Architecture("tf_efficientnet_lite1").build("fs-test-own", backbone=model.teacher)
+    assert model.teacher.data_config == plain.data_config == teacher_config
+    assert plain.latent_shape == (48, 30, 30)
+    part, teacher = arch.build_server("fs-test-reuse", teacher_weights=None, whole_teacher=True)
+    assert part.latent_shape == (48, 28, 28) and teacher.data_config == teacher_config
+
+
 class _ToyEncoder(torch.nn.Module):
     """A stride-8 encoder in two layers: 8 x 8 average pooling, then a 1 x 1 convolution."""
 
@@ -311,7 +333,7 @@ def test_bytes_repeat_and_differ_across_threads_only_at_rounding_ties(tiny16) ->
     from tests.conftest import GOLDEN_TOOL
 
     model = create_model(default_model_id()).eval()
-    transform = make_transform(model.teacher.data_config, "eval")
+    transform = make_transform(model.data_config, "eval")
     x = torch.stack([transform(Image.open(p).convert("RGB")) for p in find_images(tiny16)[:4]])
     runs, latents = [], {}
     for n in (1, 2, 1):
@@ -335,7 +357,7 @@ def test_latent_bits_of_the_decoded_latent_equal_the_estimate(tiny16):
     from frankensplit.models.zoo import create_model, default_model_id
 
     model = create_model(default_model_id()).eval()
-    transform = make_transform(model.teacher.data_config, "eval")
+    transform = make_transform(model.data_config, "eval")
     x = torch.stack([transform(Image.open(p).convert("RGB")) for p in find_images(tiny16)[:3]])
     y_hat = model.server.decode_latent(model.edge.encode(x))  # (3, C, h, w)
     torch.testing.assert_close(model.latent_bits(y_hat), model.estimated_bits(x), rtol=1e-5, atol=0)

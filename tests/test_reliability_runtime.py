@@ -53,7 +53,7 @@ def packets(default_model) -> list[bytes]:
     """Edge encodings of the photos shipped with scikit-image/matplotlib (always installed)."""
     photos = bundled_photos()[:4]
     assert len(photos) >= 2, "scikit-image's sample photos are missing"
-    transform = make_transform(default_model.teacher.data_config)
+    transform = make_transform(default_model.data_config)
     with torch.no_grad():
         return default_model.edge.encode(torch.stack([transform(load_image(p)) for p in photos]))
 

@@ -120,7 +120,8 @@ def test_a_reuse_codec_file_records_its_source(source, reuse, reuse_files, tmp_p
         arch = json.loads(codec_metadata(reuse_files[short])["architecture"])
         assert arch["reuses"] == SOURCE and arch["teacher"] == TEACHERS[short]
         assert (model.model_id, model.encoder_id) == (f"{SOURCE}.{short}", SOURCE)
-        assert model.teacher.data_config["input_size"] == (3, 224, 224)
+        assert model.data_config["input_size"] == (3, 224, 224)
+        assert model.teacher.data_config["input_size"] != (3, 224, 224)  # the teacher's own
     # a model of its own encoder records nothing new: its files and packets are today's
     assert source.architecture.reuses is None and source.encoder_id == SOURCE
     # a file that says it reuses the source but holds another g_a is refused at load
@@ -138,11 +139,11 @@ def test_a_reuse_codec_file_records_its_source(source, reuse, reuse_files, tmp_p
 
 def test_a_reuse_model_writes_the_source_packet_bytes(source, reuse):
     image = load_image(_image())
-    x = make_transform(source.teacher.data_config)(image)[None]  # (1, 3, 224, 224)
+    x = make_transform(source.data_config)(image)[None]  # (1, 3, 224, 224)
     (expected,) = source.edge.encode(x)
     assert bitstream.unpack(expected).model_id == SOURCE
     for model in reuse.values():
-        x_own = make_transform(model.teacher.data_config)(image)[None]  # its own preprocessing
+        x_own = make_transform(model.data_config)(image)[None]  # its own preprocessing
         torch.testing.assert_close(x_own, x, rtol=0, atol=0)
         assert model.edge.encode(x_own) == [expected]
         # and its server half decodes the source's packets into its own teacher's classes
@@ -166,7 +167,7 @@ def test_a_reuse_model_exports_the_source_edge_and_its_own_server(source, reuse,
     loaded = load_server_model(str(bundle.server_dir))
     assert (loaded.model_id, loaded.encoder_id, loaded.teacher) == (model.model_id, SOURCE,
                                                                     TEACHERS["lite1"])
-    assert loaded.latent_shape == (48, 28, 28)
+    assert loaded.latent_shape == (48, 28, 28) and loaded.data_config == model.data_config
     torch.testing.assert_close(loaded.part.decode([packet]), model.server.decode([packet]))
 
 
@@ -271,8 +272,8 @@ def test_routing_defaults_ambiguity_and_refused_sets(source, reuse):
 
 def test_an_image_is_classified_by_the_teacher_asked_for(server, reuse):
     """``/v1/classify-image`` with three teachers served: the backbone picks one (none: 400)."""
-    teacher = reuse["lite1"].teacher
-    crop = crop_transform(teacher.data_config)(load_image(_image()))  # 224 px: the reuse input
+    teacher, config = reuse["lite1"].teacher, reuse["lite1"].data_config
+    crop = crop_transform(config)(load_image(_image()))  # 224 px: the reuse input
     buffer = io.BytesIO()
     crop.save(buffer, "PNG")
     url = f"{server}/v1/classify-image"
@@ -280,6 +281,6 @@ def test_an_image_is_classified_by_the_teacher_asked_for(server, reuse):
     answer = httpx.post(f"{url}?topk=1000&backbone=tf_efficientnet_lite1",
                         content=buffer.getvalue(), timeout=60).json()
     assert (answer["model_id"], answer["backbone"]) == (reuse["lite1"].model_id, teacher.name)
-    x = make_transform(teacher.data_config)(load_image(_image()))[None]
+    x = make_transform(config)(load_image(_image()))[None]
     np.testing.assert_allclose(_vector(answer), teacher(x).softmax(1)[0].numpy(), rtol=1e-4,
                                atol=1e-6)

@@ -76,7 +76,7 @@ def test_corrupted_bundle_is_refused(default_bundle, tmp_path):
 
 
 def test_preprocessing_matches_torchvision_exactly(default_client, default_model):
-    transform = make_transform(default_model.teacher.data_config)
+    transform = make_transform(default_model.data_config)
     for path in _images():
         np.testing.assert_array_equal(default_client.preprocess(path),
                                       transform(load_image(path)).numpy())
@@ -85,7 +85,7 @@ def test_preprocessing_matches_torchvision_exactly(default_client, default_model
 @pytest.fixture(scope="module")
 def torch_packets(default_model) -> list[bytes]:
     """The torch edge's packets of the 16 fixture photos."""
-    transform = make_transform(default_model.teacher.data_config)
+    transform = make_transform(default_model.data_config)
     x = torch.stack([transform(load_image(path)) for path in _images()])  # (16, 3, 224, 224)
     return default_model.edge.encode(x)
 

@@ -253,7 +253,7 @@ def test_create_app_and_serve_cli_validate_arguments(default_model, capsys):
 
 def _crop_file(model, fmt: str, size: int | None = None) -> bytes:
     """The first fixture photo's teacher input crop (or a ``size`` resize of it) as ``fmt``."""
-    crop = crop_transform(model.teacher.data_config)(load_image(_images(1)[0]))
+    crop = crop_transform(model.data_config)(load_image(_images(1)[0]))
     if size is not None:
         crop = crop.resize((size, size))
     buffer = io.BytesIO()
@@ -275,7 +275,7 @@ def test_classify_image_answers_with_the_whole_teacher(server, default_model, fm
     answer = response.json()
     assert (answer["format"], answer["payload_bytes"]) == (fmt, len(data))
     assert answer["backbone"] == default_model.teacher.name and answer["image_decode_ms"] > 0
-    config = default_model.teacher.data_config
+    config = default_model.data_config
     x = normalize_transform(config)(Image.open(io.BytesIO(data)).convert("RGB"))[None]
     expected = default_model.teacher(x).softmax(1)[0].numpy()
     np.testing.assert_allclose(_vector(answer), expected, rtol=1e-4, atol=1e-6)

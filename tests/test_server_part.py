@@ -39,7 +39,7 @@ def _images(n: int = 2) -> torch.Tensor:
 def test_the_accepted_latent_shape_is_derived_and_is_what_g_a_makes(arch, shape) -> None:
     model = arch.build("fs-test-shape", teacher_weights=None)
     assert model.latent_shape == shape
-    side = int(model.teacher.data_config["input_size"][-1])
+    side = int(model.data_config["input_size"][-1])
     with torch.no_grad():
         assert tuple(model.g_a(torch.zeros(1, 3, side, side)).shape[1:]) == shape
     part, teacher = arch.build_server("fs-test-shape", teacher_weights=None)

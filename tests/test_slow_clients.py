@@ -40,7 +40,7 @@ SLACK_S = 10.0  # how late past its deadline a busy machine may close a connecti
 @pytest.fixture(scope="module")
 def packets(lite0_model) -> list[bytes]:
     """Edge encodings of two photos shipped with scikit-image (always installed)."""
-    transform = make_transform(lite0_model.teacher.data_config)
+    transform = make_transform(lite0_model.data_config)
     photos = bundled_photos()[:2]
     with torch.no_grad():
         return lite0_model.edge.encode(torch.stack([transform(load_image(p)) for p in photos]))

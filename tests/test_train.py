@@ -155,8 +155,8 @@ def test_reuse_warm_start_and_the_edge_input_size_reach_the_trained_file(tmp_pat
     assert all(torch.allclose(out[k], src[k], atol=1e-12) for k in fits)
     assert all(torch.allclose(out[k], fresh[k], atol=1e-12) for k in refit)
     model = load_model_file(tmp_path / "run/lmbda-2/best.safetensors", teacher_weights=None)
-    assert model.teacher.data_config["input_size"] == (3, 224, 224)
-    assert model.teacher.data_config["crop_pct"] == 0.875
+    assert model.data_config["input_size"] == (3, 224, 224)
+    assert model.data_config["crop_pct"] == 0.875
     assert model.encoder_id == "fs-lite0-src"  # its packets name the source encoder
     with pytest.raises(ValueError, match="reuses needs the source"):
         load_config(None, [*TINY, "reuses=fs-lite0-src"]).validate()

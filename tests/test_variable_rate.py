@@ -204,7 +204,7 @@ def test_an_evaluation_measures_every_rate_as_its_own_point(model, tmp_path) -> 
 def _transform(model):
     from frankensplit.data import load_image, make_transform
 
-    transform = make_transform(model.teacher.data_config, "eval")
+    transform = make_transform(model.data_config, "eval")
     return lambda path: transform(load_image(path))
 
 

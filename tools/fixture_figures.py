@@ -48,7 +48,7 @@ def measure(model: Any, folder: Path = FIXTURES, batch: int = 16) -> dict[str, f
     files, labels = load_dataset(folder)
     if min(labels) < 0:
         raise ValueError(f"{folder} has unlabelled images: the figures need labels")
-    transform = make_transform(model.teacher.data_config, "eval")
+    transform = make_transform(model.data_config, "eval")
     x = torch.stack([transform(load_image(path)) for path in files])  # (16, 3, 224, 224)
     packets: list[bytes] = []
     logits = []

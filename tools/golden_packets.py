@@ -97,7 +97,7 @@ def encode(model: FrankenSplit, images: Sequence[Path]) -> dict[str, Encoded]:
 
     from frankensplit.data import load_image, make_transform
 
-    transform = make_transform(model.teacher.data_config, "eval")
+    transform = make_transform(model.data_config, "eval")
     out = {}
     for path in images:
         x = transform(load_image(path)).unsqueeze(0)  # (1, 3, 224, 224)

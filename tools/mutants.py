@@ -125,8 +125,7 @@ MUTANTS = (
            ("tests/test_train.py::test_init_g_s_file_refits_a_reuse_decoder_on_a_retrained_source",)),
     Mutant("eval-one-preprocessing", "models of one backbone at two input sizes share teacher rows",
            "frankensplit/eval/runner.py",
-           'return model.teacher.name if size is None else f"{model.teacher.name}@{size}px"',
-           "return model.teacher.name",
+           "return name if own else", "return name if True else",
            ("tests/test_eval.py::test_one_backbone_at_two_input_sizes_gets_two_teacher_groups",)),
 )
 

@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("no photos: pass --images DIR (scikit-image/matplotlib photos not found)")
     with torch_threads(args.threads):
         model = load_model(args)
-        transform = make_transform(model.teacher.data_config, "eval")
+        transform = make_transform(model.data_config, "eval")
         _photo(model, transform, photos[0])  # warm-up, untimed: first calls allocate
         results = [_photo(model, transform, p) for p in photos]
     print(f"FrankenSplit {model.model_id} (teacher {model.teacher.name}) on {len(photos)} photos, "

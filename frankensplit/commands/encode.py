@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from frankensplit.models.split import FrankenSplit
 
     model = load_model(args)
-    transform = make_transform(model.teacher.data_config, "eval")
+    transform = make_transform(model.data_config, "eval")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for path in map(Path, args.images):

@@ -76,9 +76,10 @@ class OperatingPoint:
 
 @dataclass
 class _Group:
-    """Everything measured against one teacher."""
+    """Everything measured against one teacher at one preprocessing (`teacher_label`)."""
 
     teacher: SplitBackbone  # that of the first model with this teacher
+    data_config: dict[str, Any]  # its rows' preprocessing: its models' (`teacher_label`)
     models: dict[tuple[str, str], FrankenSplit] = field(default_factory=dict)  # (method, setting)
     codecs: dict[str, ImageCodec] = field(default_factory=dict)
     points: list[OperatingPoint] = field(default_factory=list)
@@ -125,8 +126,11 @@ def _groups(
     for model in models:
         name = teacher_label(model)
         if name not in groups:
-            groups[name] = _Group(model.teacher, codecs=created)
+            groups[name] = _Group(model.teacher, model.data_config, codecs=created)
             groups[name].points.append(OperatingPoint(name, TEACHER_METHOD, TEACHER_SETTING))
+        elif model.data_config != groups[name].data_config:
+            raise ValueError(f"{model.model_id} preprocesses as {model.data_config}, not as the "
+                             f"other models of {name}: {groups[name].data_config}")
         for point in model_points(model, name):
             groups[name].models[(point.method, point.setting)] = model
             groups[name].points.append(point)
@@ -152,15 +156,20 @@ def model_points(model: FrankenSplit, teacher: str) -> list[OperatingPoint]:
 
 
 def teacher_label(model: FrankenSplit) -> str:
-    """The teacher rows a model is measured beside: its backbone at its preprocessing.
+    """The teacher rows a model is measured beside: its backbone at the model's preprocessing
+    (`FrankenSplit.data_config`), ``<backbone>@<size>px`` when that is not the backbone's own.
 
-    A reuse decoder takes its source encoder's input (Lite1 at 224 px, not its own 240), so two
-    models of one backbone at different input sizes get separate teacher and codec rows,
-    ``tf_efficientnet_lite1@224px`` beside ``tf_efficientnet_lite1``; sharing the first one's
-    preprocessing would measure the other at the wrong size.
+    The teacher and codec rows of a model are measured at the model's input, not the teacher's
+    own: each row of a group is then the same image at the same preprocessing, so a codec's bytes
+    and top-1 compare with the split model's like for like. A reuse decoder takes its source
+    encoder's input (Lite1 at 224 px, not its own 240), so two models of one backbone at
+    different input sizes get separate teacher and codec rows, ``tf_efficientnet_lite1@224px``
+    beside ``tf_efficientnet_lite1``; sharing the first one's preprocessing would measure the
+    other at the wrong size.
     """
-    size = model.architecture.input_size
-    return model.teacher.name if size is None else f"{model.teacher.name}@{size}px"
+    config, name = model.data_config, model.teacher.name
+    own = config == model.teacher.data_config
+    return name if own else f"{name}@{config['input_size'][-1]}px"
 
 
 def _codecs(specs: Iterable[str], taken: set[str]) -> dict[str, ImageCodec]:
@@ -227,7 +236,7 @@ def _measure_image(
     labelled: bool,
 ) -> list[dict[str, Any]]:
     """Records of one image for the operating points ``todo`` of one teacher."""
-    config = group.teacher.data_config
+    config = group.data_config
     crop = crop_transform(config)(load_image(path))
     norm = normalize_transform(config)
     x = norm(crop).unsqueeze(0)  # (1, 3, H, W)

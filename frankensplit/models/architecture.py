@@ -46,7 +46,8 @@ class Architecture:
         split_reduction: stride of the teacher's split (None: FrankenSplit's, 8 for CNNs and 16
             for Swin; 4: Entropic Student's).
         input_size: side of the edge encoder's square input when not the teacher's, with
-            ``crop_pct`` its centre crop. Encoder reuse needs it: a Lite1 decoder of a Lite0
+            ``crop_pct`` its centre crop (the model's preprocessing, `data_config`; the
+            teacher's own is never changed). Encoder reuse needs it: a Lite1 decoder of a Lite0
             encoder's packets runs its tail on the 28 x 28 features of 224 px images (one packet
             serves every backbone; a CNN tail ends in global pooling and takes any size, and
             resampling the features to 30 x 30 would add nothing the packet holds).
@@ -138,9 +139,21 @@ class Architecture:
         return (cls.from_dict({k: v for k, v in raw.items() if k in names}, where),
                 {k: v for k, v in raw.items() if k not in names})
 
-    def latent_shape(self, teacher_input_size: int) -> tuple[int, int, int]:
-        """(C, h, w) of one image's latent: ``latent_channels`` and the edge's input side
-        (``input_size``, else the teacher's ``teacher_input_size``) over the encoder's reduction,
+    def data_config(self, teacher_data_config: Mapping[str, Any]) -> dict[str, Any]:
+        """The edge's preprocessing (timm's data config: input_size, crop_pct, interpolation,
+        mean, std): the teacher's, with ``input_size`` and ``crop_pct`` replaced when this
+        architecture sets them. A new dict; the teacher's is left as it is (its own preprocessing
+        still describes the teacher alone).
+        """
+        config = dict(teacher_data_config)
+        if self.input_size is not None:
+            config |= {"crop_pct": self.crop_pct,
+                       "input_size": (3, self.input_size, self.input_size)}
+        return config
+
+    def latent_shape(self, teacher_data_config: Mapping[str, Any]) -> tuple[int, int, int]:
+        """(C, h, w) of one image's latent: ``latent_channels`` and the side of the edge's input
+        (`data_config` of the teacher's ``teacher_data_config``) over the encoder's reduction,
         rounded up as padded stride-2 convolutions give. Read from the registered encoder class,
         without building or running g_a.
 
@@ -153,7 +166,7 @@ class Architecture:
         if not isinstance(reduction, int) or reduction < 1:
             raise ValueError(f"encoder {self.encoder!r} must declare its reduction (a class "
                              f"attribute), got {reduction!r}")
-        side = -(-(self.input_size or teacher_input_size) // reduction)
+        side = -(-int(self.data_config(teacher_data_config)["input_size"][-1]) // reduction)
         return (self.latent_channels, side, side)
 
     def build(
@@ -197,7 +210,7 @@ class Architecture:
 
         _, backbone, _, entropy, g_s = self._assemble(model_id, teacher_weights, None)
         tail = backbone.tail if self.tail is None else copy.deepcopy(backbone.tail)
-        shape = self.latent_shape(int(backbone.data_config["input_size"][-1]))
+        shape = self.latent_shape(backbone.data_config)
         part = ServerPart(model_id, entropy, g_s, tail, encoder_id=self.reuses or model_id,
                           latent_shape=shape)
         return part, backbone if whole_teacher else None
@@ -226,9 +239,6 @@ class Architecture:
                              f"is not teacher {self.teacher} at {self.split_reduction}")
         else:  # recorded explicitly: the file must rebuild this split
             arch = dataclasses.replace(self, split_reduction=backbone.spec.reduction)
-        if self.input_size is not None:
-            backbone.data_config = {**backbone.data_config, "crop_pct": self.crop_pct,
-                                    "input_size": (3, self.input_size, self.input_size)}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(zlib.crc32(model_id.encode()))
             g_a = ENCODERS.get(self.encoder)(in_channels=3, latent_channels=self.latent_channels)

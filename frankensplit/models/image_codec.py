@@ -78,6 +78,17 @@ class Bmshj2018Factorized(CompressaiFactorizedPrior):
             "latent_channels": m,
         }
 
+    @property
+    def data_config(self) -> dict[str, Any]:
+        """Its preprocessing: the teacher's (timm's data config), as `FrankenSplit.data_config`.
+
+        Raises:
+            ValueError: a codec built without a teacher.
+        """
+        if self.teacher is None:
+            raise ValueError(f"{self.model_id} has no teacher, whose preprocessing it would take")
+        return dict(self.teacher.data_config)
+
     def _check(self, x: Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] % self.reduction or x.shape[3] % self.reduction:
             raise ValueError(f"expected images (N, 3, H, W) with H and W multiples of "

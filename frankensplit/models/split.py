@@ -12,6 +12,8 @@ alone (the edge never holds the blueprint or the tail; the server never holds th
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -94,10 +96,18 @@ class FrankenSplit(nn.Module):
         return self.architecture.rates
 
     @property
+    def data_config(self) -> dict[str, Any]:
+        """The model's preprocessing (timm's data config), what its edge, training and evaluation
+        feed g_a: the teacher's, at the architecture's input size when it sets one
+        (`Architecture.data_config`; a reuse model takes its source encoder's input). The
+        teacher's own ``data_config`` stays the teacher's."""
+        return self.architecture.data_config(self.teacher.data_config)
+
+    @property
     def latent_shape(self) -> tuple[int, int, int]:
         """(C, h, w) of the latent of one image at the edge's input size (derived from the
         architecture, `Architecture.latent_shape`; g_a is not run)."""
-        return self.architecture.latent_shape(int(self.teacher.data_config["input_size"][-1]))
+        return self.architecture.latent_shape(self.teacher.data_config)
 
     def forward(self, x: Tensor, rate: int | Tensor | None = None
                 ) -> dict[str, Tensor | dict[str, Tensor]]:

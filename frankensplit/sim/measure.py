@@ -176,7 +176,7 @@ def measure_profile(
         check_same_edge(model, other)
     load_before = os.getloadavg()[0]
     server_threads = server_threads or torch.get_num_threads()
-    config = model.teacher.data_config
+    config = model.data_config
     crops = [crop_transform(config)(load_image(p)) for p in images]
     xs = [normalize_transform(config)(c).unsqueeze(0) for c in crops]  # each (1, 3, 224, 224)
     with tempfile.TemporaryDirectory() as tmp:

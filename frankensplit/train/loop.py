@@ -134,7 +134,7 @@ def _train_loader(run: _Run, stage: StageConfig, epoch_seed: int) -> DataLoader:
     cfg, info = run.cfg, run.info
     if not cfg.data.train:
         raise ValueError("data.train is empty: give at least one training image folder")
-    transform = input_transform(cfg, run.model.teacher.data_config, stage.view, stage.patch_size)
+    transform = input_transform(cfg, run.model.data_config, stage.view, stage.patch_size)
     dataset: Any = ImageDataset(cfg.data.train, transform, limit=cfg.data.train_limit)
     if stage.saliency:
         from frankensplit.saliency import SaliencyDataset
@@ -157,7 +157,7 @@ def _val_loader(cfg: TrainConfig, model: TrainModel) -> DataLoader | None:
     if cfg.data.val is None:
         return None
     dataset = ImageDataset(
-        cfg.data.val, input_transform(cfg, model.teacher.data_config, "eval"),
+        cfg.data.val, input_transform(cfg, model.data_config, "eval"),
         limit=cfg.data.val_limit,
     )
     return DataLoader(dataset, batch_size=32, num_workers=cfg.data.workers)
@@ -344,7 +344,7 @@ def _channel_weights(cfg: TrainConfig, model: TrainModel, device: torch.device) 
     Evenly spaced images of the (sorted) training pool, eval view: deterministic, so a resumed
     run and every DDP rank compute the same weights without storing them.
     """
-    dataset = ImageDataset(cfg.data.train, input_transform(cfg, model.teacher.data_config, "eval"),
+    dataset = ImageDataset(cfg.data.train, input_transform(cfg, model.data_config, "eval"),
                            limit=cfg.data.train_limit)
     if len(dataset) == 0:
         raise ValueError("channel_norm: the training pool holds no images")

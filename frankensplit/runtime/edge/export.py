@@ -207,7 +207,7 @@ def export_edge(
         )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    preprocess = Preprocess.from_data_config(model.teacher.data_config)
+    preprocess = Preprocess.from_data_config(model.data_config)
     g_a = model.g_a
     x = torch.randn(2, 3, preprocess.crop, preprocess.crop, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -249,7 +249,7 @@ def export_server(model: FrankenSplit, folder: str | Path) -> ServerManifest:
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    preprocess = Preprocess.from_data_config(model.teacher.data_config)
+    preprocess = Preprocess.from_data_config(model.data_config)
     save_codec(model, folder / _CODEC_FILE)
     manifest = ServerManifest(
         model_id=model.model_id,

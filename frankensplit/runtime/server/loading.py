@@ -80,14 +80,17 @@ class LoadedModel:
             latent. None with a bare part: any size within its limits.
         teacher: timm name of the backbone whose tail it runs (None: not known, a bare part);
             clients may choose a decoder by it (``?backbone=``, `runtime.server.routing`).
-        teacher_model: that whole, unsplit teacher (with its preprocessing, ``data_config``):
-            what classifies images on ``/v1/classify-image`` (None: not served for images, and
-            the teacher's head is not loaded).
+        teacher_model: that whole, unsplit teacher: what classifies images on
+            ``/v1/classify-image`` (None: not served for images, and the teacher's head is not
+            loaded).
         rates: a variable-rate model's lambdas by rate index (`Architecture.rates`; None: one
             fixed rate, or not known for a bare part): every rate is served under this one id.
         class_names: the names of its classes by index, as answers name them (None: looked up
             for the label space, `protocol.class_names`, which imports timm; the ONNX server
             half carries its own so that it runs without torch).
+        data_config: the preprocessing of those images, the model's (`FrankenSplit.data_config`:
+            a reuse model's teacher takes its source encoder's input crop, as `frankensplit
+            eval` measures it; given None: the teacher's own); None without ``teacher_model``.
     """
 
     model_id: str
@@ -97,8 +100,11 @@ class LoadedModel:
     teacher_model: SplitBackbone | None = None
     rates: tuple[float, ...] | None = None
     class_names: tuple[str, ...] | None = None
+    data_config: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        if self.teacher_model is not None and self.data_config is None:
+            object.__setattr__(self, "data_config", dict(self.teacher_model.data_config))
         if self.latent_shape is None:
             object.__setattr__(self, "latent_shape", self.part.latent_shape)
         elif tuple(self.latent_shape) != self.part.latent_shape:
@@ -126,7 +132,8 @@ def served_model(model: FrankenSplit) -> LoadedModel:
     """The server half of an in-memory model, accepting its latent shape at the edge's input
     size (`FrankenSplit.latent_shape`), and its whole teacher (images)."""
     part = model.server.with_latent_shape(model.latent_shape)
-    return LoadedModel(model.model_id, part, None, model.teacher.name, model.teacher, model.rates)
+    return LoadedModel(model.model_id, part, None, model.teacher.name, model.teacher, model.rates,
+                       model.data_config)
 
 
 def resolve_model_spec(spec: str) -> str:
@@ -183,4 +190,5 @@ def load_server_model(
     if expected is not None and part.latent_shape != tuple(expected):
         raise ValueError(f"{spec}: the model takes latents {part.latent_shape}, manifest says "
                          f"{tuple(expected)}")
-    return LoadedModel(model_id, part, None, arch.teacher, teacher, arch.rates)
+    return LoadedModel(model_id, part, None, arch.teacher, teacher, arch.rates,
+                       None if teacher is None else arch.data_config(teacher.data_config))

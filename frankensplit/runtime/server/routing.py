@@ -161,7 +161,7 @@ def choose_teacher(models: Sequence[LoadedModel], backbone: str | None = None) -
     available = ", ".join(f"{m.model_id} ({m.teacher})" for m in served)
     if not fits:
         raise UnknownBackboneError(f"no backbone {backbone!r} for images; served: {available}")
-    if len({(m.teacher, m.teacher_model.data_config["input_size"]) for m in fits}) > 1:
+    if len({(m.teacher, m.data_config["input_size"]) for m in fits}) > 1:  # type: ignore[index]
         raise AmbiguousBackboneError(f"several teachers fit backbone {backbone!r} for images; "
                                      f"choose one with ?backbone=: {available}")
     return fits[0]

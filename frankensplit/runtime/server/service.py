@@ -278,7 +278,7 @@ class InferenceService:
         """x (3, crop, crop) per image, normalised for the teacher, or a 400 for bad bytes."""
         from frankensplit.data import normalize_transform  # torch: images need the torch teacher
 
-        normalize = normalize_transform(model.teacher_model.data_config)  # type: ignore[union-attr]
+        normalize = normalize_transform(model.data_config)  # type: ignore[arg-type]
         crops: list[Any] = []
         for job in jobs:
             try:
@@ -373,7 +373,7 @@ class InferenceService:
             model = choose_teacher(list(self.models.values()), backbone)
         except (UnknownBackboneError, AmbiguousBackboneError) as e:
             raise HTTPError(404 if isinstance(e, LookupError) else 400, str(e)) from None
-        crop = int(model.teacher_model.data_config["input_size"][-1])  # type: ignore[union-attr]
+        crop = int(model.data_config["input_size"][-1])  # type: ignore[index]
         Image.init()  # every plugin registered (a no-op after the first call)
         formats = [f for f in protocol.IMAGE_FORMATS if f in Image.OPEN]
         try:
