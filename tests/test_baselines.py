@@ -104,11 +104,13 @@ def test_zoo_entry_is_the_lite0_baseline():
 @pytest.mark.parametrize(
     ("overrides", "error", "match"),
     [
-        (["objective=images"], ValueError, "objective must be 'head' or 'image'"),
-        (["decoder=es"], ValueError, "unknown decoder 'es'; known: blueprint, entropic_student"),
-        (["split_reduction=0"], ValueError, "split_reduction must be positive"),
-        (["split_reduction=four"], TypeError, "config.split_reduction"),
-        (["objective=image", "split_reduction=4"], ValueError, r"\['split_reduction'\] only"),
+        (["objective=images"], ValueError, "objective must be 'head', 'tail' or 'image'"),
+        (["architecture.decoder=es"], ValueError,
+         "unknown decoder 'es'; known: blueprint, entropic_student"),
+        (["architecture.split_reduction=0"], ValueError, "split_reduction must be positive"),
+        (["architecture.split_reduction=four"], TypeError, "config.architecture.split_reduction"),
+        (["objective=image", "architecture.split_reduction=4"], ValueError,
+         r"\['split_reduction'\] only"),
         (["objective=image", "stages.0.view=fixed", "stages.0.saliency=true"], ValueError,
          "neither saliency"),
         (["hidden_channels=0"], ValueError, "hidden_channels must be positive"),
@@ -265,7 +267,7 @@ def es_run(tiny16, tmp_path_factory) -> tuple[dict, Path]:
 @pytest.fixture(scope="module")
 def balle_run(tiny16, tmp_path_factory) -> tuple[dict, Path]:
     return _train("balle_cpu.yaml", tmp_path_factory.mktemp("balle_run"), "lmbda=[0.025]",
-                  "hidden_channels=16", "latent_channels=12")
+                  "hidden_channels=16", "architecture.latent_channels=12")
 
 
 @pytest.mark.parametrize("which", ["es_run", "balle_run"])

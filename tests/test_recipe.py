@@ -69,7 +69,7 @@ def test_config_checks_the_new_options():
     with pytest.raises(ValueError, match="kd_weight"):
         load_config(None, ["kd_weight=-1"])
     with pytest.raises(ValueError, match="head"):
-        load_config(None, ["objective=image", "encoder=frankensplit", "kd_weight=1"])
+        load_config(None, ["objective=image", "architecture.encoder=frankensplit", "kd_weight=1"])
 
 
 def test_cosine_schedule_warms_up_peaks_and_decays_to_zero():
@@ -142,8 +142,11 @@ def test_channels_last_g_s_computes_the_same_loss(tmp_path, one_thread):
 
 
 #: Entropic Student on lite0 (stride-4 split), as configs/es_lite0_cpu.yaml builds it.
-ES = ["encoder=entropic_student", "decoder=entropic_student", "split_reduction=4",
-      "latent_channels=24", "model_id=es-test-l{lmbda}"]
+ES = ["architecture.encoder=entropic_student", "architecture.decoder=entropic_student",
+      "architecture.split_reduction=4", "architecture.latent_channels=24",
+      "model_id=es-test-l{lmbda}"]
+#: Entropic Student's second stage: a model with its own tail, trained by the "tail" objective.
+TAIL = ["objective=tail", "architecture.tail=trained"]
 
 
 def test_entropic_student_second_stage_trains_decoder_and_own_tail_only(tmp_path):
@@ -158,8 +161,8 @@ def test_entropic_student_second_stage_trains_decoder_and_own_tail_only(tmp_path
         "es-test-l2", teacher_weights="offline")
     save_codec(stage1, tmp_path / "stage1.safetensors")
     with pytest.raises(ValueError, match="needs g_a and entropy frozen"):
-        load_config(None, [*TINY, *ES, "train_tail=true"]).validate()
-    cfg = load_config(None, [*TINY, *ES, "train_tail=true", "freeze=[g_a, entropy]",
+        load_config(None, [*TINY, *ES, *TAIL]).validate()
+    cfg = load_config(None, [*TINY, *ES, *TAIL, "freeze=[g_a, entropy]",
                              f"init_codec={tmp_path / 'stage1.safetensors'}"])
     train(cfg, tmp_path / "run", progress=False)
     src = load_file(tmp_path / "stage1.safetensors")

@@ -184,7 +184,7 @@ def _step(run: _Run, batch: tuple) -> dict[str, Tensor]:
     if run.cfg.objective == "image":  # x in [0, 1]; the teacher is not in the loss
         return image_step(run.net, x, run.lmbda)
     dtype = _amp_dtype(run.cfg, device)
-    tail = run.cfg.train_tail  # Entropic Student's second stage: output distillation only
+    tail = run.cfg.objective == "tail"  # Entropic Student's second stage: output distillation only
     kd = run.cfg.distills_outputs
     # inference_mode, not no_grad: the teacher's forward skips autograd's version counters and
     # views (about a third of its cost on CPU). Its results are cloned to normal tensors because
@@ -262,7 +262,7 @@ def _build(cfg: TrainConfig, lmbda: float | None, device: torch.device) -> Train
     codec, frozen parts, on ``device``."""
     model_id = cfg.model_id if lmbda is None else cfg.model_id.format(lmbda=format_lmbda(lmbda))
     model = build_trainee(cfg, model_id)
-    if cfg.init_codec and cfg.rates is not None:
+    if cfg.init_codec and cfg.architecture.rates is not None:
         with local_weights(cfg.init_codec) as path:
             state, meta = read_safetensors(path)
         warm_start_variable_rate(model, state, meta, source=cfg.init_codec)
@@ -320,7 +320,7 @@ def _start(cfg: TrainConfig, lmbda: float | None, run_dir: Path, progress: bool,
            info: DistInfo) -> _Run:
     device = _device(cfg, info)
     model = _build(cfg, lmbda, device)
-    if cfg.channels_last and device.type == "cpu" and cfg.objective == "head":
+    if cfg.channels_last and device.type == "cpu" and cfg.objective != "image":
         # Before DDP wraps the model: its gradient buckets take the parameters' strides as they
         # are then, and a later change reorders the averaged gradients (tests/test_ddp_union.py).
         model.g_s.to(memory_format=torch.channels_last)  # see TrainConfig.channels_last
@@ -359,7 +359,7 @@ def train_one(
     cfg: TrainConfig, lmbda: float | None, run_dir: Path, resume: bool = False,
     progress: bool = True, info: DistInfo | None = None,
 ) -> dict[str, Any]:
-    """Train one model for one lambda (None: ``cfg.rates``' variable-rate model) into
+    """Train one model for one lambda (None: ``cfg.architecture.rates``' variable-rate model) into
     ``run_dir``; returns its final summary.
 
     Runs with ``cfg.threads`` torch threads and torch's generator seeded from ``cfg.seed``, both
@@ -543,7 +543,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
         if info.is_main:
             out.mkdir(parents=True, exist_ok=True)
             (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
-        if cfg.rates is not None:  # one model for every rate
+        if cfg.architecture.rates is not None:  # one model for every rate
             return [train_one(cfg, None, out / "variable-rate", resume, progress, info)]
         return [train_one(cfg, lmbda, out / f"lmbda-{format_lmbda(lmbda)}", resume, progress, info)
                 for lmbda in cfg.lmbda]

@@ -44,16 +44,17 @@ TrainModel = FrankenSplit | Bmshj2018Factorized
 def build_trainee(cfg: TrainConfig, model_id: str) -> TrainModel:
     """The seeded model of ``cfg``'s objective, with its frozen teacher attached."""
     if cfg.objective == "image":
-        teacher = create_backbone(cfg.teacher, weights=cfg.teacher_weights)
-        return build_image_codec(model_id, cfg.hidden_channels, cfg.latent_channels, teacher)
-    return cfg.architecture().build(model_id, teacher_weights=cfg.teacher_weights)
+        teacher = create_backbone(cfg.architecture.teacher, weights=cfg.teacher_weights)
+        return build_image_codec(model_id, cfg.hidden_channels, cfg.architecture.latent_channels,
+                                 teacher)
+    return cfg.architecture.build(model_id, teacher_weights=cfg.teacher_weights)
 
 
 def input_transform(
     cfg: TrainConfig, data_config: dict[str, Any], view: str, patch_size: int = 128
 ) -> Callable:
     """PIL image -> the tensor the objective's model takes (normalised, or RGB in [0, 1])."""
-    return make_transform(data_config, view, patch_size, normalize=cfg.objective == "head")
+    return make_transform(data_config, view, patch_size, normalize=cfg.objective != "image")
 
 
 def image_step(net: nn.Module, x: Tensor, lmbda: float) -> dict[str, Tensor]:
