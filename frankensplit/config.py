@@ -231,45 +231,15 @@ class TrainConfig:
             raise ValueError("model_id must contain '{lmbda}' when sweeping several lambdas")
         self._validate_model()
 
-    @property
-    def distills_outputs(self) -> bool:
-        """Whether the loss matches the teacher's logits (``kd_weight`` or objective "tail")."""
-        return self.kd_weight > 0 or self.objective == "tail"
-
     def _validate_model(self) -> None:
         """The decoder id and the optimiser's numbers (the architecture checked itself)."""
         from frankensplit.blueprints import DECODERS
 
-        if self.objective not in ("head", "tail", "image"):
-            raise ValueError(f"objective must be 'head', 'tail' or 'image', got {self.objective!r}")
         DECODERS.get(self.architecture.decoder)  # unknown id: ValueError listing the known ones
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise ValueError(f"clip_grad_norm must be positive or null, got {self.clip_grad_norm}")
         if self.hidden_channels < 1:
             raise ValueError(f"hidden_channels must be positive, got {self.hidden_channels}")
-        arch = self.architecture
-        if (arch.tail == TRAINED_TAIL) != (self.objective == "tail"):
-            raise ValueError("objective 'tail' (Entropic Student's second stage) trains a model "
-                             f"with its own tail, architecture.tail: {TRAINED_TAIL}; the other "
-                             "objectives none")
-        if self.objective == "tail":
-            if not {"g_a", "entropy"} <= set(self.freeze):
-                raise ValueError("objective 'tail' (Entropic Student's second stage) needs g_a "
-                                 "and entropy frozen: freeze: [g_a, entropy]")
-            if "g_s" in self.freeze:
-                raise ValueError("objective 'tail' fine-tunes g_s with the tail: do not freeze g_s")
-        if self.objective != "image":
-            return
-        unused = sorted(k for k, v in arch.to_dict().items()
-                        if k not in ("teacher", "latent_channels")
-                        and v != getattr(DEFAULT_ARCHITECTURE, k))
-        if unused:
-            raise ValueError(f"objective 'image' trains the image codec: architecture {unused} "
-                             "only apply to split models")
-        if any(s.saliency for s in self.stages) or self.amp:
-            raise ValueError("objective 'image' supports neither saliency stages nor amp")
-        if self.kd_weight or self.channel_norm:
-            raise ValueError("kd_weight and channel_norm apply to objective 'head' only")
 
 
 #: Keys of the flat schema (before the ``architecture:`` section) and where each is now: a config

@@ -30,6 +30,7 @@ from frankensplit.models.image_codec import build_image_codec
 from frankensplit.models.zoo import create_model
 from frankensplit.threads import torch_threads
 from frankensplit.train import train
+from frankensplit.train.objectives import create_objective
 
 TINY16 = Path(__file__).resolve().parents[2] / "shared/data/fixtures/tiny16"
 REPO = Path(__file__).resolve().parents[1]
@@ -104,7 +105,8 @@ def test_zoo_entry_is_the_lite0_baseline():
 @pytest.mark.parametrize(
     ("overrides", "error", "match"),
     [
-        (["objective=images"], ValueError, "objective must be 'head', 'tail' or 'image'"),
+        (["objective=images"], ValueError,
+         r"unknown objective 'images' \(did you mean 'image'\?\); known: head, image, tail"),
         (["architecture.decoder=es"], ValueError,
          "unknown decoder 'es'; known: blueprint, entropic_student"),
         (["architecture.split_reduction=0"], ValueError, "split_reduction must be positive"),
@@ -118,8 +120,8 @@ def test_zoo_entry_is_the_lite0_baseline():
     ],
 )
 def test_baseline_config_fields_are_validated(overrides, error, match):
-    with pytest.raises(error, match=match):
-        load_config(None, overrides)
+    with pytest.raises(error, match=match):  # the config's checks, then its objective's
+        create_objective(load_config(None, overrides))
 
 
 def test_entropic_student_exports_and_serves_from_its_bundles(tmp_path):

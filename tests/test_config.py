@@ -17,6 +17,7 @@ from frankensplit.config import (
 )
 from frankensplit.models.architecture import Architecture
 from frankensplit.train import format_lmbda
+from frankensplit.train.objectives import create_objective
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -36,6 +37,7 @@ def test_defaults_load_without_a_file():
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_shipped_config_loads(path):
     cfg = load_config(path)
+    create_objective(cfg)  # its objective takes its options
     assert cfg.stages and cfg.lmbda
     assert to_dict(cfg)["architecture"]["teacher"] == cfg.architecture.teacher
     for lmbda in cfg.lmbda:  # every model id it would produce is valid on the wire
