@@ -35,7 +35,7 @@ L1 = "git:d6d93c5:frankensplit/zoo/fs-lite0-l1.safetensors"
 ARMS: dict[str, tuple[str, list[str]]] = {
     "per_rate": ("gains per rate + a factorized prior per rate (shipped)", []),
     "shared": ("gains per rate + one factorized prior for every rate (QVRF-like)",
-               ["entropy=gained_shared_factorized"]),
+               ["architecture.entropy=gained_shared_factorized"]),
     "crop224": (("shipped mechanism, 8 random-resized 224 px crops per step instead of 16 "
                 "128 px patches (1.53x the pixels)"), ["stages.0.view=train",
                                                        "stages.0.batch_size=8"]),

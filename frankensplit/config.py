@@ -17,7 +17,10 @@ from frankensplit.files import from_dict
 from frankensplit.models.architecture import TRAINED_TAIL, Architecture
 from frankensplit.sources import git_ref
 
-__all__ = ["DataConfig", "StageConfig", "TrainConfig", "load_config", "to_dict"]
+__all__ = [
+    "DEFAULT_ARCHITECTURE", "MOVED", "DataConfig", "StageConfig", "TrainConfig", "load_config",
+    "to_dict",
+]
 
 
 @dataclass
@@ -73,21 +76,41 @@ class StageConfig:
     warmup_steps: int = 0
 
 
+#: The architecture every config starts from (the section's fields a config leaves out keep it).
+DEFAULT_ARCHITECTURE = Architecture("tf_efficientnet_lite0")
+
+
 @dataclass
 class TrainConfig:
     """A training run; ``lmbda`` may be a list (one model per value).
 
     Attributes:
-        teacher, method, encoder, entropy, decoder, latent_channels, split_reduction, reuses,
-            input_size, crop_pct: the trained split model's `Architecture` fields (see there;
-            `architecture` builds it). ``reuses`` (encoder reuse) needs ``init_codec``'s g_a
-            and entropy model frozen; ``input_size``/``crop_pct`` are then the source's. The
-            image codec takes ``teacher`` and ``latent_channels`` (M) only.
+        objective: what the run trains and its loss, an ``OBJECTIVES`` id
+            (`frankensplit.train.objectives`, which also checks the options each one takes).
+            "head": head distillation of the teacher's features at the split, a split model
+            (FrankenSplit; Entropic Student's first stage), with output distillation
+            (``kd_weight``) and saliency stages as options. "tail": Entropic Student's second
+            stage (Matsubara et al., WACV 2022): g_s and the model's own copy of the teacher's
+            tail (``architecture.tail: trained``, stored in its codec file; the teacher stays
+            untouched for the reference rows) fine-tuned to the teacher's logits, ``KL(teacher
+            || student)`` per image at T = 1, instead of the head distortion; labels are not used
+            (the training pool is unlabelled; the paper adds cross-entropy); needs g_a and the
+            entropy model frozen (the bitstream stays the first stage's); tail batch norms keep
+            the teacher's statistics (eval mode). "image": rate + lmbda * 255^2 * MSE on the
+            image crop, CompressAI's objective, for the learned image codec baseline (Balle et
+            al. 2018 factorized prior) whose reconstructions feed the whole teacher.
+        architecture: the trained split model (`Architecture`: teacher, method, encoder,
+            entropy, decoder, latent_channels, split_reduction, input_size, crop_pct, reuses,
+            tail, rates), the YAML section ``architecture:``; it is recorded whole in the trained
+            codec file. ``reuses`` (encoder reuse) needs ``init_codec``'s g_a and entropy model
+            frozen; ``input_size``/``crop_pct`` are then the source's. ``rates``: a
+            variable-rate model's lambda grid (largest first; entropy ``gained_factorized``),
+            one model trained at every rate at once, a rate drawn per sample and its bits
+            weighted by that rate's lambda; ``lmbda`` is then unused. The image codec takes
+            ``teacher`` and ``latent_channels`` (M) only. A section in a file names its
+            ``teacher``; ``--set architecture.<key>=...`` without a section starts from
+            `DEFAULT_ARCHITECTURE`.
         teacher_weights: "auto", "offline", "online" or a checkpoint path.
-        objective: "head": head distillation of the teacher's features at the split, a split
-            model (FrankenSplit; Entropic Student). "image": rate + lmbda * 255^2 * MSE on the
-            image crop, CompressAI's objective, for the learned image codec baseline (Balle et al.
-            2018 factorized prior) whose reconstructions feed the whole teacher.
         hidden_channels: N, the image codec's hidden channels (objective "image" only; 128 as in
             CompressAI's bmshj2018-factorized qualities 1-5).
         clip_grad_norm: clip the codec's gradient to this norm every step (None: no clipping;
@@ -126,37 +149,21 @@ class TrainConfig:
             student logits)`` per image through the frozen tail (T = 1); 0 is the paper's
             objective. Scaled by the feature size so that kappa compares with the per-element
             squared error of the distortion. Our extension, not FrankenSplit's (objective "head").
-        train_tail: Entropic Student's second stage (Matsubara et al., WACV 2022): g_s and a
-            trainable copy of the teacher's tail (the model's own tail, stored in its codec file;
-            the teacher stays untouched for the reference rows) fine-tuned to the teacher's
-            logits, ``KL(teacher || student)`` per image at T = 1, instead of the head
-            distortion. Labels are not used (the training pool is unlabelled; the paper adds
-            cross-entropy). Needs g_a and the entropy model frozen: the bitstream stays the
-            first stage's. Tail batch norms keep the teacher's statistics (eval mode).
         channel_norm: weight the distortion per channel by the inverse variance of the teacher's
             features (mean weight 1; estimated once from 64 training images). Our extension.
         channels_last: run g_s in channels_last memory format while training on CPU (oneDNN's
             depthwise convolutions run about 2x faster forward + backward that way, measured by
             benchmarks/train_throughput.py). g_a stays contiguous: its 3-channel 1x1 stride-2
             projection crashes conv backward in channels_last on this torch build (PLATFORM.md).
-        rates: a variable-rate model's lambda grid (`Architecture.rates`, largest first; entropy
-            ``gained_factorized``): one model trained at every rate at once, a rate drawn per
-            sample and its bits weighted by that rate's lambda; ``lmbda`` is then unused.
         frozen_norm: keep g_s's batch-norm statistics as loaded (eval mode) while training; only
             their affine weights train. A variable-rate model's batches mix rates, so batch
             statistics (and the running averages evaluation uses) would mix every rate's
             quantisation noise (benchmarks/vr_ablation.py arm ``frozen_norm``).
     """
 
-    teacher: str = "tf_efficientnet_lite0"
-    teacher_weights: str = "auto"
-    method: str = "frankensplit"
-    encoder: str = "frankensplit"
-    entropy: str = "factorized"
-    latent_channels: int = 48
     objective: str = "head"
-    decoder: str = "blueprint"
-    split_reduction: int | None = None
+    architecture: Architecture = DEFAULT_ARCHITECTURE
+    teacher_weights: str = "auto"
     hidden_channels: int = 128
     clip_grad_norm: float | None = None
     model_id: str = "fs-lite0-l{lmbda}"
@@ -166,9 +173,6 @@ class TrainConfig:
     init_codec: str | None = None
     init_g_s: bool | str = False
     freeze: list[str] = field(default_factory=list)
-    reuses: str | None = None
-    input_size: int | None = None
-    crop_pct: float | None = None
     aux_lr: float = 1e-3
     seed: int = 0
     device: str = "cpu"
@@ -179,12 +183,11 @@ class TrainConfig:
     kd_weight: float = 0.0
     channel_norm: bool = False
     channels_last: bool = True
-    train_tail: bool = False
-    rates: list[float] | None = None
     frozen_norm: bool = False
 
     def validate(self) -> None:
-        """Check values that the types alone do not."""
+        """Check values that the types alone do not (an objective's own options:
+        `frankensplit.train.objectives.create_objective`)."""
         if not self.lmbda or any(v <= 0 for v in self.lmbda):
             raise ValueError(f"lmbda must be a non-empty list of positive numbers, got {self.lmbda}")
         if not self.stages:
@@ -209,15 +212,11 @@ class TrainConfig:
             raise ValueError(f"freeze: unknown parts {sorted(bad)}; expected g_a, entropy, g_s")
         if {"g_a", "entropy", "g_s"} <= set(self.freeze):
             raise ValueError("freeze: g_a, entropy and g_s are all frozen, nothing would train")
-        if self.train_tail and not {"g_a", "entropy"} <= set(self.freeze):
-            raise ValueError("train_tail (Entropic Student's second stage) needs g_a and entropy "
-                             "frozen: freeze: [g_a, entropy]")
-        if self.train_tail and "g_s" in self.freeze:
-            raise ValueError("train_tail fine-tunes g_s with the tail: do not freeze g_s")
-        if self.reuses is not None and not ({"g_a", "entropy"} <= set(self.freeze)
+        arch = self.architecture
+        if arch.reuses is not None and not ({"g_a", "entropy"} <= set(self.freeze)
                                             and self.init_codec):
-            raise ValueError("reuses needs the source's g_a and entropy model: init_codec and "
-                             "freeze: [g_a, entropy]")
+            raise ValueError("architecture.reuses needs the source's g_a and entropy model: "
+                             "init_codec and freeze: [g_a, entropy]")
         if self.init_g_s is True and not self.init_codec:
             raise ValueError("init_g_s needs init_codec (the codec whose g_s to start from)")
         if isinstance(self.init_g_s, str):
@@ -225,55 +224,40 @@ class TrainConfig:
                 raise ValueError(f"init_g_s: expected true, false (unquoted) or a codec file, "
                                  f"got the string {self.init_g_s!r}")
             git_ref(self.init_g_s)  # a malformed git:<commit>:<path> is refused here
-        if self.rates is not None and "{lmbda}" in self.model_id:
-            raise ValueError("a variable-rate model (rates) is one model: its model_id has no "
-                             "'{lmbda}'")
-        if self.rates is not None and self.objective != "head":
-            raise ValueError("rates (a variable-rate model) applies to objective 'head' only")
+        if arch.rates is not None and "{lmbda}" in self.model_id:
+            raise ValueError("a variable-rate model (architecture.rates) is one model: its "
+                             "model_id has no '{lmbda}'")
         if "{lmbda}" not in self.model_id and len(self.lmbda) > 1:
             raise ValueError("model_id must contain '{lmbda}' when sweeping several lambdas")
         self._validate_model()
 
-    @property
-    def distills_outputs(self) -> bool:
-        """Whether the loss matches the teacher's logits (``kd_weight`` or ``train_tail``)."""
-        return self.kd_weight > 0 or self.train_tail
-
-    def architecture(self) -> Architecture:
-        """The split model it trains (objective "head"); ``train_tail`` is its trained tail.
-
-        Raises:
-            ValueError: bad architecture fields.
-        """
-        names = [f.name for f in dataclasses.fields(Architecture) if f.name not in ("tail", "rates")]
-        return Architecture(**{n: getattr(self, n) for n in names},
-                            tail=TRAINED_TAIL if self.train_tail else None,
-                            rates=None if self.rates is None else tuple(self.rates))
-
     def _validate_model(self) -> None:
-        """Objective, decoder and split stride: the choices that pick the trained model."""
+        """The decoder id and the optimiser's numbers (the architecture checked itself)."""
         from frankensplit.blueprints import DECODERS
 
-        if self.objective not in ("head", "image"):
-            raise ValueError(f"objective must be 'head' or 'image', got {self.objective!r}")
-        DECODERS.get(self.decoder)  # unknown id: ValueError listing the known ones
-        self.architecture()  # its own checks: split stride, latent, input size and crop
+        DECODERS.get(self.architecture.decoder)  # unknown id: ValueError listing the known ones
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise ValueError(f"clip_grad_norm must be positive or null, got {self.clip_grad_norm}")
         if self.hidden_channels < 1:
             raise ValueError(f"hidden_channels must be positive, got {self.hidden_channels}")
-        if self.objective != "image":
-            return
-        unused = {k: v for k, v in (("encoder", self.encoder), ("decoder", self.decoder),
-                                    ("split_reduction", self.split_reduction))
-                  if v != getattr(TrainConfig, k)}
-        if unused:
-            raise ValueError(f"objective 'image' trains the image codec: {sorted(unused)} only "
-                             "apply to objective 'head'")
-        if any(s.saliency for s in self.stages) or self.amp:
-            raise ValueError("objective 'image' supports neither saliency stages nor amp")
-        if self.kd_weight or self.channel_norm:
-            raise ValueError("kd_weight and channel_norm apply to objective 'head' only")
+
+
+#: Keys of the flat schema (before the ``architecture:`` section) and where each is now: a config
+#: that still names one is refused with its new place, never read as something else.
+MOVED = {
+    **{f.name: f"architecture.{f.name}" for f in dataclasses.fields(Architecture)},
+    "train_tail": f"objective: tail with architecture.tail: {TRAINED_TAIL}",
+}
+
+
+def _moved(key: str, where: str, item: str | None = None) -> ValueError:
+    """The one-line error for a key of the flat schema: its new place (``item``: the ``--set``
+    item that named it, answered with the one to give instead)."""
+    if item is None:
+        return ValueError(f"{where}: {key!r} moved to {MOVED[key]}")
+    fix = (f"--set architecture.{item}" if key != "train_tail"
+           else f"--set objective=tail --set architecture.tail={TRAINED_TAIL}")
+    return ValueError(f"--set {item}: {key!r} moved to {MOVED[key]}: {fix}")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -312,9 +296,13 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
     ``stages.0.epochs=1`` addresses list items by index; ``lmbda=[0.5,1]`` sets a sweep.
 
+    A key of the flat schema (``teacher: ...`` at the top, ``--set teacher=...``) is refused with
+    its place in the ``architecture:`` section (`MOVED`).
+
     Raises:
-        ValueError: missing file, invalid YAML, unknown keys, bad indices or bad values.
-        TypeError: a value of the wrong type, or a key addressed inside a non-section.
+        ValueError: missing file, invalid YAML, unknown or moved keys, bad indices or bad values.
+        TypeError: a value of the wrong type, a missing ``architecture.teacher``, or a key
+            addressed inside a non-section.
     """
     data: dict[str, Any] = {}
     if path is not None:
@@ -327,12 +315,19 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ValueError(f"{path}: invalid YAML: {e}") from e
     if not isinstance(data, dict):
         raise TypeError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    moved = [k for k in data if k in MOVED]
+    if moved:
+        raise _moved(moved[0], str(path))
     if "stages" not in data and any(o.startswith("stages.") for o in overrides or []):
         data["stages"] = [to_dict(StageConfig())]
+    if "architecture" not in data and any(o.startswith("architecture.") for o in overrides or []):
+        data["architecture"] = DEFAULT_ARCHITECTURE.to_dict()
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ValueError(f"--set expects key=value, got {item!r}")
+        if key.strip().split(".")[0] in MOVED:
+            raise _moved(key.strip().split(".")[0], "--set", item.strip())
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as e:

@@ -96,13 +96,18 @@ def from_dict(cls: type, data: Any, where: str = "config") -> Any:
 
     Raises:
         ValueError: unknown keys (named, with the allowed ones).
-        TypeError: not a mapping, a value of the wrong type, or a missing required key.
+        TypeError: not a mapping, a value of the wrong type, or missing required keys (named).
     """
     if not isinstance(data, dict):
         raise TypeError(f"{where}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = dataclasses.fields(cls)
+    names = [f.name for f in fields]
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise ValueError(f"{where}: unknown keys {unknown}; allowed: {', '.join(names)}")
+    missing = [f.name for f in fields if f.name not in data and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise TypeError(f"{where}: missing keys {missing}")
     return cls(**{k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()})

@@ -42,15 +42,17 @@ class Recorder:
         self._step, self._start = loop._step, loop._start
 
     def step(self, run: Any, batch: Any) -> dict[str, torch.Tensor]:
+        from frankensplit.train.objectives import Batch
+
         if self.replay is None:
-            self.steps.append({"batch": list(batch), "rng": torch.get_rng_state()})
+            self.steps.append({"batch": {"x": batch.x, "s": batch.s}, "rng": torch.get_rng_state()})
             return self._step(run, batch)
         k = len(self.steps)
         self.steps.append({})
         parts = []
         for rank in self.replay:
             torch.set_rng_state(rank[k]["rng"])
-            parts.append(self._step(run, rank[k]["batch"]))
+            parts.append(self._step(run, Batch(**rank[k]["batch"])))
         return {key: sum(p[key] for p in parts) / len(parts) for key in parts[0]}
 
     def start(self, *args: Any, **kwargs: Any) -> Any:

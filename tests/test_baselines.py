@@ -30,6 +30,7 @@ from frankensplit.models.image_codec import build_image_codec
 from frankensplit.models.zoo import create_model
 from frankensplit.threads import torch_threads
 from frankensplit.train import train
+from frankensplit.train.objectives import create_objective
 
 TINY16 = Path(__file__).resolve().parents[2] / "shared/data/fixtures/tiny16"
 REPO = Path(__file__).resolve().parents[1]
@@ -104,11 +105,14 @@ def test_zoo_entry_is_the_lite0_baseline():
 @pytest.mark.parametrize(
     ("overrides", "error", "match"),
     [
-        (["objective=images"], ValueError, "objective must be 'head' or 'image'"),
-        (["decoder=es"], ValueError, "unknown decoder 'es'; known: blueprint, entropic_student"),
-        (["split_reduction=0"], ValueError, "split_reduction must be positive"),
-        (["split_reduction=four"], TypeError, "config.split_reduction"),
-        (["objective=image", "split_reduction=4"], ValueError, r"\['split_reduction'\] only"),
+        (["objective=images"], ValueError,
+         r"unknown objective 'images' \(did you mean 'image'\?\); known: head, image, tail"),
+        (["architecture.decoder=es"], ValueError,
+         "unknown decoder 'es'; known: blueprint, entropic_student"),
+        (["architecture.split_reduction=0"], ValueError, "split_reduction must be positive"),
+        (["architecture.split_reduction=four"], TypeError, "config.architecture.split_reduction"),
+        (["objective=image", "architecture.split_reduction=4"], ValueError,
+         r"\['split_reduction'\] only"),
         (["objective=image", "stages.0.view=fixed", "stages.0.saliency=true"], ValueError,
          "neither saliency"),
         (["hidden_channels=0"], ValueError, "hidden_channels must be positive"),
@@ -116,8 +120,8 @@ def test_zoo_entry_is_the_lite0_baseline():
     ],
 )
 def test_baseline_config_fields_are_validated(overrides, error, match):
-    with pytest.raises(error, match=match):
-        load_config(None, overrides)
+    with pytest.raises(error, match=match):  # the config's checks, then its objective's
+        create_objective(load_config(None, overrides))
 
 
 def test_entropic_student_exports_and_serves_from_its_bundles(tmp_path):
@@ -265,7 +269,7 @@ def es_run(tiny16, tmp_path_factory) -> tuple[dict, Path]:
 @pytest.fixture(scope="module")
 def balle_run(tiny16, tmp_path_factory) -> tuple[dict, Path]:
     return _train("balle_cpu.yaml", tmp_path_factory.mktemp("balle_run"), "lmbda=[0.025]",
-                  "hidden_channels=16", "latent_channels=12")
+                  "hidden_channels=16", "architecture.latent_channels=12")
 
 
 @pytest.mark.parametrize("which", ["es_run", "balle_run"])

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from frankensplit import bitstream
-from frankensplit.config import StageConfig, TrainConfig, load_config, to_dict
+from frankensplit.config import (
+    DEFAULT_ARCHITECTURE,
+    StageConfig,
+    TrainConfig,
+    load_config,
+    to_dict,
+)
+from frankensplit.models.architecture import Architecture
 from frankensplit.train import format_lmbda
+from frankensplit.train.objectives import create_objective
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -28,8 +37,9 @@ def test_defaults_load_without_a_file():
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_shipped_config_loads(path):
     cfg = load_config(path)
+    create_objective(cfg)  # its objective takes its options
     assert cfg.stages and cfg.lmbda
-    assert to_dict(cfg)["teacher"] == cfg.teacher
+    assert to_dict(cfg)["architecture"]["teacher"] == cfg.architecture.teacher
     for lmbda in cfg.lmbda:  # every model id it would produce is valid on the wire
         bitstream.Packet(cfg.model_id.format(lmbda=format_lmbda(lmbda)), (1, 1, 1), b"")
 
@@ -108,3 +118,37 @@ def test_lists_are_sweeps_and_a_scalar_is_a_one_item_sweep(tmp_path):
     cfg = load_config(write(tmp_path, "lmbda: [0.015, 0.032, 1]\n"))
     assert cfg.lmbda == [0.015, 0.032, 1.0] and all(isinstance(v, float) for v in cfg.lmbda)
     assert load_config(None, ["lmbda=[0.5,4]", "lmbda.1=8"]).lmbda == [0.5, 8.0]
+
+
+def test_the_architecture_section_is_the_trained_models_architecture(tmp_path):
+    text = ("architecture:\n  teacher: tf_efficientnet_lite1\n  entropy: gained_factorized\n"
+            "  rates: [4, 1]\nmodel_id: fs-vr\n")
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.architecture == Architecture("tf_efficientnet_lite1", entropy="gained_factorized",
+                                            rates=(4.0, 1.0))
+    assert load_config(None).architecture == DEFAULT_ARCHITECTURE
+    # --set without a section starts from the default architecture; with one, from the file's
+    assert load_config(None, ["architecture.latent_channels=12"]).architecture == Architecture(
+        "tf_efficientnet_lite0", latent_channels=12)
+    assert load_config(write(tmp_path, text), ["architecture.rates=[8, 2]"]).architecture.rates \
+        == (8.0, 2.0)
+    with pytest.raises(TypeError, match=r"config.architecture: missing keys \['teacher'\]"):
+        load_config(write(tmp_path, "architecture:\n  latent_channels: 12\n"))
+    with pytest.raises(ValueError, match=r"config.architecture: unknown keys \['techer'\]"):
+        load_config(None, ["architecture.techer=x"])
+    with pytest.raises(ValueError, match="rates must be"):
+        load_config(None, ["architecture.rates=[1, 4]", "model_id=fs-vr"])
+
+
+@pytest.mark.parametrize("key", [*(f.name for f in dataclasses.fields(Architecture)), "train_tail"])
+def test_keys_of_the_flat_schema_are_refused_with_their_new_place(tmp_path, key):
+    """A config written before the architecture section (``teacher: ...`` at the top) is never
+    read as something else: one line names where the key is now."""
+    new = "objective: tail" if key == "train_tail" else f"architecture.{key}"
+    with pytest.raises(ValueError, match=f"cfg.yaml: '{key}' moved to {new}"):
+        load_config(write(tmp_path, f"{key}: x\n"))
+    with pytest.raises(ValueError, match=f"--set {key}=x: '{key}' moved to {new}"):
+        load_config(None, [f"{key}=x"])
+    fix = "--set objective=tail" if key == "train_tail" else f"--set architecture.{key}=x"
+    with pytest.raises(ValueError, match=fix):
+        load_config(None, [f"{key}=x"])

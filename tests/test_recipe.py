@@ -18,6 +18,14 @@ from frankensplit.threads import torch_threads
 from frankensplit.train import train
 from frankensplit.train.distributed import DistInfo
 from frankensplit.train.loop import _scheduler, _start, _step
+from frankensplit.train.objectives import (
+    OBJECTIVES,
+    Batch,
+    HeadDistillation,
+    ImageCodecObjective,
+    TailDistillation,
+    create_objective,
+)
 from tests.test_train import TINY, TINY16  # the same two-step tiny run as the loop tests
 
 
@@ -69,7 +77,7 @@ def test_config_checks_the_new_options():
     with pytest.raises(ValueError, match="kd_weight"):
         load_config(None, ["kd_weight=-1"])
     with pytest.raises(ValueError, match="head"):
-        load_config(None, ["objective=image", "encoder=frankensplit", "kd_weight=1"])
+        create_objective(load_config(None, ["objective=image", "kd_weight=1"]))
 
 
 def test_cosine_schedule_warms_up_peaks_and_decays_to_zero():
@@ -104,7 +112,7 @@ def test_kd_term_is_added_to_the_loss_with_its_feature_size_scale(tmp_path, one_
     assert float(run.c.mean()) == pytest.approx(1.0, rel=1e-4) and float(run.c.std()) > 0.1
     torch.manual_seed(0)
     x = torch.randn(2, 3, 64, 64)
-    parts = _step(run, (x, torch.zeros(2), torch.zeros(2)))
+    parts = _step(run, Batch(x))
     h = run.model.teacher.head(x)
     expected = parts["distortion"] + 2.0 * parts["bits"] + 3.0 * h[0].numel() * parts["kd"]
     assert torch.allclose(parts["loss"], expected, rtol=1e-5)
@@ -137,13 +145,36 @@ def test_channels_last_g_s_computes_the_same_loss(tmp_path, one_thread):
     losses = []
     for run in runs:
         run.model.eval()  # rounding, not noise: the same y_hat in both
-        losses.append(_step(run, (x, torch.zeros(2), torch.zeros(2)))["loss"])
+        losses.append(_step(run, Batch(x))["loss"])
     assert torch.allclose(losses[0], losses[1], rtol=1e-4)
 
 
 #: Entropic Student on lite0 (stride-4 split), as configs/es_lite0_cpu.yaml builds it.
-ES = ["encoder=entropic_student", "decoder=entropic_student", "split_reduction=4",
-      "latent_channels=24", "model_id=es-test-l{lmbda}"]
+ES = ["architecture.encoder=entropic_student", "architecture.decoder=entropic_student",
+      "architecture.split_reduction=4", "architecture.latent_channels=24",
+      "model_id=es-test-l{lmbda}"]
+#: Entropic Student's second stage: a model with its own tail, trained by the "tail" objective.
+TAIL = ["objective=tail", "architecture.tail=trained"]
+
+
+def test_the_objective_is_the_registered_class_its_name_picks_and_checks_its_options():
+    """Each objective is one class in ``OBJECTIVES`` (no string tests in the loop); the model with
+    its own tail is the "tail" objective's alone, whose loss is the output distillation alone."""
+    assert {n: OBJECTIVES.get(n) for n in OBJECTIVES} == {
+        "head": HeadDistillation, "image": ImageCodecObjective, "tail": TailDistillation}
+    head = create_objective(load_config(None))
+    assert isinstance(head, HeadDistillation) and not head.distills_outputs
+    assert create_objective(load_config(None, ["kd_weight=3"])).distills_outputs
+    tail = create_objective(load_config(None, [*ES, *TAIL, "freeze=[g_a, entropy]"]))
+    assert isinstance(tail, TailDistillation) and tail.distills_outputs
+    with pytest.raises(ValueError, match="trained by objective 'tail'"):
+        create_objective(load_config(None, ["architecture.tail=trained"]))
+    with pytest.raises(ValueError, match="own tail: architecture.tail: trained"):
+        create_objective(load_config(None, ["objective=tail", "freeze=[g_a, entropy]"]))
+    with pytest.raises(ValueError, match="distillation alone"):
+        create_objective(load_config(None, [*TAIL, "freeze=[g_a, entropy]", "kd_weight=1"]))
+    with pytest.raises(ValueError, match="needs g_a and entropy frozen"):
+        create_objective(load_config(None, [*TAIL, "freeze=[g_a, g_s]"]))
 
 
 def test_entropic_student_second_stage_trains_decoder_and_own_tail_only(tmp_path):
@@ -158,8 +189,8 @@ def test_entropic_student_second_stage_trains_decoder_and_own_tail_only(tmp_path
         "es-test-l2", teacher_weights="offline")
     save_codec(stage1, tmp_path / "stage1.safetensors")
     with pytest.raises(ValueError, match="needs g_a and entropy frozen"):
-        load_config(None, [*TINY, *ES, "train_tail=true"]).validate()
-    cfg = load_config(None, [*TINY, *ES, "train_tail=true", "freeze=[g_a, entropy]",
+        create_objective(load_config(None, [*TINY, *ES, *TAIL]))
+    cfg = load_config(None, [*TINY, *ES, *TAIL, "freeze=[g_a, entropy]",
                              f"init_codec={tmp_path / 'stage1.safetensors'}"])
     train(cfg, tmp_path / "run", progress=False)
     src = load_file(tmp_path / "stage1.safetensors")

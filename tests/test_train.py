@@ -109,6 +109,36 @@ def test_resume_continues_exactly_where_an_uninterrupted_run_goes(tmp_path, monk
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
 
+def test_a_run_started_under_the_flat_schema_resumes_with_its_config_rewritten(tmp_path, capsys):
+    """Resuming reads the config given now, never one stored with the run (``last.pt`` holds
+    weights, optimizer state and history; ``config.json`` is a record): a run whose config named
+    ``teacher:`` at the top continues with that config moved into its ``architecture:``
+    section, exactly as an uninterrupted run; the flat config itself is refused in one line
+    that names the key's new place."""
+    from frankensplit.cli import main
+
+    flat, moved = tmp_path / "flat.yaml", tmp_path / "moved.yaml"
+    flat.write_text("teacher: tf_efficientnet_lite0\nlmbda: [2]\n")
+    moved.write_text("architecture:\n  teacher: tf_efficientnet_lite0\nlmbda: [2]\n")
+    sets = [a for s in TINY if not s.startswith(("lmbda=", "stages.0.epochs="))
+            for a in ("--set", s)]
+
+    def cli(config: Path, out: str, epochs: int, *extra: str) -> int:
+        return main(["train", "--config", str(config), *sets, "--set", f"stages.0.epochs={epochs}",
+                     "--out", str(tmp_path / out), "--no-progress", *extra])
+
+    assert cli(moved, "full", 2) == 0
+    assert cli(moved, "cut", 1) == 0  # the first epoch of an interrupted run
+    assert "config" not in torch.load(tmp_path / "cut/lmbda-2/last.pt", weights_only=True)
+    capsys.readouterr()
+    assert cli(flat, "cut", 2, "--resume") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'teacher' moved to architecture.teacher" in err
+    assert cli(moved, "cut", 2, "--resume") == 0
+    full, cut = codec(tmp_path / "full/lmbda-2"), codec(tmp_path / "cut/lmbda-2")
+    assert full.keys() == cut.keys() and all(torch.equal(full[k], cut[k]) for k in full)
+
+
 def test_encoder_reuse_trains_only_the_new_decoder(tmp_path):
     # Lite1 (240x240 input) as the new server backbone; Lite2's 260x260 is not a multiple of the
     # split stride 8, which the blueprints refuse.
@@ -116,7 +146,7 @@ def test_encoder_reuse_trains_only_the_new_decoder(tmp_path):
     save_codec(lite0, tmp_path / "lite0.safetensors")
     src = load_file(tmp_path / "lite0.safetensors")
     cfg = load_config(None, [
-        *TINY, "teacher=tf_efficientnet_lite1", "model_id=fs-lite1-reuse",
+        *TINY, "architecture.teacher=tf_efficientnet_lite1", "model_id=fs-lite1-reuse",
         f"init_codec={tmp_path / 'lite0.safetensors'}", "freeze=[g_a, entropy]",
     ])
     train(cfg, tmp_path / "run", progress=False)
@@ -139,9 +169,10 @@ def test_reuse_warm_start_and_the_edge_input_size_reach_the_trained_file(tmp_pat
     save_codec(lite0, tmp_path / "lite0.safetensors")
     src = load_file(tmp_path / "lite0.safetensors")
     cfg = load_config(None, [
-        *TINY, "teacher=tf_efficientnet_lite2", "model_id=fs-test.lite2", "stages.0.lr=1.0e-30",
-        f"init_codec={tmp_path / 'lite0.safetensors'}", "freeze=[g_a, entropy]", "init_g_s=true",
-        "input_size=224", "crop_pct=0.875", "reuses=fs-lite0-src",
+        *TINY, "architecture.teacher=tf_efficientnet_lite2", "model_id=fs-test.lite2",
+        "stages.0.lr=1.0e-30", f"init_codec={tmp_path / 'lite0.safetensors'}",
+        "freeze=[g_a, entropy]", "init_g_s=true", "architecture.input_size=224",
+        "architecture.crop_pct=0.875", "architecture.reuses=fs-lite0-src",
     ])
     train(cfg, tmp_path / "run", progress=False)
     out = load_file(tmp_path / "run/lmbda-2/last.safetensors")
@@ -159,9 +190,9 @@ def test_reuse_warm_start_and_the_edge_input_size_reach_the_trained_file(tmp_pat
     assert model.data_config["crop_pct"] == 0.875
     assert model.encoder_id == "fs-lite0-src"  # its packets name the source encoder
     with pytest.raises(ValueError, match="reuses needs the source"):
-        load_config(None, [*TINY, "reuses=fs-lite0-src"]).validate()
+        load_config(None, [*TINY, "architecture.reuses=fs-lite0-src"]).validate()
     with pytest.raises(ValueError, match="input_size and crop_pct go together"):
-        load_config(None, [*TINY, "input_size=224"]).validate()
+        load_config(None, [*TINY, "architecture.input_size=224"]).validate()
     with pytest.raises(ValueError, match="init_g_s needs init_codec"):
         load_config(None, [*TINY, "init_g_s=true"]).validate()
 
@@ -179,9 +210,10 @@ def test_init_g_s_file_refits_a_reuse_decoder_on_a_retrained_source(tmp_path):
     save_codec(old, tmp_path / "old.safetensors")
     src, dec = load_file(tmp_path / "src.safetensors"), load_file(tmp_path / "old.safetensors")
     cfg_args = [
-        *TINY, "teacher=tf_efficientnet_lite1", "model_id=fs-lite0-src.lite1",
+        *TINY, "architecture.teacher=tf_efficientnet_lite1", "model_id=fs-lite0-src.lite1",
         "stages.0.lr=1.0e-30", f"init_codec={tmp_path / 'src.safetensors'}",
-        "freeze=[g_a, entropy]", "input_size=224", "crop_pct=0.875", "reuses=fs-lite0-src",
+        "freeze=[g_a, entropy]", "architecture.input_size=224", "architecture.crop_pct=0.875",
+        "architecture.reuses=fs-lite0-src",
     ]
     cfg = load_config(None, [*cfg_args, f"init_g_s={tmp_path / 'old.safetensors'}"])
     assert cfg.init_g_s == str(tmp_path / "old.safetensors")
@@ -315,7 +347,8 @@ def test_cli_trains_with_overrides_and_prints_one_line_per_lambda(tmp_path, caps
     from frankensplit.cli import main
 
     config = tmp_path / "tiny.yaml"
-    config.write_text("teacher: tf_efficientnet_lite0\nlmbda: [2, 4]\nstages:\n  - name: distill\n")
+    config.write_text("architecture:\n  teacher: tf_efficientnet_lite0\nlmbda: [2, 4]\n"
+                      "stages:\n  - name: distill\n")
     sets = [a for s in [*TINY, "stages.0.steps_per_epoch=1"] if not s.startswith("lmbda=")
             for a in ("--set", s)]
     code = main(["train", "--config", str(config), *sets, "--out", str(tmp_path / "run"),
@@ -337,7 +370,7 @@ def ddp_run(tmp_path: Path) -> tuple[list[dict], Path, list[str]]:
     """``frankensplit train`` on two CPU ranks (gloo) through ``tests/ddp_worker.py``: the ranks'
     records, and the config file and overrides that a single process can train from again."""
     config = tmp_path / "ddp.yaml"
-    config.write_text("teacher: tf_efficientnet_lite0\n")
+    config.write_text("architecture:\n  teacher: tf_efficientnet_lite0\n")
     # 2 epochs with validation: rank 0 rebuilds the CDF tables when it saves best.safetensors,
     # and the next epoch's buffer broadcast must still agree across ranks. 2 steps per epoch.
     overrides = [*TINY, f"data.val={TINY16}", "data.val_limit=1", "stages.0.batch_size=1",
@@ -368,7 +401,7 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     ranks, _, _ = ddp_run(tmp_path)
     assert len(ranks[0]["steps"]) == len(ranks[1]["steps"]) == 4
     for k, (a, b) in enumerate(zip(ranks[0]["steps"], ranks[1]["steps"], strict=True)):
-        assert not torch.equal(a["batch"][0], b["batch"][0]), f"step {k}: the same batch"
+        assert not torch.equal(a["batch"]["x"], b["batch"]["x"]), f"step {k}: the same batch"
     assert len(ranks[0]["grads"]) == len(ranks[1]["grads"]) == 8  # 4 x (codec, aux)
     for k, (g0, g1) in enumerate(zip(ranks[0]["grads"], ranks[1]["grads"], strict=True)):
         assert all(_same(a, b) for a, b in zip(g0, g1, strict=True)), f"optimizer step {k}"

@@ -170,7 +170,7 @@ def test_a_tiny_variable_rate_config_trains_and_validates_every_rate(tmp_path) -
         f"data.train=[{TINY16}]", "data.train_limit=4", "data.workers=0", f"data.val={TINY16}",
         "data.val_limit=2", "teacher_weights=offline", "init_codec=null", "val_every=1",
         "stages.0.batch_size=4", "stages.0.patch_size=64", "stages.0.steps_per_epoch=2",
-        "stages.0.epochs=1", "model_id=fs-test-vr", f"rates={list(RATES)}",
+        "stages.0.epochs=1", "model_id=fs-test-vr", f"architecture.rates={list(RATES)}",
     ])
     (summary,) = train(cfg, tmp_path, progress=False)
     assert summary["lmbda"] is None
@@ -217,7 +217,7 @@ def test_frozen_norm_keeps_the_decoders_batch_statistics(tmp_path) -> None:
         f"data.train=[{TINY16}]", "data.train_limit=4", "data.workers=0", "data.val=null",
         "teacher_weights=offline", f"init_codec={tmp_path / 'src.safetensors'}",
         "stages.0.batch_size=4", "stages.0.patch_size=64", "stages.0.steps_per_epoch=2",
-        "stages.0.epochs=1", "model_id=fs-test-vr", f"rates={list(RATES)}", "frozen_norm=true",
+        "stages.0.epochs=1", "model_id=fs-test-vr", f"architecture.rates={list(RATES)}", "frozen_norm=true",
     ])
     train(cfg, tmp_path / "run", progress=False)
     trained, _ = read_safetensors(tmp_path / "run" / "variable-rate" / "last.safetensors")

@@ -12,8 +12,10 @@ Per step (FRANKENSPLIT.md)::
 The bracketed output-distillation term and the channel weights ``c`` are our options
 (``kd_weight``, ``channel_norm``), off in the paper-faithful configs.
 
-The learned image codec baseline (``objective: image``) shares everything but the model, its input
-and the loss (bpp + lmbda * 255^2 * MSE): :mod:`frankensplit.train.objectives`.
+That is objective "head"; the objective (``TrainConfig.objective``, a registered
+`frankensplit.train.objectives.Objective`) builds the model, its input and batches and computes
+the loss, so Entropic Student's second stage ("tail") and the learned image codec baseline
+("image", bpp + lmbda * 255^2 * MSE) share everything else here.
 
 Only codec parameters are trained. Every epoch ends with a checkpoint (``last.pt``, tensors and
 plain data only, read back with ``weights_only=True``) and, when validation data is given, a
@@ -30,13 +32,11 @@ import math
 import resource
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
@@ -44,13 +44,13 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from frankensplit.config import StageConfig, TrainConfig, to_dict
 from frankensplit.data import ImageDataset
 from frankensplit.files import read_safetensors
-from frankensplit.losses import channel_weights, output_distillation, rd_loss
+from frankensplit.losses import channel_weights
 from frankensplit.models.codec_file import CODEC_PARTS, codec_state, load_codec_state, save_codec
 from frankensplit.models.split import FrankenSplit
 from frankensplit.sources import local_weights
 from frankensplit.threads import seeded, torch_threads
 from frankensplit.train.distributed import DistInfo, all_reduce_mean, cleanup, setup
-from frankensplit.train.objectives import TrainModel, build_trainee, image_step, input_transform
+from frankensplit.train.objectives import Batch, Objective, TrainModel, collate, create_objective
 from frankensplit.train.validate import validate
 from frankensplit.train.variable_rate import validate_rates, warm_start_variable_rate
 
@@ -115,10 +115,12 @@ class _Run:
     """Everything one lambda's training shares across stages and epochs."""
 
     cfg: TrainConfig
+    objective: Objective
     lmbda: float | None  # None: a variable-rate model (its lambdas are ``model.rates``)
     model: TrainModel
     net: nn.Module  # what the forward goes through: the model, its AMP wrapper, or DDP of those
     device: torch.device
+    dtype: torch.dtype | None  # autocast's (amp), or None
     info: DistInfo
     run_dir: Path
     progress: bool
@@ -134,14 +136,9 @@ def _train_loader(run: _Run, stage: StageConfig, epoch_seed: int) -> DataLoader:
     cfg, info = run.cfg, run.info
     if not cfg.data.train:
         raise ValueError("data.train is empty: give at least one training image folder")
-    transform = input_transform(cfg, run.model.data_config, stage.view, stage.patch_size)
-    dataset: Any = ImageDataset(cfg.data.train, transform, limit=cfg.data.train_limit)
-    if stage.saliency:
-        from frankensplit.saliency import SaliencyDataset
-
-        if cfg.saliency_cache is None:
-            raise ValueError(f"stage {stage.name} uses saliency: set saliency_cache")
-        dataset = SaliencyDataset(dataset, cfg.saliency_cache)
+    transform = run.objective.transform(run.model.data_config, stage.view,
+                                        stage.patch_size)
+    dataset = run.objective.dataset(stage, transform)
     generator = torch.Generator().manual_seed(epoch_seed)
     if info.enabled:
         sampler: Any = DistributedSampler(dataset, info.world_size, info.rank, seed=epoch_seed)
@@ -149,15 +146,15 @@ def _train_loader(run: _Run, stage: StageConfig, epoch_seed: int) -> DataLoader:
         sampler = RandomSampler(dataset, generator=generator)
     return DataLoader(
         dataset, batch_size=stage.batch_size, sampler=sampler, num_workers=cfg.data.workers,
-        drop_last=True, generator=generator, persistent_workers=False,
+        collate_fn=collate, drop_last=True, generator=generator, persistent_workers=False,
     )
 
 
-def _val_loader(cfg: TrainConfig, model: TrainModel) -> DataLoader | None:
+def _val_loader(cfg: TrainConfig, objective: Objective, model: TrainModel) -> DataLoader | None:
     if cfg.data.val is None:
         return None
     dataset = ImageDataset(
-        cfg.data.val, input_transform(cfg, model.data_config, "eval"),
+        cfg.data.val, objective.transform(model.data_config, "eval"),
         limit=cfg.data.val_limit,
     )
     return DataLoader(dataset, batch_size=32, num_workers=cfg.data.workers)
@@ -178,57 +175,9 @@ def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16
 
 
-def _step(run: _Run, batch: tuple) -> dict[str, Tensor]:
-    model, device = run.model, run.device
-    x = batch[0].to(device, non_blocking=True)
-    if run.cfg.objective == "image":  # x in [0, 1]; the teacher is not in the loss
-        return image_step(run.net, x, run.lmbda)
-    dtype = _amp_dtype(run.cfg, device)
-    tail = run.cfg.train_tail  # Entropic Student's second stage: output distillation only
-    kd = run.cfg.distills_outputs
-    # inference_mode, not no_grad: the teacher's forward skips autograd's version counters and
-    # views (about a third of its cost on CPU). Its results are cloned to normal tensors because
-    # the losses save them for backward.
-    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
-        h = model.teacher.head(x).float()  # (N, *spec.feature_shape)
-        teacher_logits = model.teacher.tail(h).float() if kd else None  # (N, classes)
-    h = h.clone()
-    # A variable-rate model: a rate drawn per sample (torch's seeded generator, like the noise)
-    rate = None if run.lmbda is not None else torch.randint(len(model.rates), (x.shape[0],))
-    out = run.net(x) if rate is None else run.net(x, rate.to(device))
-    s = None
-    if len(batch) > 3:  # saliency maps (N, 28, 28) -> the split's spatial size, nearest
-        s = F.interpolate(batch[3].to(device)[:, None], size=model.teacher.spec.spatial,
-                          mode="nearest")[:, 0]
-    h_hat = out["h_hat"].float()
-    if rate is None:
-        parts = rd_loss(h_hat, h, out["likelihoods"], run.lmbda, s, model.teacher.spec.layout,
-                        run.c)
-    else:
-        parts = _variable_rate_loss(run, h_hat, h, out["likelihoods"]["y"], rate, s)
-    if tail:  # the model's own tail takes gradients; the distortion is only reported
-        parts["kd"] = output_distillation(model.classify(h_hat), teacher_logits.clone())
-        parts["loss"] = parts["kd"]
-    elif kd:  # through the frozen tail: its parameters take no gradient, h_hat does
-        with torch.autocast(device.type, dtype=dtype) if dtype else nullcontext():
-            student_logits = model.teacher.tail(h_hat).float()  # (N, classes)
-        kl = output_distillation(student_logits, teacher_logits.clone())
-        parts["kd"] = kl
-        parts["loss"] = parts["loss"] + run.cfg.kd_weight * h[0].numel() * kl
-    return parts
-
-
-def _variable_rate_loss(run: _Run, h_hat: Tensor, h: Tensor, likelihoods: Tensor, rate: Tensor,
-                        s: Tensor | None) -> dict[str, Tensor]:
-    """`rd_loss` summed over the rates of the batch, each sample's bits weighted by its rate's
-    lambda: the sum of the fixed-rate losses the samples would have in their own models."""
-    layout, total = run.model.teacher.spec.layout, None
-    for value in rate.unique().tolist():
-        idx = (rate == value).nonzero().squeeze(1).to(h.device)
-        part = rd_loss(h_hat[idx], h[idx], {"y": likelihoods[idx]}, run.model.rates[value],
-                       None if s is None else s[idx], layout, run.c)
-        total = part if total is None else {k: total[k] + v for k, v in part.items()}
-    return total
+def _step(run: _Run, batch: Batch) -> dict[str, Tensor]:
+    """One batch's loss and its parts, as the run's objective computes them."""
+    return run.objective.loss(run, batch.to(run.device))
 
 
 def _meta(lmbda: float | None) -> dict[str, str]:
@@ -257,12 +206,13 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _build(cfg: TrainConfig, lmbda: float | None, device: torch.device) -> TrainModel:
+def _build(cfg: TrainConfig, objective: Objective, lmbda: float | None,
+           device: torch.device) -> TrainModel:
     """The model for one lambda (None: the variable-rate model): seeded codec, optional init
-    codec, frozen parts, on ``device``."""
+    codec, frozen parts, placed on ``device`` by the objective."""
     model_id = cfg.model_id if lmbda is None else cfg.model_id.format(lmbda=format_lmbda(lmbda))
-    model = build_trainee(cfg, model_id)
-    if cfg.init_codec and cfg.rates is not None:
+    model = objective.build(model_id)
+    if cfg.init_codec and cfg.architecture.rates is not None:
         with local_weights(cfg.init_codec) as path:
             state, meta = read_safetensors(path)
         warm_start_variable_rate(model, state, meta, source=cfg.init_codec)
@@ -288,7 +238,7 @@ def _build(cfg: TrainConfig, lmbda: float | None, device: torch.device) -> Train
         _load_g_s(model, cfg.init_g_s)
     for part in cfg.freeze:
         getattr(model, part).requires_grad_(False)
-    return model.to(device)
+    return objective.place(model, device)
 
 
 def _load_g_s(model: TrainModel, source: str) -> None:
@@ -319,32 +269,30 @@ def _warm_start(module: nn.Module, state: dict[str, Tensor], prefix: str) -> Non
 def _start(cfg: TrainConfig, lmbda: float | None, run_dir: Path, progress: bool,
            info: DistInfo) -> _Run:
     device = _device(cfg, info)
-    model = _build(cfg, lmbda, device)
-    if cfg.channels_last and device.type == "cpu" and cfg.objective == "head":
-        # Before DDP wraps the model: its gradient buckets take the parameters' strides as they
-        # are then, and a later change reorders the averaged gradients (tests/test_ddp_union.py).
-        model.g_s.to(memory_format=torch.channels_last)  # see TrainConfig.channels_last
+    objective = create_objective(cfg)
+    model = _build(cfg, objective, lmbda, device)  # g_s channels_last before DDP: objective.place
     dtype = _amp_dtype(cfg, device)
     net: nn.Module = MixedPrecisionForward(model, device.type, dtype) if dtype else model
     if info.enabled:
         net = DistributedDataParallel(net, find_unused_parameters=True)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     return _Run(
-        cfg, lmbda, model, net, device, info, run_dir, progress,
-        val_loader=_val_loader(cfg, model) if info.is_main else None,
+        cfg, objective, lmbda, model, net, device, dtype, info, run_dir, progress,
+        val_loader=_val_loader(cfg, objective, model) if info.is_main else None,
         main_params=[p for n, p in named if not n.endswith("quantiles")],
         quantiles=[p for n, p in named if n.endswith("quantiles")],
-        c=_channel_weights(cfg, model, device) if cfg.channel_norm else None,
+        c=_channel_weights(cfg, objective, model, device) if cfg.channel_norm else None,
     )
 
 
-def _channel_weights(cfg: TrainConfig, model: TrainModel, device: torch.device) -> Tensor:
+def _channel_weights(cfg: TrainConfig, objective: Objective, model: TrainModel,
+                     device: torch.device) -> Tensor:
     """Per-channel distortion weights from the teacher's features of 64 training images.
 
     Evenly spaced images of the (sorted) training pool, eval view: deterministic, so a resumed
     run and every DDP rank compute the same weights without storing them.
     """
-    dataset = ImageDataset(cfg.data.train, input_transform(cfg, model.data_config, "eval"),
+    dataset = ImageDataset(cfg.data.train, objective.transform(model.data_config, "eval"),
                            limit=cfg.data.train_limit)
     if len(dataset) == 0:
         raise ValueError("channel_norm: the training pool holds no images")
@@ -359,7 +307,7 @@ def train_one(
     cfg: TrainConfig, lmbda: float | None, run_dir: Path, resume: bool = False,
     progress: bool = True, info: DistInfo | None = None,
 ) -> dict[str, Any]:
-    """Train one model for one lambda (None: ``cfg.rates``' variable-rate model) into
+    """Train one model for one lambda (None: ``cfg.architecture.rates``' variable-rate model) into
     ``run_dir``; returns its final summary.
 
     Runs with ``cfg.threads`` torch threads and torch's generator seeded from ``cfg.seed``, both
@@ -506,9 +454,9 @@ def _run_epoch(
             for q in run.quantiles:  # the aux loss runs outside DDP's forward: average by hand
                 q.grad = all_reduce_mean(q.grad, run.info)
             aux_opt.step()
-        n = batch[0].shape[0]
+        n = batch.x.shape[0]
         images += n
-        pixels += n * batch[0].shape[2] * batch[0].shape[3]
+        pixels += n * batch.x.shape[2] * batch.x.shape[3]
         for k in ("loss", "distortion", "bits", "kd"):
             if k in parts:
                 sums[k] += float(parts[k].detach())
@@ -519,7 +467,7 @@ def _run_epoch(
         bar.update()
     bar.close()
     elapsed = time.perf_counter() - t0
-    kd = {"kd_nats_per_image": sums["kd"] / images} if run.cfg.distills_outputs else {}
+    kd = {"kd_nats_per_image": sums["kd"] / images} if run.objective.distills_outputs else {}
     return {
         "loss": sums["loss"] / steps,
         "distortion_per_image": sums["distortion"] / images,
@@ -537,13 +485,14 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
     """Train one model per lambda of ``cfg`` under ``out_dir/lmbda-<value>/`` (a variable-rate
     config: its one model under ``out_dir/variable-rate/``)."""
     cfg.validate()
+    create_objective(cfg)  # the objective's own checks, before a run folder is made
     info = setup(cfg.device)
     try:
         out = Path(out_dir)
         if info.is_main:
             out.mkdir(parents=True, exist_ok=True)
             (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
-        if cfg.rates is not None:  # one model for every rate
+        if cfg.architecture.rates is not None:  # one model for every rate
             return [train_one(cfg, None, out / "variable-rate", resume, progress, info)]
         return [train_one(cfg, lmbda, out / f"lmbda-{format_lmbda(lmbda)}", resume, progress, info)
                 for lmbda in cfg.lmbda]

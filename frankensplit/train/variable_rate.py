@@ -1,7 +1,9 @@
-"""Training a variable-rate model: its warm start from a fixed-rate codec, its validation per rate.
+"""Training a variable-rate model: its warm start from a fixed-rate codec, its loss over the rates
+of a batch, its validation per rate.
 
-The loop itself (`frankensplit.train.loop`) only draws a rate per sample and weighs that sample's
-bits by the rate's lambda; what differs beyond that lives here.
+A split objective (`frankensplit.train.objectives`) draws a rate per sample and sums
+`variable_rate_loss`; the loop warm-starts the model with `warm_start_variable_rate` and validates
+it with `validate_rates`.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from frankensplit.losses import rate_bits
+from frankensplit.losses import rate_bits, rd_loss
 from frankensplit.models.codec_file import load_codec_state
 from frankensplit.models.entropy import scaled_bottleneck_state
 from frankensplit.models.split import FrankenSplit
 
-__all__ = ["initial_gain", "validate_rates", "warm_start_variable_rate"]
+__all__ = ["initial_gain", "validate_rates", "variable_rate_loss", "warm_start_variable_rate"]
 
 _TABLES = ("_offset", "_quantized_cdf", "_cdf_length")
 
@@ -68,6 +70,28 @@ def warm_start_variable_rate(model: FrankenSplit, state: dict[str, Tensor],
                                  f"missing {missing}, unexpected {unexpected}")
             entropy.log_gain[r].fill_(math.log(gain))
             entropy.log_inverse_gain[r].fill_(-math.log(gain))
+
+
+def variable_rate_loss(
+    h_hat: Tensor, h: Tensor, likelihoods: Tensor, rate: Tensor, lmbdas: tuple[float, ...],
+    s: Tensor | None, layout: str, c: Tensor | None,
+) -> dict[str, Tensor]:
+    """`rd_loss` summed over the rates of the batch, each sample's bits weighted by its rate's
+    lambda: the sum of the fixed-rate losses the samples would have in their own models.
+
+    Args:
+        h_hat, h, s, layout, c: as `frankensplit.losses.rd_loss` takes them, for the batch.
+        likelihoods: the latent's likelihoods, (N, C, h, w).
+        rate: each sample's rate index, (N,).
+        lmbdas: the lambda of each rate index (`FrankenSplit.rates`).
+    """
+    total = None
+    for value in rate.unique().tolist():
+        idx = (rate == value).nonzero().squeeze(1).to(h.device)
+        part = rd_loss(h_hat[idx], h[idx], {"y": likelihoods[idx]}, lmbdas[value],
+                       None if s is None else s[idx], layout, c)
+        total = part if total is None else {k: total[k] + v for k, v in part.items()}
+    return total
 
 
 @torch.no_grad()

@@ -199,9 +199,9 @@ def main() -> int:
         raise SystemExit(f"{gpu.init_codec} is not {cpu.init_codec}: the recipes would start "
                          "from different weights")
     shutil.rmtree(root, ignore_errors=True)
-    teacher = pack_teacher(cpu.teacher, REPO / gpu.teacher_weights)
-    teacher_config = resolve_data_config(create_classifier(cpu.teacher, weights=None))
-    data_config = cpu.architecture().data_config(teacher_config)  # the trained model's input
+    teacher = pack_teacher(cpu.architecture.teacher, REPO / gpu.teacher_weights)
+    teacher_config = resolve_data_config(create_classifier(cpu.architecture.teacher, weights=None))
+    data_config = cpu.architecture.data_config(teacher_config)  # the trained model's input
     # the short side crop_transform's "patch" view resizes to (frankensplit.data.transforms)
     side = int(int(data_config["input_size"][-1]) / float(data_config.get("crop_pct", 0.875)))
     budget = LIMIT - tree_bytes() - folder_bytes(wheels) - folder_bytes(root)

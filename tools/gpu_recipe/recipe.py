@@ -77,13 +77,13 @@ def export_last(cfg, run: Path) -> None:
     import torch
 
     from frankensplit.models.codec_file import load_codec_state, save_codec
-    from frankensplit.train.objectives import build_trainee
+    from frankensplit.train.objectives import create_objective
 
     last = run / "last.pt"
     if not last.is_file():
         raise SystemExit(f"{last} missing: the run stopped before its first epoch ended")
     ckpt = torch.load(last, map_location="cpu", weights_only=True)
-    model = build_trainee(cfg, cfg.model_id)
+    model = create_objective(cfg).build(cfg.model_id)
     load_codec_state(model, ckpt["codec"], source=str(last))
     save_codec(model, run / "best.safetensors")
     summary = {"model_id": cfg.model_id, "lmbda": None, "stopped_early": True,
