@@ -2,7 +2,7 @@
 
 ```
 POST /v1/classify?topk=K&backbone=B        body: one packet (frankensplit.bitstream)
-POST /v1/classify-image?topk=K&backbone=B  body: the teacher's input crop, JPEG/WebP/AVIF/PNG
+POST /v1/classify-image?topk=K&backbone=B  body: the model's input crop, JPEG/WebP/AVIF/PNG
      headers: X-Request-Id (echoed on the answer), X-Attempt (1, 2, ...: retries rank first)
 200: {"model_id", "backbone", "predictions": [{"index", "name", "probability"}, ...],
       "payload_bytes", "batch_size", "decode_ms", "queue_ms", ...}     (`answer`; `decode` too)

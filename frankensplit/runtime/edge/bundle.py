@@ -30,7 +30,7 @@ is written and read exactly as before (version 1).
 
 The edge bundle is everything a device needs to produce packets the server decodes bit-exactly:
 g_a as ONNX, the entropy model's *integer* CDF tables (the same tables the server's decoder reads,
-so rANS coding agrees byte for byte), the medians the latent is rounded around, and the teacher's
+so rANS coding agrees byte for byte), the medians the latent is rounded around, and the model's
 preprocessing. The server bundle holds the codec weights and names the teacher, which is always
 loaded from its own source (never copied into our files). Every manifest carries the model id,
 the bitstream format version and a sha256 per file, verified at load.
@@ -99,14 +99,16 @@ DEFAULT_CALIBRATION_IMAGES = 128
 
 @dataclass(frozen=True)
 class Preprocess:
-    """The teacher's eval preprocessing, as plain numbers a device can apply without torchvision.
+    """The model's input preprocessing (`FrankenSplit.data_config`: the teacher's eval
+    preprocessing at the model's input size), as plain numbers a device applies without
+    torchvision.
 
     Resize the short side to ``resize`` (aspect kept), center-crop ``crop`` x ``crop``, scale to
     [0, 1], then ``(x - mean) / std`` per channel: timm's eval view, ``crop_transform(..., "eval")``.
 
     Attributes:
         resize: target length of the image's short side.
-        crop: side of the square center crop (the teacher's input size).
+        crop: side of the square center crop (the model's input size).
         mean: per-channel RGB mean.
         std: per-channel RGB standard deviation.
         interpolation: "bicubic", "bilinear" or "nearest" (PIL's filters, antialiased).

@@ -183,7 +183,7 @@ class EdgeClient:
         return self.coders[rate]
 
     def preprocess(self, image: ImageInput) -> np.ndarray:
-        """Image -> x (3, crop, crop) float32, the teacher's eval preprocessing."""
+        """Image -> x (3, crop, crop) float32, the model's input preprocessing."""
         return preprocess(image, self.manifest.preprocess)
 
     def encode_latent(self, x: np.ndarray) -> np.ndarray:

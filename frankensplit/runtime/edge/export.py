@@ -1,6 +1,6 @@
 """Export a FrankenSplit model into an edge bundle and a server bundle (see ``runtime/edge/bundle.py``).
 
-The edge bundle gets g_a as ONNX (dynamic batch, fixed spatial size = the teacher's crop), the
+The edge bundle gets g_a as ONNX (dynamic batch, fixed spatial size = the model's crop), the
 factorized prior's integer CDF tables and medians as ``.npy``, and the preprocessing; the server
 bundle gets the codec weights as safetensors and the teacher's name. Nothing is pickled.
 
@@ -10,7 +10,7 @@ dynamo exporter needs. Every export is checked by running the graph in onnxrunti
 
 With ``int8=Int8Calibration(folder, images)`` the edge bundle's encoder is a static int8 copy of
 that graph (``runtime/edge/quantize.py``: ONNX Runtime's ``quantize_static``, QDQ, per-channel weights,
-calibrated on images of ``folder`` with the teacher's preprocessing), checked against the fp32
+calibrated on images of ``folder`` with the model's preprocessing), checked against the fp32
 graph on calibration images; the manifest records precision, calibration and checksums.
 
 A variable-rate model (`Architecture.rates`) exports one edge bundle for all its rates: one

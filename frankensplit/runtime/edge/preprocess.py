@@ -55,7 +55,8 @@ def _center_crop(img: Image.Image, crop: int) -> Image.Image:
 
 
 def preprocess(image: ImageInput, config: Preprocess) -> np.ndarray:
-    """Image -> normalised float32 array x (3, crop, crop), as the teacher's eval transform.
+    """Image -> normalised float32 array x (3, crop, crop), as the model's eval transform
+    (`FrankenSplit.data_config`: the teacher's at the model's input size).
 
     Args:
         image: a path or a PIL image (converted to RGB).

@@ -4,7 +4,7 @@
 encoder.onnx (fp32) --quant_pre_process (shape inference, clean-up)--> --quantize_static:
     weights  int8, symmetric, one scale per output channel
     activations  uint8, asymmetric, one scale per tensor, ranges calibrated on images of a folder
-                 (the teacher's eval preprocessing, runtime.edge.preprocess), CalibrationMethod.Percentile
+                 (the model's input preprocessing, runtime.edge.preprocess), CalibrationMethod.Percentile
     format   QDQ: QuantizeLinear/DequantizeLinear pairs around the float ops
 --> encoder_int8.onnx
 ```
@@ -132,7 +132,7 @@ def quantize_encoder(
         float_path: the fp32 ONNX encoder (input ``x``, output ``y``).
         int8_path: where to write the quantised graph.
         images: calibration images (see `calibration_images`); never the evaluation set.
-        config: the teacher's preprocessing, applied to each calibration image.
+        config: the model's input preprocessing, applied to each calibration image.
         source: the folder the images came from (recorded, informational).
 
     Returns:

@@ -16,7 +16,7 @@ Endpoints:
   not received within ``body_timeout_s`` (the connection is closed), 413 body over the limit,
   503 (with ``Retry-After``) not ready, queue full or too many requests in flight, 504 not
   answered within ``request_timeout_s``.
-- ``POST /v1/classify-image?topk=5&backbone=B`` (codec offloading): the teacher's input crop as
+- ``POST /v1/classify-image?topk=5&backbone=B`` (codec offloading): the model's input crop as
   a JPEG/WebP/AVIF/PNG file, answered by the whole teacher (default: the only one served) under
   the same limits and queues; 400 another format or size or undecodable, 413 larger than the crop;
   404 on a server of ONNX server halves (``serve --onnx``), which hold no teacher head.

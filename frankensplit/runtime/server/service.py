@@ -9,7 +9,7 @@ a sandboxed worker process (`runtime.server.sandbox.SandboxCoder`: compressai's 
 memory-safe on forged payloads) or, for trusted senders, this process; then
 `ServerPart.classify` runs g_s and the tail on one compute thread (torch uses its own intra-op
 threads inside it). The service itself does nothing to packets. An image
-(``/v1/classify-image``) must be the teacher's input crop, checked from its header, joins the
+(``/v1/classify-image``) must be the model's input crop, checked from its header, joins the
 same queue, and is decoded in the batch for the whole teacher. Nothing is kept per client.
 
 A model's part may be the ONNX server half (`runtime.server.onnx_server.OnnxServerPart`, ``serve
@@ -366,7 +366,7 @@ class InferenceService:
         """Choose the teacher (`runtime.server.routing.choose_teacher`), read the image's header.
 
         Raises:
-            HTTPError: 400 another format, not the teacher's input size or a backbone of several
+            HTTPError: 400 another format, not the model's input size or a backbone of several
                 teachers, 413 larger than that size, 404 no such backbone (listing what is).
         """
         try:
