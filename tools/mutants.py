@@ -66,8 +66,8 @@ def _weaker_default(root: Path) -> None:
 MUTANTS = (
     Mutant("batch-swap", "the server answers each packet of a batch with another's result",
            "frankensplit/runtime/server/service.py",
-           "protocol.predictions(probs[row].tolist(), indexes[row].tolist(),",
-           "protocol.predictions(probs[-1 - row].tolist(), indexes[-1 - row].tolist(),",
+           "protocol.predictions(probs[row], indexes[row], classes,",
+           "protocol.predictions(probs[-1 - row], indexes[-1 - row], classes,",
            ("tests/test_runtime_server.py", "tests/test_reliability_runtime.py")),
     Mutant("client-rounding", "the edge client rounds half up instead of half to even",
            "frankensplit/coding.py",

@@ -317,7 +317,7 @@ def export_server_onnx(
         opset=opset,
         num_classes=int(logits.shape[1]),
         class_names_file=_CLASS_NAMES_FILE if names is not None else None,
-        preprocess=Preprocess.from_data_config(model.teacher.data_config),
+        preprocess=Preprocess.from_data_config(model.data_config),
         files={name: file_sha256(folder / name) for name in files},
     )
     write_manifest(folder, manifest)

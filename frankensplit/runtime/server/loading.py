@@ -13,7 +13,7 @@ serving it must run without torch.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -90,11 +90,12 @@ class LoadedModel:
             half carries its own so that it runs without torch).
         data_config: the preprocessing of those images, the model's (`FrankenSplit.data_config`:
             a reuse model's teacher takes its source encoder's input crop, as `frankensplit
-            eval` measures it; given None: the teacher's own); None without ``teacher_model``.
+            eval` measures it); required with ``teacher_model``, None without.
     """
 
     model_id: str
     part: ServingPart
+    _: KW_ONLY  # the rest by name: several optional fields of similar types
     latent_shape: tuple[int, int, int] | None = None
     teacher: str | None = None
     teacher_model: SplitBackbone | None = None
@@ -103,8 +104,9 @@ class LoadedModel:
     data_config: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        if self.teacher_model is not None and self.data_config is None:
-            object.__setattr__(self, "data_config", dict(self.teacher_model.data_config))
+        if (self.teacher_model is None) != (self.data_config is None):
+            raise ValueError(f"{self.model_id}: a served teacher needs the model's data_config "
+                             "(its images' preprocessing) and data_config needs the teacher")
         if self.latent_shape is None:
             object.__setattr__(self, "latent_shape", self.part.latent_shape)
         elif tuple(self.latent_shape) != self.part.latent_shape:
@@ -132,8 +134,9 @@ def served_model(model: FrankenSplit) -> LoadedModel:
     """The server half of an in-memory model, accepting its latent shape at the edge's input
     size (`FrankenSplit.latent_shape`), and its whole teacher (images)."""
     part = model.server.with_latent_shape(model.latent_shape)
-    return LoadedModel(model.model_id, part, None, model.teacher.name, model.teacher, model.rates,
-                       model.data_config)
+    return LoadedModel(model.model_id, part, teacher=model.teacher.name,
+                       teacher_model=model.teacher, rates=model.rates,
+                       data_config=model.data_config)
 
 
 def resolve_model_spec(spec: str) -> str:
@@ -190,5 +193,7 @@ def load_server_model(
     if expected is not None and part.latent_shape != tuple(expected):
         raise ValueError(f"{spec}: the model takes latents {part.latent_shape}, manifest says "
                          f"{tuple(expected)}")
-    return LoadedModel(model_id, part, None, arch.teacher, teacher, arch.rates,
-                       None if teacher is None else arch.data_config(teacher.data_config))
+    return LoadedModel(model_id, part, teacher=arch.teacher, teacher_model=teacher,
+                       rates=arch.rates,
+                       data_config=None if teacher is None else arch.data_config(
+                           teacher.data_config))

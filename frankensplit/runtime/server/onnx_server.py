@@ -203,4 +203,5 @@ def load_onnx_server_model(folder: str | Path, threads: int | None = None) -> Lo
     arch = manifest.architecture
     part = OnnxServerPart(manifest.model_id, session, tables, arch.reuses or manifest.model_id,
                           manifest.latent_shape)
-    return LoadedModel(manifest.model_id, part, None, arch.teacher, None, arch.rates, names)
+    return LoadedModel(manifest.model_id, part, teacher=arch.teacher, rates=arch.rates,
+                       class_names=names)

@@ -202,7 +202,7 @@ def loaded_models(models: Mapping[str, ServerPart | LoadedModel]) -> list[Loaded
 
             if not isinstance(model, ServerPart):
                 raise TypeError(f"models[{model_id!r}] must be a ServerPart or LoadedModel")
-            model = LoadedModel(model_id, model, None)
+            model = LoadedModel(model_id, model)
         if model.part.model_id != model_id:
             raise ValueError(f"models[{model_id!r}] is a server part for {model.part.model_id!r}")
         loaded.append(model)
