@@ -76,6 +76,17 @@ def leaves_no_process_state():
 
 
 @pytest.fixture
+def one_thread():
+    """One torch thread for the test, restored after (`frankensplit.threads.torch_threads`):
+    small tensors on a shared 2-core box, and one reduction order for results compared exactly.
+    A module takes it for every test: ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    from frankensplit.threads import torch_threads
+
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture
 def tiny16() -> Path:
     """The 16 labelled validation images of ../shared/data (skips when absent)."""
     if not (TINY16 / "labels.csv").is_file():

@@ -29,16 +29,13 @@ from frankensplit import bitstream
 from frankensplit.codecs import CodecUnavailableError, ImageCodec, create_codec, measure
 from frankensplit.codecs.compressai_zoo import ARCHITECTURES, PublishedImageCodec
 from frankensplit.eval.report import _label
-from frankensplit.threads import seeded, torch_threads
+from frankensplit.threads import seeded
 
 ARCHS = sorted(ARCHITECTURES)
 MIRROR = "https://mirror.invalid/compressai"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _published(arch: str, quality: int = 1) -> str:

@@ -28,7 +28,7 @@ from frankensplit.runtime.server import ServerConfig, create_app, run_in_thread
 from frankensplit.runtime.server.loading import served_model
 from frankensplit.runtime.server.onnx_server import load_onnx_server_model
 from frankensplit.runtime.server.sandbox import SandboxCoder, SandboxedDecoder
-from frankensplit.threads import seeded, torch_threads
+from frankensplit.threads import seeded
 from tests.conftest import REPO, TINY16
 from tests.test_models import tiny_model
 
@@ -36,10 +36,7 @@ from tests.test_models import tiny_model
 PROB_ATOL = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,9 @@ from frankensplit.models.architecture import Architecture
 from frankensplit.models.parts import InProcessCoder
 from frankensplit.runtime.server.loading import load_server_model, served_model
 from frankensplit.runtime.server.sandbox import DecoderCrashedError, SandboxCoder, SandboxedDecoder
-from frankensplit.threads import seeded, torch_threads
+from frankensplit.threads import seeded
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _images(n: int = 2) -> torch.Tensor:

@@ -22,7 +22,7 @@ from frankensplit.runtime.edge.client import EdgeClient, post_packet
 from frankensplit.runtime.edge.export import export_bundle, export_model
 from frankensplit.runtime.server import create_app, run_in_thread
 from frankensplit.runtime.server.loading import load_server_model
-from frankensplit.threads import seeded, torch_threads
+from frankensplit.threads import seeded
 
 REPO = Path(__file__).resolve().parents[1]
 TINY16 = REPO.parent / "shared/data/fixtures/tiny16"
@@ -30,10 +30,7 @@ RATES = (16.0, 4.0, 1.0)
 MODEL_ID = "fs-test-vr"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
