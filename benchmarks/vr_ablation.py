@@ -28,6 +28,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEV = REPO.parent / "shared/data/eval/ilsvrc2012_val_dev"
 CONFIG = REPO / "configs/lite0_vr_cpu.yaml"
+#: the recipe every arm starts from unless it says otherwise, pinned so that the table stays
+#: reproducible as CONFIG moves on: from fs-lite0-l4 (the version of commit 2c348d4), ten rates
+BASE = ["init_codec=git:2c348d4:frankensplit/zoo/fs-lite0-l4.safetensors",
+        "architecture.rates=[64.0,32.0,16.0,8.0,4.0,2.0,1.0,0.5,0.25,0.125]"]
 #: fs-lite0-l1 as shipped with 8,000 more steps (the zoo's current file, pinned to its commit)
 L1 = "git:d6d93c5:frankensplit/zoo/fs-lite0-l1.safetensors"
 
@@ -86,7 +90,7 @@ def train_arm(args: argparse.Namespace, arm: str) -> tuple[Path, float]:
     wall_file = out / "wall_min.json"
     if weights.is_file() and wall_file.is_file():
         return weights, json.loads(wall_file.read_text())
-    cfg = load_config(CONFIG, [*ARMS[arm][1], "stages.0.epochs=1",
+    cfg = load_config(CONFIG, [*BASE, *ARMS[arm][1], "stages.0.epochs=1",
                                f"stages.0.steps_per_epoch={args.steps}", "stages.0.warmup_steps=20",
                                "data.val=null"])
     t0 = time.perf_counter()
