@@ -7,16 +7,22 @@ packet --limits (declared latent size, payload)--> encoder id --> exact latent s
 
 Torch-free and below both its users: the torch server half (`frankensplit.models.parts.ServerPart`)
 and its ONNX copy (`frankensplit.runtime.server.onnx_server.OnnxServerPart`) check packets
-through one `Accepts`, so either server refuses a packet alike, with the same message.
+through one `Accepts`, so either server refuses a packet alike, with the same message; both
+take what surrounds it (its properties, copies, batch decoding) from `AcceptsPackets`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from frankensplit import bitstream
 
-__all__ = ["Accepts", "check_rate"]
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self needs Python 3.11
+
+__all__ = ["Accepts", "AcceptsPackets", "check_rate"]
 
 #: Latent rows and columns accepted by default: the latents of inputs up to 512x512 at stride 8.
 _DEFAULT_SIDE = 64
@@ -118,3 +124,94 @@ class Accepts:
         except ValueError as e:
             raise bitstream.CorruptError(f"packet rate {packet.rate!r} does not fit: {e}") from e
         return packet
+
+
+class AcceptsPackets:
+    """What a server half (`frankensplit.models.parts.ServerPart`, `frankensplit.runtime.server.
+    onnx_server.OnnxServerPart`) shares around its `Accepts`: the checks, the properties read from
+    them, copies with another coder or latent shape, and decoding a batch of one latent shape.
+
+    A subclass sets ``accepts`` and ``coder`` and defines `decode_each` (checked packets -> y_hat
+    per packet, or its error) and ``_args`` (its constructor's positional arguments; the
+    keyword ones are ``limits``, ``encoder_id``, ``latent_shape`` and ``coder``).
+    """
+
+    accepts: Accepts
+    coder: Any
+
+    @property
+    def encoder_id(self) -> str:
+        """The id the packets it decodes carry."""
+        return self.accepts.encoder_id
+
+    @property
+    def limits(self) -> bitstream.Limits:
+        """The wire-format limits every packet is checked against."""
+        return self.accepts.limits  # type: ignore[return-value]
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int] | None:
+        """The one latent shape it accepts (None: any within `limits`)."""
+        return self.accepts.latent_shape
+
+    @property
+    def rates(self) -> int | None:
+        """How many rates a variable-rate model's packets may carry; None: one fixed rate."""
+        return self.accepts.rates
+
+    def _args(self) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    def _copy(self, **changes: Any) -> Self:
+        kwargs = {"limits": self.limits, "encoder_id": self.encoder_id,
+                  "latent_shape": self.latent_shape, "coder": self.coder, **changes}
+        return type(self)(*self._args(), **kwargs)  # type: ignore[call-arg]
+
+    def with_coder(self, coder: Any) -> Self:
+        """This part (same model, same checks) decoding through ``coder``."""
+        return self._copy(coder=coder)
+
+    def with_latent_shape(self, latent_shape: tuple[int, int, int] | None) -> Self:
+        """This part (same model and coder) accepting exactly ``latent_shape`` (None: any)."""
+        return self._copy(latent_shape=latent_shape)
+
+    def parse(self, data: bytes) -> bitstream.Packet:
+        """Unpack and validate one packet against this model (`Accepts.parse`).
+
+        Raises:
+            bitstream.BitstreamError: malformed packet, or one for another model / latent size.
+        """
+        return self.accepts.parse(data)
+
+    def check(self, packet: bitstream.Packet) -> bitstream.Packet:
+        """Validate an unpacked packet against this model: its encoder id, latent shape (or
+        channels), rate and limits (a server unpacks once to route, then checks here once).
+
+        Raises:
+            bitstream.BitstreamError: a packet for another model, latent size or rate, or one
+                above the limits.
+        """
+        return self.accepts.check(packet)
+
+    def decode_each(self, packets: Sequence[bitstream.Packet]) -> list[Any]:
+        """Checked packets -> y_hat (C, h, w) per packet, or the error of one that failed."""
+        raise NotImplementedError
+
+    def decode_batch(self, packets: Sequence[bytes | bitstream.Packet]) -> list[Any]:
+        """Packets (bytes, or packets unpacked already) of one latent shape, each checked, ->
+        y_hat (C, h, w) per packet, each decoded at its own rate; ready to stack.
+
+        Raises:
+            bitstream.BitstreamError: the first packet that does not fit or does not decode.
+            ValueError: packets of several latent shapes.
+        """
+        parsed = [self.check(p) if isinstance(p, bitstream.Packet) else self.parse(p)
+                  for p in packets]
+        shapes = {p.shape for p in parsed}
+        if len(shapes) != 1:
+            raise ValueError(f"packets of one batch must share a latent shape, got {sorted(shapes)}")
+        y_hat = self.decode_each(parsed)
+        for y in y_hat:
+            if isinstance(y, bitstream.BitstreamError):
+                raise y
+        return y_hat

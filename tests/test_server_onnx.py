@@ -130,6 +130,19 @@ def test_bad_input_is_refused_alike_and_images_with_the_reason(servers, default_
     assert image.status_code == 404 and "ONNX server half" in image.json()["detail"]
 
 
+def test_a_batch_of_two_latent_shapes_is_refused_as_in_torch(onnx_dir, default_model) -> None:
+    """`decode` of packets of several latent shapes: the same ValueError as
+    `ServerPart.decode_latent`, before any decoding (not numpy's bare stacking error)."""
+    part = load_onnx_server_model(onnx_dir, threads=1).part.with_latent_shape(None)
+    mixed = [*default_model.edge.encode(torch.zeros(1, 3, 64, 64)),  # a (48, 8, 8) latent
+             *default_model.edge.encode(torch.zeros(1, 3, 96, 96))]  # a (48, 12, 12) latent
+    with pytest.raises(ValueError, match="packets of one batch must share a latent shape") as ours:
+        part.decode(mixed)
+    with pytest.raises(ValueError) as theirs:
+        default_model.server.decode(mixed)
+    assert str(ours.value) == str(theirs.value)
+
+
 def test_every_rate_of_a_variable_rate_model_decodes_as_in_torch(tmp_path) -> None:
     """Tables and inverse gains per rate from the bundle; in process and sandboxed."""
     arch = Architecture("tf_efficientnet_lite0", entropy="gained_factorized", rates=(16.0, 1.0))

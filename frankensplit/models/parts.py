@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from frankensplit import bitstream
-from frankensplit.accepts import Accepts
+from frankensplit.accepts import Accepts, AcceptsPackets
 from frankensplit.accepts import check_rate as check_rate_index
 from frankensplit.models.entropy import FactorizedPrior
 
@@ -120,11 +120,13 @@ class InProcessCoder:
         return out
 
 
-class ServerPart(nn.Module):
+class ServerPart(AcceptsPackets, nn.Module):
     """What runs on the server: entropy decoder, blueprint decoder g_s and the frozen teacher tail.
 
     The server's path, each step once: `check` (or `parse` from bytes) a packet against this
-    model, `decode_each` checked packets into latents through its coder, `classify` them.
+    model, `decode_each` checked packets into latents through its coder, `classify` them. The
+    checks, their properties, the copies (`with_coder`, `with_latent_shape`) and `decode_batch`
+    come from `frankensplit.accepts.AcceptsPackets`, shared with the ONNX server half.
 
     Args:
         model_id: the model's own id (the decoder's: what a server labels its answers with).
@@ -157,43 +159,14 @@ class ServerPart(nn.Module):
         self.entropy = entropy
         self.g_s = g_s
         self.tail = tail
+        rates = getattr(entropy, "rates", 1)  # a variable-rate entropy model's rate count
         self.accepts = Accepts(model_id, model_id if encoder_id is None else encoder_id,
-                               entropy.channels, self.rates, latent_shape, limits)
+                               entropy.channels, None if rates == 1 else rates, latent_shape,
+                               limits)
         self.coder: LatentCoder = InProcessCoder(entropy) if coder is None else coder
 
-    def _copy(self, **changes: Any) -> ServerPart:
-        kwargs = {"limits": self.limits, "encoder_id": self.encoder_id,
-                  "latent_shape": self.latent_shape, "coder": self.coder, **changes}
-        return ServerPart(self.model_id, self.entropy, self.g_s, self.tail, **kwargs)
-
-    def with_coder(self, coder: LatentCoder) -> ServerPart:
-        """This part (same modules, same checks) decoding through ``coder``."""
-        return self._copy(coder=coder)
-
-    def with_latent_shape(self, latent_shape: tuple[int, int, int] | None) -> ServerPart:
-        """This part (same modules and coder) accepting exactly ``latent_shape`` (None: any)."""
-        return self._copy(latent_shape=latent_shape)
-
-    @property
-    def encoder_id(self) -> str:
-        """The id the packets it decodes carry."""
-        return self.accepts.encoder_id
-
-    @property
-    def limits(self) -> bitstream.Limits:
-        """The wire-format limits every packet is checked against."""
-        return self.accepts.limits  # type: ignore[return-value]
-
-    @property
-    def latent_shape(self) -> tuple[int, int, int] | None:
-        """The one latent shape it accepts (None: any within `limits`)."""
-        return self.accepts.latent_shape
-
-    @property
-    def rates(self) -> int | None:
-        """How many rates a variable-rate model's packets may carry; None: one fixed rate."""
-        rates = getattr(self.entropy, "rates", 1)
-        return None if rates == 1 else rates
+    def _args(self) -> tuple[Any, ...]:
+        return self.model_id, self.entropy, self.g_s, self.tail
 
     def coding_tables(self) -> dict[int | None, dict[str, np.ndarray]]:
         """The integer rANS tables, medians (and a variable-rate model's gain vectors) per rate
@@ -203,24 +176,6 @@ class ServerPart(nn.Module):
         else:
             tables = {r: self.entropy.tables(r) for r in range(self.rates)}
         return {r: {name: t.cpu().numpy() for name, t in ts.items()} for r, ts in tables.items()}
-
-    def parse(self, data: bytes) -> bitstream.Packet:
-        """Unpack and validate one packet against this model (`frankensplit.accepts.Accepts`).
-
-        Raises:
-            bitstream.BitstreamError: malformed packet, or one for another model / latent size.
-        """
-        return self.accepts.parse(data)
-
-    def check(self, packet: bitstream.Packet) -> bitstream.Packet:
-        """Validate an unpacked packet against this model: its encoder id, latent shape (or
-        channels), rate and limits (a server unpacks once to route, then checks here once).
-
-        Raises:
-            bitstream.BitstreamError: a packet for another model, latent size or rate, or one
-                above the limits.
-        """
-        return self.accepts.check(packet)
 
     def entropy_state(self) -> dict[str, np.ndarray]:
         """The entropy model's tensors (quantiles, CDF tables) as arrays: what every decoder of
@@ -243,16 +198,7 @@ class ServerPart(nn.Module):
             bitstream.BitstreamError: the first packet that does not fit or does not decode.
             ValueError: packets of several latent shapes.
         """
-        parsed = [self.check(p) if isinstance(p, bitstream.Packet) else self.parse(p)
-                  for p in packets]
-        shapes = {p.shape for p in parsed}
-        if len(shapes) != 1:
-            raise ValueError(f"packets of one batch must share a latent shape, got {sorted(shapes)}")
-        y_hat = self.decode_each(parsed)
-        for y in y_hat:
-            if isinstance(y, bitstream.BitstreamError):
-                raise y
-        return torch.stack(y_hat)  # type: ignore[arg-type]
+        return torch.stack(self.decode_batch(packets))  # (N, C, h, w)
 
     @torch.no_grad()
     def classify(self, y_hat: Tensor) -> Tensor:

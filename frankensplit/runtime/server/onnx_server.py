@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from frankensplit import bitstream
-from frankensplit.accepts import Accepts
+from frankensplit.accepts import Accepts, AcceptsPackets
 from frankensplit.coding import FactorizedCoder
 from frankensplit.runtime.edge.bundle import (
     GAIN_NAMES,
@@ -70,8 +70,10 @@ class TableCoder:
         return out
 
 
-class OnnxServerPart:
-    """Packets -> logits with ONNX Runtime and numpy (`ServerPart`'s server path).
+class OnnxServerPart(AcceptsPackets):
+    """Packets -> logits with ONNX Runtime and numpy (`ServerPart`'s server path; the checks,
+    their properties, the copies and `decode_batch` come from
+    `frankensplit.accepts.AcceptsPackets`, as there).
 
     Args:
         model_id: the decoder's id.
@@ -105,33 +107,8 @@ class OnnxServerPart:
         self.coder = TableCoder(self._tables) if coder is None else coder
         self._input = session.get_inputs()[0].name
 
-    @property
-    def encoder_id(self) -> str:
-        """The id the packets it decodes carry."""
-        return self.accepts.encoder_id
-
-    @property
-    def latent_shape(self) -> tuple[int, int, int] | None:
-        """The one latent shape it accepts (None: any within the limits)."""
-        return self.accepts.latent_shape
-
-    @property
-    def rates(self) -> int | None:
-        """How many rates a variable-rate model's packets may carry; None: one fixed rate."""
-        return self.accepts.rates
-
-    def _copy(self, **changes: Any) -> OnnxServerPart:
-        kwargs = {"encoder_id": self.encoder_id, "latent_shape": self.latent_shape,
-                  "limits": self.accepts.limits, "coder": self.coder, **changes}
-        return OnnxServerPart(self.model_id, self.session, self._tables, **kwargs)
-
-    def with_coder(self, coder: Any) -> OnnxServerPart:
-        """This part (same graph, same checks) decoding through ``coder``."""
-        return self._copy(coder=coder)
-
-    def with_latent_shape(self, latent_shape: tuple[int, int, int] | None) -> OnnxServerPart:
-        """This part (same graph and coder) accepting exactly ``latent_shape`` (None: any)."""
-        return self._copy(latent_shape=latent_shape)
+    def _args(self) -> tuple[Any, ...]:
+        return self.model_id, self.session, self._tables
 
     def coding_tables(self) -> dict[int | None, dict[str, np.ndarray]]:
         """The integer rANS tables, medians (and gain vectors) per rate index (the sandbox's)."""
@@ -140,14 +117,6 @@ class OnnxServerPart:
     def entropy_state(self) -> dict[str, np.ndarray]:
         """Its coding tables, flat: what decoders of one encoder must hold alike."""
         return {f"{r}.{n}": a for r, t in self._tables.items() for n, a in t.items()}
-
-    def parse(self, data: bytes) -> bitstream.Packet:
-        """Unpack and check one packet (`Accepts.parse`)."""
-        return self.accepts.parse(data)
-
-    def check(self, packet: bitstream.Packet) -> bitstream.Packet:
-        """Check an unpacked packet once (`Accepts.check`)."""
-        return self.accepts.check(packet)
 
     def decode_each(self, packets: Sequence[bitstream.Packet]) -> list[Any]:
         """Checked packets -> y_hat (C, h, w) float32 each through the coder, or the error of a
@@ -158,17 +127,15 @@ class OnnxServerPart:
         """Decoded latents y_hat (N, C, h, w) -> logits (N, num_classes): g_s, then the tail."""
         return self.session.run(None, {self._input: np.asarray(y_hat, dtype=np.float32)})[0]
 
-    def decode(self, packets: Sequence[bytes]) -> np.ndarray:
-        """Packets of one latent shape -> logits (N, num_classes).
+    def decode(self, packets: Sequence[bytes | bitstream.Packet]) -> np.ndarray:
+        """Packets (bytes, or packets unpacked already) of one latent shape -> logits
+        (N, num_classes).
 
         Raises:
             bitstream.BitstreamError: the first packet that does not fit or does not decode.
+            ValueError: packets of several latent shapes.
         """
-        y_hat = self.decode_each([self.parse(p) for p in packets])
-        for y in y_hat:
-            if isinstance(y, bitstream.BitstreamError):
-                raise y
-        return self.classify(np.stack(y_hat))
+        return self.classify(np.stack(self.decode_batch(packets)))  # y_hat (N, C, h, w)
 
 
 def load_onnx_server_model(folder: str | Path, threads: int | None = None) -> LoadedModel:
