@@ -84,6 +84,7 @@ def test_sandboxed_and_in_process_coders_decode_alike(default_model) -> None:
 def test_a_server_without_whole_teachers_says_why_it_refuses_images(default_model) -> None:
     from frankensplit.runtime.server.routing import UnknownBackboneError, choose_teacher
 
-    packets_only = dataclasses.replace(served_model(default_model), teacher_model=None)
+    packets_only = dataclasses.replace(served_model(default_model), teacher_model=None,
+                                       data_config=None)
     with pytest.raises(UnknownBackboneError, match="packets only"):
         choose_teacher([packets_only])
