@@ -22,7 +22,7 @@ from frankensplit import bitstream
 from frankensplit.blueprints import BLUEPRINTS
 from frankensplit.cli import main as cli_main
 from frankensplit.models.architecture import Architecture
-from frankensplit.runtime.edge.bundle import OnnxServerManifest, read_manifest
+from frankensplit.runtime.edge.bundle import OnnxServerManifest, Preprocess, read_manifest
 from frankensplit.runtime.edge.export import export_server_onnx
 from frankensplit.runtime.server import ServerConfig, create_app, run_in_thread
 from frankensplit.runtime.server.loading import served_model
@@ -168,6 +168,17 @@ def test_every_rate_of_a_variable_rate_model_decodes_as_in_torch(tmp_path) -> No
     wrong = bitstream.unpack(packets[0])
     with pytest.raises(bitstream.CorruptError, match="needs a rate index in 0..1"):
         part.check(bitstream.Packet(wrong.model_id, wrong.shape, wrong.payload, 5))
+
+
+def test_server_half_records_the_models_own_preprocessing(tmp_path) -> None:
+    """A model with its own input size (encoder reuse's case): the ONNX manifest describes the
+    model's preprocessing, as the edge bundle does, not the teacher's own."""
+    arch = Architecture("tf_efficientnet_lite0", input_size=192, crop_pct=0.9)
+    model = arch.build("fs-test-own-input", teacher_weights=None).eval()
+    model.update(force=True)
+    manifest = export_server_onnx(model, tmp_path)
+    assert (manifest.preprocess.crop, model.teacher.data_config["input_size"][-1]) == (192, 224)
+    assert manifest.preprocess == Preprocess.from_data_config(model.data_config)
 
 
 @pytest.mark.parametrize("family", BLUEPRINTS.names())
