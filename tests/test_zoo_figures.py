@@ -193,3 +193,34 @@ def test_the_index_command_loads_and_starts_from_the_recorded_parents(entry):
             "version git:<commit>:<path> in the command")
     if unavailable:
         pytest.skip(f"cannot read {', '.join(unavailable)}")
+
+
+TRAINED = [MODELS.get(m) for m in MODELS.names() if MODELS.get(m).trained]
+
+
+@pytest.mark.parametrize("entry", TRAINED, ids=lambda e: e.model_id)
+def test_train_steps_total_counts_the_lineage(entry):
+    """``train_steps_total`` is the steps in the shipped weights over the model's whole lineage:
+    this run's steps up to the shipped checkpoint (``train_steps_to_checkpoint`` where that came
+    before the run's end, else ``train_steps_this_run``) plus what its parents had. Where the
+    ``init_codec`` parent is a version the index still holds (same sha256), the total is that
+    parent's total plus this run's steps; a reuse decoder (``init_g_s``) adds its own earlier
+    training on top. A parent the zoo has replaced since is not checked here (docs/training.md)."""
+    metrics = entry.metrics
+    total, run = metrics.get("train_steps_total"), metrics.get("train_steps_this_run")
+    here = metrics.get("train_steps_to_checkpoint", run)
+    assert all(type(v) is int for v in (total, run, here)), (
+        f"{entry.model_id}: train_steps_total {total!r}, train_steps_this_run {run!r}, "
+        f"train_steps_to_checkpoint {here!r}: integers expected")
+    assert 0 < here <= run and here <= total, (
+        f"{entry.model_id}: {total} steps in all, {run} this run, {here} of them in the weights")
+    parent = next((p for p in TRAINED if p.sha256 == entry.parent_sha256.get("init_codec")), None)
+    if parent is None:
+        return
+    expected = parent.metrics["train_steps_total"] + here
+    if "init_g_s" in entry.parent_sha256:
+        assert total >= expected, f"{entry.model_id}: {total} < {parent.model_id}'s + {here}"
+    else:
+        assert total == expected, (
+            f"{entry.model_id}: {total} steps, {parent.model_id} had "
+            f"{parent.metrics['train_steps_total']} and this run {here}")

@@ -55,7 +55,13 @@ class ModelEntry:
         parent_sha256: sha256 of each file that command starts from, by config key
             (``init_codec``, ``init_g_s``): the bytes of the file or git blob it names.
         description: one line for ``frankensplit models``.
-        metrics: measured figures recorded at training time (informational).
+        metrics: measured figures recorded at training time (informational). Training steps
+            (optimizer steps of the batch its config states): ``train_steps_this_run``, the
+            length of the run that ``config`` names; ``train_steps_to_checkpoint``, present
+            only where the shipped (best-validation) checkpoint came before that run's end: the
+            run's steps in the weights; ``train_steps_total``, the steps in the shipped weights
+            over every generation of its lineage (parents' steps included, each counted once;
+            ``docs/training.md``, "The shipped zoo").
     """
 
     model_id: str
