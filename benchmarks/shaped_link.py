@@ -1,7 +1,7 @@
 """Measured end-to-end latency through a shaped link, against `frankensplit simulate`'s model.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/shaped_link.py --profile results/profile.json \\
-        [--eval results/eval/results.json] [--rates 0.25,1,5] [--rtt-ms 40] [--requests 6]
+        [--eval results/eval/results.json|shipped] [--rates 0.25,1,5] [--rtt-ms 40] [--requests 6]
 
 What runs, all real and on loopback:
 
@@ -107,8 +107,9 @@ def qualities(args: argparse.Namespace, model_id: str) -> dict[str, float]:
         from frankensplit.eval.records import read_results
         from frankensplit.sim.matching import match_model
 
-        scenario = match_model(read_results(args.eval), args.eval_model or model_id,
-                               args.codecs.split(","))
+        results = read_results(args.eval)  # "shipped": the package's dev-set results
+        print(f"codec qualities matched on {results['origin']}")
+        scenario = match_model(results, args.eval_model or model_id, args.codecs.split(","))
         for name, m in scenario.codecs.items():
             if m.quality is None:
                 raise ValueError(f"{name}: no quality at the model's top-1 ({m.status})")
@@ -175,8 +176,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="zoo model id (default: the default model)")
     parser.add_argument("--profile", required=True, help="device profile (frankensplit profile)")
-    parser.add_argument("--eval", default=None, help="eval results.json: codec quality at the "
-                        "model's top-1")
+    parser.add_argument("--eval", default=None, help="eval results.json, or 'shipped' (the "
+                        "package's dev-set results): codec quality at the model's top-1")
     parser.add_argument("--eval-model", default=None,
                         help="FrankenSplit id in the eval result whose top-1 the codecs are "
                              "matched to (default: --model)")

@@ -235,6 +235,110 @@ def test_default_model_is_the_profiled_one(tmp_path: Path) -> None:
     assert result["costs"][1]["bytes_from"] == "jpeg q50 (8,000 B, 78.00%), measured"
 
 
+def _shipped_fs_row() -> tuple[dict, dict]:
+    """The shipped results file and its row of the profiled model (the zoo's fs-lite0-l4)."""
+    from frankensplit.eval.shipped import load_results
+
+    doc = load_results()
+    (row,) = [r for r in doc["rows"] if r["setting"] == "fs-lite0-l4"]
+    return doc, row
+
+
+def test_shipped_results_read_as_eval_rows() -> None:
+    """`read_results("shipped")` is the shipped file (read by its own reader) as eval rows: a
+    teacher row, codec qualities as numbers, none for split models; its origin names the commit
+    and the data set."""
+    from frankensplit.eval.records import read_results
+    from frankensplit.eval.schema import SCHEMA
+
+    doc, fs = _shipped_fs_row()
+    results = read_results("shipped")
+    rows = results["rows"]
+    assert all(list(r) == list(SCHEMA) for r in rows)
+    assert len(rows) == len(doc["rows"]) + len(doc["teachers"])
+    (teacher,) = [r for r in rows if r["method"] == "teacher"]
+    assert teacher["bytes"] is None and teacher["top1"] == doc["teachers"][fs["teacher"]]["top1"]
+    (mine,) = [r for r in rows if r["setting"] == "fs-lite0-l4"]
+    assert (mine["bytes"], mine["top1"], mine["quality"]) == \
+        (fs["bytes_per_image"], fs["top1"], None)
+    assert mine["images"] == doc["data"]["images"] and mine["teacher_top1"] == teacher["top1"]
+    codecs = [r for r in rows if r["method"] == "jpeg"]
+    assert codecs and all(r["quality"] == float(r["setting"]) for r in codecs)
+    assert results["origin"].startswith("frankensplit/zoo/results_dev.json (shipped")
+    assert doc["commit"][:12] in results["origin"] and doc["data"]["name"] in results["origin"]
+
+
+@pytest.mark.parametrize("given", ["shipped", "file"])
+def test_simulate_on_shipped_results(given: str, tmp_path: Path, capsys) -> None:
+    """`simulate --eval shipped` (or the file's path) prices the profiled model's measured bytes
+    from the shipped file and says which results it used."""
+    from frankensplit.eval.shipped import RESULTS_FILE
+
+    doc, fs = _shipped_fs_row()
+    profile = {**_synthetic_profile("fs-lite0-l4"), "teacher": fs["teacher"]}
+    (tmp_path / "p.json").write_text(json.dumps(profile))
+    out = tmp_path / "sim"
+    assert main(["simulate", "--profile", str(tmp_path / "p.json"), "--eval",
+                 "shipped" if given == "shipped" else str(RESULTS_FILE), "--match", "model",
+                 "--teachers", "none", "--no-plot", "--links", "3g", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    (line,) = [x for x in printed.splitlines() if x.startswith("- eval: ")]
+    assert "frankensplit/zoo/results_dev.json" in line and doc["commit"][:12] in line
+    assert doc["data"]["name"] in line
+    data = json.loads((out / "latency.json").read_text())
+    assert data["meta"]["eval"] == line.removeprefix("- eval: ")
+    (result,) = data["scenarios"]
+    mine, jpeg = result["costs"][:2]
+    assert (mine["setting"], mine["payload_bytes"], mine["top1"]) == \
+        ("fs-lite0-l4", fs["bytes_per_image"], fs["top1"])
+    assert mine["bytes_from"].endswith(", measured")
+    assert jpeg["method"] == "jpeg" and jpeg["top1"] == fs["top1"]  # matched to its top-1
+
+
+def _drop_field(doc: dict) -> None:
+    del doc["rows"][3]["bytes_per_image"]
+
+
+def _text_bytes(doc: dict) -> None:
+    doc["rows"][3]["bytes_per_image"] = "4 KB"
+
+
+def _no_commit(doc: dict) -> None:
+    del doc["commit"]
+
+
+def _eval_row_lacking(doc: dict) -> None:
+    """An evaluation's layout (``meta``) whose row lacks what matching reads."""
+    doc.clear()
+    doc.update({"version": 1, "meta": {}, "rows": [{"teacher": "t", "method": "jpeg"}]})
+
+
+@pytest.mark.parametrize(("spoil", "words"), [
+    (_drop_field, ["rows[3]", "expected", "bytes_per_image"]),
+    (_text_bytes, ["rows[3].bytes_per_image", "'4 KB'", "expected a number"]),
+    (_no_commit, ["missing fields ['commit']"]),
+    (_eval_row_lacking, ["rows[0] lacks", "'bytes'"]),
+    (None, ["is not JSON"]),
+])
+def test_malformed_shipped_results_are_refused(spoil, words, tmp_path: Path, capsys) -> None:
+    """A damaged results file: one error line naming the file and what is wrong."""
+    from frankensplit.eval.shipped import RESULTS_FILE
+
+    doc = json.loads(RESULTS_FILE.read_text())
+    path = tmp_path / "results_dev.json"
+    if spoil is None:
+        path.write_text(RESULTS_FILE.read_text()[:500])  # cut off mid-write
+    else:
+        spoil(doc)
+        path.write_text(json.dumps(doc))
+    (tmp_path / "p.json").write_text(json.dumps(_synthetic_profile("fs-lite0-l4")))
+    assert main(["simulate", "--profile", str(tmp_path / "p.json"), "--eval", str(path),
+                 "--no-plot", "--out", str(tmp_path / "sim")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"frankensplit simulate: error: {path}")
+    assert all(w in line for w in words), line
+
+
 def test_rows_name_their_bytes_and_compute_models() -> None:
     """--model fs-lite0-l1 with a profile of fs-lite0-l4: the row says both, never one for both."""
     from frankensplit.sim.simulate import costs

@@ -1,13 +1,15 @@
 """``frankensplit simulate``: end-to-end latency of FrankenSplit vs codec offloading vs local
 execution, per link and device speed.
 
-    frankensplit simulate --profile profile.json --eval results/eval/results.json \\
+    frankensplit simulate --profile profile.json --eval results/eval/results.json|shipped \\
         [--links ble,3g,4g,5g,wifi] [--link lab:2:40] [--match model,within:1] \\
         [--slowdown 1] [--slowdowns 1,3,10,30] [--teachers all|none|NAME,...] [--out DIR]
 
 Compute times come from a device profile (``frankensplit profile``), bytes per request at matched
-top-1 from a ``frankensplit eval`` result (or ``--bytes``), link time from the model of
-:mod:`frankensplit.sim.latency`. FrankenSplit's bytes are the profiled model's unless ``--model``
+top-1 from a ``frankensplit eval`` result, or from the dev-set results the package ships
+(``--eval shipped``: ``frankensplit/zoo/results_dev.json``, no evaluation needed), or
+``--bytes``; the output names the results used (file, data set, commit). Link time from the model
+of :mod:`frankensplit.sim.latency`. FrankenSplit's bytes are the profiled model's unless ``--model``
 names another; every row says whose bytes and whose compute it uses. The profile's what-if
 teachers are priced with the profiled model's bytes, labelled as a what-if. Writes latency.md,
 latency.csv, latency.json, a latency-vs-bandwidth plot per result and a device-speed plot per
@@ -22,6 +24,7 @@ import sys
 from pathlib import Path
 
 from frankensplit.cli import non_negative_float
+from frankensplit.eval.records import SHIPPED
 
 __all__ = ["HELP", "configure", "parse_slowdowns", "run"]
 
@@ -33,9 +36,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from frankensplit.sim.latency import HTTP_REQUEST_HEAD_BYTES, HTTP_RESPONSE_BYTES
 
     parser.add_argument("--profile", default="profile.json", help="device profile JSON")
-    parser.add_argument("--eval", default=None, metavar="RESULTS_JSON",
-                        help="`frankensplit eval` results.json (or its folder): bytes at matched "
-                             "top-1")
+    parser.add_argument("--eval", default=None, metavar="RESULTS_JSON|shipped",
+                        help="bytes at matched top-1 from a `frankensplit eval` results.json (or "
+                             "its folder), a shipped results file, or 'shipped': the dev-set "
+                             "figures the package ships (frankensplit/zoo/results_dev.json: "
+                             "no evaluation needed; bytes to 10)")
     parser.add_argument("--model", default=None,
                         help="FrankenSplit model id in the eval result whose bytes to price "
                              "(default: the profiled model)")
@@ -122,22 +127,25 @@ def _check_files(args: argparse.Namespace) -> None:
     if not Path(args.profile).is_file():
         raise ValueError(f"device profile {args.profile} not found: run `frankensplit profile` "
                          "first (it writes profile.json), or pass --profile PATH")
-    if args.eval:
+    if args.eval and args.eval != SHIPPED:
         given = Path(args.eval)
         if not (given / "results.json" if given.is_dir() else given).is_file():
             raise ValueError(f"no eval results at --eval {args.eval}: run `frankensplit eval "
-                             "--out DIR` first and pass DIR (or DIR/results.json)")
+                             "--out DIR` first and pass DIR (or DIR/results.json), or take the "
+                             f"shipped dev-set results with --eval {SHIPPED}")
 
 
-def _scenarios(args: argparse.Namespace, profile: dict) -> list:
+def _scenarios(args: argparse.Namespace, profile: dict) -> tuple[list, str]:
+    """The scenarios to price, and where their bytes come from (the results' origin)."""
     from frankensplit.eval.records import read_results
     from frankensplit.sim import matching
 
     codecs = [c.strip() for c in args.codecs.split(",") if c.strip()] if args.codecs else None
     model_id = args.model or profile["model_id"]  # the profiled model's bytes by default
-    scenarios = []
+    scenarios, origin = [], "-"
     if args.eval:
         results = read_results(args.eval)
+        origin = results["origin"]
         for mode, points in matching.parse_match(args.match):
             if mode == "model":
                 scenarios.append(matching.match_model(results, model_id, codecs))
@@ -149,8 +157,9 @@ def _scenarios(args: argparse.Namespace, profile: dict) -> list:
             sizes, profile["frankensplit"]["packet_bytes"], profile["model_id"],
             profile["teacher"]))
     if not scenarios:
-        raise ValueError("nothing to compare: give --eval RESULTS_JSON and/or --bytes")
-    return scenarios
+        raise ValueError("nothing to compare: give --eval RESULTS_JSON (or --eval shipped) "
+                         "and/or --bytes")
+    return scenarios, origin
 
 
 def run(args: argparse.Namespace) -> int:
@@ -171,7 +180,8 @@ def run(args: argparse.Namespace) -> int:
                 header_bytes=0.0 if args.no_tcp_headers else Wire.header_bytes)
     slowdowns = parse_slowdowns(args.slowdowns)
     results, skipped = [], []
-    for scenario in _scenarios(args, profile):
+    scenarios, origin = _scenarios(args, profile)
+    for scenario in scenarios:
         if scenario.frankensplit.bytes is None:
             skipped.append(f"{scenario.title}: skipped, FrankenSplit's measured curve does not "
                            f"reach it ({scenario.frankensplit.status})")
@@ -184,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
     meta = {
         "profile": f"{args.profile} ({profile['model_id']}, {profile['machine']['cpu']}, "
                    f"{profile['machine']['logical_cores']} cores, created {profile['created']})",
-        "eval": args.eval or "-", "edge back end": edge, "compute clock": args.clock,
+        "eval": origin, "edge back end": edge, "compute clock": args.clock,
         "server torch threads": profile["server_threads"],
         "device": f"{args.slowdown:g}x slower than the profiled machine (edge times x "
                   f"{args.slowdown:g}, server times unchanged)",
