@@ -28,17 +28,35 @@ def ship(tmp_path, monkeypatch):
     return module
 
 
-def _run_dir(root: Path, model, lmbda: float) -> Path:
-    """A training run folder as ``frankensplit train`` leaves it (weights, summary, config)."""
+def _run_dir(root: Path, model, lmbda: float, best_epoch: int = 2, last=None) -> Path:
+    """A training run folder as ``frankensplit train`` leaves it (weights, summary, config): two
+    epochs of 250 steps of batch 16, validated after each; ``best.safetensors`` is ``model``, from
+    ``best_epoch``, and ``last.safetensors`` (where given) ``last``."""
     run = root / "run" / f"lmbda-{lmbda:g}"
     run.mkdir(parents=True)
     save_codec(model, run / "best.safetensors", {"lmbda": str(lmbda)})
+    if last is not None:
+        save_codec(last, run / "last.safetensors", {"lmbda": str(lmbda)})
+    val = {e: {"top1": 50.0 if e == best_epoch else 45.0, "teacher_top1": 80.0,
+               "bpp_estimated": 1.25 if e == best_epoch else 1.5} for e in (1, 2)}
     (run / "summary.json").write_text(json.dumps({
-        "best": {"top1": 50.0, "teacher_top1": 80.0, "bpp_estimated": 1.25},
-        "history": [{"stage": "rate", "images": 4000}, {"stage": "rate", "images": 4000}]}))
+        "best": {"score": 50.0, "stage": "rate", "epoch": best_epoch, **val[best_epoch]},
+        "history": [{"stage": "rate", "epoch": e, "images": 4000, "val": val[e]} for e in (1, 2)]}))
     (root / "run" / "config.json").write_text(json.dumps({"stages": [{"name": "rate",
                                                                       "batch_size": 16}]}))
     return run
+
+
+def _index(zoo: Path, *model_ids: str) -> None:
+    """``zoo / "index.json"`` holding the shipped index's entries of ``model_ids``."""
+    shipped = json.loads((REPO / "frankensplit/zoo/index.json").read_text())["models"]
+    (zoo / "index.json").write_text(json.dumps(
+        {"models": [m for m in shipped if m["model_id"] in model_ids]}))
+
+
+def _metrics(zoo: Path, model_id: str) -> dict:
+    models = json.loads((zoo / "index.json").read_text())["models"]
+    return next(m for m in models if m["model_id"] == model_id)["metrics"]
 
 
 def _es(model_id: str):
@@ -57,7 +75,8 @@ def test_split_model_entry_rebuilds_the_trained_architecture(ship, tmp_path, mon
     assert dest == tmp_path / "zoo" / "es-lite0-l9.safetensors"
     (raw,) = json.loads((tmp_path / "zoo" / "index.json").read_text())["models"]
     assert raw["metrics"] == {"val_top1_256": 50.0, "val_teacher_top1_256": 80.0,
-                              "val_bpp_estimated": 1.25, "train_steps_this_run": 500}
+                              "val_bpp_estimated": 1.25, "train_steps_this_run": 500,
+                              "train_steps_total": 500}  # from scratch, the run's last epoch
     assert raw["parent_sha256"] == {}  # es_lite0_cpu.yaml starts from nothing
     entry = ModelEntry.from_dict(raw)
     arch = entry.architecture
@@ -74,12 +93,67 @@ def test_split_model_entry_rebuilds_the_trained_architecture(ship, tmp_path, mon
 
 
 def test_the_entry_records_the_sha256_of_the_parent_its_command_starts_from(ship, tmp_path):
+    """... and the steps in the new weights: that parent's total (its index entry) + this run's."""
     base = MODELS.get("es-lite0-l0.25")  # what configs/es_lite0_cpu_rates.yaml starts from
+    _index(tmp_path / "zoo", base.model_id)
     run = _run_dir(tmp_path, _es("es-lite0-l9"), 9.0)
     ship.ship(run / "best.safetensors", "configs/es_lite0_cpu_rates.yaml --set lmbda=[9]", None)
-    (raw,) = json.loads((tmp_path / "zoo" / "index.json").read_text())["models"]
+    (_, raw) = json.loads((tmp_path / "zoo" / "index.json").read_text())["models"]
     assert raw["parent_sha256"] == {"init_codec": base.sha256}
     assert ModelEntry.from_dict(raw).parent_sha256 == {"init_codec": base.sha256}
+    assert raw["metrics"]["train_steps_this_run"] == 500
+    assert raw["metrics"]["train_steps_total"] == base.metrics["train_steps_total"] + 500
+
+
+def test_a_checkpoint_before_the_end_counts_the_steps_up_to_it(ship, tmp_path):
+    """The best checkpoint of epoch 1 of 2 holds 250 of the run's 500 steps; the run's last
+    weights (``last.safetensors``) all 500."""
+    last = _es("es-lite0-l9")
+    with torch.no_grad():
+        next(last.g_s.parameters()).add_(1.0)
+    run = _run_dir(tmp_path, _es("es-lite0-l9"), 9.0, best_epoch=1, last=last)
+    ship.ship(run / "best.safetensors", "configs/es_lite0_cpu.yaml", None)
+    metrics = _metrics(tmp_path / "zoo", "es-lite0-l9")
+    assert metrics == {"val_top1_256": 50.0, "val_teacher_top1_256": 80.0,
+                       "val_bpp_estimated": 1.25, "train_steps_this_run": 500,
+                       "train_steps_to_checkpoint": 250, "train_steps_total": 250}
+    ship.ship(run / "last.safetensors", "configs/es_lite0_cpu.yaml", None)
+    metrics = _metrics(tmp_path / "zoo", "es-lite0-l9")
+    assert "train_steps_to_checkpoint" not in metrics
+    assert (metrics["train_steps_this_run"], metrics["train_steps_total"]) == (500, 500)
+
+
+def test_a_parent_the_index_does_not_hold_needs_its_steps_from_the_caller(ship, tmp_path):
+    """An init_codec parent of no index entry (an older version): refused before anything is
+    copied unless ``--parent-steps`` gives its total; one the index holds must agree with it."""
+    zoo, command = tmp_path / "zoo", "configs/es_lite0_cpu_rates.yaml --set lmbda=[9]"
+    run = _run_dir(tmp_path, _es("es-lite0-l9"), 9.0)
+    with pytest.raises(SystemExit, match="no entry of the zoo index .*--parent-steps"):
+        ship.ship(run / "best.safetensors", command, None)
+    assert list(zoo.iterdir()) == []
+    assert ship.main([str(run / "best.safetensors"), "--config", command,
+                      "--parent-steps", "1234"]) == 0
+    assert _metrics(zoo, "es-lite0-l9")["train_steps_total"] == 1234 + 500
+    _index(zoo, "es-lite0-l0.25")
+    with pytest.raises(SystemExit, match="--parent-steps 1234: the zoo index records"):
+        ship.ship(run / "best.safetensors", command, None, parent_steps=1234)
+    with pytest.raises(SystemExit, match="no init_codec parent"):
+        ship.ship(run / "best.safetensors", "configs/es_lite0_cpu.yaml", None, parent_steps=1)
+
+
+def test_an_init_g_s_decoder_adds_the_steps_the_caller_gives(ship, tmp_path):
+    """A reuse refit (``init_g_s``): the source encoder's total + the decoder's own training
+    (``--g-s-steps``, required) + this run."""
+    source = MODELS.get("fs-lite0-l4")  # configs/reuse_refit_cpu.yaml's init_codec
+    _index(tmp_path / "zoo", source.model_id)
+    command = ("configs/reuse_refit_cpu.yaml "
+               "--set init_g_s=frankensplit/zoo/fs-lite0-l4.lite1.safetensors")
+    run = _run_dir(tmp_path, _es("es-lite0-l9"), 9.0)
+    with pytest.raises(SystemExit, match="--g-s-steps"):
+        ship.ship(run / "best.safetensors", command, None)
+    ship.ship(run / "best.safetensors", command, None, g_s_steps=1750)
+    assert _metrics(tmp_path / "zoo", "es-lite0-l9")["train_steps_total"] == (
+        source.metrics["train_steps_total"] + 1750 + 500)
 
 
 def test_shipping_over_a_parent_named_by_its_plain_path_is_refused(ship, tmp_path):

@@ -6,8 +6,18 @@ from the file's metadata, so the entry rebuilds exactly what was trained), lambd
 command that produced it with the sha256 of each file it starts from (``parent_sha256``: hashed
 before the copy, since a parent may be the very file being replaced), and the training run's
 validation figures. Shipping over a file that an entry's command names by its plain path as a
-parent is refused: that command would start from other weights; name it ``git:<commit>:<path>``. A Balle 2018 image codec goes
-to ``frankensplit/zoo/bmshj2018/`` (the default source of the ``bmshj2018-factorized`` codec).
+parent is refused: that command would start from other weights; name it ``git:<commit>:<path>``.
+A Balle 2018 image codec goes to ``frankensplit/zoo/bmshj2018/`` (the default source of the
+``bmshj2018-factorized`` codec).
+
+Training steps (``metrics``, see `frankensplit.models.zoo_index.ModelEntry`) come from the run
+folder's ``summary.json``: ``train_steps_this_run`` from its history (each epoch's images over its
+stage's batch size), ``train_steps_to_checkpoint`` where the shipped file is a best checkpoint
+from before the run's end (``best``'s stage and epoch), and ``train_steps_total``, which adds the
+parents' steps: 0 from scratch, the ``train_steps_total`` of the index entry whose sha256 is the
+``init_codec`` parent's, or ``--parent-steps N`` for a parent the index no longer holds (an older
+version; required then), plus ``--g-s-steps N`` (required) for an ``init_g_s`` decoder's own
+training.
 
 With ``--results`` (the ``results.json`` of ``frankensplit eval`` / ``benchmarks/results.py``), the
 entry also records the model's dev-set figures, and its description quotes them. Rerunning replaces
@@ -16,7 +26,8 @@ every shipped model to the fixture figures recorded for its weights. Not a libra
 maintainer's tool.
 
     python tools/ship_model.py runs/es_lite0_cpu/lmbda-0.25/best.safetensors \\
-        --config "configs/es_lite0_cpu.yaml" [--results results/readme_eval/results.json]
+        --config "configs/es_lite0_cpu.yaml" [--results results/readme_eval/results.json] \\
+        [--parent-steps N] [--g-s-steps N]
 """
 
 from __future__ import annotations
@@ -34,23 +45,99 @@ REPO = Path(__file__).resolve().parents[1]
 ZOO = REPO / "frankensplit" / "zoo"
 
 
-def _train_metrics(run_dir: Path) -> dict[str, Any]:
-    """Validation figures of the best checkpoint and the steps of the run (summary.json, and the
-    stages' batch sizes from the run folder's config.json)."""
+def _summary(run_dir: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """The run's ``summary.json`` and each stage's batch size (from the summary's config, or
+    for older runs the run folder's ``config.json``)."""
     path = run_dir / "summary.json"
     if not path.is_file():
-        return {}
+        raise SystemExit(f"{run_dir} has no summary.json: cannot count the steps in its "
+                         "weights (ship a best or last.safetensors of a frankensplit train run)")
     summary = json.loads(path.read_text())
-    best = summary.get("best", {})
     config = run_dir.parent / "config.json"
-    batch = ({s["name"]: s["batch_size"] for s in json.loads(config.read_text())["stages"]}
-             if config.is_file() else {})
+    stages = (summary.get("config") or {}).get("stages") or (
+        json.loads(config.read_text())["stages"] if config.is_file() else [])
+    batch: dict[str, int] = {}
+    for stage in stages:
+        if batch.setdefault(stage["name"], stage["batch_size"]) != stage["batch_size"]:
+            raise SystemExit(f"{run_dir}: two stages named {stage['name']!r} with different "
+                             "batch sizes: cannot tell their steps apart")
+    return summary, batch
+
+
+def _run_steps(src: Path, summary: dict[str, Any], batch: dict[str, int]) -> tuple[int, int]:
+    """(steps of the whole run, steps in ``src``): the second is smaller where ``src`` is the
+    best-validation checkpoint of an epoch before the run's end (``best``'s stage and epoch)."""
+    from frankensplit.files import file_sha256
+
+    history = summary.get("history") or []
+    missing = {h["stage"] for h in history} - batch.keys()
+    if not history or missing:
+        raise SystemExit(f"{src.parent}: no history in summary.json or no batch size for stages "
+                         f"{sorted(missing)}: cannot count the run's steps")
+    steps = [h["images"] // batch[h["stage"]] for h in history]  # one record per epoch
+    last, best = src.parent / "last.safetensors", summary.get("best", {})
+    digest = file_sha256(src)
+    if (last.is_file() and file_sha256(last) == digest) or "stage" not in best:
+        return sum(steps), sum(steps)  # the last weights (no validation picked a checkpoint)
+    best_file = src.parent / "best.safetensors"
+    if not best_file.is_file() or file_sha256(best_file) != digest:
+        raise SystemExit(f"{src} is neither its run's best.safetensors nor last.safetensors: "
+                         "cannot tell which step its weights are from")
+    val = {k: v for k, v in best.items() if k not in ("score", "stage", "epoch")}
+    at = next((i for i, h in enumerate(history) if (h["stage"], h.get("epoch"), h.get("val"))
+               == (best["stage"], best["epoch"], val)), None)
+    if at is None:
+        raise SystemExit(f"{src.parent}: summary.json's best ({best['stage']} epoch "
+                         f"{best['epoch']}) is no epoch of its history")
+    return sum(steps), sum(steps[:at + 1])
+
+
+def _lineage_steps(parents: dict[str, str], index: dict[str, Any], parent_steps: int | None,
+                   g_s_steps: int | None) -> int:
+    """Steps in the weights a run starts from: 0 from scratch, else the ``init_codec`` parent's
+    ``train_steps_total`` (the index entry of the same sha256, or ``parent_steps`` for a version
+    the index no longer holds), plus ``g_s_steps`` for an ``init_g_s`` decoder."""
+    if "init_codec" not in parents and parent_steps is not None:
+        raise SystemExit("--parent-steps: this command has no init_codec parent (from scratch)")
+    if "init_g_s" not in parents and g_s_steps is not None:
+        raise SystemExit("--g-s-steps: this command has no init_g_s decoder")
+    total = 0
+    if "init_codec" in parents:
+        digest = parents["init_codec"]
+        recorded = next((m["metrics"]["train_steps_total"] for m in index["models"]
+                         if m.get("sha256") == digest
+                         and "train_steps_total" in m.get("metrics", {})), None)
+        if recorded is None and parent_steps is None:
+            raise SystemExit(f"the init_codec parent (sha256 {digest[:12]}...) is no entry of the "
+                             "zoo index (an older version?): pass --parent-steps N, the steps in "
+                             "its weights over its whole lineage (its train_steps_total)")
+        if None not in (recorded, parent_steps) and recorded != parent_steps:
+            raise SystemExit(f"--parent-steps {parent_steps}: the zoo index records "
+                             f"{recorded} for the init_codec parent (sha256 {digest[:12]}...)")
+        total = recorded if recorded is not None else parent_steps
+    if "init_g_s" in parents:
+        if g_s_steps is None:
+            raise SystemExit("the command starts its decoder from an init_g_s file: pass "
+                             "--g-s-steps N, the steps that trained that decoder beyond the "
+                             "init_codec parent's lineage (docs/training.md, the shipped zoo)")
+        total += g_s_steps
+    return total
+
+
+def _train_metrics(src: Path, parents: dict[str, str], index: dict[str, Any],
+                   parent_steps: int | None = None,
+                   g_s_steps: int | None = None) -> dict[str, Any]:
+    """Validation figures of the best checkpoint (summary.json) and the training steps:
+    ``train_steps_this_run``, ``train_steps_to_checkpoint`` (where ``src`` came before the
+    run's end) and ``train_steps_total`` (the parents' lineage included; see `_lineage_steps`)."""
+    summary, batch = _summary(src.parent)
+    run, here = _run_steps(src, summary, batch)
+    best = summary.get("best", {})
     n = int(best.get("images") or 256)  # validation images (older runs: the first 256 dev images)
     out = {f"val_top1_{n}": best.get("top1"), f"val_teacher_top1_{n}": best.get("teacher_top1"),
-           "val_bpp_estimated": best.get("bpp_estimated")}
-    if batch:
-        out["train_steps_this_run"] = sum(h["images"] // batch[h["stage"]]
-                                          for h in summary.get("history", []))
+           "val_bpp_estimated": best.get("bpp_estimated"), "train_steps_this_run": run,
+           "train_steps_to_checkpoint": here if here < run else None,
+           "train_steps_total": _lineage_steps(parents, index, parent_steps, g_s_steps) + here}
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items() if v is not None}
 
 
@@ -97,8 +184,13 @@ def _parent_sha256(model_id: str, config: str, dest: Path, index: dict[str, Any]
             for key, source in command_parents(config, REPO).items()}
 
 
-def ship(src: Path, config: str, results: Path | None) -> Path:
-    """Copy ``src`` into the zoo and (split models) write its index entry; returns the new path."""
+def ship(src: Path, config: str, results: Path | None, parent_steps: int | None = None,
+         g_s_steps: int | None = None) -> Path:
+    """Copy ``src`` into the zoo and (split models) write its index entry; returns the new path.
+
+    ``parent_steps``: the init_codec parent's ``train_steps_total`` where the index has no entry
+    of its sha256; ``g_s_steps``: the steps that trained an ``init_g_s`` decoder (`_lineage_steps`).
+    """
     sys.path.insert(0, str(REPO))
     from frankensplit.files import file_sha256
     from frankensplit.models.architecture import Architecture
@@ -120,8 +212,8 @@ def ship(src: Path, config: str, results: Path | None) -> Path:
     index_path = ZOO / "index.json"
     index = json.loads(index_path.read_text()) if index_path.is_file() else {"models": []}
     parents = _parent_sha256(model_id, config, dest, index)
+    metrics = _train_metrics(src, parents, index, parent_steps, g_s_steps)  # before the copy
     shutil.copyfile(src, dest)
-    metrics = _train_metrics(src.parent)
     if results is not None:
         metrics.update(_dev_metrics(results, model_id))
     backbone = arch.teacher.removeprefix("tf_efficientnet_")
@@ -136,6 +228,13 @@ def ship(src: Path, config: str, results: Path | None) -> Path:
     return dest
 
 
+def _steps(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: a number of steps, >= 0")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("codec", type=Path, help="a codec file written by frankensplit train")
@@ -144,8 +243,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(run from the repository: its paths are relative to it)")
     p.add_argument("--results", type=Path, default=None,
                    help="results.json of an eval that includes this model (dev-set figures)")
+    p.add_argument("--parent-steps", type=_steps, default=None,
+                   help="train_steps_total of the init_codec parent, where it is no entry of the "
+                        "zoo index (an older version); an indexed parent's is read from the index")
+    p.add_argument("--g-s-steps", type=_steps, default=None,
+                   help="with an init_g_s decoder: the steps that trained it beyond the "
+                        "init_codec parent's lineage (added to train_steps_total)")
     args = p.parse_args(argv)
-    print(f"shipped {ship(args.codec, args.config, args.results)}")
+    dest = ship(args.codec, args.config, args.results, args.parent_steps, args.g_s_steps)
+    print(f"shipped {dest}")
     return 0
 
 
