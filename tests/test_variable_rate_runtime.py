@@ -184,3 +184,26 @@ def test_per_rate_figures_are_read_where_recorded_and_info_lists_the_rates(model
     assert figures[0] == figures[2] == {}
     assert (figures[1]["top1"], figures[1]["bytes_per_image"]) == (78.5, 4000.0)
     assert [(r["index"], r["lambda"]) for r in describe(model)["rates"]] == list(enumerate(RATES))
+
+
+def test_vr_edge_cost_benchmark_counts_the_gain_and_times_every_rate(
+        model, bundle, default_model, default_bundle, monkeypatch):
+    """A smoke run of ``benchmarks/vr_edge_cost.py``'s parts on this module's bundles."""
+    import importlib.util
+    import sys
+
+    monkeypatch.setattr(sys, "path", [*sys.path])  # the script puts benchmarks/ on it
+    spec = importlib.util.spec_from_file_location("vr_edge_cost",
+                                                  REPO / "benchmarks/vr_edge_cost.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    fixed, vr = bench.edge_macs(default_model), bench.edge_macs(model)
+    assert fixed["gain"] == 0 and vr["gain"] == 48 * 28 * 28  # one multiply per latent element
+    assert vr["total"] == vr["g_a"] + vr["gain"] and vr["g_a"] == fixed["g_a"] > 0
+    rates = bench.default_rates(len(RATES))
+    timed = bench.time_edge({"fixed": default_bundle.edge_dir, "vr": bundle.edge_dir}, rates,
+                            _images(1)[0], threads=1, runs=2, warmup=0)
+    assert list(timed) == ["fixed", "vr@0", "vr@1", "vr@2"]
+    assert all(v["g_a"] > 0 and v["entropy"] > 0 and v["total"] > 0 for v in timed.values())
+    sizes = [timed[f"vr@{r}"]["bytes"] for r in rates]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
