@@ -1,7 +1,8 @@
 """The one module that imports compressai (STYLE.md rule 5: third-party boundaries).
 
 Public compressai API only: ``CompressionModel`` (which resizes the CDF table buffers in
-``load_state_dict``, rebuilds them in ``update`` and sums ``aux_loss``), ``EntropyBottleneck``,
+``load_state_dict``, rebuilds them in ``update`` and sums ``aux_loss``),
+``update_registered_buffers`` (that resizing alone), ``EntropyBottleneck``,
 the Balle 2018 ``FactorizedPrior`` image codec, and the layers ``GDN`` and ``ResidualBlock``.
 
 For CompressAI's published pretrained image codecs (:mod:`frankensplit.codecs.compressai_zoo`):
@@ -27,6 +28,7 @@ with warnings.catch_warnings():
     from compressai.entropy_models import EntropyBottleneck
     from compressai.layers import GDN, ResidualBlock
     from compressai.models import CompressionModel, FactorizedPrior
+    from compressai.models.utils import update_registered_buffers
     from compressai.ops import compute_padding
     from compressai.zoo import image as _zoo_image
     from compressai.zoo import load_state_dict as load_pretrained_state_dict
@@ -49,4 +51,5 @@ __all__ = [
     "ResidualBlock",
     "compute_padding",
     "load_pretrained_state_dict",
+    "update_registered_buffers",
 ]

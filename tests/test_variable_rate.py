@@ -127,6 +127,20 @@ def test_the_codec_file_rebuilds_every_rate(model, tmp_path) -> None:
         assert loaded.edge.encode(x, rate=rate) == model.edge.encode(x, rate=rate)
 
 
+def test_an_entropy_model_of_eleven_rates_loads_its_own_state() -> None:
+    """Index 10 and up: compressai's key renaming matched ``bottlenecks.1`` to
+    ``bottlenecks.10.*`` and failed; every rate's tables must come back exactly."""
+    source = GainedFactorizedPrior(4, rates=12)
+    with torch.no_grad():
+        for i, bottleneck in enumerate(source.bottlenecks):
+            bottleneck.quantiles.add_(i)
+    source.update(force=True)
+    loaded = GainedFactorizedPrior(4, rates=12)
+    loaded.load_state_dict(source.state_dict())
+    for a, b in zip(source.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert a[0] == b[0] and torch.equal(a[1], b[1])
+
+
 def test_a_rescaled_prior_is_the_density_of_the_scaled_latent() -> None:
     """p_gain(gain * v) has the cumulative of p(v): each rate's prior starts where its gain puts y."""
     prior = GainedFactorizedPrior(4, 2).bottlenecks[0]

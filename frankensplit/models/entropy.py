@@ -36,12 +36,14 @@ Training draws a rate per sample and weighs its bits by that rate's lambda (the 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from frankensplit._compressai import CompressionModel, EntropyBottleneck
+from frankensplit._compressai import CompressionModel, EntropyBottleneck, update_registered_buffers
 from frankensplit.coding import pad_payload
 from frankensplit.registry import Registry
 
@@ -170,6 +172,20 @@ class GainedFactorizedPrior(CompressionModel):
         self.log_gain = nn.Parameter(torch.zeros(rates, channels))  # gain = exp: always positive
         self.log_inverse_gain = nn.Parameter(torch.zeros(rates, channels))
         self.bottlenecks = nn.ModuleList(EntropyBottleneck(channels) for _ in range(rates))
+
+    def load_state_dict(self, state_dict: Mapping[str, Tensor], strict: bool = True,
+                        assign: bool = False) -> Any:
+        """Resize every rate's table buffers to the stored ones, then load with torch's own.
+
+        compressai's ``CompressionModel.load_state_dict`` also renames pre-1.2 bottleneck keys,
+        matching each bottleneck by a bare prefix: from 11 rates on, ``bottlenecks.1`` matches
+        ``bottlenecks.10.*`` and the renaming fails (IndexError). Files of this model never hold
+        those old names, so only the resizing is kept, with exact prefixes.
+        """
+        for i, bottleneck in enumerate(self.bottlenecks):
+            update_registered_buffers(bottleneck, f"bottlenecks.{i}",
+                                      ["_quantized_cdf", "_offset", "_cdf_length"], state_dict)
+        return nn.Module.load_state_dict(self, state_dict, strict=strict, assign=assign)
 
     def _rate_index(self, rate: int | Tensor, n: int) -> Tensor:
         """``rate`` as one index per item (N,), checked against the grid."""
