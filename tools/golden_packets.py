@@ -3,21 +3,30 @@
     HF_HUB_OFFLINE=1 .venv/bin/python tools/golden_packets.py [--write] [--threads N]
 
 For each entry of ``frankensplit/zoo/index.json`` with shipped weights, the edge path of
-``frankensplit encode`` runs in process (the zoo model, the teacher's eval transform, one image at
-a time through ``edge.encode``) on the first two photos that ship with installed packages
-(scikit-image's). The packets are stored under ``tests/golden/packets/<model>/<photo>.fsb`` and
-indexed (sha256, length) in ``tests/golden/packets.json``. ``--write`` rewrites both; without it the
-packets are compared (`compare`) and the tool exits 1 on a difference that float rounding cannot
-explain. ``tests/test_golden_packets.py`` runs the same comparison at 1 and 2 torch threads.
+``frankensplit encode`` runs in process (the zoo model, the model's eval transform, one image at a
+time through the edge's ``g_a`` and ``pack``, the calls the command makes) on the first two photos
+that ship with installed packages (scikit-image's). A fixed-rate model writes one packet per photo,
+stored as ``tests/golden/packets/<model>/<photo stem>.fsb`` and indexed (sha256, length) in
+``tests/golden/packets.json`` under the photo's name. A variable-rate model (``FrankenSplit.rates``)
+writes one packet per photo and rate: g_a runs once per photo and ``edge.pack`` codes its latent
+at every rate index r, which is what ``frankensplit encode --rate r`` writes (``edge.encode(x, r)``
+is the same two calls); the files are ``<photo stem>_r<r>.fsb``, the index keys
+``<photo>@r<r>`` (`packet_key`, `packet_file`). ``--write`` rewrites both; without it the packets
+are compared (`compare`) and the tool exits 1 on a difference that float rounding cannot explain,
+or on a recorded set of packets other than the model's photos and rates (`coverage`).
+``tests/test_golden_packets.py`` runs the same comparison at 1 and 2 torch threads.
 
 Why not byte equality: the encoder's floats depend on the thread count and the CPU's vector
-instructions (a sum in another order), so a latent value that sits on a rounding boundary
-(``y - median`` within float noise of a half-integer) may round either way. The Entropic Student
-encoder has one such value in 150,528 on these photos (-1.5000002 at 1 thread, -1.4999998 at 2).
-Such a packet is equally valid: decoding reads the stored integer CDF tables and returns exactly the
-symbols sent. `compare` therefore decodes both packets with the model's own tables and allows a
-difference only where the current encoder's value is at a rounding tie, off by exactly 1, and rare;
-anything else (wire format, header, CDF tables, preprocessing, weights) still fails.
+instructions (a sum in another order), so a latent value that sits on a rounding boundary may
+round either way. What is rounded is ``y - median`` for a fixed-rate model and
+``y * gain[r] - median[r]`` (that rate's gain and medians, `rounded`) for a variable-rate one.
+The Entropic Student encoder has one such value in 150,528 on these photos (-1.5000002 at 1
+thread, -1.4999998 at 2). Such a packet is equally valid: decoding reads the stored integer CDF
+tables and returns exactly the symbols sent. `compare` therefore decodes both packets with the
+model's own tables and allows a difference only where the current encoder's value is at a rounding
+tie, off by exactly one symbol (one quantisation step of the decoded latent: 1, or the rate's
+inverse gain), and rare; anything else (wire format, header and its rate, CDF tables, gains,
+preprocessing, weights) still fails.
 Regenerate only on purpose (a deliberate change of the wire format or of shipped weights) and say
 so in the commit. Not a library module: a maintainer's tool.
 """
@@ -40,11 +49,15 @@ if TYPE_CHECKING:
     from frankensplit.models.split import FrankenSplit
 
 REPO = Path(__file__).resolve().parents[1]
+#: The index; the packet files lie in ``packets/`` beside it (`packets_dir`). A module attribute,
+#: so a test can record into a folder of its own.
 GOLDEN = REPO / "tests" / "golden" / "packets.json"
-PACKETS = GOLDEN.parent / "packets"
 PHOTOS = 2
+#: Between a photo's name and a rate index in an index key: ``chelsea.png@r3``.
+RATE_MARK = "@r"
 #: A value this close to a half-integer (after centring on the median) is a rounding tie: float
-#: noise between thread counts and CPUs is about 1e-6 here (measured: at most 3.3e-6 on y).
+#: noise between thread counts and CPUs is about 1e-6 here (measured: at most 3.3e-6 on y; a
+#: variable-rate model's gain, at most 4.6 in training, scales it).
 TIE_TOLERANCE = 1e-4
 #: At most one tie flip per this many symbols (and at least one per model is allowed).
 SYMBOLS_PER_TIE = 100_000
@@ -52,6 +65,11 @@ SYMBOLS_PER_TIE = 100_000
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def packets_dir() -> Path:
+    """The folder of the packet files: ``packets/`` beside `GOLDEN`."""
+    return GOLDEN.parent / "packets"
 
 
 def shipped_models() -> list[str]:
@@ -78,20 +96,46 @@ def load(model_id: str) -> FrankenSplit:
     return create_model(model_id)
 
 
+def rate_indices(rates: Sequence[float] | None) -> list[int | None]:
+    """The rate indices a model codes at: ``[None]`` for one fixed rate (``rates`` None), else
+    ``0 .. len(rates) - 1``."""
+    return [None] if rates is None else list(range(len(rates)))
+
+
+def packet_key(photo: str, rate: int | None) -> str:
+    """The index key of one packet: the photo's name, and for a variable-rate model its rate
+    (``chelsea.png``, ``chelsea.png@r3``)."""
+    return photo if rate is None else f"{photo}{RATE_MARK}{rate}"
+
+
+def packet_keys(photo_names: Sequence[str], rates: Sequence[float] | None) -> list[str]:
+    """Every key a model with ``rates`` (None: fixed rate) records for the photos."""
+    return [packet_key(p, r) for p in photo_names for r in rate_indices(rates)]
+
+
+def packet_file(model_id: str, key: str) -> Path:
+    """The file of one packet: ``<model>/<photo stem>.fsb`` (``_r<rate>`` before ``.fsb`` for a
+    variable-rate model's)."""
+    photo, mark, rate = key.partition(RATE_MARK)
+    return packets_dir() / model_id / f"{Path(photo).stem}{f'_r{rate}' if mark else ''}.fsb"
+
+
 @dataclass(frozen=True)
 class Encoded:
-    """One photo's packet and the float latent ``y`` (C, h, w) it was coded from."""
+    """One packet and the float latent ``y`` (C, h, w) it was coded from (g_a's output, before a
+    variable-rate model's gain: one ``y`` for every rate of a photo)."""
 
     packet: bytes
     y: np.ndarray
 
 
 def encode(model: FrankenSplit, images: Sequence[Path]) -> dict[str, Encoded]:
-    """``{photo name: Encoded}``: what ``frankensplit encode --model M PHOTO`` writes per photo.
+    """``{packet key: Encoded}``: what ``frankensplit encode --model M [--rate R] PHOTO`` writes.
 
-    The same calls as the command (`frankensplit.commands.encode`): the teacher's eval transform,
-    one image per batch, ``model.edge.encode``; g_a runs a second time for ``y`` (same process,
-    same thread count: the same floats).
+    The same calls as the command (`frankensplit.commands.encode`): the model's eval transform,
+    one image per batch, ``model.edge.g_a`` once, then ``model.edge.pack`` at each rate (a
+    fixed-rate model: once, without a rate). ``edge.encode(x, rate)`` is these two calls, so the
+    bytes are also what the edge writes through it.
     """
     import torch
 
@@ -101,20 +145,50 @@ def encode(model: FrankenSplit, images: Sequence[Path]) -> dict[str, Encoded]:
     out = {}
     for path in images:
         x = transform(load_image(path)).unsqueeze(0)  # (1, 3, 224, 224)
-        (packet,) = model.edge.encode(x)
         with torch.no_grad():
-            y = model.g_a(x)[0].numpy()  # (C, h, w)
-        out[path.name] = Encoded(packet, y)
+            y = model.edge.g_a(x)  # (1, C, h, w)
+        for rate in rate_indices(model.rates):
+            (packet,) = model.edge.pack(y, rate)
+            out[packet_key(path.name, rate)] = Encoded(packet, y[0].numpy())
     return out
 
 
-def recorded_packet(model_id: str, photo: str) -> bytes:
-    """The golden packet of one model and photo, checked against the index's sha256."""
-    index = json.loads(GOLDEN.read_text())["packets"][model_id][photo]
-    data = (PACKETS / model_id / f"{Path(photo).stem}.fsb").read_bytes()
+def recorded_keys(model_id: str) -> list[str]:
+    """The keys the index holds for one model (empty: none recorded)."""
+    return sorted(json.loads(GOLDEN.read_text())["packets"].get(model_id, {}))
+
+
+def recorded_packet(model_id: str, key: str) -> bytes:
+    """The golden packet of one model and key (`packet_key`), checked against the index."""
+    index = json.loads(GOLDEN.read_text())["packets"][model_id][key]
+    path = packet_file(model_id, key)
+    data = path.read_bytes()
     if _sha256(data) != index["sha256"] or len(data) != index["bytes"]:
-        raise ValueError(f"{PACKETS / model_id} does not match {GOLDEN.name} for {photo}")
+        raise ValueError(f"{path} does not match {GOLDEN.name} for {key}")
     return data
+
+
+def rounded(model: FrankenSplit, y: np.ndarray, rate: int | None = None) -> np.ndarray:
+    """The values (C, h, w) the entropy coder rounds into symbols for latent ``y`` (C, h, w):
+    ``y - median`` (fixed rate), ``y * gain[rate] - median[rate]`` (variable rate), in float32
+    with the ops of ``compress`` (the gain's product first, then compressai's median subtraction).
+    """
+    import torch
+
+    t = torch.from_numpy(y)
+    if rate is None:
+        return (t - model.entropy.medians().view(-1, 1, 1)).numpy()
+    gain, _ = model.entropy.gains(rate)
+    return (t * gain.view(-1, 1, 1) - model.entropy.medians(rate).view(-1, 1, 1)).numpy()
+
+
+def _step(model: FrankenSplit, rate: int | None) -> np.ndarray:
+    """One symbol in the decoded latent, per channel (C, 1, 1): 1, or the rate's inverse gain."""
+    import numpy as np
+
+    if rate is None:
+        return np.ones((model.entropy.channels, 1, 1), dtype=np.float32)
+    return model.entropy.gains(rate)[1].numpy().reshape(-1, 1, 1)
 
 
 def symbol_flips(model: FrankenSplit, reference: bytes, packet: bytes,
@@ -122,10 +196,10 @@ def symbol_flips(model: FrankenSplit, reference: bytes, packet: bytes,
     """How many symbols of ``packet`` differ from ``reference`` (both for ``model``), and what
     differs beyond rounding ties.
 
-    Both packets must have the same header (model id, latent shape); their symbols, decoded
-    exactly with the model's stored tables, may differ only by 1, where the latent ``y``
-    (C, h, w) that ``packet`` was coded from is within `TIE_TOLERANCE` of a half-integer after
-    centring on the medians.
+    Both packets must have the same header (model id, latent shape, rate index); their symbols,
+    decoded exactly with the model's stored tables (at that rate), may differ only by one, where
+    the value rounded for the latent ``y`` (C, h, w) that ``packet`` was coded from (`rounded`,
+    at the header's rate) is within `TIE_TOLERANCE` of a half-integer.
     """
     import numpy as np
 
@@ -133,15 +207,22 @@ def symbol_flips(model: FrankenSplit, reference: bytes, packet: bytes,
 
     if reference == packet:
         return 0, []
-    old, new = bitstream.unpack(reference), bitstream.unpack(packet)
-    if (old.model_id, old.shape) != (new.model_id, new.shape):
-        return 0, [f"header {new.model_id} {new.shape}, expected {old.model_id} {old.shape}"]
-    y_old, y_new = (model.server.decode_latent([p])[0].numpy() for p in (reference, packet))
+    old = bitstream.unpack(reference)
+    try:
+        new = bitstream.unpack(packet)
+        if (old.model_id, old.shape, old.rate) != (new.model_id, new.shape, new.rate):
+            return 0, [(f"header {new.model_id} {new.shape} rate {new.rate}, expected "
+                        f"{old.model_id} {old.shape} rate {old.rate}")]
+        y_new = model.server.decode_latent([packet])[0].numpy()
+    except bitstream.BitstreamError as e:
+        return 0, [f"the packet does not decode: {e}"]
+    y_old = model.server.decode_latent([reference])[0].numpy()
     off = y_old != y_new
-    centred = (y - model.entropy.medians().numpy().reshape(-1, 1, 1))[off]
-    distance = np.abs(np.abs(centred - np.floor(centred)) - 0.5)
-    if not np.allclose(np.abs(y_old - y_new)[off], 1, atol=1e-4):
+    step = np.broadcast_to(_step(model, new.rate), y_new.shape)
+    if not np.allclose(np.abs(y_old - y_new)[off], step[off], atol=1e-4):
         return int(off.sum()), ["symbols differ by more than 1"]
+    centred = rounded(model, y, new.rate)[off]
+    distance = np.abs(np.abs(centred - np.floor(centred)) - 0.5)
     if np.any(distance >= TIE_TOLERANCE):
         return int(off.sum()), [(f"{int(off.sum())} symbols differ, some away from a rounding tie "
                                 f"(centred values {centred[distance >= TIE_TOLERANCE][:4]})")]
@@ -158,37 +239,54 @@ def too_many_flips(flips: int, symbols: int) -> list[str]:
 
 
 def compare(model: FrankenSplit, written: dict[str, Encoded]) -> list[str]:
-    """What differs between the packets just written and the golden ones beyond rounding ties
-    (`symbol_flips` per photo, `too_many_flips` over the model). Empty: the packets match."""
+    """What differs between the packets just written (keyed as `encode` keys them) and the golden
+    ones beyond rounding ties (`symbol_flips` per packet, `too_many_flips` over the model).
+    Empty: the packets match."""
     problems, flips, symbols = [], 0, 0
-    for photo, now in written.items():
-        n, found = symbol_flips(model, recorded_packet(model.model_id, photo), now.packet, now.y)
-        problems += [f"{photo}: {p}" for p in found]
+    for key, now in written.items():
+        n, found = symbol_flips(model, recorded_packet(model.model_id, key), now.packet, now.y)
+        problems += [f"{key}: {p}" for p in found]
         flips, symbols = flips + n, symbols + now.y.size
     return problems + too_many_flips(flips, symbols)
 
 
-def measure(model_ids: Sequence[str] | None = None) -> dict[str, Any]:
-    """The index's content and the packets: the photos' checksums and every model's packets."""
-    images = photos()
-    ids = shipped_models() if model_ids is None else list(model_ids)
-    packets = {m: encode(load(m), images) for m in ids}
+def coverage(model_id: str, written: dict[str, Encoded]) -> list[str]:
+    """A problem when the index holds other packets for ``model_id`` than ``written`` (a photo
+    or a rate missing or extra)."""
+    recorded, now = set(recorded_keys(model_id)), set(written)
+    if recorded == now:
+        return []
+    return [(f"recorded packets {sorted(recorded - now)} are not written, written packets "
+             f"{sorted(now - recorded)} are not recorded")]
+
+
+def index(images: Sequence[Path], packets: dict[str, dict[str, Encoded]]) -> dict[str, Any]:
+    """The index's content: the photos' checksums and every model's packets (sha256, bytes)."""
     return {
         "command": "python tools/golden_packets.py --write",
         "photos": {p.name: _sha256(p.read_bytes()) for p in images},
-        "packets": {m: {name: {"sha256": _sha256(e.packet), "bytes": len(e.packet)}
-                        for name, e in written.items()} for m, written in packets.items()},
-    }, packets
+        "packets": {m: {key: {"sha256": _sha256(e.packet), "bytes": len(e.packet)}
+                        for key, e in written.items()} for m, written in packets.items()},
+    }
 
 
-def write(index: dict[str, Any], packets: dict[str, dict[str, Encoded]]) -> None:
+def measure(model_ids: Sequence[str] | None = None
+            ) -> tuple[dict[str, Any], dict[str, dict[str, Encoded]]]:
+    """The index's content and the packets of the shipped models (or of ``model_ids``)."""
+    images = photos()
+    ids = shipped_models() if model_ids is None else list(model_ids)
+    packets = {m: encode(load(m), images) for m in ids}
+    return index(images, packets), packets
+
+
+def write(content: dict[str, Any], packets: dict[str, dict[str, Encoded]]) -> None:
     """Rewrite the index and the packet files (every old packet file is removed first)."""
-    shutil.rmtree(PACKETS, ignore_errors=True)
+    shutil.rmtree(packets_dir(), ignore_errors=True)
     for model_id, written in packets.items():
-        (PACKETS / model_id).mkdir(parents=True)
-        for name, encoded in written.items():
-            (PACKETS / model_id / f"{Path(name).stem}.fsb").write_bytes(encoded.packet)
-    GOLDEN.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        (packets_dir() / model_id).mkdir(parents=True)
+        for key, encoded in written.items():
+            packet_file(model_id, key).write_bytes(encoded.packet)
+    GOLDEN.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -201,12 +299,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     with torch_threads(args.threads):
         if args.write:
             write(*measure())
-            print(f"wrote {GOLDEN} and {PACKETS}")
+            print(f"wrote {GOLDEN} and {packets_dir()}")
             return 0
         images, failed = photos(), 0
         for model_id in shipped_models():
             model = load(model_id)
-            for problem in compare(model, encode(model, images)):
+            written = encode(model, images)
+            problems = coverage(model_id, written)
+            for problem in problems or compare(model, written):
                 print(f"{model_id}: {problem}", file=sys.stderr)
                 failed += 1
     return 1 if failed else 0

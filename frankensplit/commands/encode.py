@@ -1,4 +1,10 @@
-"""``frankensplit encode``: the edge side, images -> one ``.fsb`` packet per image."""
+"""``frankensplit encode``: the edge side, images -> one ``.fsb`` packet per image.
+
+A variable-rate model encodes at ``--rate I``, a rate index (0 = the lowest bit rate;
+``frankensplit info`` lists each index's lambda): the edge's g_a runs once per image and its
+``pack`` codes the latent at that rate (what ``EdgePart.encode(x, rate)`` does);
+``tools/golden_packets.py`` records the packets of these same calls.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from frankensplit.cli import check_model
+from frankensplit.cli import check_model, non_negative_int
 from frankensplit.commands._common import add_model_args, load_model
 from frankensplit.models.zoo_index import default_model_id
 
@@ -16,29 +22,48 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_model_args(parser)
     parser.add_argument("images", nargs="+", help="image files")
     parser.add_argument("--out", required=True, help="output folder for the .fsb files")
+    parser.add_argument("--rate", type=non_negative_int, default=None, metavar="I",
+                        help="rate index of a variable-rate model (0 = lowest bit rate)")
+
+
+def _check_rate(model_id: str, rates: tuple[float, ...] | None, rate: int | None) -> None:
+    """Refuse a ``--rate`` the model does not have, or none for a variable-rate model."""
+    if rates is None and rate is not None:
+        raise ValueError(f"--rate {rate}: {model_id} has one fixed rate; leave --rate out")
+    if rates is not None and (rate is None or rate >= len(rates)):
+        listed = ", ".join(f"{i} (lambda {v:g})" for i, v in enumerate(rates))
+        given = "" if rate is None else f"--rate {rate}: "
+        raise ValueError(f"{given}{model_id} is a variable-rate model: pass --rate I, one of "
+                         f"{listed}")
+
 
 def run(args: argparse.Namespace) -> int:
     check_model(args.model or default_model_id())  # these two before torch loads
     for path in args.images:
         if not Path(path).is_file():
             raise ValueError(f"image not found: {path}")
+    import torch
+
     from frankensplit.data import load_image, make_transform
     from frankensplit.models.split import FrankenSplit
 
     model = load_model(args)
+    _check_rate(model.model_id, model.rates, args.rate)
     transform = make_transform(model.data_config, "eval")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for path in map(Path, args.images):
         x = transform(load_image(path)).unsqueeze(0)  # (1, 3, 224, 224)
-        (packet,) = model.edge.encode(x)  # g_a runs once, here
+        with torch.no_grad():
+            y = model.edge.g_a(x)  # (1, C, h, w): g_a runs once, here
+        (packet,) = model.edge.pack(y, args.rate)  # = model.edge.encode(x, args.rate)
         target = out / f"{path.stem}.fsb"
         target.write_bytes(packet)
         h, w = x.shape[-2:]
-        # the decoded latent's bits are y's (`FrankenSplit.latent_bits`): no second run of g_a
-        bits = float(model.latent_bits(model.server.decode_latent([packet]))[0])
+        bits = float(model.latent_bits(y, args.rate)[0])
+        rate = {} if args.rate is None else {"rate": args.rate}
         print(json.dumps({
-            "image": str(path), "file": str(target), "model_id": model.model_id,
+            "image": str(path), "file": str(target), "model_id": model.model_id, **rate,
             "bytes": len(packet), "bpp_actual": round(FrankenSplit.bpp(len(packet), h, w), 5),
             "bpp_estimated": round(FrankenSplit.bpp_from_bits(bits, h, w), 5),
         }))
