@@ -7,7 +7,8 @@ baseline's (``es-lite0-*``); the codecs are JPEG, WebP, AVIF, JPEG XL and the sh
 factorized prior (``bmshj2018-factorized``, ``frankensplit/zoo/bmshj2018``). It writes the result
 tables, the "bytes to stay within 1 / 3 points of the teacher" figures and FrankenSplit's rate
 saving at equal top-1 against each, with the plot beside it (eval files in
-``OUT/readme_eval``), and the same rows as ``OUT/results_dev.json``, published as
+``OUT/readme_eval``); a variable-rate model (``Architecture.rates``) is a curve of its own there,
+a row per rate. The same rows go to ``OUT/results_dev.json``, published as
 ``frankensplit/zoo/results_dev.json`` with the command and the commit measured at (what
 ``frankensplit demo`` plots, :mod:`frankensplit.eval.shipped`). The encoder-reuse models and their
 backbones' end-to-end codecs are measured in a second run without codecs (``OUT/reuse_eval``,
@@ -57,15 +58,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def result_order(entry: Any) -> tuple:
+    """Where a zoo entry's rows go: by teacher and encoder, the fixed-rate models by ascending
+    lambda, then a variable-rate model (no single lambda: ``architecture.rates`` holds its grid;
+    its rows, one per rate, follow in its grid's order), by the largest lambda of its grid. Ties
+    keep the index's order."""
+    arch = entry.architecture
+    if arch.rates is None:
+        return (arch.teacher, arch.encoder, 0, entry.lmbda or 0)
+    return (arch.teacher, arch.encoder, 1, max(arch.rates))
+
+
 def trained_models() -> list[str]:
-    """Ids of the zoo models that ship trained codec weights, each method's by ascending lambda
-    (the order of the result rows)."""
+    """Ids of the zoo models that ship trained codec weights in the order of the result rows
+    (`result_order`)."""
     from frankensplit.models.zoo import MODELS, list_models
 
     entries = [e for e in map(MODELS.get, list_models()) if e.trained]
-    order = sorted(entries, key=lambda e: (e.architecture.teacher, e.architecture.encoder,
-                                           e.lmbda or 0))
-    return [e.model_id for e in order]
+    return [e.model_id for e in sorted(entries, key=result_order)]
 
 
 def published_args(argv: Sequence[str]) -> list[str]:

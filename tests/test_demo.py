@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -18,10 +19,13 @@ from pathlib import Path
 import pytest
 
 from frankensplit.cli import main
+from frankensplit.eval.schema import split_rate_setting, variable_rate_method
 from frankensplit.eval.shipped import (
     NOT_YET_FAIR,
     equal_top1,
     load_results,
+    plot_results,
+    variable_rate_of,
     write_results,
 )
 from frankensplit.models.zoo import MODELS, default_model_id
@@ -132,8 +136,13 @@ def test_shipped_results_are_fixed_settings_with_their_provenance() -> None:
         key = (row["teacher"], row["method"], row["setting"])
         assert key not in seen
         seen.add(key)
+        model_id, lmbda = split_rate_setting(row["setting"])
         if row["setting"] in MODELS:  # a split model: the setting is its id
             assert MODELS.get(row["setting"]).architecture.method == row["method"]
+        elif lmbda is not None and model_id in MODELS:  # one rate of a variable-rate model
+            arch = MODELS.get(model_id).architecture
+            assert lmbda in arch.rates and row["method"] == variable_rate_method(arch.method)
+            assert doc["methods"][row["method"]]["variable_rate_of"] == arch.method
         else:  # a codec: one number (quality, distance or lambda) for every image
             float(row["setting"])
         assert row["bytes_per_image"] > 0 and 0 <= row["top1"] <= row["top5"] <= 100
@@ -141,19 +150,47 @@ def test_shipped_results_are_fixed_settings_with_their_provenance() -> None:
         assert info["fair"] == (method not in NOT_YET_FAIR)
 
 
-def test_results_written_by_the_benchmark_parse_and_compare(tmp_path: Path) -> None:
-    # benchmarks/results.py's file from eval rows, written and read back.
-    spec = importlib.util.spec_from_file_location("results_benchmark",
-                                                  REPO / "benchmarks/results.py")
+def _benchmark(name: str):
+    """``benchmarks/<name>.py`` as a module."""
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark",
+                                                  REPO / f"benchmarks/{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
 
-    def row(method, setting, top1, num_bytes):
-        return {"teacher": "t", "method": method, "setting": setting, "top1": top1,
-                "top5": top1 + 5, "bytes": num_bytes,
-                "bpp_actual": None if num_bytes is None else num_bytes * 8 / 50176,
-                "bpp_estimated": None}
 
+def _row(method, setting, top1, num_bytes):
+    """An eval result row with the columns the shipped file and the benchmarks read."""
+    return {"teacher": "t", "method": method, "setting": setting, "quality": None, "images": 2,
+            "top1": top1, "top5": top1 + 5, "teacher_top1": 80.0, "bytes": num_bytes,
+            "bpp_actual": None if num_bytes is None else num_bytes * 8 / 50176,
+            "bpp_estimated": None}
+
+
+def _vr_rows() -> list[dict]:
+    """The teacher, two fixed-rate FrankenSplit models, JPEG and a variable-rate model's rates
+    (top-1 on two images: 0, 50 or 100%)."""
+    return [_row("teacher", "uncompressed", 80.0, None), _row("frankensplit", "fs-a", 50.0, 1200.0),
+            _row("frankensplit", "fs-b", 100.0, 5000.0), _row("jpeg", "10", 0.0, 1500.0),
+            _row("jpeg", "50", 100.0, 6000.0),
+            _row("frankensplit_vr", "fs-vr@16", 50.0, 1000.0),
+            _row("frankensplit_vr", "fs-vr@4", 100.0, 2500.0),
+            _row("frankensplit_vr", "fs-vr@1", 100.0, 5500.0)]
+
+
+def _shipped(tmp_path: Path, rows: list[dict]) -> Path:
+    """benchmarks/results.py's results file of ``rows`` (two labelled images), written."""
+    result = type("Result", (), {"rows": rows, "meta": {"data": "d", "images": 2,
+                                                        "reference": "label"}})
+    doc = _benchmark("results").shipped_results(result, tmp_path, "python benchmarks/results.py",
+                                                [])
+    return write_results(tmp_path / "results_dev.json", doc)
+
+
+def test_results_written_by_the_benchmark_parse_and_compare(tmp_path: Path) -> None:
+    # benchmarks/results.py's file from eval rows, written and read back.
+    module = _benchmark("results")
+    row = _row
     rows = [row("teacher", "uncompressed", 80.0, None), row("frankensplit", "fs-a", 70.004, 999.6),
             row("frankensplit", "fs-b", 79.0, 3000.0), row("jpeg", "10", 60.0, 1500.0),
             row("jpeg", "50", 75.0, 3000.0)]
@@ -166,3 +203,105 @@ def test_results_written_by_the_benchmark_parse_and_compare(tmp_path: Path) -> N
     table = equal_top1(back, "t")
     assert table[0]["baselines"] == {"jpeg": pytest.approx(1500 * 2 ** (10 / 15))}
     assert table[1]["baselines"] == {"jpeg": None}  # 79% is beyond JPEG's measured curve
+
+
+def test_the_results_file_tells_a_variable_rate_model_from_the_fixed_rate_ones(tmp_path) -> None:
+    doc = load_results(_shipped(tmp_path, _vr_rows()))
+    assert doc["methods"]["frankensplit_vr"]["variable_rate_of"] == "frankensplit"
+    assert doc["methods"]["frankensplit_vr"]["label"] == "FrankenSplit, variable rate"
+    assert [variable_rate_of(doc, m) for m in ("frankensplit", "jpeg")] == [None, None]
+    fixed = equal_top1(doc, "t")  # the codecs are the baselines, not the other FrankenSplit curve
+    assert [r["setting"] for r in fixed] == ["fs-a", "fs-b"]
+    assert all(set(r["baselines"]) == {"jpeg"} for r in fixed)
+    rates = equal_top1(doc, "t", "frankensplit_vr")
+    assert [r["setting"] for r in rates] == ["fs-vr@16", "fs-vr@4", "fs-vr@1"]
+    assert rates[0]["baselines"] == {"jpeg": pytest.approx(1500 * 4 ** 0.5)}
+    older = {**doc, "methods": {m: {k: v for k, v in info.items() if k != "variable_rate_of"}
+                                for m, info in doc["methods"].items()}}
+    assert variable_rate_of(older, "frankensplit_vr") is None  # written before the field
+    bad = {**doc, "methods": {**doc["methods"], "jpeg": {**doc["methods"]["jpeg"],
+                                                         "variable_rate_of": 1}}}
+    with pytest.raises(ValueError, match="methods.jpeg"):
+        load_results(write_results(tmp_path / "bad.json", bad))
+
+
+def test_the_demo_plot_draws_a_variable_rate_model_as_its_own_line(monkeypatch, tmp_path) -> None:
+    from matplotlib.figure import Figure
+
+    lines = {}
+
+    def savefig(fig, path, **_):
+        (ax,) = fig.axes
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        lines.update({line.get_label(): line for line in ax.get_lines()
+                      if line.get_label() in legend})
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    doc = load_results(_shipped(tmp_path, _vr_rows()))
+    plot_results(tmp_path / "plot.png", doc, "t", highlight="fs-b")
+    vr = lines["FrankenSplit, variable rate"]
+    assert list(vr.get_xdata()) == [1.0, 2.5, 5.5] and vr.get_linestyle() == "--"
+    assert list(lines["FrankenSplit"].get_xdata()) == [1.2, 5.0]
+    assert vr.get_color() != lines["JPEG"].get_color()
+
+
+def _records(path: Path, tops: dict[str, tuple[bool, bool]]) -> Path:
+    """A record log of two images: setting -> (image 0 right, image 1 right)."""
+    lines = [json.dumps({"teacher": "t", "method": "frankensplit_vr", "setting": setting,
+                         "index": i, "correct1": right})
+             for setting, both in tops.items() for i, right in enumerate(both)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_vr_report_reads_the_variable_rate_rows_from_the_results_file(tmp_path, capsys) -> None:
+    results = _shipped(tmp_path, _vr_rows())
+    records = _records(tmp_path / "records.jsonl", {"fs-vr@16": (True, False),
+                                                    "fs-vr@4": (True, True),
+                                                    "fs-vr@1": (True, True)})
+    vr_report = _benchmark("vr_report")
+    assert vr_report.main(["--results", str(results), "--records", str(records)]) == 0
+    out = capsys.readouterr().out
+    assert "Every row from one run" in out and "## fs-vr (teacher t: 80.00%)" in out
+    assert "| fs-vr@16 | 1.00 | 0.159 | 50.00 | 50.00 | - | " in out  # val 2, other 0
+    assert "| fs-vr@4 | 2.50 | 0.399 | 100.00 | 100.00 | - | " in out
+    assert "- fs-a: 50.00% at 1.20 KB; variable rate " in out  # the fixed-rate rows
+    _records(records, {"fs-vr@16": (True, True), "fs-vr@4": (True, True),
+                       "fs-vr@1": (True, True)})  # another run's
+    assert vr_report.main(["--results", str(results), "--records", str(records)]) == 0
+    assert "Validation / other columns: none" in capsys.readouterr().out
+    fixed_only = _shipped(tmp_path, [r for r in _vr_rows() if r["method"] != "frankensplit_vr"])
+    assert vr_report.main(["--results", str(fixed_only)]) == 2
+    assert "--eval DIR" in capsys.readouterr().err
+
+
+def test_vr_report_still_reads_an_eval_folder(tmp_path, capsys) -> None:
+    from frankensplit.eval.report import write_json
+
+    results = _shipped(tmp_path, [r for r in _vr_rows() if r["method"] != "frankensplit_vr"])
+    folder = tmp_path / "eval_vr"
+    folder.mkdir()
+    rows = [r for r in _vr_rows() if r["method"] in ("teacher", "frankensplit_vr")]
+    write_json(folder / "results.json", rows, [], {"data": "d", "images": 2})
+    _records(folder / "records.jsonl", {"fs-vr@16": (False, True), "fs-vr@4": (True, True),
+                                        "fs-vr@1": (True, True)})
+    assert _benchmark("vr_report").main(["--eval", str(folder), "--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "Variable-rate eval:" in out and "another run on the same images" in out
+    assert "| fs-vr@16 | 1.00 | 0.159 | 50.00 | 50.00 | - | " in out  # its own records
+
+
+def test_results_order_puts_a_variable_rate_model_after_its_fixed_rate_ones() -> None:
+    from frankensplit.models.architecture import Architecture
+    from frankensplit.models.zoo_index import ModelEntry
+
+    lite0, lite1 = Architecture("tf_efficientnet_lite0"), Architecture("tf_efficientnet_lite1")
+    vr = Architecture("tf_efficientnet_lite0", entropy="gained_factorized", rates=(64.0, 1.0))
+    es = Architecture("tf_efficientnet_lite0", method="entropic_student",
+                      encoder="entropic_student", decoder="entropic_student",
+                      latent_channels=24, split_reduction=4)
+    entries = [ModelEntry("fs1-l1", lite1, "w", lmbda=1.0), ModelEntry("fs-vr", vr, "w"),
+               ModelEntry("fs-l4", lite0, "w", lmbda=4.0), ModelEntry("es-l4", es, "w", lmbda=4.0),
+               ModelEntry("fs-l0.25", lite0, "w", lmbda=0.25)]
+    order = sorted(entries, key=_benchmark("results").result_order)
+    assert [e.model_id for e in order] == ["es-l4", "fs-l0.25", "fs-l4", "fs-vr", "fs1-l1"]

@@ -193,6 +193,94 @@ def test_summarize_and_markdown() -> None:
     assert "| AVIF | " in text.split("read at each baseline setting")[1]
 
 
+def _vr_rows() -> list[dict]:
+    """Synthetic rows: the teacher, two fixed-rate FrankenSplit models, a variable-rate model's
+    three rates and JPEG, every column the report prints."""
+    rows = _rows({"jpeg": BASELINES["jpeg"]}, BASELINES_TEACHER)
+    rows += [{"teacher": "t", "method": "frankensplit", "setting": f"fs-l{lmbda}", "bytes": b,
+              "top1": a} for lmbda, b, a in ((4, 4400.0, 79.9), (16, 2000.0, 78.4))]
+    rows += [{"teacher": "t", "method": "frankensplit_vr", "setting": f"fs-vr@{lmbda:g}",
+              "bytes": b, "top1": a}
+             for lmbda, b, a in ((16.0, 2500.0, 75.2), (4.0, 4300.0, 78.2), (0.5, 7400.0, 82.5))]
+    for row in rows:
+        row.update({k: row.get(k, 0.0) for k in ("top5", "penalty", "kb", "bpp_actual",
+                                                 "bpp_estimated", "encode_ms", "decode_ms",
+                                                 "infer_ms")})
+    return rows
+
+
+def test_schema_names_a_variable_rate_models_rows() -> None:
+    from frankensplit.eval.schema import (
+        fixed_rate_method,
+        is_variable_rate,
+        rate_setting,
+        split_rate_setting,
+        variable_rate_method,
+    )
+
+    assert variable_rate_method("frankensplit") == "frankensplit_vr"
+    assert is_variable_rate("frankensplit_vr") and not is_variable_rate("frankensplit")
+    assert fixed_rate_method("frankensplit_vr") == fixed_rate_method("frankensplit")
+    assert rate_setting("fs-lite0-vr", 0.0625) == "fs-lite0-vr@0.0625"
+    assert split_rate_setting("fs-lite0-vr@0.0625") == ("fs-lite0-vr", 0.0625)
+    for other in ("fs-lite0-l4", "50", "uncompressed", "@4", "a@b"):
+        assert split_rate_setting(other) == (other, None)
+
+
+def test_a_variable_rate_model_is_a_curve_of_its_own() -> None:
+    (s,) = summarize(_vr_rows())
+    assert set(s["within"]) == {"jpeg", "frankensplit", "frankensplit_vr"}
+    assert s["within"]["frankensplit_vr"]["1"] == pytest.approx(
+        bytes_within([(2500, 75.2), (4300, 78.2), (7400, 82.5)], BASELINES_TEACHER, 1))
+    assert set(s["savings"]) == {"jpeg"}  # neither FrankenSplit curve is the other's baseline
+    assert [p["setting"] for p in s["savings"]["jpeg"]] == ["fs-l16", "fs-l4"]
+    vr = s["variable_rate"]["frankensplit_vr"]
+    assert set(vr["savings"]) == set(vr["savings_at_baseline"]) == {"jpeg"}
+    assert [p["setting"] for p in vr["savings"]["jpeg"]] == ["fs-vr@16", "fs-vr@4", "fs-vr@0.5"]
+    point = vr["savings"]["jpeg"][1]  # 78.2% at 4300 bytes against JPEG's curve
+    assert point["saving"] == pytest.approx(
+        1 - 4300 / bytes_at_accuracy(BASELINES["jpeg"], 78.2))
+    text = summary_markdown(_vr_rows(), [s], {"data": "d", "images": 1286, "reference": "label"})
+    for rate, lmbda in enumerate(("16", "4", "0.5")):  # a row per rate, named by index and lambda
+        assert f"| FrankenSplit, variable rate | fs-vr, rate {rate} (lambda {lmbda}) | " in text
+    assert "| FrankenSplit, variable rate | 7.3 | 5.6 |" in text  # within 1 / 3 points
+    assert "| FrankenSplit | top-1 | KB | vs JPEG |" in text
+    assert "| FrankenSplit, variable rate | top-1 | KB | vs JPEG |" in text
+    assert "| fs-vr, rate 1 (lambda 4) | 78.20 | 4.30 | " in text
+    assert "vs FrankenSplit" not in text
+
+
+def test_only_a_variable_rate_model_gets_no_empty_fixed_rate_tables() -> None:
+    rows = [r for r in _vr_rows() if r["method"] != "frankensplit"]
+    (s,) = summarize(rows)
+    assert s["savings"] == {"jpeg": []}
+    text = summary_markdown(rows, [s], {"data": "d", "images": 1286, "reference": "label"})
+    assert "FrankenSplit's rate saving" not in text
+    assert "The variable-rate model's rate saving" in text
+
+
+def test_the_plot_draws_the_variable_rate_model_as_its_own_line(monkeypatch, tmp_path) -> None:
+    from matplotlib.figure import Figure
+
+    from frankensplit.eval.report import plot_rate_accuracy
+
+    drawn = {}
+
+    def savefig(fig, path, **_):  # what the figure holds when saved
+        (ax,) = fig.axes
+        drawn.update({t.get_text(): line for t, line in zip(ax.get_legend().get_texts(),
+                                                             ax.get_legend().get_lines())})
+        drawn["lines"] = {line.get_label(): line for line in ax.get_lines()}
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    rows = [{**r, "kb": None if r["bytes"] is None else r["bytes"] / 1000} for r in _vr_rows()]
+    plot_rate_accuracy(tmp_path / "plot.png", rows)
+    assert {"FrankenSplit", "FrankenSplit, variable rate", "JPEG"} <= set(drawn)
+    vr = drawn["lines"]["FrankenSplit, variable rate"]
+    assert list(vr.get_xdata()) == [2.5, 4.3, 7.4] and vr.get_linestyle() == "--"
+    assert list(drawn["lines"]["FrankenSplit"].get_xdata()) == [2.0, 4.4]
+
+
 def test_parse_qualities() -> None:
     assert parse_qualities([], ["jpeg"]) == {"jpeg": None}
     assert parse_qualities(["10,50", "jxl=2"], ["jpeg", "jxl"]) == {"jpeg": (10, 50), "jxl": (2,)}

@@ -215,6 +215,30 @@ def test_an_evaluation_measures_every_rate_as_its_own_point(model, tmp_path) -> 
         assert row["bpp_estimated"] * 50176 / 8 <= row["bytes"]  # estimate <= coded bytes
 
 
+def test_the_results_report_a_variable_rate_model_as_a_curve_of_its_own(model, tmp_path) -> None:
+    if not TINY16.is_dir():
+        pytest.skip(f"fixture images not found in {TINY16}")
+    from frankensplit.data import find_images
+    from frankensplit.eval.pipeline import run_eval
+    from frankensplit.eval.report import summary_markdown
+    from frankensplit.eval.shipped import equal_top1, results_document
+
+    result = run_eval([model], find_images(TINY16)[:2], [-1, -1], tmp_path, {"jpeg": (10, 90)},
+                      plot=False)
+    (summary,) = result.summary
+    assert set(summary["within"]) == {"frankensplit_vr", "jpeg"}
+    savings = summary["variable_rate"]["frankensplit_vr"]["savings"]
+    assert [p["setting"] for p in savings["jpeg"]] == [f"fs-test-vr@{v:g}" for v in RATES]
+    text = summary_markdown(result.rows, result.summary, result.meta)
+    for rate, lmbda in enumerate(RATES):
+        assert f"| fs-test-vr, rate {rate} (lambda {lmbda:g}) |" in text
+    doc = results_document(result.rows, result.meta, data_name="tiny16", command="c",
+                           commit="0" * 40, source="s")
+    assert doc["methods"]["frankensplit_vr"]["variable_rate_of"] == "frankensplit"
+    rates = equal_top1(doc, result.rows[0]["teacher"], "frankensplit_vr")
+    assert len(rates) == len(RATES) and all(set(r["baselines"]) == {"jpeg"} for r in rates)
+
+
 def _transform(model):
     from frankensplit.data import load_image, make_transform
 

@@ -85,37 +85,58 @@ def _ratio(fs_bytes: int, baseline: float | None) -> str:
     return "-" if baseline is None else f"{baseline:,.0f} ({fs_bytes / baseline:.2f}x)"
 
 
-def _print_dev_table(doc: dict[str, Any], teacher: str, model_id: str) -> None:
-    """Each FrankenSplit model of ``teacher`` against the fair codecs at its top-1."""
+def _print_dev_table(doc: dict[str, Any], teacher: str, model_id: str, method: str) -> None:
+    """Each row of one FrankenSplit curve of ``teacher`` (the fixed-rate models, or a
+    variable-rate model's rates) against the fair codecs at its top-1."""
     from frankensplit.eval.shipped import equal_top1
 
-    rows = equal_top1(doc, teacher)
+    rows = equal_top1(doc, teacher, method)
     if not rows:
         return
     labels = [doc["methods"][b]["label"] for b in rows[0]["baselines"]]
-    print(f"\nBytes per image at FrankenSplit's top-1 (baselines interpolated on their measured "
-          f"curves, never extrapolated; '-': not covered; in brackets FrankenSplit's bytes / "
-          f"theirs). Teacher {teacher}: {doc['teachers'][teacher]['top1']:.2f}% uncompressed.")
-    print(f"  {'model':16s} {'top-1':>6s} {'FS bytes':>9s}" + "".join(f" {b:>15s}" for b in labels))
+    print(f"\nBytes per image at the top-1 of {doc['methods'][method]['label']} (baselines "
+          f"interpolated on their measured curves, never extrapolated; '-': not covered; in "
+          f"brackets FrankenSplit's bytes / theirs). Teacher {teacher}: "
+          f"{doc['teachers'][teacher]['top1']:.2f}% uncompressed.")
+    width = max(16, *(len(r["setting"]) + 2 for r in rows))
+    print(f"  {'model':{width}s} {'top-1':>6s} {'FS bytes':>9s}"
+          + "".join(f" {b:>15s}" for b in labels))
     for r in rows:
-        mark = " *" if r["setting"] == model_id else ""
-        print(f"  {r['setting'] + mark:16s} {r['top1']:6.2f} {r['bytes_per_image']:9,d}"
+        mark = " *" if _model_of(r["setting"]) == model_id else ""
+        print(f"  {r['setting'] + mark:{width}s} {r['top1']:6.2f} {r['bytes_per_image']:9,d}"
               + "".join(f" {_ratio(r['bytes_per_image'], b):>15s}"
                         for b in r["baselines"].values()))
-    if any(r["setting"] == model_id for r in rows):
+    if any(_model_of(r["setting"]) == model_id for r in rows):
         print(f"  * {model_id}, the model above")
+
+
+def _model_of(setting: str) -> str:
+    """The model id of a split model's row (a variable-rate model's: ``<id>@<lambda>``)."""
+    from frankensplit.eval.schema import split_rate_setting
+
+    return split_rate_setting(setting)[0]
+
+
+def _model_row(doc: dict[str, Any], model_id: str) -> dict[str, Any] | None:
+    """A row of ``model_id`` in the shipped results (the first rate of a variable-rate one)."""
+    return next((r for r in doc["rows"] if _model_of(r["setting"]) == model_id), None)
 
 
 def _print_dev(doc: dict[str, Any], model_id: str, plot: Path) -> None:
     """The shipped dev-set comparison: where it comes from, the table, the plot."""
-    data, row = doc["data"], next((r for r in doc["rows"] if r["setting"] == model_id), None)
+    from frankensplit.eval.schema import FRANKENSPLIT_METHOD
+    from frankensplit.eval.shipped import variable_rate_of
+
+    data, row = doc["data"], _model_row(doc, model_id)
     teacher = row["teacher"] if row else next(iter(doc["teachers"]))
     print(f"\nRate-accuracy, measured once on the dev set: {data['images']:,} "
           f"{data['name']}, each image coded for real at one fixed setting per row, at commit "
           f"{doc['commit'][:7]} by `{doc['command']}`.")
     if row is None:
         print(f"({model_id} is not in the shipped results; the zoo's models are shown.)")
-    _print_dev_table(doc, teacher, model_id)
+    for method in doc["methods"]:  # FrankenSplit's fixed-rate models, then its variable-rate
+        if FRANKENSPLIT_METHOD in (method, variable_rate_of(doc, method)):
+            _print_dev_table(doc, teacher, model_id, method)
     for info in doc["methods"].values():
         if not info["fair"]:  # in the file and on the results page, not in the comparison
             print(f"Not shown, not yet a fair baseline: {info['label']}: {info['note']}.")
@@ -147,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     same = sum(r["teacher"][0]["index"] == r["frankensplit"][0]["index"] for r in results)
     print(f"\nmean {sum(sizes) / len(sizes):,.0f} bytes per photo; same top-1 as the teacher on "
           f"{same} of {len(results)}.")
-    row = next((r for r in doc["rows"] if r["setting"] == model.model_id), None)
+    row = _model_row(doc, model.model_id)
     teacher = row["teacher"] if row else next(iter(doc["teachers"]))
     plot = plot_results(Path(args.out) / "rate_accuracy.png", doc, teacher,
                         highlight=model.model_id)

@@ -13,7 +13,7 @@ from typing import Any
 
 from frankensplit.eval.records import record_key
 from frankensplit.eval.runner import FRANKENSPLIT_METHOD, OperatingPoint
-from frankensplit.eval.schema import SCHEMA, TEACHER_METHOD
+from frankensplit.eval.schema import SCHEMA, TEACHER_METHOD, variable_rate_method
 from frankensplit.eval.summary import (
     Saving,
     bytes_within,
@@ -115,6 +115,25 @@ def _saving_dicts(point_rows: Sequence[dict[str, Any]], savings: Sequence[Saving
             for r, s in zip(point_rows, savings, strict=True)]
 
 
+def _savings(rows: Sequence[dict[str, Any]], teacher: str, method: str,
+             by_method: dict[str, list[tuple[float, float]]], rule: str) -> dict[str, Any]:
+    """``{"savings", "savings_at_baseline"}`` of one FrankenSplit curve (``method``) against every
+    method that is not one of FrankenSplit's curves (its fixed-rate models, its variable-rate
+    models: each is a curve of its own, never the other's baseline)."""
+    own = {FRANKENSPLIT_METHOD, variable_rate_method(FRANKENSPLIT_METHOD)}
+    point_rows = _coded_rows(rows, teacher, method)
+    curve = [(r["bytes"], r["top1"]) for r in point_rows]
+    baselines = [m for m in by_method if m not in own]
+    return {
+        "savings": {m: _saving_dicts(point_rows, rate_savings(curve, by_method[m], rule))
+                    for m in baselines},
+        "savings_at_baseline": {
+            m: _saving_dicts(_coded_rows(rows, teacher, m),
+                             rate_savings_at_baseline(curve, by_method[m]))
+            for m in baselines},
+    }
+
+
 def summarize(
     rows: Sequence[dict[str, Any]], margins: Sequence[float] = (1.0, 3.0), rule: str = "first"
 ) -> list[dict[str, Any]]:
@@ -124,13 +143,17 @@ def summarize(
         One dict per teacher: ``teacher``, ``teacher_top1``, ``images``, ``reference``,
         ``within`` (``{method: {str(margin): bytes or None}}``), ``within_status`` (the same
         keys, :func:`~frankensplit.eval.summary.coverage`'s word for each) and ``savings``
-        (``{baseline: [{setting, bytes, top1, baseline_bytes, saving}, ...]}``, FrankenSplit's
-        points sorted by bytes; None where the baseline's curve does not cover that top-1) and
-        ``savings_at_baseline`` (the same keys per baseline point, ``setting`` the baseline's,
-        ``bytes`` FrankenSplit's interpolated ones: :func:`~frankensplit.eval.summary.
-        rate_savings_at_baseline`).
+        (``{baseline: [{setting, bytes, top1, baseline_bytes, saving}, ...]}``, the fixed-rate
+        FrankenSplit models' points sorted by bytes; None where the baseline's curve does not
+        cover that top-1) and ``savings_at_baseline`` (the same keys per baseline point,
+        ``setting`` the baseline's, ``bytes`` FrankenSplit's interpolated ones:
+        :func:`~frankensplit.eval.summary.rate_savings_at_baseline`), and ``variable_rate``:
+        ``{"frankensplit_vr": {"savings", "savings_at_baseline"}}`` the same for the rates of
+        the variable-rate models (``{}`` without one). Baselines are every other curve but
+        FrankenSplit's two: Entropic Student, the codecs.
     """
     out = []
+    vr = variable_rate_method(FRANKENSPLIT_METHOD)
     for ref in (r for r in rows if r["method"] == TEACHER_METHOD):
         teacher = ref["teacher"]
         by_method = curves(rows, teacher)
@@ -142,18 +165,10 @@ def summarize(
             method: {f"{m:g}": coverage(curve, ref["top1"] - m) for m in margins}
             for method, curve in by_method.items()
         }
-        fs_rows = _coded_rows(rows, teacher, FRANKENSPLIT_METHOD)
-        fs_curve = [(r["bytes"], r["top1"]) for r in fs_rows]
-        baselines = [method for method in by_method if method != FRANKENSPLIT_METHOD]
-        savings = {method: _saving_dicts(fs_rows, rate_savings(fs_curve, by_method[method], rule))
-                   for method in baselines}
-        at_baseline = {
-            method: _saving_dicts(_coded_rows(rows, teacher, method),
-                                  rate_savings_at_baseline(fs_curve, by_method[method]))
-            for method in baselines
-        }
+        variable = {vr: _savings(rows, teacher, vr, by_method, rule)} if vr in by_method else {}
         out.append({"teacher": teacher, "teacher_top1": ref["top1"], "images": ref["images"],
                     "reference": ref["reference"], "rule": rule, "within": within,
                     "within_status": status,
-                    "savings": savings, "savings_at_baseline": at_baseline})
+                    **_savings(rows, teacher, FRANKENSPLIT_METHOD, by_method, rule),
+                    "variable_rate": variable})
     return out

@@ -20,6 +20,7 @@ from frankensplit.eval.aggregate import aggregate, summarize
 from frankensplit.eval.records import RecordLog, read_records
 from frankensplit.eval.report import write_report
 from frankensplit.eval.runner import evaluate
+from frankensplit.eval.schema import split_rate_setting
 from frankensplit.models.split import FrankenSplit
 
 __all__ = ["RECORDS_FILE", "WEIGHTS_FILE", "EvalResult", "load_dataset", "run_eval"]
@@ -88,8 +89,8 @@ def _forget(out: Path, model_ids: Sequence[str]) -> int:
     log, weights = out / RECORDS_FILE, out / WEIGHTS_FILE
     drop = set(model_ids)
     records = list(read_records(log))  # read once: the log of a full run is tens of MB
-    # a variable-rate model's rows are "<id>@<lambda>" (`frankensplit.eval.runner.model_points`)
-    kept = [r for r in records if r["setting"].split("@")[0] not in drop]
+    # a variable-rate model's rows are "<id>@<lambda>" (`frankensplit.eval.schema.rate_setting`)
+    kept = [r for r in records if split_rate_setting(r["setting"])[0] not in drop]
     if log.is_file():
         tmp = log.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))

@@ -13,11 +13,20 @@ from pathlib import Path
 from typing import Any
 
 from frankensplit.codecs.compressai_zoo import LABELS as COMPRESSAI_LABELS
-from frankensplit.eval.runner import FRANKENSPLIT_METHOD
-from frankensplit.eval.schema import RESULTS_VERSION, SCHEMA, TEACHER_METHOD
+from frankensplit.eval.schema import (
+    FRANKENSPLIT_METHOD,
+    RESULTS_VERSION,
+    SCHEMA,
+    TEACHER_METHOD,
+    fixed_rate_method,
+    is_variable_rate,
+    split_rate_setting,
+    variable_rate_method,
+)
 from frankensplit.eval.summary import format_kb
 
-__all__ = ["log_kb_axis", "plot_rate_accuracy", "summary_markdown", "write_csv", "write_json", "write_report"]
+__all__ = ["annotate_rate_ends", "curve_style", "log_kb_axis", "plot_rate_accuracy", "rate_names",
+           "summary_markdown", "write_csv", "write_json", "write_report"]
 
 
 def write_json(path: Path, rows: Sequence[dict], summary: Sequence[dict], meta: dict) -> None:
@@ -36,15 +45,44 @@ def write_csv(path: Path, rows: Sequence[dict]) -> None:
             writer.writerow({k: "" if row[k] is None else row[k] for k in SCHEMA})
 
 
-#: Display names; other methods are shown upper-cased.
+#: Display names; other methods are shown upper-cased, a variable-rate model's as its fixed-rate
+#: models' with ", variable rate".
 _NAMES = {FRANKENSPLIT_METHOD: "FrankenSplit", TEACHER_METHOD: "teacher", "webp": "WebP",
           "jxl": "JPEG XL", "entropic_student": "Entropic Student",
-          f"{FRANKENSPLIT_METHOD}_vr": "FrankenSplit, variable rate",
           "bmshj2018-factorized": "Balle 2018 (MSE; ours, CPU-trained)", **COMPRESSAI_LABELS}
 
 
 def _label(method: str) -> str:
+    if is_variable_rate(method):
+        return f"{_label(fixed_rate_method(method))}, variable rate"
     return _NAMES.get(method, method.upper())
+
+
+def rate_names(rows: Sequence[dict]) -> dict[str, str]:
+    """``{setting: name}`` of each variable-rate row: ``fs-lite0-vr, rate 0 (lambda 64)``, the
+    rate index being the lambda's place in the model's grid (largest lambda first,
+    `Architecture.rates`), read from the model's rows."""
+    grids: dict[str, dict[float, str]] = {}  # model id -> {lambda: setting}
+    for r in rows:
+        model_id, lmbda = split_rate_setting(str(r["setting"]))
+        if is_variable_rate(r["method"]) and lmbda is not None:
+            grids.setdefault(model_id, {})[lmbda] = str(r["setting"])
+    return {grid[lmbda]: f"{model_id}, rate {i} (lambda {lmbda:g})"
+            for model_id, grid in grids.items()
+            for i, lmbda in enumerate(sorted(grid, reverse=True))}
+
+
+def curve_style(method: str) -> dict[str, Any]:
+    """Matplotlib line style of a method's curve: FrankenSplit's fixed-rate models as red stars,
+    its variable-rate model as a dashed red line of diamonds, any other method plain (its colour
+    left to the caller)."""
+    if method == FRANKENSPLIT_METHOD:
+        return {"marker": "*", "markersize": 11, "linewidth": 2.2, "color": "tab:red",
+                "zorder": 3}
+    if method == variable_rate_method(FRANKENSPLIT_METHOD):
+        return {"marker": "D", "markersize": 4, "linewidth": 1.6, "linestyle": "--",
+                "color": "darkred", "zorder": 3}
+    return {"marker": "o", "markersize": 4}
 
 
 def log_kb_axis(ax: Any, label: str) -> None:
@@ -74,14 +112,15 @@ def plot_rate_accuracy(path: Path, rows: Sequence[dict], title: str = "") -> Non
         mine = [r for r in rows if r["teacher"] == teacher]
         for method in dict.fromkeys(r["method"] for r in mine if r["bytes"] is not None):
             pts = sorted((r["kb"], r["top1"]) for r in mine if r["method"] == method)
-            style = {"marker": "*", "markersize": 11, "linewidth": 2.2, "color": "tab:red"} \
-                if method == FRANKENSPLIT_METHOD else {"marker": "o", "markersize": 4}
-            ax.plot(*zip(*pts), label=_label(method), **style)
+            ax.plot(*zip(*pts), label=_label(method), **curve_style(method))
             if method == FRANKENSPLIT_METHOD:
                 for r in mine:
                     if r["method"] == method:
                         ax.annotate(r["setting"], (r["kb"], r["top1"]), fontsize=7,
                                     xytext=(4, 4), textcoords="offset points")
+            elif method == variable_rate_method(FRANKENSPLIT_METHOD):
+                annotate_rate_ends(ax, [(r["kb"], r["top1"], r["setting"]) for r in mine
+                                    if r["method"] == method])
         ref = next(r for r in mine if r["method"] == TEACHER_METHOD)
         ax.axhline(ref["top1"], color="black", linestyle="--", linewidth=1,
                    label=f"teacher, uncompressed ({ref['top1']:.1f}%)")
@@ -95,6 +134,16 @@ def plot_rate_accuracy(path: Path, rows: Sequence[dict], title: str = "") -> Non
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def annotate_rate_ends(ax: Any, points: Sequence[tuple[float, float, str]]) -> None:
+    """Name the lowest and the highest rate of a variable-rate curve by their lambda (eleven
+    labels would hide the fixed-rate models' beside them)."""
+    ends = sorted(points)
+    for kb, top1, setting in {ends[0][2]: ends[0], ends[-1][2]: ends[-1]}.values():
+        lmbda = split_rate_setting(setting)[1]
+        ax.annotate(setting if lmbda is None else f"lambda {lmbda:g}", (kb, top1), fontsize=7,
+                    xytext=(4, -10), textcoords="offset points", color="darkred")
 
 
 def _num(value: Any, fmt: str) -> str:
@@ -111,11 +160,11 @@ _ROWS_HEADER = (
 )
 
 
-def _rows_table(rows: Sequence[dict]) -> list[str]:
+def _rows_table(rows: Sequence[dict], names: dict[str, str]) -> list[str]:
     lines = [_ROWS_HEADER, "|---|---|" + "---:|" * 9]
     for r in rows:
         cells = [
-            _label(r["method"]), r["setting"],
+            _label(r["method"]), names.get(r["setting"], r["setting"]),
             f"{r['top1']:.2f}", f"{r['top5']:.2f}", f"{r['penalty']:+.2f}",
             _num(r["kb"], ".2f"), _num(r["bpp_actual"], ".3f"), _num(r["bpp_estimated"], ".3f"),
             _num(r["encode_ms"], ".1f"), _num(r["decode_ms"], ".1f"), _num(r["infer_ms"], ".1f"),
@@ -146,38 +195,58 @@ def _within_table(s: dict) -> list[str]:
     return lines
 
 
-def _savings_table(s: dict) -> list[str]:
-    baselines = list(s["savings"])
-    if not baselines:
+#: How the savings tables name a curve: (whose, its bytes, column header).
+_FIXED_RATE = ("FrankenSplit's", "FS", "FrankenSplit")
+
+
+def _savings_table(who: tuple[str, str, str], savings: dict, names: dict[str, str]) -> list[str]:
+    """A curve's saving at each of its points against each baseline (omitted without any)."""
+    whose, short, header = who
+    baselines = list(savings)
+    if not baselines or not savings[baselines[0]]:
         return []
     intro = (
-        "FrankenSplit's rate saving at equal top-1 (1 - FS bytes / baseline bytes; '-' where "
-        "the baseline's measured curve does not cover that top-1):"
+        f"{whose[0].upper()}{whose[1:]} rate saving at equal top-1 (1 - {short} bytes / baseline "
+        "bytes; '-' where the baseline's measured curve does not cover that top-1):"
     )
-    header = "| FrankenSplit | top-1 | KB | " + " | ".join(f"vs {_label(b)}" for b in baselines)
-    lines = ["", intro, "", header + " |", "|---|---:|---:|" + "---:|" * len(baselines)]
-    for i, point in enumerate(s["savings"][baselines[0]]):
-        cells = [point["setting"], f"{point['top1']:.2f}", f"{point['bytes'] / 1000:.2f}",
-                 *(_pct(s["savings"][b][i]["saving"]) for b in baselines)]
+    head = f"| {header} | top-1 | KB | " + " | ".join(f"vs {_label(b)}" for b in baselines)
+    lines = ["", intro, "", head + " |", "|---|---:|---:|" + "---:|" * len(baselines)]
+    for i, point in enumerate(savings[baselines[0]]):
+        cells = [names.get(point["setting"], point["setting"]), f"{point['top1']:.2f}",
+                 f"{point['bytes'] / 1000:.2f}",
+                 *(_pct(savings[b][i]["saving"]) for b in baselines)]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
-def _reverse_savings_table(s: dict) -> list[str]:
-    """Savings read at the baseline points FrankenSplit's curve covers (omitted when none)."""
-    covered = [(b, p) for b, points in s.get("savings_at_baseline", {}).items() for p in points
+def _reverse_savings_table(who: tuple[str, str, str], at_baseline: dict) -> list[str]:
+    """Savings read at the baseline points a curve covers (omitted when none)."""
+    whose, _, header = who
+    covered = [(b, p) for b, points in at_baseline.items() for p in points
                if p["saving"] is not None]
     if not covered:
         return []
-    intro = ("The same saving read at each baseline setting whose top-1 FrankenSplit's measured "
-             "curve covers (FrankenSplit's bytes interpolated, rule 'stay'):")
+    intro = (f"The same saving read at each baseline setting whose top-1 {whose} measured "
+             f"curve covers ({whose} bytes interpolated, rule 'stay'):")
     lines = ["", intro, "",
-             "| baseline | setting | top-1 | KB | FrankenSplit KB | saving |",
+             f"| baseline | setting | top-1 | KB | {header} KB | saving |",
              "|---|---|---:|---:|---:|---:|"]
     for method, p in covered:
         lines.append(f"| {_label(method)} | {p['setting']} | {p['top1']:.2f} | "
                      f"{p['baseline_bytes'] / 1000:.2f} | {p['bytes'] / 1000:.2f} | "
                      f"{_pct(p['saving'])} |")
+    return lines
+
+
+def _all_savings(s: dict, names: dict[str, str]) -> list[str]:
+    """The savings tables of the fixed-rate FrankenSplit models, then of each variable-rate
+    FrankenSplit model's rates (a curve of its own)."""
+    lines = (_savings_table(_FIXED_RATE, s["savings"], names)
+             + _reverse_savings_table(_FIXED_RATE, s.get("savings_at_baseline", {})))
+    for method, vr in s.get("variable_rate", {}).items():
+        who = ("the variable-rate model's", "its", _label(method))
+        lines += (_savings_table(who, vr["savings"], names)
+                  + _reverse_savings_table(who, vr["savings_at_baseline"]))
     return lines
 
 
@@ -192,9 +261,10 @@ def summary_markdown(rows: Sequence[dict], summary: Sequence[dict], meta: dict) 
                      f"{', '.join(untrained)}.")
     for s in summary:
         mine = [r for r in rows if r["teacher"] == s["teacher"]]
+        names = rate_names(mine)
         lines += ["", f"### Teacher `{s['teacher']}`: top-1 {s['teacher_top1']:.2f}%", ""]
-        lines += _rows_table(mine)
-        lines += _within_table(s) + _savings_table(s) + _reverse_savings_table(s)
+        lines += _rows_table(mine, names)
+        lines += _within_table(s) + _all_savings(s, names)
     return "\n".join(lines) + "\n"
 
 

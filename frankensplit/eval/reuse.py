@@ -79,15 +79,16 @@ class ReuseRow:
 
 def default_pairs() -> dict[str, list[str]]:
     """Every trained reuse model of the zoo -> the trained end-to-end FrankenSplit codecs of its
-    backbone (same teacher, own encoder), by ascending lambda. Reads the index only (no torch)."""
+    backbone (same teacher, own encoder, fixed rate: the rows :func:`reuse_rows` reads by model
+    id), by ascending lambda. Reads the index only (no torch)."""
     from frankensplit.models.zoo_index import MODELS, list_models
 
     entries = [e for e in map(MODELS.get, list_models()) if e.trained]
     pairs = {}
     for reuse in (e for e in entries if e.architecture.reuses):
         arch = reuse.architecture
-        own = [e for e in entries if not e.architecture.reuses and (
-            e.architecture.teacher, e.architecture.encoder) == (arch.teacher, arch.encoder)]
+        own = [e for e in entries if not e.architecture.reuses and e.architecture.rates is None
+               and (e.architecture.teacher, e.architecture.encoder) == (arch.teacher, arch.encoder)]
         pairs[reuse.model_id] = [e.model_id for e in sorted(own, key=lambda e: e.lmbda or 0)]
     return pairs
 

@@ -37,7 +37,13 @@ from frankensplit.backbones import SplitBackbone
 from frankensplit.codecs import EstimatesBits, ImageCodec, create_codec, encode_decode_timed
 from frankensplit.data import crop_transform, load_image, normalize_transform
 from frankensplit.eval.records import RecordLog
-from frankensplit.eval.schema import FRANKENSPLIT_METHOD, TEACHER_METHOD, TEACHER_SETTING
+from frankensplit.eval.schema import (
+    FRANKENSPLIT_METHOD,
+    TEACHER_METHOD,
+    TEACHER_SETTING,
+    rate_setting,
+    variable_rate_method,
+)
 from frankensplit.models.split import FrankenSplit
 
 __all__ = ["FRANKENSPLIT_METHOD", "OperatingPoint", "evaluate", "format_quality", "model_points",
@@ -143,7 +149,7 @@ def _groups(
 def point_method(model: FrankenSplit) -> str:
     """The ``method`` of a split model's rows: its architecture's, with ``_vr`` appended for a
     variable-rate model, so that its curve is drawn and compared beside the fixed-rate models'."""
-    return model.method if model.rates is None else f"{model.method}_vr"
+    return model.method if model.rates is None else variable_rate_method(model.method)
 
 
 def model_points(model: FrankenSplit, teacher: str) -> list[OperatingPoint]:
@@ -151,7 +157,8 @@ def model_points(model: FrankenSplit, teacher: str) -> list[OperatingPoint]:
     variable-rate model (setting ``<id>@<lambda>``, lowest bit rate first)."""
     if model.rates is None:
         return [OperatingPoint(teacher, model.method, model.model_id)]
-    return [OperatingPoint(teacher, point_method(model), f"{model.model_id}@{lmbda:g}", rate=r)
+    method = point_method(model)
+    return [OperatingPoint(teacher, method, rate_setting(model.model_id, lmbda), rate=r)
             for r, lmbda in enumerate(model.rates)]
 
 

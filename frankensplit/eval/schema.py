@@ -4,9 +4,11 @@ Records (``records.jsonl`` in the output folder, one JSON object per line, appen
 done so that an interrupted run loses at most the image in flight)::
 
     teacher         timm name of the teacher the method feeds
-    method          "teacher", a split model's method ("frankensplit", "entropic_student") or a
+    method          "teacher", a split model's method ("frankensplit", "entropic_student"; with
+                    ``_vr`` appended for a variable-rate model: `variable_rate_method`) or a
                     codec name ("jpeg", "webp", "avif", "jxl", "bmshj2018-factorized")
-    setting         "uncompressed" (teacher), the model id (split models), the quality as text
+    setting         "uncompressed" (teacher), the model id (split models; ``<model id>@<lambda>``
+                    for each rate of a variable-rate model: `rate_setting`), the quality as text
                     (codecs; for jxl the butteraugli distance, for bmshj2018-factorized lambda)
     index, file     position in the dataset and the image's file name (checked on --resume)
     label           ILSVRC class index, -1 when unknown
@@ -34,7 +36,8 @@ from __future__ import annotations
 
 __all__ = [
     "FRANKENSPLIT_METHOD", "RECORD_FIELDS", "RESULTS_VERSION", "SCHEMA", "TEACHER_METHOD",
-    "TEACHER_SETTING",
+    "TEACHER_SETTING", "VARIABLE_RATE_SUFFIX", "fixed_rate_method", "is_variable_rate",
+    "rate_setting", "split_rate_setting", "variable_rate_method",
 ]
 
 #: Version of the results.json layout; bumped whenever a column changes meaning.
@@ -46,6 +49,39 @@ TEACHER_SETTING = "uncompressed"
 
 #: ``method`` of FrankenSplit rows and records (their ``setting`` is the model id).
 FRANKENSPLIT_METHOD = "frankensplit"
+
+#: Appended to a variable-rate model's method: its rates form a curve of their own.
+VARIABLE_RATE_SUFFIX = "_vr"
+
+
+def variable_rate_method(method: str) -> str:
+    """The ``method`` of a variable-rate model's rows: ``frankensplit_vr`` for ``frankensplit``."""
+    return method + VARIABLE_RATE_SUFFIX
+
+
+def is_variable_rate(method: str) -> bool:
+    """Whether rows of ``method`` are the rates of a variable-rate model."""
+    return method.endswith(VARIABLE_RATE_SUFFIX) and len(method) > len(VARIABLE_RATE_SUFFIX)
+
+
+def fixed_rate_method(method: str) -> str:
+    """The method of the fixed-rate models a variable-rate method belongs with (``frankensplit``
+    for ``frankensplit_vr``); any other method unchanged."""
+    return method[:-len(VARIABLE_RATE_SUFFIX)] if is_variable_rate(method) else method
+
+
+def rate_setting(model_id: str, lmbda: float) -> str:
+    """The ``setting`` of one rate of a variable-rate model: ``fs-lite0-vr@0.25``."""
+    return f"{model_id}@{lmbda:g}"
+
+
+def split_rate_setting(setting: str) -> tuple[str, float | None]:
+    """``(model id, lambda)`` of a `rate_setting`; ``(setting, None)`` for any other setting."""
+    model_id, at, lmbda = setting.rpartition("@")
+    try:
+        return (model_id, float(lmbda)) if at and model_id else (setting, None)
+    except ValueError:
+        return setting, None
 
 #: Fields of one per-image record, in order.
 RECORD_FIELDS: tuple[str, ...] = (
@@ -59,9 +95,9 @@ RECORD_FIELDS: tuple[str, ...] = (
 SCHEMA: dict[str, str] = {
     "teacher": "timm name of the teacher classifying the method's output",
     "method": "teacher | frankensplit | entropic_student | jpeg | webp | avif | jxl | "
-              "bmshj2018-factorized | ...",
-    "setting": "uncompressed | model id | codec quality (jxl: butteraugli distance; "
-               "bmshj2018-factorized: lambda)",
+              "bmshj2018-factorized | ... (_vr appended: a variable-rate model's rates)",
+    "setting": "uncompressed | model id | model id@lambda (one rate of a variable-rate model) "
+               "| codec quality (jxl: butteraugli distance; bmshj2018-factorized: lambda)",
     "quality": "codec quality as a number (null for teacher and split models)",
     "images": "number of images averaged over",
     "reference": "label: top-1/5 against the labels; teacher: agreement with the uncompressed "

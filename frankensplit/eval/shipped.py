@@ -12,15 +12,21 @@ Layout (``RESULTS_VERSION``)::
     version, description, command, commit, source, bytes_resolution, remeasured
     data      {"name", "path", "images", "reference"}          the data set and what top-1 counts
     teachers  {teacher: {"top1", "top5"}}                       the uncompressed references
-    methods   {method: {"label", "fair", "note"}}               fair: false = a baseline trained
-                                                                far below its paper's budget
+    methods   {method: {"label", "fair", "note",                fair: false = a baseline trained
+                        "variable_rate_of"}}                    far below its paper's budget
     rows      [{"teacher", "method", "setting", "top1", "top5", "bytes_per_image",
                 "bpp_actual", "bpp_estimated"}]
 
+A variable-rate model (one model, a rate per packet: ``Architecture.rates``) has one row per rate,
+method ``frankensplit_vr`` and setting ``<model id>@<lambda>``
+(:func:`~frankensplit.eval.schema.rate_setting`); its method's ``variable_rate_of`` names the
+method of the fixed-rate models it stands beside (``"frankensplit"``; null for every other
+method; absent in files written before it), so readers draw and compare it as a curve of its own.
+
 Accuracies are in percent (2 decimals), ``bytes_per_image`` the mean bytes sent per image
 (packet header or file container included) to ``bytes_resolution`` bytes, bpp over the 224x224
-crop the teacher sees. Every row is a fixed setting applied to every image: no setting is chosen
-per image.
+crop the teacher sees. Every row is a fixed setting applied to every image: no setting (nor a
+variable-rate model's rate) is chosen per image.
 """
 
 from __future__ import annotations
@@ -30,13 +36,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from frankensplit.eval.schema import FRANKENSPLIT_METHOD, TEACHER_METHOD
+from frankensplit.eval.schema import (
+    FRANKENSPLIT_METHOD,
+    TEACHER_METHOD,
+    fixed_rate_method,
+    is_variable_rate,
+)
 from frankensplit.eval.summary import bytes_at_accuracy
 from frankensplit.models.zoo_index import ZOO_DIR
 
 __all__ = [
     "NOT_YET_FAIR", "RESULTS_FILE", "RESULTS_VERSION", "equal_top1", "load_results",
-    "plot_results", "results_document", "write_results",
+    "plot_results", "results_document", "variable_rate_of", "write_results",
 ]
 
 #: The committed dev-set results.
@@ -101,8 +112,9 @@ def results_document(
     missing = [f"{r['method']}/{r['setting']}" for r in coded if r["bytes"] is None]
     if missing:
         raise ValueError(f"rows without bytes: {missing}")
-    methods = {m: {"label": _label(m), "fair": m not in NOT_YET_FAIR,
-                   "note": NOT_YET_FAIR.get(m, "")}
+    methods = {m: {"label": _label(m), "fair": fixed_rate_method(m) not in NOT_YET_FAIR,
+                   "note": NOT_YET_FAIR.get(fixed_rate_method(m), ""),
+                   "variable_rate_of": fixed_rate_method(m) if is_variable_rate(m) else None}
                for m in dict.fromkeys(r["method"] for r in coded)}
     return {
         "version": RESULTS_VERSION,
@@ -135,7 +147,8 @@ def load_results(path: str | Path = RESULTS_FILE) -> dict[str, Any]:
     """Read and check a results file.
 
     Raises:
-        ValueError: a missing or unreadable file, another version, missing fields, or rows of an
+        ValueError: a missing or unreadable file, another version, missing fields, a method
+            entry that is no object or names no method as ``variable_rate_of``, or rows of an
             unknown teacher or method.
     """
     path = Path(path)
@@ -148,6 +161,11 @@ def load_results(path: str | Path = RESULTS_FILE) -> dict[str, Any]:
     missing = [k for k in _TOP_KEYS if k not in doc]
     if missing:
         raise ValueError(f"{path}: missing fields {missing}")
+    for method, info in doc["methods"].items():
+        of = info.get("variable_rate_of") if isinstance(info, dict) else 0
+        if of is not None and not (isinstance(of, str) and of):
+            raise ValueError(f"{path}: methods.{method} is {info!r}, expected {{label, fair, "
+                             "note, variable_rate_of: a method or null}")
     for i, row in enumerate(doc["rows"]):
         if sorted(row) != sorted(_ROW_KEYS):
             raise ValueError(f"{path}: rows[{i}] has fields {sorted(row)}, expected "
@@ -156,6 +174,17 @@ def load_results(path: str | Path = RESULTS_FILE) -> dict[str, Any]:
             raise ValueError(f"{path}: rows[{i}] names an unknown teacher or method: "
                              f"{row['teacher']!r}, {row['method']!r}")
     return doc
+
+
+def variable_rate_of(doc: Mapping[str, Any], method: str) -> str | None:
+    """The fixed-rate method whose variable-rate model's rates ``method``'s rows are, by the
+    file's ``methods`` entry; None for any other method (and in files without the field)."""
+    return doc["methods"].get(method, {}).get("variable_rate_of")
+
+
+def _family(doc: Mapping[str, Any], method: str) -> str:
+    """A method's fixed-rate method: ``frankensplit`` for both FrankenSplit curves."""
+    return variable_rate_of(doc, method) or method
 
 
 def _curve(doc: Mapping[str, Any], teacher: str, method: str) -> list[tuple[float, float]]:
@@ -167,7 +196,9 @@ def equal_top1(doc: Mapping[str, Any], teacher: str, method: str = FRANKENSPLIT_
                fair_only: bool = True) -> list[dict[str, Any]]:
     """Each of ``method``'s rows against the other methods at its top-1.
 
-    A baseline's bytes at that top-1 are interpolated on its measured curve (linear in log bytes,
+    The baselines are every other method but ``method``'s fixed- or variable-rate counterpart
+    (`variable_rate_of`): FrankenSplit's two curves are each compared with the codecs, not with
+    each other. A baseline's bytes at that top-1 are interpolated on its measured curve (linear in log bytes,
     rule ``"first"``: its cheapest way there, see :func:`~frankensplit.eval.summary.
     bytes_at_accuracy`), never extrapolated.
 
@@ -176,7 +207,8 @@ def equal_top1(doc: Mapping[str, Any], teacher: str, method: str = FRANKENSPLIT_
         by ascending bytes; None where the baseline's curve does not cover that top-1.
     """
     baselines = [m for m, info in doc["methods"].items()
-                 if m != method and (info["fair"] or not fair_only) and _curve(doc, teacher, m)]
+                 if _family(doc, m) != _family(doc, method) and (info["fair"] or not fair_only)
+                 and _curve(doc, teacher, m)]
     rows = sorted((r for r in doc["rows"] if r["teacher"] == teacher and r["method"] == method),
                   key=lambda r: r["bytes_per_image"])
     return [{"setting": r["setting"], "top1": r["top1"], "bytes_per_image": r["bytes_per_image"],
@@ -193,7 +225,7 @@ def plot_results(path: str | Path, doc: Mapping[str, Any], teacher: str,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from frankensplit.eval.report import log_kb_axis
+    from frankensplit.eval.report import annotate_rate_ends, curve_style, log_kb_axis
 
     fig, ax = plt.subplots(figsize=(7.2, 4.8))
     colors = iter(["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink",
@@ -206,12 +238,14 @@ def plot_results(path: str | Path, doc: Mapping[str, Any], teacher: str,
         kb = [r["bytes_per_image"] / 1000 for r in mine]
         top1 = [r["top1"] for r in mine]
         if method == FRANKENSPLIT_METHOD:
-            ax.plot(kb, top1, marker="*", markersize=11, linewidth=2.2, color="tab:red",
-                    label=info["label"], zorder=3)
+            ax.plot(kb, top1, label=info["label"], **curve_style(method))
             for r, x, y in zip(mine, kb, top1):
                 shift = (11, -13) if r["setting"] == highlight else (4, -10)  # clear of the ring
                 ax.annotate(r["setting"], (x, y), fontsize=7, xytext=shift,
                             textcoords="offset points")
+        elif variable_rate_of(doc, method) == FRANKENSPLIT_METHOD:  # a curve of its own
+            ax.plot(kb, top1, label=info["label"], **curve_style(method))
+            annotate_rate_ends(ax, [(x, y, r["setting"]) for r, x, y in zip(mine, kb, top1)])
         else:
             ax.plot(kb, top1, marker="o", markersize=4, label=info["label"],
                     color=next(colors, None))
