@@ -15,7 +15,8 @@ from frankensplit.files import file_sha256
 from frankensplit.models import ENCODERS, Architecture, FactorizedPrior, NotUpdatedError
 from frankensplit.models.codec_file import codec_fingerprint, codec_metadata, load_codec, save_codec
 from frankensplit.models.split import count_parameters
-from frankensplit.models.zoo import MODELS, ZOO_DIR, create_model, load_model_file
+from frankensplit.models.zoo import MODELS, ZOO_DIR, create_model, load_model_file, load_server_part
+from frankensplit.threads import seeded
 from tests.conftest import TINY_TEACHERS
 
 
@@ -204,6 +205,102 @@ def test_zoo_errors() -> None:
 
 ES = Architecture("tf_efficientnet_lite0", method="entropic_student", encoder="entropic_student",
                   decoder="entropic_student", latent_channels=24, split_reduction=4)
+
+
+#: Entropic Student's second stage: a fine-tuned copy of the teacher's tail of its own.
+ES_TAIL = dataclasses.replace(ES, tail="trained")
+
+#: Largest |logits change| from storing an own tail in float16, as a fraction of the largest
+#: |logit|: each weight moves by at most 2^-11 of itself (float16's unit roundoff, 4.9e-4); a
+#: layer's output sums many weights rounded independently, so it moves by less, and lite0's tail
+#: (about 40 convolutions in sequence) adds those in quadrature: of the order of 1e-3. Measured:
+#: 1.1e-3 on this random teacher's perturbed tail, 1.2e-3 on the real lite0 tail (logits' std
+#: 2.8: a change of 0.03 at most). The bound leaves 4x that.
+FP16_TAIL_RTOL = 5e-3
+
+
+def _es_tail(model_id: str = "es-test-l2-s2"):
+    """An Entropic Student with an own tail whose weights differ from the teacher's by a
+    per-weight 1% (as fine-tuning leaves them; BN statistics unchanged), so that loading it
+    must really read the tail. Per weight, not one scale: a shared factor would round every
+    BN weight of 1.0 the same way, which no trained tail does."""
+    model = ES_TAIL.build(model_id, teacher_weights=None).eval()
+    with torch.no_grad(), seeded(0):
+        for p in model.tail.parameters():
+            p.mul_(1 + 0.01 * torch.randn_like(p))
+    return model
+
+
+def _tail_floats(state: dict[str, torch.Tensor]) -> list[str]:
+    return [k for k, v in state.items() if k.startswith("tail.") and v.is_floating_point()]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_an_own_tail_is_stored_in_float16_and_read_back_into_float32(tmp_path) -> None:
+    """Only the tail's floating tensors are halved (g_a, the entropy model's CDF tables, g_s and
+    integer buffers stay as they are, packets bit-identical); the file records it, halves the
+    tail's bytes, and loads into a float32 tail whose logits stay within `FP16_TAIL_RTOL`."""
+    from safetensors.torch import load_file
+
+    model = _es_tail()
+    full, half = tmp_path / "fp32.safetensors", tmp_path / "fp16.safetensors"
+    save_codec(model, full)  # training's float32
+    save_codec(model, half, tail_dtype="float16")
+    assert (codec_metadata(full)["tail_dtype"], codec_metadata(half)["tail_dtype"]) == (
+        "float32", "float16")
+    assert "tail_dtype" not in codec_metadata(ZOO_DIR / MODELS.get("es-lite0-l4").weights)
+    ours, theirs = load_file(half), load_file(full)
+    floats = _tail_floats(theirs)
+    assert ours.keys() == theirs.keys() and any("num_batches_tracked" in k for k in ours)
+    for key, tensor in ours.items():
+        want = theirs[key].half() if key in floats else theirs[key]
+        assert tensor.dtype == want.dtype and torch.equal(tensor, want), key
+    halved = sum(theirs[k].numel() * 2 for k in floats)
+    assert abs(full.stat().st_size - half.stat().st_size - halved) < 1000  # header: names, offsets
+    loaded = load_model_file(half, teacher_weights=None)
+    for key, tensor in loaded.tail.state_dict().items():
+        assert tensor.dtype == model.tail.state_dict()[key].dtype, key  # float32 in memory
+    with seeded(0):
+        x = torch.randn(2, 3, 224, 224)  # the input size the server half accepts
+    packets = model.edge.encode(x)
+    assert loaded.edge.encode(x) == packets
+    logits, got = model.server.decode(packets), loaded.server.decode(packets)
+    assert (got - logits).abs().max() <= FP16_TAIL_RTOL * logits.abs().max()
+    assert not torch.equal(got, logits)  # the rounding is real, and within the bound
+    exact = load_model_file(full, teacher_weights=None).server.decode(packets)
+    torch.testing.assert_close(exact, logits, rtol=0, atol=0)  # float32 stays exact
+    # the server half reads the float16 tail the same way (no g_a tensor read)
+    part, _ = load_server_part(ES_TAIL, model.model_id, half, file_sha256(half),
+                               teacher_weights=None)
+    assert all(t.dtype == torch.float32 for t in part.tail.state_dict().values()
+               if t.is_floating_point())
+    torch.testing.assert_close(part.decode(packets), got, rtol=0, atol=0)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_tail_dtype_other_than_float16_or_float32_is_refused(tmp_path) -> None:
+    """On saving; on loading, a recorded dtype not supported, or tensors the record contradicts
+    (which ``load_state_dict`` would cast without a word), each named with the file."""
+    import re
+
+    from safetensors.torch import load_file, save_file
+
+    model = _es_tail()
+    with pytest.raises(ValueError, match="tail_dtype must be one of .*got 'int8'"):
+        save_codec(model, tmp_path / "x.safetensors", tail_dtype="int8")
+    half = tmp_path / "fp16.safetensors"
+    save_codec(model, half, tail_dtype="float16")
+    state, meta = load_file(half), codec_metadata(half)
+    floats = _tail_floats(state)
+    bf16, lie = tmp_path / "bf16.safetensors", tmp_path / "lie.safetensors"
+    save_file({k: v.bfloat16() if k in floats else v for k, v in state.items()}, bf16,
+              metadata={**meta, "tail_dtype": "bfloat16"})
+    save_file({k: v.float() if k in floats else v for k, v in state.items()}, lie, metadata=meta)
+    with pytest.raises(ValueError, match=re.escape(f"{bf16}: unsupported tail_dtype 'bfloat16'")):
+        load_model_file(bf16, teacher_weights=None)
+    with pytest.raises(ValueError, match=re.escape(str(lie)) + ".* is torch.float32, but the "
+                                         "file records tail_dtype 'float16'"):
+        load_server_part(ES_TAIL, model.model_id, lie, teacher_weights=None)
 
 
 def test_architecture_round_trips_and_reads_the_records_written_before_it() -> None:

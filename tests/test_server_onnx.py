@@ -22,6 +22,8 @@ from frankensplit import bitstream
 from frankensplit.blueprints import BLUEPRINTS
 from frankensplit.cli import main as cli_main
 from frankensplit.models.architecture import Architecture
+from frankensplit.models.codec_file import save_codec
+from frankensplit.models.zoo import load_model_file
 from frankensplit.runtime.edge.bundle import OnnxServerManifest, Preprocess, read_manifest
 from frankensplit.runtime.edge.export import export_server_onnx
 from frankensplit.runtime.server import ServerConfig, create_app, run_in_thread
@@ -179,6 +181,24 @@ def test_server_half_records_the_models_own_preprocessing(tmp_path) -> None:
     manifest = export_server_onnx(model, tmp_path)
     assert (manifest.preprocess.crop, model.teacher.data_config["input_size"][-1]) == (192, 224)
     assert manifest.preprocess == Preprocess.from_data_config(model.data_config)
+
+
+def test_a_tail_stored_in_float16_exports_a_float32_server_half(tmp_path) -> None:
+    """Entropic Student's own tail, read from a float16 codec file into the float32 model:
+    the graph takes and gives float32 and answers as the loaded model does."""
+    arch = Architecture("tf_efficientnet_lite0", method="entropic_student",
+                        encoder="entropic_student", decoder="entropic_student", latent_channels=24,
+                        split_reduction=4, tail="trained")
+    save_codec(arch.build("es-test-onnx-s2", teacher_weights=None).eval(),
+               tmp_path / "codec.safetensors", tail_dtype="float16")
+    model = load_model_file(tmp_path / "codec.safetensors", teacher_weights=None)
+    export_server_onnx(model, tmp_path / "onnx")  # checks the graph against torch at a batch of 2
+    part = load_onnx_server_model(tmp_path / "onnx", threads=1).part
+    assert [(t.name, t.type) for t in (*part.session.get_inputs(), *part.session.get_outputs())] \
+        == [("y_hat", "tensor(float)"), ("logits", "tensor(float)")]
+    with seeded(0):
+        packets = model.edge.encode(torch.randn(2, 3, 224, 224))
+    assert np.abs(part.decode(packets) - model.server.decode(packets).numpy()).max() < 1e-4
 
 
 @pytest.mark.parametrize("family", BLUEPRINTS.names())

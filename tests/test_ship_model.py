@@ -8,11 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from frankensplit.files import file_sha256
 from frankensplit.models.architecture import Architecture
-from frankensplit.models.codec_file import save_codec
+from frankensplit.models.codec_file import codec_metadata, save_codec
 from frankensplit.models.image_codec import build_image_codec
 from frankensplit.models.zoo import MODELS, ModelEntry, create_model
+from frankensplit.threads import seeded
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,11 +62,18 @@ def _metrics(zoo: Path, model_id: str) -> dict:
     return next(m for m in models if m["model_id"] == model_id)["metrics"]
 
 
-def _es(model_id: str):
-    """An Entropic Student split model (a small one: 24 latent channels at stride 4)."""
-    return Architecture("tf_efficientnet_lite0", method="entropic_student",
-                        encoder="entropic_student", decoder="entropic_student", latent_channels=24,
-                        split_reduction=4).build(model_id, teacher_weights=None)
+def _es(model_id: str, tail: str | None = None):
+    """An Entropic Student split model (a small one: 24 latent channels at stride 4); with
+    ``tail="trained"`` a tail of its own, each weight moved about 1% off the teacher's."""
+    model = Architecture("tf_efficientnet_lite0", method="entropic_student",
+                         encoder="entropic_student", decoder="entropic_student",
+                         latent_channels=24, split_reduction=4, tail=tail).build(
+        model_id, teacher_weights=None)
+    if tail is not None:
+        with torch.no_grad(), seeded(0):
+            for p in model.tail.parameters():
+                p.mul_(1 + 0.01 * torch.randn_like(p))
+    return model
 
 
 def test_split_model_entry_rebuilds_the_trained_architecture(ship, tmp_path, monkeypatch):
@@ -73,6 +83,7 @@ def test_split_model_entry_rebuilds_the_trained_architecture(ship, tmp_path, mon
     run = _run_dir(tmp_path, es, 9.0)
     dest = ship.ship(run / "best.safetensors", "configs/es_lite0_cpu.yaml", None)
     assert dest == tmp_path / "zoo" / "es-lite0-l9.safetensors"
+    assert dest.read_bytes() == (run / "best.safetensors").read_bytes()  # no own tail: copied
     (raw,) = json.loads((tmp_path / "zoo" / "index.json").read_text())["models"]
     assert raw["metrics"] == {"val_top1_256": 50.0, "val_teacher_top1_256": 80.0,
                               "val_bpp_estimated": 1.25, "train_steps_this_run": 500,
@@ -90,6 +101,56 @@ def test_split_model_entry_rebuilds_the_trained_architecture(ship, tmp_path, mon
     # shipping again replaces the entry instead of adding a second one
     ship.ship(run / "best.safetensors", "configs/es_lite0_cpu.yaml", None)
     assert len(json.loads((tmp_path / "zoo" / "index.json").read_text())["models"]) == 1
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_an_own_tail_ships_in_float16_and_the_entry_holds_the_written_files_sha256(
+        ship, tmp_path, monkeypatch, capsys):
+    """Re-saved, not copied: the tail in float16, every other tensor and the metadata the
+    trained file's; the index's sha256 is the new file's, and the zoo model loads it."""
+    # lite0's tail alone is 9.35 MB in float16: this small student's file is 10.0016 MB, just
+    # above the 10 MB limit; the limit is tested on its own below
+    monkeypatch.setattr(ship, "MAX_BYTES", 11_000_000)
+    es = _es("es-lite0-l9-s2", tail="trained")
+    src = _run_dir(tmp_path, es, 9.0) / "best.safetensors"
+    assert ship.main([str(src), "--config", "configs/es_lite0_cpu.yaml"]) == 0
+    dest = tmp_path / "zoo" / "es-lite0-l9-s2.safetensors"
+    assert capsys.readouterr().out == f"shipped {dest} ({dest.stat().st_size / 1e6:.2f} MB)\n"
+    assert dest.stat().st_size < 0.55 * src.stat().st_size  # the tail is 97% of the float32 file
+    assert codec_metadata(dest) == {**codec_metadata(src), "tail_dtype": "float16"}
+    ours, theirs = load_file(dest), load_file(src)
+    assert ours.keys() == theirs.keys()
+    for key, tensor in ours.items():  # g_a, the CDF tables, g_s and integer buffers: unchanged
+        halved = key.startswith("tail.") and theirs[key].is_floating_point()
+        assert torch.equal(tensor, theirs[key].half() if halved else theirs[key]), key
+    (raw,) = json.loads((tmp_path / "zoo" / "index.json").read_text())["models"]
+    assert raw["sha256"] == file_sha256(dest) != file_sha256(src)
+    entry = ModelEntry.from_dict(raw)
+    monkeypatch.setattr("frankensplit.models.zoo.ZOO_DIR", tmp_path / "zoo")
+    monkeypatch.setitem(MODELS._entries, entry.model_id, entry)
+    loaded = create_model(entry.model_id, teacher_weights=None)  # checks the sha256
+    for (name, a), b in zip(es.tail.state_dict().items(), loaded.tail.state_dict().values()):
+        want = a.half().float() if a.is_floating_point() else a
+        assert b.dtype == a.dtype and torch.equal(b, want), name
+    # stored in float32, the same model is nearly twice the limit: refused, the zoo file kept
+    with pytest.raises(SystemExit, match=r"would be 19\.\d\d MB, above the 11 MB"):
+        ship.main([str(src), "--config", "configs/es_lite0_cpu.yaml", "--tail-dtype", "float32"])
+    assert file_sha256(dest) == raw["sha256"]
+    assert sorted(p.name for p in (tmp_path / "zoo").iterdir()) == [dest.name, "index.json"]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_zoo_file_above_the_size_limit_is_refused_before_anything_is_written(
+        ship, tmp_path, monkeypatch):
+    """Copied or re-saved (own tail), a split model's file above ``MAX_BYTES`` is refused: no
+    weights, no temporary file, no index entry."""
+    monkeypatch.setattr(ship, "MAX_BYTES", 500_000)
+    for lmbda, model in ((9.0, _es("es-lite0-l9")), (10.0, _es("es-lite0-l10-s2", "trained"))):
+        src = _run_dir(tmp_path, model, lmbda) / "best.safetensors"
+        with pytest.raises(SystemExit, match=rf"{src}: the zoo file would be \d+\.\d\d MB, "
+                                             "above the 0.5 MB a shipped model may take"):
+            ship.ship(src, "configs/es_lite0_cpu.yaml", None)
+        assert list((tmp_path / "zoo").iterdir()) == []
 
 
 def test_the_entry_records_the_sha256_of_the_parent_its_command_starts_from(ship, tmp_path):

@@ -10,6 +10,13 @@ parent is refused: that command would start from other weights; name it ``git:<c
 A Balle 2018 image codec goes to ``frankensplit/zoo/bmshj2018/`` (the default source of the
 ``bmshj2018-factorized`` codec).
 
+A model with a tail of its own (Entropic Student's second stage, ``architecture.tail: trained``)
+is re-saved, not copied: loaded and written by ``save_codec`` with the tail in float16
+(``--tail-dtype``; see ``save_codec`` for why that is safe), its g_a, entropy model (CDF tables)
+and g_s bit for bit the trained file's, checked. Every other model is copied byte for byte. A
+split model's zoo file above ``MAX_BYTES`` (10 MB) is refused before anything is written: the
+package carries every shipped file. The index's sha256 is the written file's.
+
 Training steps (``metrics``, see `frankensplit.models.zoo_index.ModelEntry`) come from the run
 folder's ``summary.json``: ``train_steps_this_run`` from its history (each epoch's images over its
 stage's batch size), ``train_steps_to_checkpoint`` where the shipped file is a best checkpoint
@@ -43,6 +50,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 ZOO = REPO / "frankensplit" / "zoo"
+#: Largest split-model file the zoo takes (10 MB, decimal as the docs count).
+MAX_BYTES = 10_000_000
 
 
 def _summary(run_dir: Path) -> tuple[dict[str, Any], dict[str, int]]:
@@ -184,9 +193,56 @@ def _parent_sha256(model_id: str, config: str, dest: Path, index: dict[str, Any]
             for key, source in command_parents(config, REPO).items()}
 
 
+def _check_size(path: Path, what: Path) -> None:
+    """Refuse a zoo file above `MAX_BYTES` (``path``: the bytes to ship, ``what``: named)."""
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        raise SystemExit(f"{what}: the zoo file would be {size / 1e6:.2f} MB, above the "
+                         f"{MAX_BYTES / 1e6:g} MB a shipped model may take")
+
+
+def _check_resaved(src: Path, new: Path) -> None:
+    """Refuse a re-saved file whose tensors are not ``src``'s: the same names, every tensor equal
+    bit for bit, an own tail's floating ones after rounding to the dtype it is now stored in."""
+    import torch
+
+    from frankensplit.files import read_safetensors
+
+    old, ours = read_safetensors(src)[0], read_safetensors(new)[0]
+    if old.keys() != ours.keys():
+        raise SystemExit(f"{src}: re-saving changed its tensor names "
+                         f"({sorted(old.keys() ^ ours.keys())[:3]}...)")
+    for key, tensor in ours.items():
+        want = old[key]
+        if key.startswith("tail.") and want.is_floating_point():
+            want = want.to(tensor.dtype)
+        if tensor.dtype != want.dtype or not torch.equal(tensor, want):
+            raise SystemExit(f"{src}: re-saving changed tensor {key}")
+
+
+def _write_own_tail(src: Path, dest: Path, meta: dict[str, str], tail_dtype: str) -> None:
+    """Write ``src``, a model with an own tail, to ``dest`` with its tail stored as
+    ``tail_dtype``, through ``save_codec`` (checked by `_check_resaved` and `_check_size`; a
+    refused file never reaches ``dest``)."""
+    from frankensplit.models.codec_file import save_codec
+    from frankensplit.models.zoo import load_model_file
+
+    # The teacher is no part of the file: a random one builds the same codec without its weights.
+    model = load_model_file(src, teacher_weights=None)
+    tmp = dest.with_name(dest.name + ".tmp")
+    try:
+        save_codec(model, tmp, meta, tail_dtype=tail_dtype, update_tables=False)
+        _check_resaved(src, tmp)
+        _check_size(tmp, src)
+        tmp.replace(dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def ship(src: Path, config: str, results: Path | None, parent_steps: int | None = None,
-         g_s_steps: int | None = None) -> Path:
-    """Copy ``src`` into the zoo and (split models) write its index entry; returns the new path.
+         g_s_steps: int | None = None, tail_dtype: str = "float16") -> Path:
+    """Copy ``src`` into the zoo (a model with an own tail: re-save it with that tail stored as
+    ``tail_dtype``) and (split models) write its index entry; returns the new path.
 
     ``parent_steps``: the init_codec parent's ``train_steps_total`` where the index has no entry
     of its sha256; ``g_s_steps``: the steps that trained an ``init_g_s`` decoder (`_lineage_steps`).
@@ -213,7 +269,11 @@ def ship(src: Path, config: str, results: Path | None, parent_steps: int | None 
     index = json.loads(index_path.read_text()) if index_path.is_file() else {"models": []}
     parents = _parent_sha256(model_id, config, dest, index)
     metrics = _train_metrics(src, parents, index, parent_steps, g_s_steps)  # before the copy
-    shutil.copyfile(src, dest)
+    if arch.tail is None:
+        _check_size(src, src)
+        shutil.copyfile(src, dest)
+    else:
+        _write_own_tail(src, dest, meta, tail_dtype)
     if results is not None:
         metrics.update(_dev_metrics(results, model_id))
     backbone = arch.teacher.removeprefix("tf_efficientnet_")
@@ -236,6 +296,9 @@ def _steps(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    sys.path.insert(0, str(REPO))
+    from frankensplit.models.codec_file import TAIL_DTYPES
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("codec", type=Path, help="a codec file written by frankensplit train")
     p.add_argument("--config", required=True,
@@ -249,9 +312,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--g-s-steps", type=_steps, default=None,
                    help="with an init_g_s decoder: the steps that trained it beyond the "
                         "init_codec parent's lineage (added to train_steps_total)")
+    p.add_argument("--tail-dtype", choices=sorted(TAIL_DTYPES), default="float16",
+                   help="how a model with its own tail stores it (default: float16)")
     args = p.parse_args(argv)
-    dest = ship(args.codec, args.config, args.results, args.parent_steps, args.g_s_steps)
-    print(f"shipped {dest}")
+    dest = ship(args.codec, args.config, args.results, args.parent_steps, args.g_s_steps,
+                args.tail_dtype)
+    print(f"shipped {dest} ({dest.stat().st_size / 1e6:.2f} MB)")
     return 0
 
 

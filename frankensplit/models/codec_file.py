@@ -1,6 +1,9 @@
 """The codec file: safetensors of g_a, the entropy model (CDF tables included), g_s and an own
 tail, never the teacher (always loaded from its own source); its metadata records the model id,
 the teacher and the `Architecture` (``"architecture"``), so that the file alone rebuilds it.
+
+An own tail may be stored in float16 (``"tail_dtype"`` in the metadata, see `save_codec`); it is
+read back into the model's float32 tail. Everything else is stored as the model holds it.
 """
 
 from __future__ import annotations
@@ -15,24 +18,64 @@ from frankensplit.files import file_sha256, read_safetensors
 from frankensplit.models.architecture import Architecture
 from frankensplit.models.split import FrankenSplit, ServerPart
 
-__all__ = ["CODEC_PARTS", "codec_fingerprint", "codec_metadata", "codec_state", "load_codec",
-           "load_codec_state", "model_parts", "save_codec"]
+__all__ = ["CODEC_PARTS", "TAIL_DTYPES", "codec_fingerprint", "codec_metadata", "codec_state",
+           "load_codec", "load_codec_state", "model_parts", "save_codec", "stored_tail_dtype"]
 
 CODEC_PARTS = ("g_a", "entropy", "g_s")
 
+#: How an own tail's floating tensors may be stored (the metadata's ``"tail_dtype"``).
+TAIL_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16}
 
-def save_codec(model: FrankenSplit, path: str | Path, metadata: dict[str, str] | None = None) -> str:
-    """Write the codec weights (CDF tables rebuilt first); returns the file's sha256."""
+
+def save_codec(
+    model: FrankenSplit, path: str | Path, metadata: dict[str, str] | None = None,
+    tail_dtype: str = "float32", update_tables: bool = True,
+) -> str:
+    """Write the codec weights; returns the file's sha256.
+
+    Args:
+        model: the model (its teacher is not stored).
+        path: the file to write.
+        metadata: more metadata (lambda...), beside the model id, teacher and architecture.
+        tail_dtype: how a model's own tail is stored, a key of `TAIL_DTYPES`; recorded as the
+            metadata's ``"tail_dtype"`` for a model with an own tail (ignored without one).
+            Training writes float32, its working precision. ``"float16"`` is for shipping:
+            Entropic Student's fine-tuned copy of the teacher's tail is most of the file (18.7
+            of lite0's 19.9 MB in float32), and float16 halves it (10.5 MB); its 11-bit
+            significand moves a weight by at most 2^-11 of itself, which moves lite0's logits
+            by about 1e-3 of their largest value, far less than a dev-set evaluation can
+            resolve. Only floating tensors are cast (integer buffers such as
+            ``num_batches_tracked`` stay as they are), and only the tail's: g_a, the entropy
+            model and g_s stay float32, so packets and CDF tables are exactly the trained ones.
+            The shipped file is the one that is evaluated, so its figures describe the stored
+            weights.
+        update_tables: rebuild the CDF tables first (after training: tables that match the
+            trained entropy model). False keeps the loaded ones bit for bit (re-saving a trained
+            file: tables rebuilt on another device may round a CDF entry differently).
+
+    Raises:
+        ValueError: a ``tail_dtype`` that is no key of `TAIL_DTYPES`.
+    """
     from safetensors.torch import save_file
 
-    model.update(force=True)
+    if tail_dtype not in TAIL_DTYPES:
+        raise ValueError(f"tail_dtype must be one of {sorted(TAIL_DTYPES)}, got {tail_dtype!r}")
+    if update_tables:
+        model.update(force=True)
     # The teacher is recorded so that a later run can tell whether g_s fits its own teacher.
     meta = {"model_id": model.model_id, "format": "frankensplit-codec-1",
             "teacher": model.teacher.name, **(metadata or {})}
+    meta.pop("tail_dtype", None)  # a re-saved file's old record: this write decides it
     arch = model.architecture  # an image codec's is plain data
     meta["architecture"] = (arch.to_json() if isinstance(arch, Architecture)
                             else json.dumps(arch, sort_keys=True))
-    save_file(codec_state(model), str(path), metadata=meta)
+    state = codec_state(model)
+    if "tail" in model_parts(model):
+        meta["tail_dtype"] = tail_dtype
+        dtype = TAIL_DTYPES[tail_dtype]
+        state = {k: v.to(dtype) if k.startswith("tail.") and v.is_floating_point() else v
+                 for k, v in state.items()}
+    save_file(state, str(path), metadata=meta)
     return file_sha256(path)
 
 
@@ -54,7 +97,50 @@ def load_codec(
     """
     if sha256 is not None and Path(path).is_file() and (actual := file_sha256(path)) != sha256:
         raise ValueError(f"checksum mismatch for {path}: expected {sha256}, got {actual}")
-    load_codec_state(model, read_safetensors(path, parts=parts)[0], parts, source=str(path))
+    state, meta = read_safetensors(path, parts=parts)
+    state = _widen_tail(model, state, stored_tail_dtype(meta, path), str(path))
+    load_codec_state(model, state, parts, source=str(path))
+
+
+def stored_tail_dtype(metadata: dict[str, str], path: str | Path) -> str:
+    """The dtype a codec file's own tail is stored in (its metadata's ``"tail_dtype"``; float32
+    where none is recorded: files written before it was).
+
+    Raises:
+        ValueError: a recorded dtype that is no key of `TAIL_DTYPES` (named, with the file).
+    """
+    name = metadata.get("tail_dtype", "float32")
+    if name not in TAIL_DTYPES:
+        raise ValueError(f"{path}: unsupported tail_dtype {name!r} in its metadata; expected one "
+                         f"of {sorted(TAIL_DTYPES)}")
+    return name
+
+
+def _widen_tail(
+    model: FrankenSplit | ServerPart, state: dict[str, torch.Tensor], stored: str, source: str,
+) -> dict[str, torch.Tensor]:
+    """``state`` with the own tail's floating tensors checked to be of the ``stored`` dtype (a
+    key of `TAIL_DTYPES`) and cast to the dtype of the model's tensor of the same name (float32).
+
+    Why explicit: ``load_state_dict`` would cast silently, so a file whose tensors contradict its
+    metadata (a float32 tail recorded as float16, or a bfloat16 one) would load without a word.
+
+    Raises:
+        ValueError: a floating tail tensor of another dtype than the metadata records.
+    """
+    tail = getattr(model, "tail", None)
+    ours = {} if tail is None else tail.state_dict()
+    out = dict(state)
+    for key, tensor in state.items():
+        name = key.removeprefix("tail.")
+        if name == key or not tensor.is_floating_point():
+            continue
+        if tensor.dtype != TAIL_DTYPES[stored]:
+            raise ValueError(f"{source}: tail tensor {name} is {tensor.dtype}, but the file "
+                             f"records tail_dtype {stored!r}")
+        if name in ours:  # an unknown name is left for load_codec_state to refuse
+            out[key] = tensor.to(ours[name].dtype)
+    return out
 
 
 def codec_metadata(path: str | Path) -> dict[str, str]:
