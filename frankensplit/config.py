@@ -134,6 +134,12 @@ class TrainConfig:
             refitted after its source encoder was retrained, g_a and the entropy model from the
             new source (``init_codec``), g_s from the decoder trained on the old one.
         freeze: parts kept frozen ("g_a", "entropy", "g_s"): encoder reuse trains only "g_s".
+            A model with its own tail (``architecture.tail: trained``) may also freeze modules
+            of that tail, ``tail.<path>`` (the module path inside the tail, as
+            ``model.get_submodule`` takes it; lite0 split at stride 4: ``tail.8`` is the
+            classifier Linear); a path the built tail does not have is refused when the model
+            is built. A frozen tail tensor stays the teacher's, and a shipped file leaves it to
+            the teacher (`frankensplit.models.codec_file.save_codec`).
         aux_lr: Adam learning rate of the entropy model's quantile (aux) loss.
         seed: seed of everything random (init, shuffling, augmentation).
         device: "cpu", "cuda" or "cuda:N".
@@ -207,9 +213,7 @@ class TrainConfig:
                 raise ValueError(f"stage {s.name}: warmup_steps must be >= 0")
         if self.kd_weight < 0:
             raise ValueError(f"kd_weight must be >= 0, got {self.kd_weight}")
-        bad = set(self.freeze) - {"g_a", "entropy", "g_s"}
-        if bad:
-            raise ValueError(f"freeze: unknown parts {sorted(bad)}; expected g_a, entropy, g_s")
+        self._validate_freeze()
         if {"g_a", "entropy", "g_s"} <= set(self.freeze):
             raise ValueError("freeze: g_a, entropy and g_s are all frozen, nothing would train")
         arch = self.architecture
@@ -230,6 +234,20 @@ class TrainConfig:
         if "{lmbda}" not in self.model_id and len(self.lmbda) > 1:
             raise ValueError("model_id must contain '{lmbda}' when sweeping several lambdas")
         self._validate_model()
+
+    def _validate_freeze(self) -> None:
+        """``freeze``'s entries: codec parts, or ``tail.<path>`` of an own tail (whether the path
+        exists is checked on the built model: `frankensplit.train.loop`)."""
+        tail = [p for p in self.freeze if p.startswith("tail.")]
+        bad = set(self.freeze) - {"g_a", "entropy", "g_s"} - set(tail)
+        if bad:
+            raise ValueError(f"freeze: unknown parts {sorted(bad)}; expected g_a, entropy, g_s "
+                             f"or tail.<module path> (with architecture.tail: {TRAINED_TAIL})")
+        if tail and self.architecture.tail != TRAINED_TAIL:
+            raise ValueError(f"freeze: {tail[0]} is a module of an own tail, which this model "
+                             f"does not have (architecture.tail: {TRAINED_TAIL})")
+        if malformed := [p for p in tail if "" in p.split(".")]:
+            raise ValueError(f"freeze: {malformed[0]!r} is no module path (tail.<name>[.<name>])")
 
     def _validate_model(self) -> None:
         """The decoder id and the optimiser's numbers (the architecture checked itself)."""

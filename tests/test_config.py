@@ -84,6 +84,15 @@ def test_bad_values_and_files(tmp_path):
         load_config(None, ["freeze=[g_b]"])
     with pytest.raises(ValueError, match="nothing would train"):
         load_config(None, ["freeze=[g_a, entropy, g_s]"])
+    own_tail = ["objective=tail", "architecture.tail=trained"]
+    assert load_config(None, [*own_tail, "freeze=[g_a, entropy, tail.8, tail.3.0]"]).freeze == [
+        "g_a", "entropy", "tail.8", "tail.3.0"]
+    with pytest.raises(ValueError, match=r"unknown parts \['tail'\]; expected .* tail.<module"):
+        load_config(None, [*own_tail, "freeze=[g_a, entropy, tail]"])
+    with pytest.raises(ValueError, match="'tail.8.' is no module path"):
+        load_config(None, [*own_tail, "freeze=[g_a, entropy, tail.8.]"])
+    with pytest.raises(ValueError, match="tail.8 is a module of an own tail, which this model"):
+        load_config(None, ["freeze=[g_a, tail.8]"])
     with pytest.raises(ValueError, match="must contain"):
         load_config(None, ["model_id=fixed", "lmbda=[1, 2]"])
 

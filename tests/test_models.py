@@ -303,6 +303,102 @@ def test_a_tail_dtype_other_than_float16_or_float32_is_refused(tmp_path) -> None
         load_server_part(ES_TAIL, model.model_id, lie, teacher_weights=None)
 
 
+def _es_tail_frozen_classifier(seed: int = 0):
+    """`_es_tail`'s model with its classifier Linear (``tail.8``) left the teacher's, as a stage 2
+    with ``freeze: [..., tail.8]`` leaves it; its random teacher seeded by ``seed``, so that a
+    rebuild under the same seed has the same teacher."""
+    with seeded(seed):
+        model = ES_TAIL.build("es-test-l2-s2", teacher_weights=None).eval()
+    with torch.no_grad(), seeded(0):
+        for name, p in model.tail.named_parameters():
+            if not name.startswith("8."):
+                p.mul_(1 + 0.01 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_shipped_tail_leaves_the_teachers_tensors_to_the_teacher(tmp_path) -> None:
+    """``omit_teacher_tail``: every tail tensor equal to the teacher's (the classifier, BN
+    statistics) is left out of the file and listed; loading takes them from the teacher, bit for
+    bit, the split model's and the server part's alike, and the rest within `FP16_TAIL_RTOL`."""
+    import json
+
+    from safetensors.torch import load_file
+
+    model = _es_tail_frozen_classifier()
+    half, shipped = tmp_path / "fp16.safetensors", tmp_path / "shipped.safetensors"
+    save_codec(model, half, tail_dtype="float16")
+    save_codec(model, shipped, tail_dtype="float16", omit_teacher_tail=True)
+    teacher = model.teacher.tail.state_dict()
+    listed = json.loads(codec_metadata(shipped)["tail_from_teacher"])
+    # the classifier, and what the perturbation left as it was (BN statistics, zero biases);
+    # every other weight (convolutions', BN scales') moved and is stored
+    assert {"8.weight", "8.bias"} <= set(listed) and any("running_var" in n for n in listed)
+    assert not [n for n in listed if n.endswith(".weight") and not n.startswith("8.")]
+    assert "tail_from_teacher" not in codec_metadata(half)  # only when asked for
+    stored = load_file(shipped)
+    assert stored.keys() == load_file(half).keys() - {f"tail.{n}" for n in listed}
+    assert shipped.stat().st_size < half.stat().st_size - 2 * 1280 * 1000  # the classifier's
+    with seeded(0):  # the same random teacher as the model's
+        loaded = load_model_file(shipped, teacher_weights=None)
+    with seeded(0):
+        part, _ = load_server_part(ES_TAIL, model.model_id, shipped, file_sha256(shipped),
+                                   teacher_weights=None)
+    for name in listed:
+        assert torch.equal(loaded.tail.state_dict()[name], teacher[name]), name
+        assert torch.equal(part.tail.state_dict()[name], teacher[name]), name
+    with seeded(0):
+        x = torch.randn(2, 3, 224, 224)
+    packets = model.edge.encode(x)
+    logits, got = model.server.decode(packets), loaded.server.decode(packets)
+    assert (got - logits).abs().max() <= FP16_TAIL_RTOL * logits.abs().max()
+    torch.testing.assert_close(part.decode(packets), got, rtol=0, atol=0)
+    # loading into a built model takes the listed tensors from its teacher again, bit for bit
+    load_codec(loaded, half)
+    load_codec(loaded, shipped)
+    for name in listed:
+        assert torch.equal(loaded.tail.state_dict()[name], teacher[name]), name
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_tail_left_to_the_teacher_loads_only_as_recorded(tmp_path) -> None:
+    """A listed name the tail does not have, a tail tensor neither stored nor listed, one both
+    stored and listed, a record that is no list, and another teacher than the one shipped
+    against: each refused, naming the file."""
+    import json
+    import re
+
+    from safetensors.torch import load_file, save_file
+
+    model = _es_tail_frozen_classifier()
+    shipped = tmp_path / "shipped.safetensors"
+    save_codec(model, shipped, tail_dtype="float16", omit_teacher_tail=True)
+    state, meta = load_file(shipped), codec_metadata(shipped)
+    listed = json.loads(meta["tail_from_teacher"])
+
+    def refused(name: str, match: str, tensors=state, **record: str) -> None:
+        path = tmp_path / f"{name}.safetensors"
+        save_file(tensors, path, metadata={**meta, **record})
+        with pytest.raises(ValueError, match=re.escape(str(path)) + ".*" + match):
+            load_codec(model, path)
+
+    refused("unknown", "lists tail tensor '9.weight', which the tail of es-test-l2-s2 does not",
+            tail_from_teacher=json.dumps([*listed, "9.weight"]))
+    refused("missing", r"tail tensor 8.bias \(and 0 more\) is neither stored nor listed",
+            tail_from_teacher=json.dumps([n for n in listed if n != "8.bias"]))
+    refused("both", "tail tensor 8.weight is stored and also listed", tensors={
+        **state, "tail.8.weight": model.tail[8].weight.detach().half()})
+    refused("no-list", "tail_from_teacher is not a JSON list", tail_from_teacher='"8.weight"')
+    with seeded(1):  # another random teacher: its classifier differs from the one shipped against
+        other = ES_TAIL.build(model.model_id, teacher_weights=None)
+    with pytest.raises(ValueError, match=re.escape(str(shipped)) + f": its tail leaves "
+                       f"{len(listed)} tensors to teacher tf_efficientnet_lite0 as shipped .* "
+                       "load it with the teacher weights it was shipped against"):
+        load_codec(other, shipped)
+    with pytest.raises(ValueError, match="teacher weights it was shipped against"):
+        load_server_part(ES_TAIL, model.model_id, shipped, teacher_weights=None)  # unseeded
+
+
 def test_architecture_round_trips_and_reads_the_records_written_before_it() -> None:
     assert Architecture.from_json(ES.to_json()) == Architecture.from_dict(ES.to_dict()) == ES
     # codec files and index.json entries written before the method was a field: their encoder

@@ -217,3 +217,30 @@ def test_entropic_student_second_stage_trains_decoder_and_own_tail_only(tmp_path
         assert torch.allclose(model.server.decode([packet]), model.classify(model.g_s(y_hat)))
         assert not torch.allclose(model.classify(model.g_s(y_hat)),
                                   model.teacher.tail(model.g_s(y_hat)))
+
+
+def test_a_frozen_module_of_the_own_tail_stays_the_teachers_and_is_left_out_when_shipped(
+        tmp_path, one_thread):
+    """``freeze: [g_a, entropy, tail.8]`` (configs/es_lite0_fair_stage2.yaml): lite0's classifier
+    Linear is bit for bit the teacher's after training while the rest of the tail moves, and a
+    file saved for shipping leaves it to the teacher; a path the tail lacks is refused."""
+    import json
+
+    from frankensplit.models.codec_file import codec_metadata, save_codec
+
+    with pytest.raises(ValueError, match=r"has no module 'tail.9' .* modules: tail.0, .*tail.8$"):
+        _start(load_config(None, [*TINY, *ES, *TAIL, "freeze=[g_a, entropy, tail.9]"]), 2.0,
+               tmp_path, False, DistInfo())
+    cfg = load_config(None, [*TINY, *ES, *TAIL, "freeze=[g_a, entropy, tail.8]"])
+    train(cfg, tmp_path / "run", progress=False)
+    model = load_model_file(tmp_path / "run/lmbda-2/last.safetensors", teacher_weights="offline")
+    teacher = model.teacher.tail.state_dict()
+    assert type(model.tail[8]) is torch.nn.Linear
+    for name, tensor in model.tail.state_dict().items():
+        if name.startswith("8."):
+            assert torch.equal(tensor, teacher[name]), name
+    assert not torch.equal(model.tail[5].weight, model.teacher.tail[5].weight)  # conv_head moved
+    save_codec(model, tmp_path / "shipped.safetensors", tail_dtype="float16",
+               omit_teacher_tail=True, update_tables=False)
+    listed = json.loads(codec_metadata(tmp_path / "shipped.safetensors")["tail_from_teacher"])
+    assert {"8.weight", "8.bias"} <= set(listed) and "5.weight" not in listed

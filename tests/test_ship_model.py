@@ -63,16 +63,20 @@ def _metrics(zoo: Path, model_id: str) -> dict:
 
 
 def _es(model_id: str, tail: str | None = None):
-    """An Entropic Student split model (a small one: 24 latent channels at stride 4); with
-    ``tail="trained"`` a tail of its own, each weight moved about 1% off the teacher's."""
-    model = Architecture("tf_efficientnet_lite0", method="entropic_student",
-                         encoder="entropic_student", decoder="entropic_student",
-                         latent_channels=24, split_reduction=4, tail=tail).build(
-        model_id, teacher_weights=None)
+    """An Entropic Student split model (a small one: 24 latent channels at stride 4) with a
+    random teacher seeded by 0 (``with seeded(0)`` around a load builds the same one); with
+    ``tail="trained"`` a tail of its own, each weight moved about 1% off the teacher's but the
+    classifier's (``tail.8``, left the teacher's as ``freeze: [..., tail.8]`` leaves it)."""
+    with seeded(0):
+        model = Architecture("tf_efficientnet_lite0", method="entropic_student",
+                             encoder="entropic_student", decoder="entropic_student",
+                             latent_channels=24, split_reduction=4, tail=tail).build(
+            model_id, teacher_weights=None)
     if tail is not None:
         with torch.no_grad(), seeded(0):
-            for p in model.tail.parameters():
-                p.mul_(1 + 0.01 * torch.randn_like(p))
+            for name, p in model.tail.named_parameters():
+                if not name.startswith("8."):
+                    p.mul_(1 + 0.01 * torch.randn_like(p))
     return model
 
 
@@ -104,22 +108,34 @@ def test_split_model_entry_rebuilds_the_trained_architecture(ship, tmp_path, mon
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_an_own_tail_ships_in_float16_and_the_entry_holds_the_written_files_sha256(
-        ship, tmp_path, monkeypatch, capsys):
-    """Re-saved, not copied: the tail in float16, every other tensor and the metadata the
-    trained file's; the index's sha256 is the new file's, and the zoo model loads it."""
-    # lite0's tail alone is 9.35 MB in float16: this small student's file is 10.0016 MB, just
-    # above the 10 MB limit; the limit is tested on its own below
-    monkeypatch.setattr(ship, "MAX_BYTES", 11_000_000)
+def test_an_own_tail_ships_in_float16_without_the_teachers_tensors(ship, tmp_path, monkeypatch,
+                                                                    capsys):
+    """Re-saved, not copied: the tail in float16 without its tensors equal to the teacher's
+    (listed), every other tensor and the metadata the trained file's; the index's sha256 is the
+    new file's, and the zoo model loads it with the teacher it was shipped against."""
+    import json as _json
+
     es = _es("es-lite0-l9-s2", tail="trained")
     src = _run_dir(tmp_path, es, 9.0) / "best.safetensors"
-    assert ship.main([str(src), "--config", "configs/es_lite0_cpu.yaml"]) == 0
+    with seeded(0):  # ship's random teacher is the model's
+        assert ship.main([str(src), "--config", "configs/es_lite0_cpu.yaml",
+                          "--teacher-weights", "random"]) == 0
     dest = tmp_path / "zoo" / "es-lite0-l9-s2.safetensors"
-    assert capsys.readouterr().out == f"shipped {dest} ({dest.stat().st_size / 1e6:.2f} MB)\n"
-    assert dest.stat().st_size < 0.55 * src.stat().st_size  # the tail is 97% of the float32 file
-    assert codec_metadata(dest) == {**codec_metadata(src), "tail_dtype": "float16"}
+    meta = codec_metadata(dest)
+    listed = _json.loads(meta.pop("tail_from_teacher"))
+    assert meta.pop("tail_from_teacher_sha256")
+    assert meta == {**codec_metadata(src), "tail_dtype": "float16"}
     ours, theirs = load_file(dest), load_file(src)
-    assert ours.keys() == theirs.keys()
+    omitted = {f"tail.{n}" for n in listed}
+    assert {"tail.8.weight", "tail.8.bias"} <= omitted and ours.keys() == theirs.keys() - omitted
+    tail = [v for k, v in theirs.items() if k.startswith("tail.")]
+    values, total = sum(theirs[k].numel() for k in omitted), sum(v.numel() for v in tail)
+    assert capsys.readouterr().out == (
+        f"shipped {dest} ({dest.stat().st_size / 1e6:.2f} MB; tail: {len(listed)} of "
+        f"{len(tail)} tensors ({values:,} of {total:,} values) left to the teacher "
+        "tf_efficientnet_lite0, the rest stored in float16)\n")
+    # the tail is 97% of the float32 file: 0.52 of it with the whole tail in float16, 0.38 here
+    assert dest.stat().st_size < 0.4 * src.stat().st_size
     for key, tensor in ours.items():  # g_a, the CDF tables, g_s and integer buffers: unchanged
         halved = key.startswith("tail.") and theirs[key].is_floating_point()
         assert torch.equal(tensor, theirs[key].half() if halved else theirs[key]), key
@@ -128,13 +144,18 @@ def test_an_own_tail_ships_in_float16_and_the_entry_holds_the_written_files_sha2
     entry = ModelEntry.from_dict(raw)
     monkeypatch.setattr("frankensplit.models.zoo.ZOO_DIR", tmp_path / "zoo")
     monkeypatch.setitem(MODELS._entries, entry.model_id, entry)
-    loaded = create_model(entry.model_id, teacher_weights=None)  # checks the sha256
+    with seeded(0):
+        loaded = create_model(entry.model_id, teacher_weights=None)  # checks the sha256
     for (name, a), b in zip(es.tail.state_dict().items(), loaded.tail.state_dict().values()):
-        want = a.half().float() if a.is_floating_point() else a
+        want = a if name in listed or not a.is_floating_point() else a.half().float()
         assert b.dtype == a.dtype and torch.equal(b, want), name
-    # stored in float32, the same model is nearly twice the limit: refused, the zoo file kept
-    with pytest.raises(SystemExit, match=r"would be 19\.\d\d MB, above the 11 MB"):
-        ship.main([str(src), "--config", "configs/es_lite0_cpu.yaml", "--tail-dtype", "float32"])
+    with pytest.raises(ValueError, match="teacher weights it was shipped against"):
+        create_model(entry.model_id, teacher_weights=None)  # another random teacher
+    # stored in float32, the tail is still above the limit: refused, the zoo file kept
+    monkeypatch.setattr(ship, "MAX_BYTES", 11_000_000)
+    with seeded(0), pytest.raises(SystemExit, match=r"would be 1\d\.\d\d MB, above the 11 MB"):
+        ship.main([str(src), "--config", "configs/es_lite0_cpu.yaml", "--tail-dtype", "float32",
+                   "--teacher-weights", "random"])
     assert file_sha256(dest) == raw["sha256"]
     assert sorted(p.name for p in (tmp_path / "zoo").iterdir()) == [dest.name, "index.json"]
 
@@ -149,8 +170,25 @@ def test_a_zoo_file_above_the_size_limit_is_refused_before_anything_is_written(
         src = _run_dir(tmp_path, model, lmbda) / "best.safetensors"
         with pytest.raises(SystemExit, match=rf"{src}: the zoo file would be \d+\.\d\d MB, "
                                              "above the 0.5 MB a shipped model may take"):
-            ship.ship(src, "configs/es_lite0_cpu.yaml", None)
+            ship.ship(src, "configs/es_lite0_cpu.yaml", None, teacher_weights=None)
         assert list((tmp_path / "zoo").iterdir()) == []
+
+
+def test_a_resaved_file_must_leave_to_the_teacher_only_what_the_trained_file_holds(ship,
+                                                                                    tmp_path):
+    """`_check_resaved`: a tensor left to the teacher must equal the trained file's bit for bit."""
+    from safetensors.torch import save_file
+
+    a, b = torch.arange(6.0).reshape(2, 3), torch.full((3,), 0.1)
+    src, new = tmp_path / "src.safetensors", tmp_path / "new.safetensors"
+    save_file({"g_s.w": a, "tail.a": a.clone(), "tail.b": b}, src)
+    save_file({"g_s.w": a, "tail.b": b.half()}, new, metadata={"tail_from_teacher": '["a"]'})
+    ship._check_resaved(src, new, {"a": a.clone(), "b": b + 1})  # "b" is stored: not compared
+    with pytest.raises(SystemExit, match="left tail.a to the teacher, whose tensor differs"):
+        ship._check_resaved(src, new, {"a": a + 1, "b": b})
+    save_file({"g_s.w": a, "tail.b": b.half()}, new, metadata={"tail_from_teacher": "[]"})
+    with pytest.raises(SystemExit, match="re-saving changed its tensor names"):
+        ship._check_resaved(src, new, {"a": a, "b": b})
 
 
 def test_the_entry_records_the_sha256_of_the_parent_its_command_starts_from(ship, tmp_path):

@@ -11,11 +11,17 @@ A Balle 2018 image codec goes to ``frankensplit/zoo/bmshj2018/`` (the default so
 ``bmshj2018-factorized`` codec).
 
 A model with a tail of its own (Entropic Student's second stage, ``architecture.tail: trained``)
-is re-saved, not copied: loaded and written by ``save_codec`` with the tail in float16
-(``--tail-dtype``; see ``save_codec`` for why that is safe), its g_a, entropy model (CDF tables)
-and g_s bit for bit the trained file's, checked. Every other model is copied byte for byte. A
-split model's zoo file above ``MAX_BYTES`` (10 MB) is refused before anything is written: the
-package carries every shipped file. The index's sha256 is the written file's.
+is re-saved, not copied: loaded with its teacher's weights (``--teacher-weights``, default auto:
+the weights the model is served with) and written by ``save_codec`` with the tail in float16
+(``--tail-dtype``) and without the tail tensors equal to the teacher's (``omit_teacher_tail``: the
+batch-norm statistics, and a module the run froze such as lite0's classifier, ``tail.8``; see
+``save_codec`` for why both are safe). Its g_a, entropy model (CDF tables) and g_s are bit for bit
+the trained file's, and every tensor left out equals the teacher's, checked; the file then loads
+only with those teacher weights (a digest of the tensors left out is recorded and checked). Every
+other model is copied byte for byte. A split model's zoo file above ``MAX_BYTES`` (10 MB) is
+refused before anything is written: the package carries every shipped file. The index's sha256
+is the written file's. The tool prints the file's size and, for an own tail, how many of its
+tensors and values are left to the teacher.
 
 Training steps (``metrics``, see `frankensplit.models.zoo_index.ModelEntry`) come from the run
 folder's ``summary.json``: ``train_steps_this_run`` from its history (each epoch's images over its
@@ -201,17 +207,24 @@ def _check_size(path: Path, what: Path) -> None:
                          f"{MAX_BYTES / 1e6:g} MB a shipped model may take")
 
 
-def _check_resaved(src: Path, new: Path) -> None:
-    """Refuse a re-saved file whose tensors are not ``src``'s: the same names, every tensor equal
-    bit for bit, an own tail's floating ones after rounding to the dtype it is now stored in."""
+def _check_resaved(src: Path, new: Path, teacher_tail: dict[str, Any]) -> None:
+    """Refuse a re-saved file whose tensors are not ``src``'s: the same names but those it leaves
+    to the teacher, every tensor equal bit for bit (an own tail's floating ones after rounding to
+    the dtype it is now stored in), and each one left to the teacher equal to ``teacher_tail``'s
+    (the teacher's tail state) bit for bit."""
     import torch
 
     from frankensplit.files import read_safetensors
+    from frankensplit.models.codec_file import tail_from_teacher
 
-    old, ours = read_safetensors(src)[0], read_safetensors(new)[0]
-    if old.keys() != ours.keys():
+    old, (ours, meta) = read_safetensors(src)[0], read_safetensors(new)
+    omitted = {f"tail.{name}": teacher_tail[name] for name in tail_from_teacher(meta, new) or []}
+    if old.keys() != ours.keys() | omitted.keys() or ours.keys() & omitted.keys():
         raise SystemExit(f"{src}: re-saving changed its tensor names "
-                         f"({sorted(old.keys() ^ ours.keys())[:3]}...)")
+                         f"({sorted(old.keys() ^ (ours.keys() | omitted.keys()))[:3]}...)")
+    for key, tensor in omitted.items():
+        if tensor.dtype != old[key].dtype or not torch.equal(tensor, old[key]):
+            raise SystemExit(f"{src}: re-saving left {key} to the teacher, whose tensor differs")
     for key, tensor in ours.items():
         want = old[key]
         if key.startswith("tail.") and want.is_floating_point():
@@ -220,19 +233,22 @@ def _check_resaved(src: Path, new: Path) -> None:
             raise SystemExit(f"{src}: re-saving changed tensor {key}")
 
 
-def _write_own_tail(src: Path, dest: Path, meta: dict[str, str], tail_dtype: str) -> None:
+def _write_own_tail(src: Path, dest: Path, meta: dict[str, str], tail_dtype: str,
+                    teacher_weights: str | None) -> None:
     """Write ``src``, a model with an own tail, to ``dest`` with its tail stored as
-    ``tail_dtype``, through ``save_codec`` (checked by `_check_resaved` and `_check_size`; a
-    refused file never reaches ``dest``)."""
+    ``tail_dtype`` and its tensors equal to the teacher's (of ``teacher_weights``; None: random)
+    left out, through ``save_codec`` (checked by `_check_resaved` and `_check_size`; a refused
+    file never reaches ``dest``)."""
     from frankensplit.models.codec_file import save_codec
     from frankensplit.models.zoo import load_model_file
 
-    # The teacher is no part of the file: a random one builds the same codec without its weights.
-    model = load_model_file(src, teacher_weights=None)
+    # The teacher's weights decide which tail tensors are its own: the ones it is served with.
+    model = load_model_file(src, teacher_weights=teacher_weights)
     tmp = dest.with_name(dest.name + ".tmp")
     try:
-        save_codec(model, tmp, meta, tail_dtype=tail_dtype, update_tables=False)
-        _check_resaved(src, tmp)
+        save_codec(model, tmp, meta, tail_dtype=tail_dtype, update_tables=False,
+                   omit_teacher_tail=True)
+        _check_resaved(src, tmp, model.teacher.tail.state_dict())
         _check_size(tmp, src)
         tmp.replace(dest)
     finally:
@@ -240,9 +256,11 @@ def _write_own_tail(src: Path, dest: Path, meta: dict[str, str], tail_dtype: str
 
 
 def ship(src: Path, config: str, results: Path | None, parent_steps: int | None = None,
-         g_s_steps: int | None = None, tail_dtype: str = "float16") -> Path:
+         g_s_steps: int | None = None, tail_dtype: str = "float16",
+         teacher_weights: str | None = "auto") -> Path:
     """Copy ``src`` into the zoo (a model with an own tail: re-save it with that tail stored as
-    ``tail_dtype``) and (split models) write its index entry; returns the new path.
+    ``tail_dtype``, leaving out its tensors equal to those of the teacher of ``teacher_weights``)
+    and (split models) write its index entry; returns the new path.
 
     ``parent_steps``: the init_codec parent's ``train_steps_total`` where the index has no entry
     of its sha256; ``g_s_steps``: the steps that trained an ``init_g_s`` decoder (`_lineage_steps`).
@@ -273,7 +291,7 @@ def ship(src: Path, config: str, results: Path | None, parent_steps: int | None 
         _check_size(src, src)
         shutil.copyfile(src, dest)
     else:
-        _write_own_tail(src, dest, meta, tail_dtype)
+        _write_own_tail(src, dest, meta, tail_dtype, teacher_weights)
     if results is not None:
         metrics.update(_dev_metrics(results, model_id))
     backbone = arch.teacher.removeprefix("tf_efficientnet_")
@@ -295,8 +313,25 @@ def _steps(text: str) -> int:
     return value
 
 
+def _tail_note(src: Path, dest: Path) -> str:
+    """For a shipped own tail: how many of its tensors and values are left to the teacher."""
+    from frankensplit.files import read_safetensors
+    from frankensplit.models.codec_file import codec_metadata, tail_from_teacher
+
+    meta = codec_metadata(dest)
+    listed = tail_from_teacher(meta, dest)
+    if listed is None:
+        return ""
+    tail = read_safetensors(src, parts=("tail",))[0]  # the trained file: every tail tensor
+    values = sum(tail[f"tail.{name}"].numel() for name in listed)
+    total = sum(t.numel() for t in tail.values())
+    return (f"; tail: {len(listed)} of {len(tail)} tensors ({values:,} of {total:,} values) "
+            f"left to the teacher {meta['teacher']}, the rest stored in {meta['tail_dtype']}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
+    from frankensplit.cli import teacher_weights
     from frankensplit.models.codec_file import TAIL_DTYPES
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -314,10 +349,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "init_codec parent's lineage (added to train_steps_total)")
     p.add_argument("--tail-dtype", choices=sorted(TAIL_DTYPES), default="float16",
                    help="how a model with its own tail stores it (default: float16)")
+    p.add_argument("--teacher-weights", default="auto", type=teacher_weights("random"),
+                   help="a model with its own tail: the teacher weights it is served with, "
+                        "whose tail tensors are left out of the file (auto, offline, online, "
+                        "random or a checkpoint path; default auto)")
     args = p.parse_args(argv)
+    weights = None if args.teacher_weights == "random" else args.teacher_weights
     dest = ship(args.codec, args.config, args.results, args.parent_steps, args.g_s_steps,
-                args.tail_dtype)
-    print(f"shipped {dest} ({dest.stat().st_size / 1e6:.2f} MB)")
+                args.tail_dtype, weights)
+    note = _tail_note(args.codec, dest)  # "" for a file without an own tail
+    print(f"shipped {dest} ({dest.stat().st_size / 1e6:.2f} MB{note})")
     return 0
 
 

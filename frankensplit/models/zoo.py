@@ -99,7 +99,10 @@ def load_server_part(
     """The server half of a model (`Architecture.build_server`) with the codec weights of
     ``path`` (checksum ``sha256``; None: the seeded random codec), ready to decode: eval mode,
     CDF tables, reuse checked. Only the entropy model, g_s (and an own tail) are read: no g_a
-    tensor is loaded.
+    tensor is loaded. The part's own tail is a copy of the teacher's tail made when it is built,
+    so the tail tensors a shipped file leaves to the teacher come from it (`load_codec`):
+    ``teacher_weights`` must be the weights the file was shipped against, which the file's
+    digest of those tensors checks.
 
     Returns:
         The part, and the whole teacher (only with ``whole_teacher``: for classifying images).

@@ -236,9 +236,26 @@ def _build(cfg: TrainConfig, objective: Objective, lmbda: float | None,
             _warm_start(model.g_s, state, "g_s.")
     if isinstance(cfg.init_g_s, str):  # g_s from a codec of its own (a refitted reuse decoder)
         _load_g_s(model, cfg.init_g_s)
-    for part in cfg.freeze:
-        getattr(model, part).requires_grad_(False)
+    _freeze(model, cfg.freeze)
     return objective.place(model, device)
+
+
+def _freeze(model: TrainModel, parts: list[str]) -> None:
+    """Freeze ``parts``: codec parts, or ``tail.<path>``, a module of the model's own tail
+    (``TrainConfig.freeze``, which checked their form).
+
+    Raises:
+        ValueError: a path the model does not have, naming the tail's modules.
+    """
+    for part in parts:
+        try:
+            module = model.get_submodule(part)
+        except AttributeError as e:
+            tail = getattr(model, "tail", None)
+            known = [] if tail is None else [f"tail.{n}" for n, _ in tail.named_children()]
+            raise ValueError(f"freeze: {model.model_id} has no module {part!r} ({e}); its own "
+                             f"tail's modules: {', '.join(known) or 'none'}") from e
+        module.requires_grad_(False)
 
 
 def _load_g_s(model: TrainModel, source: str) -> None:

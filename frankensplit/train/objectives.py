@@ -277,7 +277,9 @@ class TailDistillation(_Distillation):
     logits, ``KL(teacher(x) || own_tail(g_s(y_hat)))`` per image at T = 1; the head distortion
     and the bits are reported, not trained. g_a and the entropy model stay frozen, so the
     bitstream is the first stage's (g_s cannot be frozen too: `TrainConfig.validate` refuses a
-    run with nothing to train); labels are not used (the paper adds cross-entropy)."""
+    run with nothing to train); modules of the own tail may be frozen too (``freeze:
+    [tail.<path>]``: they stay the teacher's); labels are not used (the paper adds
+    cross-entropy)."""
 
     @classmethod
     def check(cls, cfg: TrainConfig) -> None:
