@@ -144,7 +144,9 @@ def summarize(
         }
         fs_rows = _coded_rows(rows, teacher, FRANKENSPLIT_METHOD)
         fs_curve = [(r["bytes"], r["top1"]) for r in fs_rows]
-        baselines = [method for method in by_method if method != FRANKENSPLIT_METHOD]
+        # no fixed-rate FrankenSplit model (a variable-rate model alone): nothing to save against
+        baselines = [method for method in by_method if method != FRANKENSPLIT_METHOD] \
+            if fs_rows else []
         savings = {method: _saving_dicts(fs_rows, rate_savings(fs_curve, by_method[method], rule))
                    for method in baselines}
         at_baseline = {

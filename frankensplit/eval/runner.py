@@ -39,6 +39,7 @@ from frankensplit.data import crop_transform, load_image, normalize_transform
 from frankensplit.eval.records import RecordLog
 from frankensplit.eval.schema import FRANKENSPLIT_METHOD, TEACHER_METHOD, TEACHER_SETTING
 from frankensplit.models.split import FrankenSplit
+from frankensplit.models.zoo_index import rate_setting
 
 __all__ = ["FRANKENSPLIT_METHOD", "OperatingPoint", "evaluate", "format_quality", "model_points",
            "plan", "point_method"]
@@ -151,8 +152,8 @@ def model_points(model: FrankenSplit, teacher: str) -> list[OperatingPoint]:
     variable-rate model (setting ``<id>@<lambda>``, lowest bit rate first)."""
     if model.rates is None:
         return [OperatingPoint(teacher, model.method, model.model_id)]
-    return [OperatingPoint(teacher, point_method(model), f"{model.model_id}@{lmbda:g}", rate=r)
-            for r, lmbda in enumerate(model.rates)]
+    return [OperatingPoint(teacher, point_method(model), rate_setting(model.model_id, lmbda),
+                           rate=r) for r, lmbda in enumerate(model.rates)]
 
 
 def teacher_label(model: FrankenSplit) -> str:
