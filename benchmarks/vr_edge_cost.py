@@ -10,8 +10,8 @@ files of ``frankensplit train``; the cost does not depend on the weights) and ex
 bundles in a temporary folder, then:
 
 - **MACs**: g_a's, counted by torch's flop counter as ``frankensplit info`` counts them
-  (`commands.info.describe`, ``edge_macs``: convolutions and matrix products), plus the
-  variable-rate coder's gain, one multiply per latent element (``y * gain[r]``, in numpy,
+  (`commands.info.describe`, ``encoder_macs``: convolutions and matrix products), plus the
+  variable-rate coder's gain (its ``edge_macs`` holds both), one multiply per latent element (``y * gain[r]``, in numpy,
   `coding.FactorizedCoder.symbols`). The rounding against the medians is common to both.
 - **time**, per thread count: the median over ``--runs`` single-image runs of the whole edge path
   from a preprocessed image (1, 3, crop, crop) to packet bytes (`EdgeClient.encode_latent`, then
@@ -58,13 +58,11 @@ TARGET_RATIO = 1.05
 def edge_macs(model: FrankenSplit) -> dict[str, int]:
     """g_a's MACs at the model's input size, the gain's multiplies (0 for a fixed-rate model)
     and their sum."""
-    import math
-
     from frankensplit.commands.info import describe
 
-    info = describe(model)
-    gain = math.prod(info["latent_shape"]) if model.rates is not None else 0  # C * h * w
-    return {"g_a": int(info["edge_macs"]), "gain": gain, "total": int(info["edge_macs"]) + gain,
+    info = describe(model)  # edge_macs: g_a's (encoder_macs) and the gain's (C * h * w)
+    g_a, total = int(info["encoder_macs"]), int(info["edge_macs"])
+    return {"g_a": g_a, "gain": total - g_a, "total": total,
             "input_size": info["input_size"], "latent_shape": info["latent_shape"]}
 
 

@@ -160,6 +160,11 @@ CASES: list[tuple[list[str], list[str]]] = [
     (["profile", "--images", "{missing}"], ["{missing}"]),
     (["profile", "--repeat", "0"], ["--repeat"]),
     (["profile", "--bundle", "{missing}"], ["frankensplit export"]),
+    (["profile", "--rate", "-1"], ["--rate", "integer >= 0"]),
+    (["profile", "--model", "fs-lite0-untrained", "--rate", "0", "--limit", "1", "--codecs",
+      "none"], ["--rate 0: fs-lite0-untrained has one fixed rate"]),
+    (["demo", "--model", "fs-lite0-untrained", "--rate", "2", "--images", str(TINY16)],
+     ["--rate 2: fs-lite0-untrained has one fixed rate"]),
     (["saliency", "--teacher", "tf_efficientnet_lite0", "--data", "{missing}", "--device", "gpu"],
      ["--device", "cuda"]),
     (["saliency", "--teacher", "tf_efficientnet_lite00", "--data", str(TINY16)],
@@ -178,6 +183,7 @@ CASES: list[tuple[list[str], list[str]]] = [
       "--ssl-certfile", "{missing}", "--host", "256.0.0.0"], ["--ssl-keyfile"]),
     (["serve", "--model", "fs-lite0-untrained", "--host", "256.0.0.0"], ["--host"]),
     (["serve", "--model", "{missing}", "--host", "256.0.0.0"], ["neither a model id"]),
+    (["serve", "--model", "{binary}", "--host", "256.0.0.0"], ["cannot read weights"]),
 ]
 
 

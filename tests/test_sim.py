@@ -15,7 +15,13 @@ import pytest
 from frankensplit.cli import main
 from frankensplit.sim import LINKS, Cost, Link, Wire, crossover_mbit_per_s, end_to_end, parse_link
 from frankensplit.sim.links import parse_links
-from frankensplit.sim.matching import match_model, match_within, parse_bytes, parse_match
+from frankensplit.sim.matching import (
+    fs_curve,
+    match_model,
+    match_within,
+    parse_bytes,
+    parse_match,
+)
 from frankensplit.sim.profile import (
     PROFILE_FORMAT,
     PROFILE_VERSION,
@@ -233,6 +239,38 @@ def test_default_model_is_the_profiled_one(tmp_path: Path) -> None:
     assert fs["bytes_from"] == "fs-lite0-l4 (4,000 B, 78.00%), measured"
     assert fs["compute_from"].startswith("fs-lite0-l4 profiled (edge onnx-1")
     assert result["costs"][1]["bytes_from"] == "jpeg q50 (8,000 B, 78.00%), measured"
+
+
+#: A variable-rate model's rates (as `eval` writes them) beside a fixed-rate model and a codec.
+RATED = {"version": 1, "rows": [
+    _row("teacher", "uncompressed", None, 80.0),
+    _row("frankensplit", "fs-lite0-l4", 4000, 78.0),
+    _row("frankensplit_vr", "fs-vr@16", 2500, 72.0),
+    _row("frankensplit_vr", "fs-vr@4", 4500, 77.0),
+    _row("frankensplit_vr", "fs-vr@1", 8000, 79.5),
+    _row("jpeg", "10", 2000, 50.0, 10), _row("jpeg", "50", 8000, 78.0, 50),
+    _row("jpeg", "90", 16000, 79.5, 90),
+]}
+
+
+def test_a_variable_rate_profile_prices_its_rate_on_its_own_curve(tmp_path: Path) -> None:
+    """Profiled at lambda 4, the model's bytes are that rate's row; within 1 point its curve is
+    its own rates, never the fixed-rate model's, and its rows are never taken for a codec."""
+    profile = {**_synthetic_profile("fs-vr"), "rate": {"index": 1, "lambda": 4.0}}
+    (tmp_path / "p.json").write_text(json.dumps(profile))
+    (tmp_path / "results.json").write_text(json.dumps(RATED))
+    assert main(["simulate", "--profile", str(tmp_path / "p.json"), "--eval", str(tmp_path),
+                 "--match", "model,within:1", "--teachers", "none", "--no-plot", "--links", "3g",
+                 "--out", str(tmp_path / "sim")]) == 0
+    matched, within = json.loads((tmp_path / "sim" / "latency.json").read_text())["scenarios"]
+    fs = matched["costs"][0]
+    assert (fs["setting"], fs["payload_bytes"], fs["top1"]) == ("fs-vr@4", 4500, 77.0)
+    assert fs["compute_from"].startswith("fs-vr@4 profiled (edge onnx-1")
+    assert [c["method"] for c in matched["costs"]] == ["frankensplit", "jpeg", "local"]
+    fs = within["costs"][0]
+    assert fs["setting"] == "interpolated" and 4500 < fs["payload_bytes"] < 8000
+    assert "fs-vr@4" in fs["bytes_from"] and "fs-vr@1" in fs["bytes_from"]
+    assert [r["setting"] for r in fs_curve(RATED["rows"], "fs-lite0-l4")[0]] == ["fs-lite0-l4"]
 
 
 def _shipped_fs_row() -> tuple[dict, dict]:

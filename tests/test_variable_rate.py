@@ -213,6 +213,8 @@ def test_an_evaluation_measures_every_rate_as_its_own_point(model, tmp_path) -> 
         packets = [model.edge.encode(x[i:i + 1], rate=rate)[0] for i in range(len(files))]
         assert row["bytes"] == pytest.approx(sum(map(len, packets)) / len(files))
         assert row["bpp_estimated"] * 50176 / 8 <= row["bytes"]  # estimate <= coded bytes
+    assert result.summary[0]["savings"] == {}  # no fixed-rate model to compare: no empty table
+    assert "rate saving" not in result.paths["markdown"].read_text()
 
 
 def test_the_results_report_a_variable_rate_model_as_a_curve_of_its_own(model, tmp_path) -> None:

@@ -72,6 +72,16 @@ def server(bundle, default_model):
         yield url
 
 
+@pytest.fixture(scope="module")
+def codec_file(model, tmp_path_factory):
+    """The model as a training run writes it (`save_codec`): what ``--model PATH`` takes."""
+    from frankensplit.models.codec_file import save_codec
+
+    path = tmp_path_factory.mktemp("codec") / "best.safetensors"
+    save_codec(model, path)
+    return path
+
+
 def _images(n: int = 2) -> list[Path]:
     images = sorted(TINY16.glob("*.jpg"))[:n]
     if len(images) < n:
@@ -89,7 +99,8 @@ def test_one_edge_bundle_holds_every_rate_and_fixed_bundles_are_unchanged(bundle
     fixed = json.loads((default_bundle.edge_dir / "manifest.json").read_text())
     assert fixed["bundle_version"] == BUNDLE_VERSION == 1 and "rates" not in fixed
     assert fixed["bitstream_version"] == bitstream.FORMAT_VERSION
-    assert read_manifest(bundle.server_dir).architecture.rates == RATES
+    server = read_manifest(bundle.server_dir)
+    assert server.architecture.rates == RATES and server.bitstream_version == bitstream.RATE_VERSION
 
 
 def test_client_bytes_equal_torch_bytes_at_every_rate_for_the_same_latent(model, client):
@@ -157,6 +168,7 @@ def test_rate_choice_within_one_bundle(bundle, server, capsys):
     assert cli_main([*argv, "--rate", "2", images[0]]) == 0
     (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert line["answer"]["predictions"]
+    assert line["rate"] == {"model_id": MODEL_ID, "rate_index": 2, "lambda": RATES[2]}
     assert cli_main([*argv, images[0]]) == 2
     assert "--rate I, one of 0 (lambda 16)" in capsys.readouterr().err
     assert cli_main([*argv, "--rate", "3", images[0]]) == 2
@@ -175,7 +187,7 @@ def test_export_of_a_codec_file_writes_one_bundle_for_every_rate(model, tmp_path
     assert "rates 0: lambda 16, 1: lambda 4, 2: lambda 1" in capsys.readouterr().out
 
 
-def test_per_rate_figures_are_read_where_recorded_and_info_lists_the_rates(model):
+def test_per_rate_figures_are_read_where_recorded_and_info_lists_the_rates(model, default_model):
     from frankensplit.commands.info import describe
     from frankensplit.models.zoo_index import rate_figures
 
@@ -183,7 +195,10 @@ def test_per_rate_figures_are_read_where_recorded_and_info_lists_the_rates(model
     figures = rate_figures(metrics, RATES)
     assert figures[0] == figures[2] == {}
     assert (figures[1]["top1"], figures[1]["bytes_per_image"]) == (78.5, 4000.0)
-    assert [(r["index"], r["lambda"]) for r in describe(model)["rates"]] == list(enumerate(RATES))
+    described = describe(model)
+    assert [(r["index"], r["lambda"]) for r in described["rates"]] == list(enumerate(RATES))
+    # the same g_a as the fixed-rate lite0 model, plus the gain: one multiply per latent element
+    assert described["edge_macs"] == describe(default_model)["edge_macs"] + 48 * 28 * 28
 
 
 def test_vr_edge_cost_benchmark_counts_the_gain_and_times_every_rate(
@@ -207,3 +222,108 @@ def test_vr_edge_cost_benchmark_counts_the_gain_and_times_every_rate(
     assert all(v["g_a"] > 0 and v["entropy"] > 0 and v["total"] > 0 for v in timed.values())
     sizes = [timed[f"vr@{r}"]["bytes"] for r in rates]
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+
+
+def _packet_sizes(model, image: Path) -> list[int]:
+    from frankensplit.data import load_image, make_transform
+
+    x = make_transform(model.data_config, "eval")(load_image(image)).unsqueeze(0)
+    return [len(model.edge.encode(x, rate)[0]) for rate in range(len(RATES))]
+
+
+def test_encode_and_decode_name_each_packets_rate(codec_file, tmp_path, capsys):
+    image = _images(1)[0]
+    model = ["--model", str(codec_file), "--teacher-weights", "offline"]
+    assert cli_main(["encode", *model, "--rate", "1", "--out", str(tmp_path), str(image)]) == 0
+    capsys.readouterr()
+    assert cli_main(["decode", *model, "--topk", "1", str(tmp_path / f"{image.stem}.fsb")]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert (line["model_id"], line["rate"], line["lambda"]) == (MODEL_ID, 1, RATES[1])
+    assert cli_main(["encode", *model, "--rate", "3", "--out", str(tmp_path), str(image)]) == 2
+    assert "--rate 3: fs-test-vr is a variable-rate model: pass --rate I, one of 0 (lambda 16)" \
+        in capsys.readouterr().err
+
+
+def test_demo_shows_every_rate_or_the_one_asked(model, codec_file, tmp_path, capsys,
+                                               monkeypatch):
+    import re
+    import shutil
+
+    from frankensplit.eval import shipped
+
+    monkeypatch.setattr(shipped, "plot_results", lambda path, *a, **k: path)  # tests/test_demo.py
+    image = _images(1)[0]
+    shutil.copy(image, tmp_path / image.name)
+    argv = ["demo", "--model", str(codec_file), "--teacher-weights", "offline", "--images",
+            str(tmp_path), "--out", str(tmp_path / "out")]
+    sizes = _packet_sizes(model, image)
+    assert cli_main(argv) == 0
+    text = capsys.readouterr().out
+    rows = re.findall(r"^ +(\d+) \( *([\d.]+)\) +([\d,]+) ", text, re.MULTILINE)
+    assert [(int(r), float(v), int(b.replace(",", ""))) for r, v, b in rows] == \
+        [(r, RATES[r], sizes[r]) for r in range(len(RATES))]
+    assert "rate 2 (lambda 1): mean" in text
+    assert cli_main([*argv, "--rate", "1"]) == 0
+    text = capsys.readouterr().out
+    assert f"FrankenSplit {MODEL_ID}@4, from the packet" in text
+    assert f"{image.name}: {sizes[1]:,} bytes on the wire" in text
+
+
+def test_profile_times_one_rate_and_records_it(model, bundle, monkeypatch):
+    from frankensplit.sim import measure
+    from frankensplit.sim.profile import format_profile, profiled_setting
+
+    monkeypatch.setattr(measure, "measure_local", lambda *a, **k: {})  # the teacher: not here
+    image = _images(1)[0]
+    kwargs = {"threads": (1,), "repeat": 1, "warmup": 0, "codecs": {}, "bundle": bundle.edge_dir}
+    profile = measure.measure_profile(model, [image], rate=2, **kwargs)
+    assert profile["rate"] == {"index": 2, "lambda": RATES[2]}
+    assert profile["frankensplit"]["packet_bytes"] == _packet_sizes(model, image)[2]
+    assert profiled_setting(profile) == f"{MODEL_ID}@1"
+    assert format_profile(profile).startswith(f"device profile: {MODEL_ID}@1 ")
+    for rate in (None, 3):
+        with pytest.raises(ValueError, match="rate index in 0..2"):
+            measure.measure_profile(model, [image], rate=rate, **kwargs)
+
+
+def test_serve_takes_a_codec_file(model, codec_file, tmp_path):
+    from safetensors.numpy import save_file
+
+    from frankensplit.commands.serve import check_weights
+
+    check_weights(str(codec_file))
+    served = load_server_model(str(codec_file), teacher_weights="offline", images=False)
+    assert (served.model_id, served.rates) == (MODEL_ID, RATES)
+    with seeded(2):
+        x = torch.randn(1, 3, 224, 224)
+    packet = model.edge.encode(x, rate=1)[0]
+    torch.testing.assert_close(served.part.decode([packet]), model.server.decode([packet]))
+    save_file({"a": np.zeros(1, dtype=np.float32)}, str(tmp_path / "bare.safetensors"))
+    with pytest.raises(ValueError, match="records no model id and architecture"):
+        check_weights(str(tmp_path / "bare.safetensors"))
+
+
+def test_int8_latent_error_is_measured_in_each_rates_symbol_steps(model, tmp_path, monkeypatch):
+    """A step of rate r is 1 / gain[r] in y: the same int8 error is more symbols at a larger
+    gain, and the refusal names the worst rate and those within the limit."""
+    from frankensplit.runtime.edge import quantize
+    from frankensplit.runtime.edge.export import Int8Calibration, export_edge
+
+    y = np.zeros((1, 48, 2, 2), np.float32)
+    outputs = iter([y, y + 0.2])  # fp32, then int8: off by 0.2 everywhere
+
+    class Session:
+        def run(self, names, feeds):
+            return [next(outputs)]
+
+    monkeypatch.setattr(quantize, "_session", lambda path, threads: Session())
+    gains = [np.full(48, g, np.float32) for g in (0.5, 1.0, 4.0)]
+    errors = quantize.latent_error("f", "q", np.zeros((1, 3, 8, 8)), gains)
+    assert errors == pytest.approx([0.1, 0.2, 0.8])
+    if not TINY16.is_dir():
+        pytest.skip(f"fixture images not found in {TINY16}")
+    monkeypatch.setattr(quantize, "quantize_encoder", lambda *a, **k: None)
+    monkeypatch.setattr(quantize, "latent_error", lambda *a: [0.1, 0.3, 0.9])
+    with pytest.raises(RuntimeError, match=r"0.9 symbol steps .* at rate 2 \(lambda 1; rates "
+                                           r"within the limit: 0, 1\)"):
+        export_edge(model, tmp_path / "edge", int8=Int8Calibration(TINY16, 2))

@@ -6,13 +6,14 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from frankensplit.cli import check_model, teacher_weights
+from frankensplit.cli import check_model, non_negative_int, teacher_weights
 from frankensplit.models.zoo_index import MODELS, default_model_id
 
 if TYPE_CHECKING:
     from frankensplit.models.split import FrankenSplit
 
-__all__ = ["add_model_args", "load_model", "untrained_note"]
+__all__ = ["add_model_args", "add_rate_arg", "check_rate", "describe_rates", "load_model",
+           "untrained_note"]
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -49,3 +50,35 @@ def load_model(args: argparse.Namespace) -> FrankenSplit:
     if note:
         print(note, file=sys.stderr)
     return model
+
+
+def add_rate_arg(parser: argparse.ArgumentParser, every: bool = False) -> None:
+    """``--rate I``: a variable-rate model's rate index (0 = the lowest bit rate). An index, not
+    a lambda: the index is what the packet carries and what every listing numbers. With
+    ``every``, leaving it out means every rate of the model."""
+    default = "every rate" if every else "required for a variable-rate model"
+    parser.add_argument("--rate", type=non_negative_int, default=None, metavar="I",
+                        help=f"rate index of a variable-rate model (0 = lowest bit rate; "
+                             f"`frankensplit info` lists them; default: {default})")
+
+
+def describe_rates(rates: tuple[float, ...]) -> str:
+    """``0 (lambda 64), 1 (lambda 32), ...``."""
+    return ", ".join(f"{i} (lambda {v:g})" for i, v in enumerate(rates))
+
+
+def check_rate(model_id: str, rates: tuple[float, ...] | None, rate: int | None,
+               every: bool = False) -> None:
+    """Refuse a ``--rate`` the model does not have, any ``--rate`` for a fixed-rate model, and
+    none for a variable-rate model unless ``every`` rate is then meant.
+
+    Raises:
+        ValueError: one line naming the model's rates.
+    """
+    if rates is None and rate is not None:
+        raise ValueError(f"--rate {rate}: {model_id} has one fixed rate; leave --rate out")
+    missing = rate is None and not every
+    if rates is not None and (missing or (rate is not None and rate >= len(rates))):
+        given = "" if rate is None else f"--rate {rate}: "
+        raise ValueError(f"{given}{model_id} is a variable-rate model: pass --rate I, one of "
+                         f"{describe_rates(rates)}")

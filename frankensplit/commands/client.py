@@ -67,12 +67,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object per image")
 
 
-def _line(image: str, packet_bytes: int, answer: dict | None) -> str:
+def _line(image: str, packet_bytes: int, answer: dict | None, rate: dict | None = None) -> str:
+    at = "" if rate is None else f" at rate {rate['rate_index']} (lambda {rate['lambda']:g})"
     if answer is None:
-        return f"{image}: {packet_bytes} B"
+        return f"{image}: {packet_bytes} B{at}"
     top = answer["predictions"][0]
     name = top["name"] if top["name"] is not None else f"class {top['index']}"
-    line = (f"{image}: {name} (p={top['probability']:.3f}) [{packet_bytes} B, "
+    line = (f"{image}: {name} (p={top['probability']:.3f}) [{packet_bytes} B{at}, "
             f"server decode {answer['decode_ms']:.1f} ms]")
     if (rate := answer.get("rate")) is not None:
         uplink = rate["estimate"]["uplink_mbit_per_s"]
@@ -160,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
                          f"{listed}, or --deadline-ms to choose per image")
     if args.rate is not None and args.rate >= len(client.rates):
         raise ValueError(f"--rate {args.rate}: {args.bundle[0]} has rates 0..{len(client.rates) - 1}")
+    rate = None if args.rate is None else {  # the keys of --deadline-ms's "rate"
+        "model_id": client.model_id, "rate_index": args.rate, "lambda": client.rates[args.rate]}
     save = Path(args.save) if args.save else None
     if save is not None:
         save.mkdir(parents=True, exist_ok=True)
@@ -171,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
         if args.url is not None:
             answer = post_packet(args.url, packet, **post)
         if args.json:
-            print(json.dumps({"image": image, "packet_bytes": len(packet), "answer": answer}))
+            print(json.dumps({"image": image, "packet_bytes": len(packet),
+                              **({} if rate is None else {"rate": rate}), "answer": answer}))
         else:
-            print(_line(image, len(packet), answer), file=sys.stdout)
+            print(_line(image, len(packet), answer, rate), file=sys.stdout)
     return 0

@@ -1,7 +1,9 @@
 """``frankensplit decode``: the server side, ``.fsb`` packets -> top-k classes as JSON lines.
 
 Each line is ``{"file", "model_id", "bytes", "predictions": [{"index", "name", "probability"}]}``,
-the ``predictions`` of ``frankensplit serve``'s answers (`frankensplit.protocol`).
+the ``predictions`` of ``frankensplit serve``'s answers (`frankensplit.protocol`); a variable-rate
+model's packet adds the rate it was coded at, ``"rate"`` (index) and ``"lambda"``, as read from
+the packet (each packet is decoded at its own rate).
 """
 
 from __future__ import annotations
@@ -36,11 +38,15 @@ def run(args: argparse.Namespace) -> int:
     for path in paths:
         data = path.read_bytes()
         try:
-            probs = server.decode([data])[0].softmax(-1)  # (classes,)
+            packet = server.parse(data)  # unpacked and checked once: id, shape, rate, limits
+            probs = server.decode([packet])[0].softmax(-1)  # (classes,)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from e
         values, indexes = probs.topk(min(topk, probs.numel()))
-        print(json.dumps({"file": str(path), "model_id": model.model_id, "bytes": len(data),
+        rate = {} if packet.rate is None else {"rate": packet.rate,
+                                               "lambda": model.rates[packet.rate]}
+        print(json.dumps({"file": str(path), "model_id": model.model_id, **rate,
+                          "bytes": len(data),
                           "predictions": protocol.predictions(values.tolist(), indexes.tolist(),
                                                               probs.numel())}))
     return 0

@@ -6,6 +6,8 @@
    server part decodes that packet into the teacher's features and runs the rest of the teacher.
    Per photo it prints the packet's length (the bytes on the wire), the encode and decode times,
    and the teacher's top-5 on the uncompressed crop beside FrankenSplit's, with probabilities.
+   A variable-rate model runs at ``--rate I``, or without it at every rate of its grid: one
+   line per rate (bytes, times, FrankenSplit's top-1) under the teacher's top-1.
 2. The rate-accuracy comparison is not measured on a handful of photos (that would be noise): it
    is the shipped dev-set measurement (:mod:`frankensplit.eval.shipped`: 1,286 ILSVRC-2012
    validation images, real bytes, every codec at fixed settings; ``make results`` regenerates
@@ -17,10 +19,12 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from frankensplit.commands._common import add_model_args, load_model
+from frankensplit.commands._common import add_model_args, add_rate_arg, check_rate, load_model
+from frankensplit.models.zoo_index import rate_setting
 
 __all__ = ["HELP", "configure", "run"]
 
@@ -32,6 +36,7 @@ _NAME = 28  # characters of a class name shown
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the sub-command's arguments."""
     add_model_args(parser)
+    add_rate_arg(parser, every=True)
     parser.add_argument("--images", default=None,
                         help="folder of photos (default: those shipped with scikit-image)")
     parser.add_argument("--threads", type=int, default=1,
@@ -40,30 +45,35 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="folder for rate_accuracy.png (the dev-set curves)")
 
 
-def _photo(model: Any, transform: Any, path: Path) -> dict[str, Any]:
-    """One photo through the edge and the server part (timed), and through the whole teacher."""
+def _top5(logits: Any) -> list[dict[str, Any]]:
+    from frankensplit.protocol import predictions
+
+    probs = logits[0].softmax(-1)
+    values, indexes = probs.topk(min(5, probs.numel()))
+    return predictions(values.tolist(), indexes.tolist(), probs.numel())
+
+
+def _photo(model: Any, transform: Any, path: Path, rates: Sequence[int | None]) -> dict[str, Any]:
+    """One photo through the edge and the server part at each of ``rates`` (timed; None: a
+    fixed-rate model's), and through the whole teacher."""
     import torch
 
     from frankensplit.data import load_image
-    from frankensplit.protocol import predictions
 
     x = transform(load_image(path)).unsqueeze(0)  # (1, 3, 224, 224)
-    t0 = time.perf_counter()
-    (packet,) = model.edge.encode(x)  # g_a + rANS: the bytes the device sends
-    t1 = time.perf_counter()
-    logits = model.server.decode([packet])  # rANS -> y_hat -> g_s -> tail, (1, classes)
-    t2 = time.perf_counter()
+    coded = []
+    for rate in rates:
+        t0 = time.perf_counter()
+        (packet,) = model.edge.encode(x, rate)  # g_a + rANS: the bytes the device sends
+        t1 = time.perf_counter()
+        logits = model.server.decode([packet])  # rANS -> y_hat -> g_s -> tail, (1, classes)
+        t2 = time.perf_counter()
+        coded.append({"rate": rate, "packet": packet, "encode_ms": (t1 - t0) * 1e3,
+                      "decode_ms": (t2 - t1) * 1e3, "frankensplit": _top5(logits)})
     with torch.no_grad():
         reference = model.teacher(x)  # the unmodified teacher on the uncompressed crop
-
-    def top5(z: Any) -> list[dict[str, Any]]:
-        probs = z[0].softmax(-1)
-        values, indexes = probs.topk(min(5, probs.numel()))
-        return predictions(values.tolist(), indexes.tolist(), probs.numel())
-
-    return {"path": path, "packet": packet, "pixels": x.shape[-2] * x.shape[-1],
-            "encode_ms": (t1 - t0) * 1e3, "decode_ms": (t2 - t1) * 1e3,
-            "teacher": top5(reference), "frankensplit": top5(logits)}
+    return {"path": path, "pixels": x.shape[-2] * x.shape[-1], "teacher": _top5(reference),
+            "coded": coded}
 
 
 def _class(pred: dict[str, Any]) -> str:
@@ -71,14 +81,27 @@ def _class(pred: dict[str, Any]) -> str:
     return f"{name[:_NAME]:{_NAME}s} {100 * pred['probability']:5.1f}%"
 
 
-def _print_photo(result: dict[str, Any], model_id: str) -> None:
-    size = len(result["packet"])
+def _print_photo(result: dict[str, Any], name: str) -> None:
+    (coded,) = result["coded"]
+    size = len(coded["packet"])
     print(f"\n{result['path'].name}: {size:,} bytes on the wire "
-          f"({size * 8 / result['pixels']:.3f} bpp), encode {result['encode_ms']:.1f} ms, "
-          f"decode {result['decode_ms']:.1f} ms")
-    print(f"   {'teacher, uncompressed crop':{_NAME + 13}s}FrankenSplit {model_id}, from the packet")
-    for i, (t, f) in enumerate(zip(result["teacher"], result["frankensplit"]), 1):
+          f"({size * 8 / result['pixels']:.3f} bpp), encode {coded['encode_ms']:.1f} ms, "
+          f"decode {coded['decode_ms']:.1f} ms")
+    print(f"   {'teacher, uncompressed crop':{_NAME + 13}s}FrankenSplit {name}, from the packet")
+    for i, (t, f) in enumerate(zip(result["teacher"], coded["frankensplit"]), 1):
         print(f"   {i}. {_class(t)}   {i}. {_class(f)}")
+
+
+def _print_rates(result: dict[str, Any], model: Any) -> None:
+    """A photo at every rate of a variable-rate model: one line per rate."""
+    print(f"\n{result['path'].name}: teacher, uncompressed crop: {_class(result['teacher'][0])}")
+    print(f"   {'rate (lambda)':>14s} {'bytes':>7s} {'bpp':>6s} {'encode':>9s} {'decode':>9s}   "
+          "FrankenSplit's top-1, from the packet")
+    for coded in result["coded"]:
+        size = len(coded["packet"])
+        print(f"   {coded['rate']:>4d} ({model.rates[coded['rate']]:>7g}) {size:7,d} "
+              f"{size * 8 / result['pixels']:6.3f} {coded['encode_ms']:6.1f} ms "
+              f"{coded['decode_ms']:6.1f} ms   {_class(coded['frankensplit'][0])}")
 
 
 def _ratio(fs_bytes: int, baseline: float | None) -> str:
@@ -156,18 +179,30 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("no photos: pass --images DIR (scikit-image/matplotlib photos not found)")
     with torch_threads(args.threads):
         model = load_model(args)
+        check_rate(model.model_id, model.rates, args.rate, every=True)
+        every = model.rates is not None and args.rate is None
+        rates = range(len(model.rates)) if every else [args.rate]
         transform = make_transform(model.data_config, "eval")
-        _photo(model, transform, photos[0])  # warm-up, untimed: first calls allocate
-        results = [_photo(model, transform, p) for p in photos]
-    print(f"FrankenSplit {model.model_id} (teacher {model.teacher.name}) on {len(photos)} photos, "
+        _photo(model, transform, photos[0], rates[:1])  # warm-up, untimed: first calls allocate
+        results = [_photo(model, transform, p, rates) for p in photos]
+    name = rate_setting(model.model_id, None if args.rate is None else model.rates[args.rate])
+    at = f" at each of its {len(model.rates)} rates" if every else ""
+    print(f"FrankenSplit {name} (teacher {model.teacher.name}) on {len(photos)} photos{at}, "
           "batch size 1, times on this machine: encode = g_a + entropy coding (edge), decode = "
           "entropy decoding + g_s + teacher tail (server).")
     for result in results:
-        _print_photo(result, model.model_id)
-    sizes = [len(r["packet"]) for r in results]
-    same = sum(r["teacher"][0]["index"] == r["frankensplit"][0]["index"] for r in results)
-    print(f"\nmean {sum(sizes) / len(sizes):,.0f} bytes per photo; same top-1 as the teacher on "
-          f"{same} of {len(results)}.")
+        if every:
+            _print_rates(result, model)
+        else:
+            _print_photo(result, name)
+    print()
+    for i, rate in enumerate(rates):
+        sizes = [len(r["coded"][i]["packet"]) for r in results]
+        same = sum(r["teacher"][0]["index"] == r["coded"][i]["frankensplit"][0]["index"]
+                   for r in results)
+        label = f"rate {rate} (lambda {model.rates[rate]:g}): " if every else ""
+        print(f"{label}mean {sum(sizes) / len(sizes):,.0f} bytes per photo; same top-1 as the "
+              f"teacher on {same} of {len(results)}.")
     row = _model_row(doc, model.model_id)
     teacher = row["teacher"] if row else next(iter(doc["teachers"]))
     plot = plot_results(Path(args.out) / "rate_accuracy.png", doc, teacher,

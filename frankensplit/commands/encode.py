@@ -12,8 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
-from frankensplit.cli import check_model, non_negative_int
-from frankensplit.commands._common import add_model_args, load_model
+from frankensplit.cli import check_model
+from frankensplit.commands._common import add_model_args, add_rate_arg, check_rate, load_model
 from frankensplit.models.zoo_index import default_model_id
 
 HELP = "edge side: encode images into FrankenSplit bitstreams (.fsb), one per image"
@@ -22,19 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_model_args(parser)
     parser.add_argument("images", nargs="+", help="image files")
     parser.add_argument("--out", required=True, help="output folder for the .fsb files")
-    parser.add_argument("--rate", type=non_negative_int, default=None, metavar="I",
-                        help="rate index of a variable-rate model (0 = lowest bit rate)")
-
-
-def _check_rate(model_id: str, rates: tuple[float, ...] | None, rate: int | None) -> None:
-    """Refuse a ``--rate`` the model does not have, or none for a variable-rate model."""
-    if rates is None and rate is not None:
-        raise ValueError(f"--rate {rate}: {model_id} has one fixed rate; leave --rate out")
-    if rates is not None and (rate is None or rate >= len(rates)):
-        listed = ", ".join(f"{i} (lambda {v:g})" for i, v in enumerate(rates))
-        given = "" if rate is None else f"--rate {rate}: "
-        raise ValueError(f"{given}{model_id} is a variable-rate model: pass --rate I, one of "
-                         f"{listed}")
+    add_rate_arg(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from frankensplit.models.split import FrankenSplit
 
     model = load_model(args)
-    _check_rate(model.model_id, model.rates, args.rate)
+    check_rate(model.model_id, model.rates, args.rate)
     transform = make_transform(model.data_config, "eval")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def describe(model: FrankenSplit) -> dict[str, Any]:
-    """The facts ``info`` prints, measured on the model (MACs counted by torch's flop counter)."""
+    """The facts ``info`` prints, measured on the model (MACs counted by torch's flop counter:
+    ``encoder_macs`` g_a's, ``edge_macs`` the edge's, which for a variable-rate model adds one
+    multiply per latent element, its rate's gain)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -58,7 +60,8 @@ def describe(model: FrankenSplit) -> dict[str, Any]:
         "split_point": {"module": spec.module, "channels": spec.channels,
                         "reduction": spec.reduction, "layout": spec.layout,
                         "feature_shape": list(spec.feature_shape)},
-        "edge_macs": counter.get_total_flops() // 2,
+        "encoder_macs": (macs := counter.get_total_flops() // 2),
+        "edge_macs": macs + (0 if model.rates is None else y[0].numel()),  # + the gain
         "rates": rates,
     }
 

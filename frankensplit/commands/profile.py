@@ -1,14 +1,16 @@
 """``frankensplit profile``: time every stage of both pipelines on this machine -> profile JSON.
 
-    frankensplit profile [--model M] [--images DIR] [--threads 1,2] [--repeat 5]
+    frankensplit profile [--model M [--rate I]] [--images DIR] [--threads 1,2] [--repeat 5]
                          [--teachers paper | swin_s3_base_224,convnext_tiny,...] [--out profile.json]
 
 Without ``--images`` it times the real photos shipped with scikit-image (and matplotlib), so it
 runs on any machine with the package installed. Besides both pipelines it times local execution
 (the whole teacher on the edge) and, with ``--teachers``, larger teachers' server side and local
 execution from their architecture-only zoo entries with random weights (latency does not depend
-on weights; nothing is said about their accuracy). The JSON layout is documented in
-:mod:`frankensplit.sim.profile`.
+on weights; nothing is said about their accuracy). A variable-rate model is profiled at
+``--rate I``: its packets (bytes, entropy coding and decoding) are that rate's, and the profile
+records the rate, so that ``simulate`` prices that rate's evaluated bytes. The JSON layout is
+documented in :mod:`frankensplit.sim.profile`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import sys
 from pathlib import Path
 
 from frankensplit.cli import check_model, non_negative_int, positive_int
-from frankensplit.commands._common import add_model_args, load_model
+from frankensplit.commands._common import add_model_args, add_rate_arg, check_rate, load_model
 
 __all__ = ["HELP", "configure", "parse_teachers", "parse_threads", "run"]
 
@@ -28,6 +30,7 @@ HELP = "measure edge, server and codec compute times on this machine (a device p
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the sub-command's arguments."""
     add_model_args(parser)
+    add_rate_arg(parser)
     parser.add_argument("--images", default=None,
                         help="folder of photos (default: those shipped with scikit-image)")
     parser.add_argument("--limit", type=positive_int, default=None, help="first N images only")
@@ -133,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
     codecs = _codecs(args)
     what_if_ids = parse_teachers(args.teachers)
     model = load_model(args)
+    check_rate(model.model_id, model.rates, args.rate)
     what_if = []
     for model_id in what_if_ids:
         from frankensplit.models.zoo import create_model
@@ -142,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         what_if.append(create_model(model_id, teacher_weights=None))
     profile = measure_profile(model, images, threads, args.repeat, args.warmup, codecs,
                               server_threads=args.server_threads, bundle=args.bundle,
-                              what_if=what_if)
+                              what_if=what_if, rate=args.rate)
     path = write_profile(profile, args.out)
     print(format_profile(profile))
     print(f"wrote {path}", file=sys.stderr)

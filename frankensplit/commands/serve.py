@@ -39,8 +39,9 @@ HELP = "serve one or more models over HTTP: POST a packet to /v1/classify, get t
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the sub-command's arguments."""
     parser.add_argument("--model", action="append", required=True, metavar="ID_OR_BUNDLE",
-                        help="zoo model id or server bundle folder (with --onnx: a server-onnx/ "
-                             "folder); repeat to serve several")
+                        help="zoo model id, server bundle folder or codec file written by "
+                             "`frankensplit train` (with --onnx: a server-onnx/ folder); repeat "
+                             "to serve several")
     parser.add_argument("--onnx", action="store_true",
                         help="serve ONNX server halves (export --server-onnx) with ONNX Runtime, "
                              "without torch; packets only (no /v1/classify-image)")
@@ -105,15 +106,18 @@ def check_weights(spec: str, onnx: bool = False) -> None:
 
     Checks the sha256 recorded for the file (bundle manifest or zoo index), which catches any
     changed byte, then parses the safetensors header, which catches a truncated or malformed file
-    even where no checksum is recorded. Costs one read of the file (2 MB for lite0). With
+    even where no checksum is recorded (a codec file of a training run: its header must also
+    record the model id and architecture). Costs one read of the file (2 MB for lite0). With
     ``onnx``, ``spec`` must be an ONNX server half, whose every file's sha256 is checked.
 
     Raises:
         ValueError: unknown spec, checksum mismatch or unreadable file (the message names it).
     """
     from frankensplit.files import file_sha256, read_safetensors
+    from frankensplit.models.zoo_index import MODELS, ZOO_DIR
     from frankensplit.runtime.edge.bundle import OnnxServerManifest, ServerManifest, read_manifest
 
+    codec_file = spec not in MODELS and Path(spec).is_file()
     if onnx and not Path(spec).is_dir():
         raise ValueError(f"--onnx serves ONNX server halves (folders written by `frankensplit "
                          f"export --server-onnx`), got {spec!r}")
@@ -127,9 +131,9 @@ def check_weights(spec: str, onnx: bool = False) -> None:
         if onnx:
             return
         path = Path(spec) / manifest.codec_file
+    elif codec_file:  # of a training run: no checksum recorded for it, its header is checked
+        path = Path(spec)
     else:
-        from frankensplit.models.zoo_index import MODELS, ZOO_DIR
-
         entry = MODELS.get(spec)
         if entry.weights is None:
             return  # random codec weights: nothing on disk
@@ -140,9 +144,12 @@ def check_weights(spec: str, onnx: bool = False) -> None:
             raise ValueError(f"model {spec!r}: checksum mismatch for {path}: expected "
                              f"{entry.sha256} (zoo index), got {actual}")
     try:
-        read_safetensors(path, "weights", tensors=False, framework="numpy")  # header: framing
+        _, meta = read_safetensors(path, "weights", tensors=False, framework="numpy")  # framing
     except ValueError as e:
         raise ValueError(f"model {spec!r}: {e}") from None
+    if codec_file and not {"model_id", "architecture"} <= set(meta):
+        raise ValueError(f"{spec} records no model id and architecture: serve takes a codec file "
+                         "written by `frankensplit train`, a server bundle or a zoo id")
 
 
 def _check_listen(args: argparse.Namespace) -> None:

@@ -42,8 +42,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "figures the package ships (frankensplit/zoo/results_dev.json: "
                              "no evaluation needed; bytes to 10)")
     parser.add_argument("--model", default=None,
-                        help="FrankenSplit model id in the eval result whose bytes to price "
-                             "(default: the profiled model)")
+                        help="FrankenSplit model id in the eval result whose bytes to price, "
+                             "ID@LAMBDA for a rate of a variable-rate model (default: the "
+                             "profiled model, at its profiled rate)")
     parser.add_argument("--codecs", default=None, help="codecs to compare (default: all in both)")
     parser.add_argument("--match", default="model,within:1",
                         help="'model' (codecs at the model's top-1) and/or 'within:N' (everything "
@@ -139,9 +140,10 @@ def _scenarios(args: argparse.Namespace, profile: dict) -> tuple[list, str]:
     """The scenarios to price, and where their bytes come from (the results' origin)."""
     from frankensplit.eval.records import read_results
     from frankensplit.sim import matching
+    from frankensplit.sim.profile import profiled_setting
 
     codecs = [c.strip() for c in args.codecs.split(",") if c.strip()] if args.codecs else None
-    model_id = args.model or profile["model_id"]  # the profiled model's bytes by default
+    model_id = args.model or profiled_setting(profile)  # the profiled model's (rate's) bytes
     scenarios, origin = [], "-"
     if args.eval:
         results = read_results(args.eval)
@@ -154,7 +156,7 @@ def _scenarios(args: argparse.Namespace, profile: dict) -> tuple[list, str]:
     if args.bytes:
         sizes = matching.parse_bytes(args.bytes)
         scenarios.append(matching.given_scenario(
-            sizes, profile["frankensplit"]["packet_bytes"], profile["model_id"],
+            sizes, profile["frankensplit"]["packet_bytes"], profiled_setting(profile),
             profile["teacher"]))
     if not scenarios:
         raise ValueError("nothing to compare: give --eval RESULTS_JSON (or --eval shipped) "
@@ -166,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     """Simulate every scenario on every link, write the outputs, print the markdown."""
     from frankensplit.sim.latency import Wire
     from frankensplit.sim.links import parse_links
-    from frankensplit.sim.profile import edge_backends, load_profile
+    from frankensplit.sim.profile import edge_backends, load_profile, profiled_setting
     from frankensplit.sim.report import write_outputs
     from frankensplit.sim.simulate import run_scenario
 
@@ -192,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
     if not results:
         raise ValueError("; ".join(skipped))
     meta = {
-        "profile": f"{args.profile} ({profile['model_id']}, {profile['machine']['cpu']}, "
+        "profile": f"{args.profile} ({profiled_setting(profile)}, {profile['machine']['cpu']}, "
                    f"{profile['machine']['logical_cores']} cores, created {profile['created']})",
         "eval": origin, "edge back end": edge, "compute clock": args.clock,
         "server torch threads": profile["server_threads"],

@@ -41,10 +41,10 @@ from frankensplit.eval.schema import (
     FRANKENSPLIT_METHOD,
     TEACHER_METHOD,
     TEACHER_SETTING,
-    rate_setting,
     variable_rate_method,
 )
 from frankensplit.models.split import FrankenSplit
+from frankensplit.models.zoo_index import rate_setting
 
 __all__ = ["FRANKENSPLIT_METHOD", "OperatingPoint", "evaluate", "format_quality", "model_points",
            "plan", "point_method"]

@@ -34,6 +34,8 @@ rate, ``bpp_estimated`` the likelihood estimate, reported side by side).
 
 from __future__ import annotations
 
+from frankensplit.models.zoo_index import rate_setting  # one naming rule for every command
+
 __all__ = [
     "FRANKENSPLIT_METHOD", "RECORD_FIELDS", "RESULTS_VERSION", "SCHEMA", "TEACHER_METHOD",
     "TEACHER_SETTING", "VARIABLE_RATE_SUFFIX", "fixed_rate_method", "is_variable_rate",
@@ -68,11 +70,6 @@ def fixed_rate_method(method: str) -> str:
     """The method of the fixed-rate models a variable-rate method belongs with (``frankensplit``
     for ``frankensplit_vr``); any other method unchanged."""
     return method[:-len(VARIABLE_RATE_SUFFIX)] if is_variable_rate(method) else method
-
-
-def rate_setting(model_id: str, lmbda: float) -> str:
-    """The ``setting`` of one rate of a variable-rate model: ``fs-lite0-vr@0.25``."""
-    return f"{model_id}@{lmbda:g}"
 
 
 def split_rate_setting(setting: str) -> tuple[str, float | None]:

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from frankensplit.backbones import SplitBackbone
 
 __all__ = ["MODELS", "ZOO_DIR", "ModelEntry", "check_reuse", "create_model", "default_model_id",
-           "list_models", "load_model_file", "load_server_part", "load_weights"]
+           "file_architecture", "list_models", "load_model_file", "load_server_part",
+           "load_weights"]
 
 
 def create_model(
@@ -62,13 +63,22 @@ def load_model_file(path: str | Path, teacher_weights: str | Path | None = "auto
         ValueError: unreadable file, no (or a non-split) architecture record, or weights that do
             not fit it.
     """
+    model_id, arch = file_architecture(path)
+    return load_weights(arch.build(model_id, teacher_weights), path)
+
+
+def file_architecture(path: str | Path) -> tuple[str, Architecture]:
+    """The model id and `Architecture` a codec file records (its header only; no tensor read).
+
+    Raises:
+        ValueError: unreadable file, or no (or a non-split) architecture record.
+    """
     meta = codec_metadata(path)
     try:
-        model_id, arch = meta["model_id"], Architecture.from_json(meta["architecture"], str(path))
+        return meta["model_id"], Architecture.from_json(meta["architecture"], str(path))
     except (KeyError, TypeError) as e:
         raise ValueError(f"{path} records no usable architecture ({e!r}); load it into a zoo "
                          "model with codec_weights (--codec-weights) instead") from e
-    return load_weights(arch.build(model_id, teacher_weights), path)
 
 
 def load_weights(

@@ -31,6 +31,7 @@ __all__ = [
     "entry_dict",
     "list_models",
     "rate_figures",
+    "rate_setting",
     "recorded_figures",
 ]
 
@@ -168,6 +169,12 @@ def recorded_figures(metrics: dict[str, Any], lmbda: float | None = None) -> dic
     top1, size = f"dev{n}_top1{suffix}", f"dev{n}_bytes_per_image{suffix}"
     return {"top1": float(metrics[top1]), "bytes_per_image": float(metrics[size]),
             "source": f"zoo index metrics {top1}, {size} ({n} images)"}
+
+
+def rate_setting(model_id: str, lmbda: float | None) -> str:
+    """A model at one rate as evaluations, metrics and listings name it: ``<id>@<lambda>``
+    (``f"{lmbda:g}"``) for a variable-rate model's rate, the id alone for a fixed rate (None)."""
+    return model_id if lmbda is None else f"{model_id}@{lmbda:g}"
 
 
 def rate_figures(metrics: dict[str, Any], rates: tuple[float, ...]) -> list[dict[str, Any]]:

@@ -11,7 +11,8 @@ at quality 90 is slow because it sends far more than the accuracy needs. The byt
 - ``within:N``: every method, FrankenSplit included, at N points below the teacher's top-1.
   FrankenSplit's curve is that of the eval's models sharing the profiled model's teacher and
   architecture (:func:`fs_curve`); a point between two of them is labelled as an interpolation,
-  never as a model id.
+  never as a model id. A variable-rate model's curve is its own rates (settings
+  ``<id>@<lambda>``, method ``frankensplit_vr``): one model, one set of weights.
 
 The codec's quality at that rate is interpolated the same way (linear in log bytes between the two
 bracketing settings), so that the profile's encode/decode times can be read at that quality.
@@ -33,6 +34,10 @@ __all__ = ["Matched", "Scenario", "fs_curve", "given_scenario", "match_model", "
            "parse_bytes", "parse_match"]
 
 Row = dict[str, Any]
+
+#: FrankenSplit's rows: fixed-rate models, and a variable-rate model's rates
+#: (`frankensplit.eval.runner.point_method`).
+_FS_METHODS = (FRANKENSPLIT_METHOD, f"{FRANKENSPLIT_METHOD}_vr")
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,7 @@ class Scenario:
 
 
 def _fs_rows(rows: Sequence[Row]) -> list[Row]:
-    fs = [r for r in rows if r["method"] == FRANKENSPLIT_METHOD]
+    fs = [r for r in rows if r["method"] in _FS_METHODS]
     if not fs:
         raise ValueError("the eval result has no FrankenSplit row")
     return fs
@@ -121,7 +126,7 @@ def _quality_at(curve: Sequence[Row], num_bytes: float) -> float | None:
 
 def _point(row: Row) -> str:
     """``fs-lite0-l4 (4,430 B, 79.86%)``, ``jpeg q50 (8,000 B, 78.00%)``."""
-    name = row["setting"] if row["method"] == FRANKENSPLIT_METHOD else \
+    name = row["setting"] if row["method"] in _FS_METHODS else \
         f"{row['method']} q{row['setting']}"
     return f"{name} ({row['bytes']:,.0f} B, {row['top1']:.2f}%)"
 
@@ -163,7 +168,7 @@ def _fs_match(curve: Sequence[Row], target: float, rule: str) -> Matched:
 
 def _codec_names(rows: Sequence[Row], teacher: str, codecs: Sequence[str] | None) -> list[str]:
     present = sorted({r["method"] for r in rows if r["teacher"] == teacher}
-                     - {TEACHER_METHOD, FRANKENSPLIT_METHOD})
+                     - {TEACHER_METHOD, *_FS_METHODS})
     if codecs is None:
         return present
     missing = [c for c in codecs if c not in present]
@@ -201,8 +206,14 @@ def _same_architecture(a: str, b: str) -> bool | None:
 def fs_curve(rows: Sequence[Row], model_id: str) -> tuple[list[Row], list[str]]:
     """FrankenSplit's rate-accuracy curve for ``model_id``'s compute: the eval's models of its
     teacher and (where the zoo knows both) its architecture, which differ from it only in their
-    weights (their rate), and notes on the models left out."""
-    teacher = _fs_row(rows, model_id)["teacher"]
+    weights (their rate), and notes on the models left out. For a rate of a variable-rate model
+    (``<id>@<lambda>``) it is that model's rates."""
+    row = _fs_row(rows, model_id)
+    teacher = row["teacher"]
+    if row["method"] != FRANKENSPLIT_METHOD:
+        model = model_id.rpartition("@")[0]
+        return [r for r in _curve(rows, teacher, row["method"])
+                if r["setting"].rpartition("@")[0] == model], []
     curve, notes = [], []
     for row in _curve(rows, teacher, FRANKENSPLIT_METHOD):
         same = _same_architecture(row["setting"], model_id)

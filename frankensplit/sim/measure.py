@@ -8,7 +8,8 @@ local execution:      x --the whole teacher on the edge (onnxruntime | torch eag
 ```
 
 Larger what-if teachers (their server side and local execution, random weights) are timed by
-:mod:`frankensplit.sim.measure_teachers`.
+:mod:`frankensplit.sim.measure_teachers`. A variable-rate model is profiled at one rate index
+(``rate``): g_a, g_s and the tail do not depend on it, the entropy coding and the packet do.
 
 Each stage is timed alone, per image, ``warmup`` untimed runs then ``repeat`` timed ones, with
 ``time.perf_counter``; the result is the profile of :mod:`frankensplit.sim.profile`. The ONNX
@@ -32,7 +33,7 @@ from PIL import Image
 
 from frankensplit.codecs import create_codec
 from frankensplit.data import crop_transform, load_image, normalize_transform
-from frankensplit.models.split import FrankenSplit
+from frankensplit.models.split import FrankenSplit, check_rate
 from frankensplit.sim.measure_teachers import check_same_edge, measure_local, measure_what_if
 from frankensplit.sim.profile import PROFILE_FORMAT, PROFILE_VERSION
 from frankensplit.sim.timing import Samples, cpu_name, time_ms
@@ -48,7 +49,7 @@ PROFILE_QUALITIES: dict[str, tuple[float, ...]] = {
 
 
 def _edge_onnx(bundle: Path, model_id: str, xs: Sequence[torch.Tensor], threads: int,
-               repeat: int, warmup: int) -> dict[str, Any]:
+               repeat: int, warmup: int, rate: int | None) -> dict[str, Any]:
     from frankensplit.runtime.edge.client import EdgeClient
 
     client = EdgeClient(bundle, threads=threads)
@@ -59,23 +60,23 @@ def _edge_onnx(bundle: Path, model_id: str, xs: Sequence[torch.Tensor], threads:
         x = x_torch.numpy()  # (1, 3, 224, 224): the same input as the torch back end
         g_a += time_ms(partial(client.encode_latent, x), repeat, warmup)
         y = client.encode_latent(x)[0]  # (C, h, w)
-        entropy += time_ms(partial(client.pack, y), repeat, warmup)
+        entropy += time_ms(partial(client.pack, y, rate), repeat, warmup)
     return {"g_a": g_a.stat(), "entropy_encode": entropy.stat(), "total": (g_a + entropy).stat()}
 
 
 def _edge_torch(model: FrankenSplit, xs: Sequence[torch.Tensor], threads: int, repeat: int,
-                warmup: int) -> dict[str, Any]:
+                warmup: int, rate: int | None) -> dict[str, Any]:
     with torch_threads(threads):
-        return _edge_torch_timed(model, xs, repeat, warmup)
+        return _edge_torch_timed(model, xs, repeat, warmup, rate)
 
 
 def _edge_torch_timed(model: FrankenSplit, xs: Sequence[torch.Tensor], repeat: int,
-                      warmup: int) -> dict[str, Any]:
+                      warmup: int, rate: int | None) -> dict[str, Any]:
     g_a, entropy, edge = Samples(), Samples(), model.edge
     for x in xs:
         g_a += time_ms(partial(model.g_a, x), repeat, warmup)
         y = model.g_a(x)  # (1, C, h, w)
-        entropy += time_ms(partial(edge.pack, y), repeat, warmup)  # EdgePart.encode's second half
+        entropy += time_ms(partial(edge.pack, y, rate), repeat, warmup)  # encode's second half
     return {"g_a": g_a.stat(), "entropy_encode": entropy.stat(), "total": (g_a + entropy).stat()}
 
 
@@ -148,6 +149,7 @@ def measure_profile(
     server_threads: int | None = None,
     bundle: str | Path | None = None,
     what_if: Sequence[FrankenSplit] = (),
+    rate: int | None = None,
 ) -> dict[str, Any]:
     """Time every stage on ``images`` and return the device profile (a JSON-ready dict).
 
@@ -162,16 +164,19 @@ def measure_profile(
         bundle: an edge bundle of this model (None: exported to a temporary folder first).
         what_if: architecture-only models of larger teachers (random weights) whose server side
             and local execution to time on this model's packets (``profile["teachers"]``).
+        rate: a variable-rate model's rate index: its packets are coded, sent and decoded at
+            that rate (``profile["rate"]``); None for a fixed-rate model.
 
     Raises:
-        ValueError: no images, a non-positive repeat, thread count or warm-up below 0, or a
-            bundle exported from another model.
+        ValueError: no images, a non-positive repeat, thread count or warm-up below 0, a
+            bundle exported from another model, or a rate the model does not have.
     """
     if not images:
         raise ValueError("profile needs at least one image")
     if repeat < 1 or warmup < 0 or not threads or min(threads) < 1:
         raise ValueError(f"need repeat >= 1, warmup >= 0 and threads >= 1, got repeat={repeat}, "
                          f"warmup={warmup}, threads={list(threads)}")
+    check_rate(model.entropy, rate)
     for other in what_if:  # before any timing: a wrong teacher fails at once
         check_same_edge(model, other)
     load_before = os.getloadavg()[0]
@@ -181,11 +186,11 @@ def measure_profile(
     xs = [normalize_transform(config)(c).unsqueeze(0) for c in crops]  # each (1, 3, 224, 224)
     with tempfile.TemporaryDirectory() as tmp:
         edge_dir = Path(bundle) if bundle else _export(model, tmp)
-        edge = {f"onnx-{t}": _edge_onnx(edge_dir, model.encoder_id, xs, t, repeat, warmup)
+        edge = {f"onnx-{t}": _edge_onnx(edge_dir, model.encoder_id, xs, t, repeat, warmup, rate)
                 for t in threads}
-    edge |= {f"torch-{t}": _edge_torch(model, xs, t, repeat, warmup) for t in threads}
+    edge |= {f"torch-{t}": _edge_torch(model, xs, t, repeat, warmup, rate) for t in threads}
     with torch_threads(server_threads):
-        packets = [model.edge.encode(x)[0] for x in xs]
+        packets = [model.edge.encode(x, rate)[0] for x in xs]
         teacher = _teacher(model, crops, repeat, warmup)
         server = _server(model, packets, repeat, warmup)
     local = measure_local(model.teacher, xs, threads, repeat, warmup)
@@ -197,6 +202,7 @@ def measure_profile(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": _machine(load_before),
         "model_id": model.model_id, "teacher": model.teacher.name,
+        "rate": None if rate is None else {"index": rate, "lambda": model.rates[rate]},
         "input_size": list(crops[0].size), "images": [Path(p).name for p in images],
         "repeat": repeat, "warmup": warmup, "server_threads": server_threads,
         "frankensplit": {

@@ -14,6 +14,8 @@ machine shared with other jobs the CPU time estimates the stage on an idle core,
     machine         cpu, logical_cores, load_average_1m [before, after], platform, python, torch,
                     onnxruntime: the numbers mean nothing without them
     model_id        the FrankenSplit model timed; teacher: its timm name; input_size: crop (224)
+    rate            a variable-rate model's rate timed, {index, lambda}: its packets' bytes and
+                    entropy coding are that rate's; null (or absent) for a fixed-rate model
     images          file names of the photos timed; repeat, warmup: runs per image and stage
     server_threads  torch intra-op threads of every server-side stage
     frankensplit    packet_bytes: mean packet size over the images (header included)
@@ -59,6 +61,7 @@ __all__ = [
     "format_profile",
     "load_profile",
     "median_ms",
+    "profiled_setting",
     "stat",
     "validate_profile",
     "what_if_model_id",
@@ -184,6 +187,15 @@ def write_profile(profile: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+def profiled_setting(profile: dict[str, Any]) -> str:
+    """The profiled model as evaluations name it: its id, or ``<id>@<lambda>`` for the rate a
+    variable-rate model was profiled at (`zoo_index.rate_setting`)."""
+    from frankensplit.models.zoo_index import rate_setting
+
+    rate = profile.get("rate")
+    return rate_setting(profile["model_id"], None if rate is None else rate["lambda"])
+
+
 def edge_backends(profile: dict[str, Any]) -> list[str]:
     """Names of the edge back ends timed (``onnx-1``, ``torch-2``, ...)."""
     return list(profile["frankensplit"]["edge"])
@@ -239,7 +251,7 @@ def format_profile(profile: dict[str, Any]) -> str:
     fs = profile["frankensplit"]
     m = profile["machine"]
     lines = [
-        (f"device profile: {profile['model_id']} (teacher {profile['teacher']}), "
+        (f"device profile: {profiled_setting(profile)} (teacher {profile['teacher']}), "
          f"{len(profile['images'])} images x {profile['repeat']} runs after {profile['warmup']} "
          f"warm-up, server torch threads {profile['server_threads']}"),
         (f"CPU: {m['cpu']}, {m['logical_cores']} logical cores, load average "

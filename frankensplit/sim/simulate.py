@@ -40,7 +40,7 @@ from frankensplit.sim.latency import (
 )
 from frankensplit.sim.links import Link
 from frankensplit.sim.matching import Scenario
-from frankensplit.sim.profile import codec_ms, median_ms
+from frankensplit.sim.profile import codec_ms, median_ms, profiled_setting
 
 __all__ = ["LOCAL_METHOD", "Conditions", "Result", "conditions", "costs", "run_scenario",
            "verdict"]
@@ -120,7 +120,7 @@ def _compute_sources(profile: dict[str, Any], teacher: str | None, edge: str, cl
                      ) -> tuple[dict[str, Any], str, str]:
     """The profile part pricing the server (and local execution), and two labels: FrankenSplit's
     compute, and the teacher's (for codecs and local execution)."""
-    model, name = profile["model_id"], profile["teacher"]
+    model, name = profiled_setting(profile), profile["teacher"]
     threads = f"server torch threads {profile['server_threads']}, {clock} clock"
     if teacher is None or teacher == name:
         own = {"server": profile["frankensplit"]["server"], "teacher_ms": profile["teacher_ms"],

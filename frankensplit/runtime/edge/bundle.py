@@ -169,7 +169,8 @@ class EncoderQuantization:
         float_nodes: graph nodes left in float32 (those producing the output y: the latent is
             rounded to symbols next, and an 8-bit grid on y itself would add error there).
         latent_rms_error: RMS of y(int8) - y(fp32) on calibration images at export, in units of
-            the symbol step (export refuses a graph above 0.5).
+            the symbol step; a variable-rate model's at its worst rate, where the step
+            (``1 / gain``) is smallest (export refuses a graph above 0.5).
     """
 
     tool: str

@@ -159,8 +159,12 @@ def _write_tables(model: FrankenSplit, folder: Path) -> list[str]:
     return files
 
 
-def _quantize(folder: Path, int8: Int8Calibration, preprocess: Preprocess) -> Any:
-    """fp32 ``encoder.onnx`` -> ``encoder_int8.onnx`` (the fp32 file is removed); the record."""
+def _quantize(folder: Path, int8: Int8Calibration, preprocess: Preprocess,
+              model: FrankenSplit) -> Any:
+    """fp32 ``encoder.onnx`` -> ``encoder_int8.onnx`` (the fp32 file is removed); the record.
+
+    The latent's error is measured in symbol steps at every rate (a variable-rate model's step
+    is ``1 / gain[r]``), and the worst rate's is checked and recorded."""
     from frankensplit.runtime.edge.preprocess import preprocess as prepare
     from frankensplit.runtime.edge.quantize import latent_error, quantize_encoder
 
@@ -168,11 +172,21 @@ def _quantize(folder: Path, int8: Int8Calibration, preprocess: Preprocess) -> An
     record = quantize_encoder(folder / _ONNX_FILE, folder / _INT8_FILE, images, preprocess,
                               source=int8.folder)
     x = np.stack([prepare(p, preprocess) for p in images[:_INT8_CHECK_IMAGES]])  # (n, 3, c, c)
-    error = latent_error(folder / _ONNX_FILE, folder / _INT8_FILE, x)
+    rates = model.rates
+    gains = () if rates is None else [t["gain"] for t in model.server.coding_tables().values()]
+    errors = latent_error(folder / _ONNX_FILE, folder / _INT8_FILE, x, gains)
+    worst = int(np.argmax(errors))
+    error = errors[worst]
     if not np.isfinite(error) or error > _INT8_MAX_RMS:
+        at = ""
+        if rates is not None:
+            within = [str(r) for r, e in enumerate(errors) if e <= _INT8_MAX_RMS]
+            at = (f" at rate {worst} (lambda {rates[worst]:g}; rates within the limit: "
+                  f"{', '.join(within) or 'none'})")
         raise RuntimeError(
-            f"the int8 encoder's latent is {error:.3g} symbol steps (RMS) from the fp32 one's on "
-            f"calibration images (limit {_INT8_MAX_RMS}): quantisation failed for this model"
+            f"the int8 encoder's latent is {error:.3g} symbol steps (RMS) from the fp32 one's"
+            f"{at} on calibration images (limit {_INT8_MAX_RMS}): quantisation failed for this "
+            "model"
         )
     (folder / _ONNX_FILE).unlink()
     return replace(record, latent_rms_error=round(error, 5))
@@ -216,7 +230,7 @@ def export_edge(
     _check_onnx(folder / _ONNX_FILE, x, y)
     if int8 is None:  # an int8 bundle re-exported in place as fp32
         (folder / _INT8_FILE).unlink(missing_ok=True)
-    quantization = None if int8 is None else _quantize(folder, int8, preprocess)
+    quantization = None if int8 is None else _quantize(folder, int8, preprocess, model)
     encoder_file = _ONNX_FILE if int8 is None else _INT8_FILE
 
     files = [encoder_file, *_write_tables(model, folder)]
@@ -253,7 +267,8 @@ def export_server(model: FrankenSplit, folder: str | Path) -> ServerManifest:
     save_codec(model, folder / _CODEC_FILE)
     manifest = ServerManifest(
         model_id=model.model_id,
-        bitstream_version=bitstream.FORMAT_VERSION,
+        bitstream_version=bitstream.FORMAT_VERSION if model.rates is None
+        else bitstream.RATE_VERSION,
         architecture=model.architecture,
         latent_shape=model.latent_shape,  # derived from the architecture, as the server does
         codec_file=_CODEC_FILE,

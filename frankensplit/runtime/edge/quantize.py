@@ -192,10 +192,18 @@ def _session(path: str | Path, threads: int, optimized: Path | None = None) -> A
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def latent_error(float_path: str | Path, int8_path: str | Path, x: np.ndarray) -> float:
-    """RMS of y(int8 graph) - y(fp32 graph) on images ``x`` (N, 3, H, W), in symbol units."""
+def latent_error(float_path: str | Path, int8_path: str | Path, x: np.ndarray,
+                 gains: Sequence[np.ndarray] = ()) -> list[float]:
+    """RMS of y(int8 graph) - y(fp32 graph) on images ``x`` (N, 3, H, W), in symbol steps.
+
+    A fixed-rate model (no ``gains``) rounds y itself, its step is 1: one value. A variable-rate
+    model rounds ``y * gain[r]`` (``gains``: one (C,) vector per rate), its step at rate r is
+    ``1 / gain[r]`` per channel: one value per rate, larger at the rates of larger gain.
+    """
     y = [_session(p, 1).run(None, {"x": x.astype(np.float32)})[0] for p in (float_path, int8_path)]
-    return float(np.sqrt(np.mean((y[1] - y[0]) ** 2)))
+    dy = y[1] - y[0]  # (N, C, h, w)
+    scaled = [dy] if not gains else [dy * np.asarray(g)[:, None, None] for g in gains]
+    return [float(np.sqrt(np.mean(d ** 2))) for d in scaled]
 
 
 def optimized_ops(path: str | Path, threads: int = 1) -> Counter[str]:

@@ -140,15 +140,18 @@ def served_model(model: FrankenSplit) -> LoadedModel:
 
 
 def resolve_model_spec(spec: str) -> str:
-    """Check that ``spec`` names a zoo model or a server bundle, cheaply (no weights loaded).
+    """Check that ``spec`` names a zoo model, a server bundle or a codec file, cheaply (no
+    weights loaded).
 
     Returns:
-        "bundle" or "zoo".
+        "bundle", "file" (a codec file written by ``frankensplit train``) or "zoo".
 
     Raises:
-        ValueError: neither a server bundle folder nor a known model id.
+        ValueError: neither a server bundle folder, a file nor a known model id.
     """
     path = Path(spec)
+    if path.is_file() and spec not in MODELS:
+        return "file"
     if path.is_dir():
         manifest = read_manifest(path, verify=False)
         if isinstance(manifest, OnnxServerManifest):
@@ -163,26 +166,31 @@ def resolve_model_spec(spec: str) -> str:
 def load_server_model(
     spec: str, teacher_weights: str | Path | None = "auto", images: bool = True
 ) -> LoadedModel:
-    """Load the server half of a zoo model id or a server bundle folder for serving.
+    """Load the server half of a zoo model id, a server bundle folder or a codec file (the
+    ``best.safetensors`` of a training run: its model id and architecture are in its header).
 
     Only what the server runs is loaded (`zoo.load_server_part`): the entropy model, g_s and the
     teacher's tail, never g_a; the teacher's head only with ``images``.
 
     Args:
-        spec: model id or server bundle folder.
+        spec: model id, server bundle folder or codec file.
         teacher_weights: see :func:`frankensplit.backbones.create_backbone`.
         images: also keep the whole teacher, to classify images (``/v1/classify-image``).
 
     Raises:
         ValueError: unknown id, bad bundle (checksums are verified) or weights that do not fit.
     """
-    from frankensplit.models.zoo import load_server_part
+    from frankensplit.models.zoo import file_architecture, load_server_part
 
-    if resolve_model_spec(spec) == "zoo":
+    kind = resolve_model_spec(spec)
+    if kind == "zoo":
         entry = MODELS.get(spec)
         arch, model_id, sha256 = entry.architecture, spec, entry.sha256
         path = entry.weights and ZOO_DIR / entry.weights
         expected = None
+    elif kind == "file":
+        model_id, arch = file_architecture(spec)
+        path, sha256, expected = Path(spec), None, None
     else:
         folder = Path(spec)
         manifest = read_manifest(folder)
