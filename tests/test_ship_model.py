@@ -288,3 +288,47 @@ def test_image_codec_goes_to_the_shipped_baseline_folder(ship, tmp_path):
     dest = ship.ship(_run_dir(tmp_path, model, 0.5) / "best.safetensors", "configs/x.yaml", None)
     assert dest == tmp_path / "zoo" / "bmshj2018" / "bmshj2018-l0.5.safetensors"
     assert not (tmp_path / "zoo" / "index.json").exists()  # not a split model: no index entry
+
+
+def test_a_variable_rate_model_records_every_rates_figures(ship, tmp_path):
+    """No lambda in its metadata; the entry keeps each rate's validation and dev-set figures under
+    the rate's setting (``@<lambda>``), counts the fs-lite0-l1 parent's steps it starts from, and
+    its description spans the lowest and highest rate."""
+    rates = (16.0, 1.0)
+    with seeded(0):
+        model = Architecture("tf_efficientnet_lite0", entropy="gained_factorized",
+                             rates=rates).build("fs-lite0-vr", teacher_weights=None)
+    run = tmp_path / "run" / "variable-rate"
+    run.mkdir(parents=True)
+    save_codec(model, run / "best.safetensors", {})
+    val = {"top1": 60.0, "teacher_top1": 80.0, "bpp_estimated": 0.9, "images": 400,
+           "rates": [{"lmbda": 16.0, "top1": 55.0, "bpp_estimated": 0.4},
+                     {"lmbda": 1.0, "top1": 65.0, "bpp_estimated": 1.4}]}
+    (run / "summary.json").write_text(json.dumps({
+        "best": {"score": 60.0, "stage": "vr", "epoch": 1, **val},
+        "history": [{"stage": "vr", "epoch": 1, "images": 4000, "val": val}],
+        "config": {"stages": [{"name": "vr", "batch_size": 16}]}}))
+    rows = [{"setting": f"fs-lite0-vr@{v:g}", "images": 8, "top1": t, "top5": 90.0,
+             "teacher_top1": 75.0, "bytes": b, "bpp_actual": b * 8 / 224**2,
+             "bpp_estimated": b * 8 / 224**2} for v, t, b in ((16.0, 50.0, 2100.4), (1.0, 62.5, 9000.0))]
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"rows": rows}))
+    _index(tmp_path / "zoo", "fs-lite0-l1")
+    ship.ship(run / "best.safetensors", "configs/lite0_vr_cpu.yaml", results)
+    raw = next(m for m in json.loads((tmp_path / "zoo" / "index.json").read_text())[
+        "models"] if m["model_id"] == "fs-lite0-vr")
+    metrics = raw["metrics"]
+    assert raw["lmbda"] is None and tuple(raw["rates"]) == rates
+    assert metrics["val_top1_400@16"] == 55.0 and metrics["val_bpp_estimated@1"] == 1.4
+    assert (metrics["dev8_top1@16"], metrics["dev8_bytes_per_image@16"]) == (50.0, 2100)
+    assert (metrics["dev8_top1@1"], metrics["dev8_bytes_per_image@1"]) == (62.5, 9000)
+    assert "dev8_top1" not in metrics and metrics["dev8_teacher_top1"] == 75.0
+    assert metrics["train_steps_total"] == _metrics(REPO / "frankensplit/zoo", "fs-lite0-l1")[
+        "train_steps_total"] + 250
+    assert raw["description"] == (
+        "lite0, variable rate (2 rates, lambda 16 to 1), CPU-scale: 50.00-62.50% top-1 (teacher "
+        "75.00%) at 2.10-9.00 KB on the dev set")
+    rows.pop()
+    results.write_text(json.dumps({"rows": rows}))
+    with pytest.raises(SystemExit, match="no row for fs-lite0-vr@1"):
+        ship.ship(run / "best.safetensors", "configs/lite0_vr_cpu.yaml", results)

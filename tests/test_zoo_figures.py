@@ -56,11 +56,18 @@ def tool():
     return module
 
 
+def _keys(entry: ModelEntry) -> list[str]:
+    """The figures recorded for ``entry``: `FIGURES`, each once per rate (``top1@<lambda>``) for a
+    variable-rate model (``tools/fixture_figures.py``)."""
+    rates = entry.architecture.rates
+    return list(FIGURES) if rates is None else [f"{k}@{v:g}" for v in rates for k in FIGURES]
+
+
 def _recorded(entry: ModelEntry) -> dict[str, float]:
-    missing = [k for k in FIGURES if f"fixture16_{k}" not in entry.metrics]
+    missing = [k for k in _keys(entry) if f"fixture16_{k}" not in entry.metrics]
     assert not missing, (f"{entry.model_id} has no fixture16_{missing} in index.json: run "
                          "`python tools/fixture_figures.py` and commit the index")
-    return {k: entry.metrics[f"fixture16_{k}"] for k in FIGURES}
+    return {k: entry.metrics[f"fixture16_{k}"] for k in _keys(entry)}
 
 
 def test_the_default_is_a_shipped_model_and_every_one_has_figures_of_its_weights():
@@ -80,32 +87,37 @@ def test_shipped_model_keeps_its_fixture_figures(entry, tool, tiny16):
 
     measured = tool.measure(create_model(entry.model_id), tiny16)
     recorded = _recorded(entry)
-    for name, (rel, abs_) in TOLERANCE.items():
-        assert math.isclose(measured[name], recorded[name], rel_tol=rel, abs_tol=abs_), (
-            f"{entry.model_id} {name}: measured {measured[name]}, recorded {recorded[name]}")
+    assert measured.keys() == recorded.keys(), f"{entry.model_id}: {sorted(measured)}"
+    for name, value in recorded.items():
+        rel, abs_ = TOLERANCE[name.split("@")[0]]
+        assert math.isclose(measured[name], value, rel_tol=rel, abs_tol=abs_), (
+            f"{entry.model_id} {name}: measured {measured[name]}, recorded {value}")
 
 
 def _families() -> dict[tuple[str, str, str], list[ModelEntry]]:
-    """Shipped entries grouped by architecture (teacher, encoder, decoder), by lambda."""
+    """Shipped fixed-rate entries grouped by architecture (teacher, encoder, decoder), by lambda."""
     groups: dict[tuple[str, str, str], list[ModelEntry]] = {}
     for entry in SHIPPED:
         arch = entry.architecture
-        groups.setdefault((arch.teacher, arch.encoder, arch.decoder), []).append(entry)
+        if arch.rates is None:
+            groups.setdefault((arch.teacher, arch.encoder, arch.decoder), []).append(entry)
     return {k: sorted(v, key=lambda e: e.lmbda) for k, v in groups.items()}
 
 
-def _dev(entry: ModelEntry) -> tuple[float, float] | None:
-    """(top-1 %, bpp) on the dev set as recorded by ``benchmarks/results.py``, if recorded."""
-    n = next((m.group(1) for k in entry.metrics if (m := re.fullmatch(r"dev(\d+)_top1", k))),
-             None)
-    if n is None or f"dev{n}_bpp_actual" not in entry.metrics:
+def _dev(entry: ModelEntry, at: str = "") -> tuple[float, float] | None:
+    """(top-1 %, bpp) on the dev set as recorded by ``benchmarks/results.py``, if recorded
+    (``at``: ``@<lambda>``, one rate of a variable-rate model)."""
+    n = next((m.group(1) for k in entry.metrics
+              if (m := re.fullmatch(rf"dev(\d+)_top1{re.escape(at)}", k))), None)
+    if n is None or f"dev{n}_bpp_actual{at}" not in entry.metrics:
         return None
-    return entry.metrics[f"dev{n}_top1"], entry.metrics[f"dev{n}_bpp_actual"]
+    return entry.metrics[f"dev{n}_top1{at}"], entry.metrics[f"dev{n}_bpp_actual{at}"]
 
 
 def test_bytes_fall_as_lambda_rises():
     """Within one architecture a larger rate weight must code smaller packets: on the fixtures
-    (the recorded figures, which the test above holds the models to) and on the dev set."""
+    (the recorded figures, which the test above holds the models to) and on the dev set; so
+    must a variable-rate model from one rate to the next."""
     for family, entries in _families().items():
         if len(entries) < 2:
             continue
@@ -116,6 +128,13 @@ def test_bytes_fall_as_lambda_rises():
             f"{family}: fixture bytes {fixture} at lambdas {lmbdas}")
         dev = [d[1] for e in entries if (d := _dev(e))]
         assert dev == sorted(dev, reverse=True), f"{family}: dev bpp {dev} at lambdas {lmbdas}"
+    for entry in (e for e in SHIPPED if e.architecture.rates is not None):
+        ats = [f"@{v:g}" for v in entry.architecture.rates]  # largest lambda first
+        fixture = [_recorded(entry)[f"bytes_per_image{at}"] for at in ats]
+        assert fixture == sorted(fixture) and len(set(fixture)) == len(fixture), (
+            f"{entry.model_id}: fixture bytes {fixture} at rates {ats}")
+        dev = [d[1] for at in ats if (d := _dev(entry, at))]
+        assert dev == sorted(dev), f"{entry.model_id}: dev bpp {dev} at rates {ats}"
 
 
 def test_the_default_is_the_most_accurate_frankensplit_model_at_most_1_bpp():
@@ -131,7 +150,7 @@ def test_the_default_is_the_most_accurate_frankensplit_model_at_most_1_bpp():
     arch = default.architecture
     assert arch.method == "frankensplit", f"the default {default.model_id} is a baseline"
     candidates = [e for e in SHIPPED if (e.architecture.encoder, e.architecture.decoder)
-                  == (arch.encoder, arch.decoder)]
+                  == (arch.encoder, arch.decoder) and e.architecture.rates is None]
     dev = {e.model_id: _dev(e) for e in candidates}
     if all(dev.values()):
         figures, where = dev, "dev set"

@@ -15,6 +15,9 @@ model codes the labelled photos of ``../shared/data/fixtures/tiny16`` through it
   ``fixture16_bpp_actual``: the same in bits per pixel of the crop;
 - ``fixture16_sha256``: the weights file they were measured on (and ``fixture16_command``).
 
+A variable-rate model has each figure once per rate, named as the rate's setting is
+(``fixture16_top1@<lambda>``).
+
 ``tests/test_zoo_figures.py`` measures them again on every test run and compares. Run this after
 shipping or retraining a model (``tools/ship_model.py`` replaces an entry, figures included),
 and commit the index it writes. ``--check`` only prints the measured figures beside the recorded
@@ -39,7 +42,11 @@ PREFIX = "fixture16_"
 
 
 def measure(model: Any, folder: Path = FIXTURES, batch: int = 16) -> dict[str, float]:
-    """The fixture figures of one model (see the module docstring), coded ``batch`` at a time."""
+    """The fixture figures of one model (see the module docstring), coded ``batch`` at a time.
+
+    A variable-rate model is measured at every rate, each figure's key suffixed as the rate's
+    setting is (``top1@<lambda>``, `rate_setting`); g_a and the teacher run once for all rates
+    (`EdgePart.pack` codes one latent at each), as ``encode`` would at each rate."""
     import torch
 
     from frankensplit.data import load_image, make_transform
@@ -50,25 +57,40 @@ def measure(model: Any, folder: Path = FIXTURES, batch: int = 16) -> dict[str, f
         raise ValueError(f"{folder} has unlabelled images: the figures need labels")
     transform = make_transform(model.data_config, "eval")
     x = torch.stack([transform(load_image(path)) for path in files])  # (16, 3, 224, 224)
-    packets: list[bytes] = []
-    logits = []
+    rates = model.rates or (None,)
+    packets: dict[float | None, list[bytes]] = {v: [] for v in rates}
+    logits: dict[float | None, list[torch.Tensor]] = {v: [] for v in rates}
     with torch.no_grad():
         for i in range(0, len(files), batch):
-            chunk = model.edge.encode(x[i : i + batch])
-            packets += chunk
-            logits.append(model.server.decode(chunk))
-        logits_t = torch.cat(logits)  # (16, classes)
+            y = model.edge.g_a(x[i : i + batch])  # (b, C, h, w)
+            for index, lmbda in enumerate(rates):
+                chunk = model.edge.pack(y, None if lmbda is None else index)
+                packets[lmbda] += chunk
+                logits[lmbda].append(model.server.decode(chunk))
         teacher = model.teacher(x).argmax(1)  # (16,)
-    target = torch.tensor(labels)
-    nll = torch.nn.functional.cross_entropy(logits_t.double(), target)
-    top1 = logits_t.argmax(1)
-    n = len(files)
+    out = {}
+    for lmbda in rates:
+        at = "" if lmbda is None else f"@{lmbda:g}"
+        figures = _figures(torch.cat(logits[lmbda]), torch.tensor(labels), teacher,
+                           packets[lmbda], x.shape[2] * x.shape[3])
+        out.update({k + at: v for k, v in figures.items()})
+    return out
+
+
+def _figures(logits: Any, target: Any, teacher: Any, packets: list[bytes],
+             pixels: int) -> dict[str, float]:
+    """The figures of one rate: ``logits`` (n, classes) decoded from ``packets``."""
+    import torch
+
+    n = len(packets)
+    nll = torch.nn.functional.cross_entropy(logits.double(), target)
+    top1 = logits.argmax(1)
     return {
         "top1": round(100.0 * float((top1 == target).sum()) / n, 2),
         "teacher_agreement": round(100.0 * float((top1 == teacher).sum()) / n, 2),
         "nll": round(float(nll), 5),
         "bytes_per_image": round(sum(map(len, packets)) / n, 4),
-        "bpp_actual": round(8.0 * sum(map(len, packets)) / (n * x.shape[2] * x.shape[3]), 4),
+        "bpp_actual": round(8.0 * sum(map(len, packets)) / (n * pixels), 4),
     }
 
 

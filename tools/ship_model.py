@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import shutil
 import sys
 from collections.abc import Sequence
@@ -140,11 +141,13 @@ def _lineage_steps(parents: dict[str, str], index: dict[str, Any], parent_steps:
 
 
 def _train_metrics(src: Path, parents: dict[str, str], index: dict[str, Any],
-                   parent_steps: int | None = None,
-                   g_s_steps: int | None = None) -> dict[str, Any]:
+                   parent_steps: int | None = None, g_s_steps: int | None = None,
+                   rates: tuple[float, ...] | None = None) -> dict[str, Any]:
     """Validation figures of the best checkpoint (summary.json) and the training steps:
     ``train_steps_this_run``, ``train_steps_to_checkpoint`` (where ``src`` came before the
-    run's end) and ``train_steps_total`` (the parents' lineage included; see `_lineage_steps`)."""
+    run's end) and ``train_steps_total`` (the parents' lineage included; see `_lineage_steps`).
+    A variable-rate model (``rates``) adds each rate's validation top-1 and estimated bpp
+    (``val_top1_<N>@<lambda>``); its ``val_top1_<N>`` is their mean, the score that chose it."""
     summary, batch = _summary(src.parent)
     run, here = _run_steps(src, summary, batch)
     best = summary.get("best", {})
@@ -153,26 +156,55 @@ def _train_metrics(src: Path, parents: dict[str, str], index: dict[str, Any],
            "val_bpp_estimated": best.get("bpp_estimated"), "train_steps_this_run": run,
            "train_steps_to_checkpoint": here if here < run else None,
            "train_steps_total": _lineage_steps(parents, index, parent_steps, g_s_steps) + here}
+    per_rate = {r["lmbda"]: r for r in best.get("rates") or []}
+    for lmbda in rates or ():
+        if lmbda not in per_rate:
+            raise SystemExit(f"{src.parent}: summary.json's best has no validation of lambda "
+                             f"{lmbda:g}, a rate of the model")
+        out[f"val_top1_{n}@{lmbda:g}"] = per_rate[lmbda]["top1"]
+        out[f"val_bpp_estimated@{lmbda:g}"] = per_rate[lmbda]["bpp_estimated"]
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items() if v is not None}
 
 
-def _dev_metrics(results: Path, model_id: str) -> dict[str, Any]:
-    """The model's row in an eval's results.json, as ``dev<N>_*`` figures."""
+def _dev_metrics(results: Path, model_id: str,
+                 rates: tuple[float, ...] | None = None) -> dict[str, Any]:
+    """The model's row in an eval's results.json, as ``dev<N>_*`` figures; for a variable-rate
+    model (``rates``) every rate's row, each key suffixed as its setting is
+    (``dev<N>_top1@<lambda>``, `rate_setting`)."""
+    from frankensplit.models.zoo_index import rate_setting
+
     data = json.loads(results.read_text())
-    row = next((r for r in data["rows"] if r["setting"] == model_id), None)
-    if row is None:
-        raise SystemExit(f"{results} has no row for {model_id}")
-    n = row["images"]
-    return {f"dev{n}_top1": round(row["top1"], 2), f"dev{n}_top5": round(row["top5"], 2),
-            f"dev{n}_teacher_top1": round(row["teacher_top1"], 2),
-            f"dev{n}_bytes_per_image": round(row["bytes"]),
-            f"dev{n}_bpp_actual": round(row["bpp_actual"], 3),
-            f"dev{n}_bpp_estimated": round(row["bpp_estimated"], 3),
-            "command": "python benchmarks/results.py"}
+    out: dict[str, Any] = {}
+    for lmbda in rates or (None,):
+        setting = rate_setting(model_id, lmbda)
+        row = next((r for r in data["rows"] if r["setting"] == setting), None)
+        if row is None:
+            raise SystemExit(f"{results} has no row for {setting}")
+        n, at = row["images"], "" if lmbda is None else f"@{lmbda:g}"
+        out.update({f"dev{n}_top1{at}": round(row["top1"], 2),
+                    f"dev{n}_top5{at}": round(row["top5"], 2),
+                    f"dev{n}_teacher_top1": round(row["teacher_top1"], 2),
+                    f"dev{n}_bytes_per_image{at}": round(row["bytes"]),
+                    f"dev{n}_bpp_actual{at}": round(row["bpp_actual"], 3),
+                    f"dev{n}_bpp_estimated{at}": round(row["bpp_estimated"], 3)})
+    return {**out, "command": "python benchmarks/results.py"}
 
 
-def _describe(label: str, lmbda: float, metrics: dict[str, Any]) -> str:
-    dev = {k.split("_", 1)[1]: v for k, v in metrics.items() if k.startswith("dev")}
+def _describe(label: str, lmbda: float | None, metrics: dict[str, Any],
+              rates: tuple[float, ...] | None = None) -> str:
+    """One line for ``frankensplit models``: the dev-set figures where recorded (a variable-rate
+    model: its lowest and highest rate), else the validation ones."""
+    if rates is not None:
+        low, high = (recorded_dev(metrics, f"@{v:g}") for v in (rates[0], rates[-1]))
+        what = f"{label}, variable rate ({len(rates)} rates, lambda {rates[0]:g} to {rates[-1]:g})"
+        if low and high:
+            return (f"{what}, CPU-scale: {low['top1']:.2f}-{high['top1']:.2f}% top-1 (teacher "
+                    f"{low['teacher_top1']:.2f}%) at {low['bytes_per_image'] / 1000:.2f}-"
+                    f"{high['bytes_per_image'] / 1000:.2f} KB on the dev set")
+        val = next(((k, v) for k, v in metrics.items() if k.startswith("val_top1_")), ("_0", 0))
+        return (f"{what}, CPU-scale: {val[1]:.2f}% mean top-1 over its rates on "
+                f"{val[0].rsplit('_', 1)[1]} dev images at training time")
+    dev = recorded_dev(metrics, "")
     if dev:
         return (f"{label}, lambda {lmbda:g}, CPU-scale: {dev['top1']:.2f}% top-1 (teacher "
                 f"{dev['teacher_top1']:.2f}%) at {dev['bytes_per_image'] / 1000:.2f} KB = "
@@ -180,6 +212,19 @@ def _describe(label: str, lmbda: float, metrics: dict[str, Any]) -> str:
     val = next(((k, v) for k, v in metrics.items() if k.startswith("val_top1_")), ("_0", math.nan))
     return f"{label}, lambda {lmbda:g}, CPU-scale: {val[1]:.2f}% top-1 on " \
            f"{val[0].rsplit('_', 1)[1]} dev images at training time"
+
+
+def recorded_dev(metrics: dict[str, Any], at: str) -> dict[str, Any]:
+    """The ``dev<N>_<figure><at>`` metrics as {figure: value} (``at``: ``""`` or ``@<lambda>``;
+    the teacher's top-1 is recorded once, without it)."""
+    out = {}
+    for key, value in metrics.items():
+        m = re.fullmatch(r"dev\d+_(\w+?)" + re.escape(at), key)
+        if m and (at or "@" not in key):
+            out[m.group(1)] = value
+        elif re.fullmatch(r"dev\d+_teacher_top1", key):
+            out["teacher_top1"] = value
+    return out if "top1" in out else {}
 
 
 def _parent_sha256(model_id: str, config: str, dest: Path, index: dict[str, Any]) -> dict[str, str]:
@@ -273,7 +318,8 @@ def ship(src: Path, config: str, results: Path | None, parent_steps: int | None 
 
     meta = codec_metadata(src)
     kind = json.loads(meta.get("architecture", "{}")).get("kind")
-    model_id, lmbda = meta["model_id"], float(meta["lmbda"])
+    model_id = meta["model_id"]
+    lmbda = float(meta["lmbda"]) if "lmbda" in meta else None  # none: a variable-rate model
     if kind == "image_codec":
         dest = ZOO / "bmshj2018" / f"{model_id}.safetensors"
         dest.parent.mkdir(exist_ok=True)
@@ -282,24 +328,29 @@ def ship(src: Path, config: str, results: Path | None, parent_steps: int | None 
     if kind != "split":
         raise SystemExit(f"{src}: no architecture metadata (written by an old frankensplit train)")
     arch = Architecture.from_json(meta["architecture"], str(src))
+    if (lmbda is None) != (arch.rates is not None):
+        raise SystemExit(f"{src}: metadata names {'no' if lmbda is None else 'a'} lambda for a "
+                         f"{'fixed' if arch.rates is None else 'variable'}-rate architecture")
     dest = ZOO / f"{model_id}.safetensors"
     index_path = ZOO / "index.json"
     index = json.loads(index_path.read_text()) if index_path.is_file() else {"models": []}
     parents = _parent_sha256(model_id, config, dest, index)
-    metrics = _train_metrics(src, parents, index, parent_steps, g_s_steps)  # before the copy
+    metrics = _train_metrics(src, parents, index, parent_steps, g_s_steps,
+                             arch.rates)  # before the copy
     if arch.tail is None:
         _check_size(src, src)
         shutil.copyfile(src, dest)
     else:
         _write_own_tail(src, dest, meta, tail_dtype, teacher_weights)
     if results is not None:
-        metrics.update(_dev_metrics(results, model_id))
+        metrics.update(_dev_metrics(results, model_id, arch.rates))
     backbone = arch.teacher.removeprefix("tf_efficientnet_")
     label = ("Entropic Student" if arch.method == "entropic_student"
              else f"{arch.reuses}'s encoder reused for {backbone}" if arch.reuses else backbone)
     entry = entry_dict(ModelEntry(model_id, arch, dest.name, sha256=file_sha256(dest), lmbda=lmbda,
                                   config=config, parent_sha256=parents,
-                                  description=_describe(label, lmbda, metrics), metrics=metrics))
+                                  description=_describe(label, lmbda, metrics, arch.rates),
+                                  metrics=metrics))
     models = [m for m in index["models"] if m["model_id"] != model_id] + [entry]
     index["models"] = models
     index_path.write_text(json.dumps(index, indent=2) + "\n")

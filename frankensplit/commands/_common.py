@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from frankensplit.accepts import check_rate as check_rate_index
 from frankensplit.cli import check_model, non_negative_int, teacher_weights
 from frankensplit.models.zoo_index import MODELS, default_model_id
 
@@ -75,10 +76,14 @@ def check_rate(model_id: str, rates: tuple[float, ...] | None, rate: int | None,
     Raises:
         ValueError: one line naming the model's rates.
     """
-    if rates is None and rate is not None:
-        raise ValueError(f"--rate {rate}: {model_id} has one fixed rate; leave --rate out")
-    missing = rate is None and not every
-    if rates is not None and (missing or (rate is not None and rate >= len(rates))):
+    if rate is None and every and rates is not None:
+        return
+    try:  # the rule is the packets' own (accepts.check_rate); the wording is the command line's
+        check_rate_index(None if rates is None else len(rates), rate)
+    except ValueError:
+        if rates is None:
+            raise ValueError(f"--rate {rate}: {model_id} has one fixed rate; leave --rate out"
+                             ) from None
         given = "" if rate is None else f"--rate {rate}: "
         raise ValueError(f"{given}{model_id} is a variable-rate model: pass --rate I, one of "
-                         f"{describe_rates(rates)}")
+                         f"{describe_rates(rates)}") from None
