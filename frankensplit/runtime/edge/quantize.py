@@ -125,6 +125,7 @@ def quantize_encoder(
     images: Sequence[Path],
     config: Preprocess,
     source: str | Path,
+    float_nodes: Sequence[str] = (),
 ) -> EncoderQuantization:
     """Write a static int8 (QDQ) copy of the fp32 encoder graph at ``float_path``.
 
@@ -134,6 +135,8 @@ def quantize_encoder(
         images: calibration images (see `calibration_images`); never the evaluation set.
         config: the model's input preprocessing, applied to each calibration image.
         source: the folder the images came from (recorded, informational).
+        float_nodes: more nodes to keep float32 besides the output's (an experiment's choice:
+            ``benchmarks/vr_int8.py``; the export keeps only the output's).
 
     Returns:
         The record that goes into the edge manifest.
@@ -149,6 +152,7 @@ def quantize_encoder(
         raise ValueError("int8 quantisation needs at least one calibration image, got none")
     float_path, int8_path = Path(float_path), Path(int8_path)
     keep_float = float_output_nodes(float_path)
+    keep_float += [n for n in float_nodes if n not in keep_float]
     with tempfile.TemporaryDirectory(prefix="frankensplit-quant-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(float_path), str(prepared))
