@@ -18,7 +18,7 @@ the loss, so Entropic Student's second stage ("tail") and the learned image code
 ("image", bpp + lmbda * 255^2 * MSE) share everything else here.
 
 What a run starts from (the model with its warm starts and frozen parts, autocast, DDP, the
-validation loader) is built once per lambda in `frankensplit.train.setup`; this module runs it.
+validation loader) is built once per lambda in `frankensplit.train.start`; this module runs it.
 
 Only codec parameters are trained. Every epoch ends with a checkpoint (``last.pt``, tensors and
 plain data only, read back with ``weights_only=True``) and, when validation data is given, a
@@ -48,7 +48,7 @@ from frankensplit.models.codec_file import codec_state, load_codec_state, save_c
 from frankensplit.threads import seeded, torch_threads
 from frankensplit.train.distributed import DistInfo, all_reduce_mean, cleanup, setup
 from frankensplit.train.objectives import Batch, collate, create_objective
-from frankensplit.train.setup import MixedPrecisionForward, _Run, _start, format_lmbda
+from frankensplit.train.start import MixedPrecisionForward, _Run, _start, format_lmbda
 from frankensplit.train.validate import validate
 from frankensplit.train.variable_rate import validate_rates
 

@@ -102,7 +102,7 @@ class _Items(Dataset):
 
 
 class Step(Protocol):
-    """What a loss reads of the run that trains (the run state `frankensplit.train.setup` builds
+    """What a loss reads of the run that trains (the run state `frankensplit.train.start` builds
     for `frankensplit.train.loop`)."""
 
     model: TrainModel  # the model trained: its teacher, rates, own tail
