@@ -166,7 +166,7 @@ def main() -> None:
 
     from frankensplit.models.zoo import create_model
     from frankensplit.sim.measure import cpu_name
-    from frankensplit.train.loop import cpu_has_bf16
+    from frankensplit.train.start import cpu_has_bf16
 
     torch.set_num_threads(args.threads)
     model = create_model(args.model)

@@ -237,7 +237,7 @@ class TrainConfig:
 
     def _validate_freeze(self) -> None:
         """``freeze``'s entries: codec parts, or ``tail.<path>`` of an own tail (whether the path
-        exists is checked on the built model: `frankensplit.train.loop`)."""
+        exists is checked on the built model: `frankensplit.train.start`)."""
         tail = [p for p in self.freeze if p.startswith("tail.")]
         bad = set(self.freeze) - {"g_a", "entropy", "g_s"} - set(tail)
         if bad:

@@ -22,7 +22,8 @@ from frankensplit.models.architecture import Architecture
 from frankensplit.models.codec_file import codec_metadata, load_codec, save_codec
 from frankensplit.threads import torch_threads
 from frankensplit.train import train
-from frankensplit.train.loop import MixedPrecisionForward, cpu_has_bf16
+from frankensplit.train.loop import MixedPrecisionForward
+from frankensplit.train.start import cpu_has_bf16
 
 REPO = Path(__file__).resolve().parents[1]
 TINY16 = REPO.parent / "shared/data/fixtures/tiny16"
@@ -338,7 +339,7 @@ def test_cpu_autocast_trains_what_float32_trains(tmp_path):
 
 
 def test_cpu_autocast_is_refused_without_native_bfloat16(tmp_path, monkeypatch):
-    monkeypatch.setattr("frankensplit.train.loop.cpu_has_bf16", lambda: False)
+    monkeypatch.setattr("frankensplit.train.start.cpu_has_bf16", lambda: False)
     with pytest.raises(ValueError, match="no native bfloat16"):
         train(load_config(None, [*TINY, "amp=true"]), tmp_path, progress=False)
 

@@ -102,7 +102,8 @@ class _Items(Dataset):
 
 
 class Step(Protocol):
-    """What a loss reads of the run that trains (`frankensplit.train.loop`'s run state)."""
+    """What a loss reads of the run that trains (the run state `frankensplit.train.start` builds
+    for `frankensplit.train.loop`)."""
 
     model: TrainModel  # the model trained: its teacher, rates, own tail
     net: nn.Module  # its forward as training runs it: the model, under autocast, in DDP
