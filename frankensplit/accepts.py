@@ -28,16 +28,22 @@ __all__ = ["Accepts", "AcceptsPackets", "check_rate"]
 _DEFAULT_SIDE = 64
 
 
-def check_rate(rates: int | None, rate: object) -> None:
-    """Refuse a rate index a model does not have.
+def check_rate(rates: int | None, rate: object, default: int | None = None) -> int | None:
+    """Refuse a rate index a model does not have; return the rate to code at.
 
     Args:
         rates: how many rates the model has (None or 1: one fixed rate, packets carry none).
-        rate: the index asked for (None: the fixed rate).
+        rate: the index asked for (None: the fixed rate, or a variable-rate model's ``default``).
+        default: a variable-rate model's default rate index, used when ``rate`` is None (None:
+            it has none, so a rate must be named; a packet never has one).
+
+    Returns:
+        ``rate``, or ``default`` in its place when ``rate`` is None.
 
     Raises:
         ValueError: naming the rates the model has.
     """
+    rate = default if rate is None else rate
     rates = rates or 1
     if rates == 1 and rate is not None:
         raise ValueError(f"this model has one fixed rate; got rate {rate!r}")
@@ -45,6 +51,7 @@ def check_rate(rates: int | None, rate: object) -> None:
                       or not 0 <= rate < rates):
         raise ValueError(f"this variable-rate model needs a rate index in 0..{rates - 1}, "
                          f"got {rate!r}")
+    return rate  # type: ignore[return-value]  # checked: None or an index
 
 
 @dataclass(frozen=True)

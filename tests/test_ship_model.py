@@ -290,15 +290,13 @@ def test_image_codec_goes_to_the_shipped_baseline_folder(ship, tmp_path):
     assert not (tmp_path / "zoo" / "index.json").exists()  # not a split model: no index entry
 
 
-def test_a_variable_rate_model_records_every_rates_figures(ship, tmp_path):
-    """No lambda in its metadata; the entry keeps each rate's validation and dev-set figures under
-    the rate's setting (``@<lambda>``), counts the fs-lite0-l1 parent's steps it starts from, and
-    its description spans the lowest and highest rate."""
-    rates = (16.0, 1.0)
+def _vr_run(root: Path) -> Path:
+    """A variable-rate training run folder of ``fs-lite0-vr`` (two rates, lambda 16 and 1, random
+    teacher and codec seeded by 0; one epoch of 250 steps of batch 16, validated at every rate)."""
     with seeded(0):
         model = Architecture("tf_efficientnet_lite0", entropy="gained_factorized",
-                             rates=rates).build("fs-lite0-vr", teacher_weights=None)
-    run = tmp_path / "run" / "variable-rate"
+                             rates=(16.0, 1.0)).build("fs-lite0-vr", teacher_weights=None)
+    run = root / "run" / "variable-rate"
     run.mkdir(parents=True)
     save_codec(model, run / "best.safetensors", {})
     val = {"top1": 60.0, "teacher_top1": 80.0, "bpp_estimated": 0.9, "images": 400,
@@ -308,6 +306,15 @@ def test_a_variable_rate_model_records_every_rates_figures(ship, tmp_path):
         "best": {"score": 60.0, "stage": "vr", "epoch": 1, **val},
         "history": [{"stage": "vr", "epoch": 1, "images": 4000, "val": val}],
         "config": {"stages": [{"name": "vr", "batch_size": 16}]}}))
+    return run
+
+
+def test_a_variable_rate_model_records_every_rates_figures(ship, tmp_path):
+    """No lambda in its metadata; the entry keeps each rate's validation and dev-set figures under
+    the rate's setting (``@<lambda>``), counts the fs-lite0-l1 parent's steps it starts from, and
+    its description spans the lowest and highest rate."""
+    rates = (16.0, 1.0)
+    run = _vr_run(tmp_path)
     rows = [{"setting": f"fs-lite0-vr@{v:g}", "images": 8, "top1": t, "top5": 90.0,
              "teacher_top1": 75.0, "bytes": b, "bpp_actual": b * 8 / 224**2,
              "bpp_estimated": b * 8 / 224**2} for v, t, b in ((16.0, 50.0, 2100.4), (1.0, 62.5, 9000.0))]
@@ -332,3 +339,26 @@ def test_a_variable_rate_model_records_every_rates_figures(ship, tmp_path):
     results.write_text(json.dumps({"rows": rows}))
     with pytest.raises(SystemExit, match="no row for fs-lite0-vr@1"):
         ship.ship(run / "best.safetensors", "configs/lite0_vr_cpu.yaml", results)
+
+
+def test_a_variable_rate_models_default_rate_is_recorded_and_kept_on_a_reship(ship, tmp_path):
+    """``--default-rate I`` goes into the entry (`ModelEntry.default_rate`); shipping the same
+    rates again without it keeps it; a fixed-rate model's is refused before anything is written."""
+    run = _vr_run(tmp_path)
+    _index(tmp_path / "zoo", "fs-lite0-l1")
+
+    def entry() -> dict:
+        models = json.loads((tmp_path / "zoo" / "index.json").read_text())["models"]
+        return next(m for m in models if m["model_id"] == "fs-lite0-vr")
+
+    with pytest.raises(SystemExit, match=r"--default-rate: fs-lite0-vr: default_rate: .*0\.\.1"):
+        ship.ship(run / "best.safetensors", "configs/lite0_vr_cpu.yaml", None, default_rate=2)
+    assert not (tmp_path / "zoo" / "fs-lite0-vr.safetensors").exists()
+    ship.ship(run / "best.safetensors", "configs/lite0_vr_cpu.yaml", None, default_rate=1)
+    assert entry()["default_rate"] == 1 and ModelEntry.from_dict(entry()).default_rate == 1
+    ship.ship(run / "best.safetensors", "configs/lite0_vr_cpu.yaml", None)
+    assert entry()["default_rate"] == 1  # kept: the same rates
+    es = _run_dir(tmp_path / "es", _es("es-lite0-l9"), 9.0)
+    with pytest.raises(SystemExit, match="default_rate 0 for a fixed-rate model"):
+        ship.ship(es / "best.safetensors", "configs/es_lite0_cpu.yaml", None, default_rate=0)
+    assert not (tmp_path / "zoo" / "es-lite0-l9.safetensors").exists()

@@ -33,17 +33,21 @@ MODEL_ID = "fs-test-vr"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def spread_gains(m):
+    """A variable-rate model ``m`` with its gains spread so that the rates differ, tables built."""
+    with torch.no_grad():
+        m.entropy.log_gain.copy_(torch.linspace(-1.0, 1.0, len(m.rates))[:, None].expand(-1, 48))
+        m.entropy.log_inverse_gain.copy_(-m.entropy.log_gain)
+    m.update(force=True)
+    return m
+
+
 @pytest.fixture(scope="module")
 def model():
     """A seeded variable-rate lite0 model on the real (offline) teacher, gains spread so that
     the rates differ."""
     arch = Architecture(teacher="tf_efficientnet_lite0", entropy="gained_factorized", rates=RATES)
-    m = arch.build(MODEL_ID, teacher_weights="offline").eval()
-    with torch.no_grad():
-        m.entropy.log_gain.copy_(torch.linspace(-1.0, 1.0, len(RATES))[:, None].expand(-1, 48))
-        m.entropy.log_inverse_gain.copy_(-m.entropy.log_gain)
-    m.update(force=True)
-    return m
+    return spread_gains(arch.build(MODEL_ID, teacher_weights="offline").eval())
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +142,8 @@ def test_models_lists_the_rates_under_one_id(server):
     models = {m["model_id"]: m for m in httpx.get(f"{server}/v1/models").json()["models"]}
     assert [(r["index"], r["lambda"]) for r in models[MODEL_ID]["rates"]] == list(enumerate(RATES))
     assert all(m["rates"] is None for i, m in models.items() if i != MODEL_ID)
+    # a server bundle records no default rate (the edge bundle does), a fixed-rate model has none
+    assert all(m["default_rate"] is None for m in models.values())
 
 
 def test_an_unknown_or_missing_rate_is_a_clear_400_and_old_packets_still_work(

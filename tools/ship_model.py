@@ -33,14 +33,16 @@ version; required then), plus ``--g-s-steps N`` (required) for an ``init_g_s`` d
 training.
 
 With ``--results`` (the ``results.json`` of ``frankensplit eval`` / ``benchmarks/results.py``), the
-entry also records the model's dev-set figures, and its description quotes them. Rerunning replaces
-an entry of the same id. Then run ``tools/fixture_figures.py``: ``tests/test_zoo_figures.py`` holds
+entry also records the model's dev-set figures, and its description quotes them. A variable-rate
+model's ``--default-rate I`` records the rate index its edge codes at when none is named
+(`ModelEntry.default_rate`). Rerunning replaces an entry of the same id; a default rate the
+replaced entry records is kept where its rates are the same and none is given. Then run ``tools/fixture_figures.py``: ``tests/test_zoo_figures.py`` holds
 every shipped model to the fixture figures recorded for its weights. Not a library module: a
 maintainer's tool.
 
     python tools/ship_model.py runs/es_lite0_cpu/lmbda-0.25/best.safetensors \\
         --config "configs/es_lite0_cpu.yaml" [--results results/readme_eval/results.json] \\
-        [--parent-steps N] [--g-s-steps N]
+        [--parent-steps N] [--g-s-steps N] [--default-rate I]
 """
 
 from __future__ import annotations
@@ -302,13 +304,14 @@ def _write_own_tail(src: Path, dest: Path, meta: dict[str, str], tail_dtype: str
 
 def ship(src: Path, config: str, results: Path | None, parent_steps: int | None = None,
          g_s_steps: int | None = None, tail_dtype: str = "float16",
-         teacher_weights: str | None = "auto") -> Path:
+         teacher_weights: str | None = "auto", default_rate: int | None = None) -> Path:
     """Copy ``src`` into the zoo (a model with an own tail: re-save it with that tail stored as
     ``tail_dtype``, leaving out its tensors equal to those of the teacher of ``teacher_weights``)
     and (split models) write its index entry; returns the new path.
 
     ``parent_steps``: the init_codec parent's ``train_steps_total`` where the index has no entry
-    of its sha256; ``g_s_steps``: the steps that trained an ``init_g_s`` decoder (`_lineage_steps`).
+    of its sha256; ``g_s_steps``: the steps that trained an ``init_g_s`` decoder (`_lineage_steps`);
+    ``default_rate``: a variable-rate model's (None: the replaced entry's, for the same rates).
     """
     sys.path.insert(0, str(REPO))
     from frankensplit.files import file_sha256
@@ -334,6 +337,13 @@ def ship(src: Path, config: str, results: Path | None, parent_steps: int | None 
     dest = ZOO / f"{model_id}.safetensors"
     index_path = ZOO / "index.json"
     index = json.loads(index_path.read_text()) if index_path.is_file() else {"models": []}
+    replaced = next((m for m in index["models"] if m["model_id"] == model_id), {})
+    if default_rate is None and tuple(replaced.get("rates") or ()) == (arch.rates or ()):
+        default_rate = replaced.get("default_rate")  # a re-ship keeps the entry's default
+    try:  # before anything is written
+        ModelEntry(model_id, arch, default_rate=default_rate)
+    except ValueError as e:
+        raise SystemExit(f"--default-rate: {e}") from None
     parents = _parent_sha256(model_id, config, dest, index)
     metrics = _train_metrics(src, parents, index, parent_steps, g_s_steps,
                              arch.rates)  # before the copy
@@ -350,7 +360,7 @@ def ship(src: Path, config: str, results: Path | None, parent_steps: int | None 
     entry = entry_dict(ModelEntry(model_id, arch, dest.name, sha256=file_sha256(dest), lmbda=lmbda,
                                   config=config, parent_sha256=parents,
                                   description=_describe(label, lmbda, metrics, arch.rates),
-                                  metrics=metrics))
+                                  metrics=metrics, default_rate=default_rate))
     models = [m for m in index["models"] if m["model_id"] != model_id] + [entry]
     index["models"] = models
     index_path.write_text(json.dumps(index, indent=2) + "\n")
@@ -382,7 +392,7 @@ def _tail_note(src: Path, dest: Path) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
-    from frankensplit.cli import teacher_weights
+    from frankensplit.cli import non_negative_int, teacher_weights
     from frankensplit.models.codec_file import TAIL_DTYPES
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -404,10 +414,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="a model with its own tail: the teacher weights it is served with, "
                         "whose tail tensors are left out of the file (auto, offline, online, "
                         "random or a checkpoint path; default auto)")
+    p.add_argument("--default-rate", type=non_negative_int, default=None, metavar="I",
+                   help="a variable-rate model's default rate index: what its edge codes at "
+                        "when no rate is named (default: the replaced entry's, if its rates are "
+                        "the same; else none)")
     args = p.parse_args(argv)
     weights = None if args.teacher_weights == "random" else args.teacher_weights
     dest = ship(args.codec, args.config, args.results, args.parent_steps, args.g_s_steps,
-                args.tail_dtype, weights)
+                args.tail_dtype, weights, args.default_rate)
     note = _tail_note(args.codec, dest)  # "" for a file without an own tail
     print(f"shipped {dest} ({dest.stat().st_size / 1e6:.2f} MB{note})")
     return 0

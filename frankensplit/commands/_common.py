@@ -55,9 +55,11 @@ def load_model(args: argparse.Namespace) -> FrankenSplit:
 
 def add_rate_arg(parser: argparse.ArgumentParser, every: bool = False) -> None:
     """``--rate I``: a variable-rate model's rate index (0 = the lowest bit rate). An index, not
-    a lambda: the index is what the packet carries and what every listing numbers. With
-    ``every``, leaving it out means every rate of the model."""
-    default = "every rate" if every else "required for a variable-rate model"
+    a lambda: the index is what the packet carries and what every listing numbers. Leaving it
+    out means the model's default rate (a zoo entry's, `check_rate`), or with ``every`` every
+    rate of the model."""
+    default = ("every rate" if every else "the zoo model's default rate; required for a "
+               "variable-rate model without one, such as a codec file")
     parser.add_argument("--rate", type=non_negative_int, default=None, metavar="I",
                         help=f"rate index of a variable-rate model (0 = lowest bit rate; "
                              f"`frankensplit info` lists them; default: {default})")
@@ -69,17 +71,21 @@ def describe_rates(rates: tuple[float, ...]) -> str:
 
 
 def check_rate(model_id: str, rates: tuple[float, ...] | None, rate: int | None,
-               every: bool = False) -> None:
+               every: bool = False, default: int | None = None) -> int | None:
     """Refuse a ``--rate`` the model does not have, any ``--rate`` for a fixed-rate model, and
-    none for a variable-rate model unless ``every`` rate is then meant.
+    none for a variable-rate model unless it has a ``default`` rate (`FrankenSplit.default_rate`)
+    or ``every`` rate is then meant.
+
+    Returns:
+        The rate index to use: ``rate``, else ``default`` (None: the fixed rate, or ``every``).
 
     Raises:
         ValueError: one line naming the model's rates.
     """
     if rate is None and every and rates is not None:
-        return
+        return None
     try:  # the rule is the packets' own (accepts.check_rate); the wording is the command line's
-        check_rate_index(None if rates is None else len(rates), rate)
+        return check_rate_index(None if rates is None else len(rates), rate, default)
     except ValueError:
         if rates is None:
             raise ValueError(f"--rate {rate}: {model_id} has one fixed rate; leave --rate out"

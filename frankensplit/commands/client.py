@@ -1,7 +1,8 @@
 """``frankensplit client``: encode images on the edge (no torch) and classify them on a server.
 
 A variable-rate bundle (one encoder, every rate) encodes at ``--rate I``, a rate index (0 = the
-lowest bit rate; ``frankensplit info`` and the bundle's manifest list each index's lambda). Why an
+lowest bit rate; ``frankensplit info`` and the bundle's manifest list each index's lambda), or
+without it at the bundle's default rate (a zoo model's, recorded at export). Why an
 index and not a lambda: the index is what the packet carries and what every listing numbers, while
 a lambda is a float ("4", "4.0") that could also be read as an index. With ``--deadline-ms D``,
 each image goes at the most accurate rate predicted to arrive within D
@@ -37,7 +38,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "--deadline-ms")
     parser.add_argument("--rate", type=non_negative_int, default=None, metavar="I",
                         help="rate index of a variable-rate bundle (0 = lowest bit rate; the "
-                             "bundle's manifest lists each index's lambda)")
+                             "bundle's manifest lists each index's lambda; default: the bundle's "
+                             "default rate, where its model has one)")
     parser.add_argument("--url", default=None,
                         help="server base URL, e.g. http://127.0.0.1:8000 (omit to only encode)")
     parser.add_argument("--deadline-ms", type=positive_float, default=None, metavar="D",
@@ -153,21 +155,22 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("nothing to do: pass --url to classify and/or --save to keep packets")
     post = _post_kwargs(args)
     client = EdgeClient(args.bundle[0], threads=args.threads)
-    if (client.rates is None) != (args.rate is None):
+    index = client.default_rate if args.rate is None else args.rate
+    if (client.rates is None) != (index is None):
         if client.rates is None:
             raise ValueError(f"--rate {args.rate}: {args.bundle[0]} is a fixed-rate bundle")
         listed = ", ".join(f"{i} (lambda {v:g})" for i, v in enumerate(client.rates))
         raise ValueError(f"{args.bundle[0]} is a variable-rate bundle: pass --rate I, one of "
                          f"{listed}, or --deadline-ms to choose per image")
-    if args.rate is not None and args.rate >= len(client.rates):
+    if index is not None and index >= len(client.rates):
         raise ValueError(f"--rate {args.rate}: {args.bundle[0]} has rates 0..{len(client.rates) - 1}")
-    rate = None if args.rate is None else {  # the keys of --deadline-ms's "rate"
-        "model_id": client.model_id, "rate_index": args.rate, "lambda": client.rates[args.rate]}
+    rate = None if index is None else {  # the keys of --deadline-ms's "rate"
+        "model_id": client.model_id, "rate_index": index, "lambda": client.rates[index]}
     save = Path(args.save) if args.save else None
     if save is not None:
         save.mkdir(parents=True, exist_ok=True)
     for image in args.images:
-        packet = client.encode(image, args.rate)
+        packet = client.encode(image, index)
         if save is not None:
             (save / f"{Path(image).stem}.fsb").write_bytes(packet)
         answer = None

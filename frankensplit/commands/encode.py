@@ -1,8 +1,9 @@
 """``frankensplit encode``: the edge side, images -> one ``.fsb`` packet per image.
 
 A variable-rate model encodes at ``--rate I``, a rate index (0 = the lowest bit rate;
-``frankensplit info`` lists each index's lambda): the edge's g_a runs once per image and its
-``pack`` codes the latent at that rate (what ``EdgePart.encode(x, rate)`` does);
+``frankensplit info`` lists each index's lambda), or without it at a zoo model's default rate (a
+codec file has none: it needs ``--rate``): the edge's g_a runs once per image and its ``pack``
+codes the latent at that rate (what ``EdgePart.encode(x, rate)`` does); each line names the rate.
 ``tools/golden_packets.py`` records the packets of these same calls.
 """
 
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from frankensplit.models.split import FrankenSplit
 
     model = load_model(args)
-    check_rate(model.model_id, model.rates, args.rate)
+    rate = check_rate(model.model_id, model.rates, args.rate, default=model.default_rate)
     transform = make_transform(model.data_config, "eval")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -44,14 +45,14 @@ def run(args: argparse.Namespace) -> int:
         x = transform(load_image(path)).unsqueeze(0)  # (1, 3, 224, 224)
         with torch.no_grad():
             y = model.edge.g_a(x)  # (1, C, h, w): g_a runs once, here
-        (packet,) = model.edge.pack(y, args.rate)  # = model.edge.encode(x, args.rate)
+        (packet,) = model.edge.pack(y, rate)  # = model.edge.encode(x, rate)
         target = out / f"{path.stem}.fsb"
         target.write_bytes(packet)
         h, w = x.shape[-2:]
-        bits = float(model.latent_bits(y, args.rate)[0])
-        rate = {} if args.rate is None else {"rate": args.rate}
+        bits = float(model.latent_bits(y, rate)[0])
         print(json.dumps({
-            "image": str(path), "file": str(target), "model_id": model.model_id, **rate,
+            "image": str(path), "file": str(target), "model_id": model.model_id,
+            **({} if rate is None else {"rate": rate}),
             "bytes": len(packet), "bpp_actual": round(FrankenSplit.bpp(len(packet), h, w), 5),
             "bpp_estimated": round(FrankenSplit.bpp_from_bits(bits, h, w), 5),
         }))

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from frankensplit.models.split import FrankenSplit
 
 HELP = ("describe a model: parameters of each side, split point, latent shape, edge MACs and a "
-        "variable-rate model's rates (index, lambda, recorded dev figures)")
+        "variable-rate model's rates (index, lambda, recorded dev figures, the default rate)")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +26,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def describe(model: FrankenSplit) -> dict[str, Any]:
     """The facts ``info`` prints, measured on the model (MACs counted by torch's flop counter:
     ``encoder_macs`` g_a's, ``edge_macs`` the edge's, which for a variable-rate model adds one
-    multiply per latent element, its rate's gain)."""
+    multiply per latent element, its rate's gain); ``default_rate``: the rate index its edge
+    codes at when none is named (`FrankenSplit.default_rate`; None without one)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -63,6 +64,7 @@ def describe(model: FrankenSplit) -> dict[str, Any]:
         "encoder_macs": (macs := counter.get_total_flops() // 2),
         "edge_macs": macs + (0 if model.rates is None else y[0].numel()),  # + the gain
         "rates": rates,
+        "default_rate": model.default_rate,
     }
 
 
@@ -75,11 +77,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info))
     else:
-        rates = info.pop("rates")
+        rates, default = info.pop("rates"), info.pop("default_rate")
         for k, v in info.items():
             print(f"{k:22s} {v}")
         for rate in rates or ():  # a variable-rate model: one line per rate
             figures = (f"top-1 {rate['top1']:.2f}%, {rate['bytes_per_image']:.0f} B/image"
                        if "top1" in rate else "no recorded dev figures")
-            print(f"{'rate ' + str(rate['index']):22s} lambda {rate['lambda']:g}: {figures}")
+            mark = " (default)" if rate["index"] == default else ""
+            print(f"{'rate ' + str(rate['index']):22s} lambda {rate['lambda']:g}: {figures}{mark}")
     return 0

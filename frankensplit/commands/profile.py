@@ -8,9 +8,9 @@ runs on any machine with the package installed. Besides both pipelines it times 
 (the whole teacher on the edge) and, with ``--teachers``, larger teachers' server side and local
 execution from their architecture-only zoo entries with random weights (latency does not depend
 on weights; nothing is said about their accuracy). A variable-rate model is profiled at
-``--rate I``: its packets (bytes, entropy coding and decoding) are that rate's, and the profile
-records the rate, so that ``simulate`` prices that rate's evaluated bytes. The JSON layout is
-documented in :mod:`frankensplit.sim.profile`.
+``--rate I`` (default: a zoo model's default rate): its packets (bytes, entropy coding and
+decoding) are that rate's, and the profile records the rate, so that ``simulate`` prices that
+rate's evaluated bytes. The JSON layout is documented in :mod:`frankensplit.sim.profile`.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     codecs = _codecs(args)
     what_if_ids = parse_teachers(args.teachers)
     model = load_model(args)
-    check_rate(model.model_id, model.rates, args.rate)
+    rate = check_rate(model.model_id, model.rates, args.rate, default=model.default_rate)
     what_if = []
     for model_id in what_if_ids:
         from frankensplit.models.zoo import create_model
@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         what_if.append(create_model(model_id, teacher_weights=None))
     profile = measure_profile(model, images, threads, args.repeat, args.warmup, codecs,
                               server_threads=args.server_threads, bundle=args.bundle,
-                              what_if=what_if, rate=args.rate)
+                              what_if=what_if, rate=rate)
     path = write_profile(profile, args.out)
     print(format_profile(profile))
     print(f"wrote {path}", file=sys.stderr)

@@ -28,14 +28,18 @@ from frankensplit.models.entropy import FactorizedPrior
 __all__ = ["EdgePart", "InProcessCoder", "LatentCoder", "ServerPart", "check_rate"]
 
 
-def check_rate(entropy: nn.Module, rate: int | None) -> None:
+def check_rate(entropy: nn.Module, rate: int | None, default: int | None = None) -> int | None:
     """Refuse a rate index a model does not have: a fixed-rate model takes None, a variable-rate
-    one (``entropy.rates`` > 1) an index of its grid (`frankensplit.accepts.check_rate`).
+    one (``entropy.rates`` > 1) an index of its grid, or None where it has a ``default`` rate
+    (`frankensplit.accepts.check_rate`).
+
+    Returns:
+        The rate to code at: ``rate``, or ``default`` when ``rate`` is None.
 
     Raises:
         ValueError: naming the rates the model has.
     """
-    check_rate_index(getattr(entropy, "rates", 1), rate)
+    return check_rate_index(getattr(entropy, "rates", 1), rate, default)
 
 
 class EdgePart(nn.Module):
@@ -45,13 +49,22 @@ class EdgePart(nn.Module):
         model_id: the id written into every packet (the server refuses packets for other models).
         g_a: the encoder.
         entropy: the entropy model (its CDF tables must be built, see ``FrankenSplit.update``).
+        default_rate: a variable-rate model's rate index used when a call names none
+            (`FrankenSplit.default_rate`); None: a variable-rate model needs a rate per call.
+
+    Raises:
+        ValueError: a default rate the model does not have (any, for a fixed-rate model).
     """
 
-    def __init__(self, model_id: str, g_a: nn.Module, entropy: FactorizedPrior) -> None:
+    def __init__(self, model_id: str, g_a: nn.Module, entropy: FactorizedPrior,
+                 default_rate: int | None = None) -> None:
         super().__init__()
         self.model_id = model_id
         self.g_a = g_a
         self.entropy = entropy
+        if default_rate is not None:
+            check_rate(entropy, default_rate)
+        self.default_rate = default_rate
 
     @torch.no_grad()
     def encode(self, x: Tensor, rate: int | None = None) -> list[bytes]:
@@ -60,25 +73,27 @@ class EdgePart(nn.Module):
         Args:
             x: the images.
             rate: a variable-rate model's rate index (the packets carry it); None for a fixed-rate
-                model.
+                model, and for a variable-rate one its `default_rate`.
 
         Raises:
-            ValueError: images of another shape, or a rate the model does not have.
+            ValueError: images of another shape, a rate the model does not have, or none for a
+                variable-rate model without a default rate.
         """
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected images (N, 3, H, W), got {tuple(x.shape)}")
-        check_rate(self.entropy, rate)
+        rate = check_rate(self.entropy, rate, self.default_rate)
         return self.pack(self.g_a(x), rate)  # y: (N, C, h, w)
 
     @torch.no_grad()
     def pack(self, y: Tensor, rate: int | None = None) -> list[bytes]:
-        """The second half of `encode`: latents y (N, C, h, w) into N packets at ``rate`` (one
-        g_a run can then be coded at every rate of a variable-rate model).
+        """The second half of `encode`: latents y (N, C, h, w) into N packets at ``rate`` (None:
+        as `encode`; one g_a run can then be coded at every rate of a variable-rate model).
 
         Raises:
-            ValueError: a rate the model does not have, or a latent of other channels.
+            ValueError: a rate the model does not have (none, without a default rate), or a
+                latent of other channels.
         """
-        check_rate(self.entropy, rate)
+        rate = check_rate(self.entropy, rate, self.default_rate)
         strings = self.entropy.compress(y) if rate is None else self.entropy.compress(y, rate)
         shape = tuple(int(d) for d in y.shape[1:])
         return [bitstream.pack(bitstream.Packet(self.model_id, shape, s, rate)) for s in strings]

@@ -64,6 +64,29 @@ class FrankenSplit(nn.Module):
         # or None: the unmodified teacher tail, FrankenSplit's. The teacher itself never changes,
         # so the uncompressed reference stays the real teacher.
         self.tail = tail
+        self._default_rate: int | None = None
+
+    @property
+    def default_rate(self) -> int | None:
+        """A variable-rate model's rate index that its edge codes at when a call names none
+        (``edge.encode(x)``); None: every call names one (and always for a fixed-rate model).
+        `frankensplit.models.zoo.create_model` sets a zoo entry's (`ModelEntry.default_rate`);
+        a built model and a codec file's have none. The training and analysis paths
+        (`forward`, `latent_bits`) always take the rate named.
+
+        Raises:
+            ValueError: (setting it) a rate the model does not have; any, for a fixed rate.
+        """
+        return self._default_rate
+
+    @default_rate.setter
+    def default_rate(self, rate: int | None) -> None:
+        if rate is not None:
+            try:
+                check_rate(self.entropy, rate)
+            except ValueError as e:
+                raise ValueError(f"{self.model_id}: default_rate: {e}") from None
+        self._default_rate = rate
 
     @property
     def serving_tail(self) -> nn.Module:
@@ -164,8 +187,9 @@ class FrankenSplit(nn.Module):
 
     @property
     def edge(self) -> EdgePart:
-        """The device half (shares parameters with this model); packets carry `encoder_id`."""
-        return EdgePart(self.encoder_id, self.g_a, self.entropy)
+        """The device half (shares parameters with this model); packets carry `encoder_id`,
+        and the rate named, else `default_rate`."""
+        return EdgePart(self.encoder_id, self.g_a, self.entropy, self.default_rate)
 
     @property
     def server(self) -> ServerPart:

@@ -32,6 +32,9 @@ def create_model(
 ) -> FrankenSplit:
     """A zoo model (or a trained codec file), ready to code (eval mode, CDF tables built).
 
+    A zoo model carries its entry's default rate (`ModelEntry.default_rate`,
+    `FrankenSplit.default_rate`); a codec file records none, so its model has none.
+
     Args:
         model_id: an id from :func:`list_models`, or the path of a codec file written by
             ``frankensplit train`` (see :func:`load_model_file`).
@@ -47,6 +50,7 @@ def create_model(
         return load_model_file(model_id, teacher_weights)
     entry = MODELS.get(model_id)
     model = entry.architecture.build(model_id, teacher_weights)
+    model.default_rate = entry.default_rate  # an index of the entry's rates: the same grid
     if codec_weights is not None:
         return load_weights(model, codec_weights)
     return load_weights(model, entry.weights and ZOO_DIR / entry.weights, entry.sha256)

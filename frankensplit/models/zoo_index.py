@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from frankensplit.accepts import check_rate
 from frankensplit.files import from_dict
 from frankensplit.models.architecture import Architecture
 from frankensplit.registry import Registry
@@ -63,6 +64,10 @@ class ModelEntry:
             run's steps in the weights; ``train_steps_total``, the steps in the shipped weights
             over every generation of its lineage (parents' steps included, each counted once;
             ``docs/training.md``, "The shipped zoo").
+        default_rate: a variable-rate model's rate index used where a caller names none
+            (`FrankenSplit.default_rate`: ``model.edge.encode(x)``, ``frankensplit encode``
+            without ``--rate``, its edge bundle's client); None: a rate must be named. Only a
+            variable-rate architecture has one.
     """
 
     model_id: str
@@ -74,8 +79,18 @@ class ModelEntry:
     parent_sha256: dict[str, str] = field(default_factory=dict)
     description: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
+    default_rate: int | None = None
 
     def __post_init__(self) -> None:
+        rates = self.architecture.rates
+        if self.default_rate is not None and rates is None:
+            raise ValueError(f"{self.model_id}: default_rate {self.default_rate!r} for a "
+                             "fixed-rate model; only a variable-rate one (rates) has a default")
+        if self.default_rate is not None:
+            try:  # the rule packets meet (accepts.check_rate)
+                check_rate(len(rates), self.default_rate)  # type: ignore[arg-type]
+            except ValueError as e:
+                raise ValueError(f"{self.model_id}: default_rate: {e}") from None
         for key, digest in self.parent_sha256.items():
             if key not in PARENT_KEYS or not _SHA256.fullmatch(digest):
                 raise ValueError(f"{self.model_id}: parent_sha256 {key!r}: {digest!r}; expected "
@@ -98,9 +113,12 @@ class ModelEntry:
 
 
 def entry_dict(entry: ModelEntry) -> dict[str, Any]:
-    """A zoo entry as plain data, its architecture inline (``index.json``, ``models --json``)."""
+    """A zoo entry as plain data, its architecture inline (``index.json``, ``models --json``);
+    ``default_rate`` only where set, as ``rates`` only for a variable-rate architecture."""
     data = asdict(entry)
     del data["architecture"]
+    if entry.default_rate is None:
+        del data["default_rate"]
     return {"model_id": data.pop("model_id"), **entry.architecture.to_dict(), **data}
 
 

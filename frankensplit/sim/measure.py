@@ -165,7 +165,8 @@ def measure_profile(
         what_if: architecture-only models of larger teachers (random weights) whose server side
             and local execution to time on this model's packets (``profile["teachers"]``).
         rate: a variable-rate model's rate index: its packets are coded, sent and decoded at
-            that rate (``profile["rate"]``); None for a fixed-rate model.
+            that rate (``profile["rate"]``); None for a fixed-rate model, and for a variable-rate
+            one its `FrankenSplit.default_rate`.
 
     Raises:
         ValueError: no images, a non-positive repeat, thread count or warm-up below 0, a
@@ -176,7 +177,7 @@ def measure_profile(
     if repeat < 1 or warmup < 0 or not threads or min(threads) < 1:
         raise ValueError(f"need repeat >= 1, warmup >= 0 and threads >= 1, got repeat={repeat}, "
                          f"warmup={warmup}, threads={list(threads)}")
-    check_rate(model.entropy, rate)
+    rate = check_rate(model.entropy, rate, model.default_rate)
     for other in what_if:  # before any timing: a wrong teacher fails at once
         check_same_edge(model, other)
     load_before = os.getloadavg()[0]

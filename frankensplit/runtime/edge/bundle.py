@@ -25,8 +25,9 @@ A variable-rate model (`Architecture.rates`) exports ONE edge bundle for every r
 encoder graph (the gain is applied by the coder, in numpy, after g_a), and per rate index ``r``
 its tables, medians and gain vectors as ``<table>_r<r>.npy`` (`rate_table_file`); the manifest
 lists the rates (lambdas, lowest bit rate first), says ``bitstream_version`` 2 (packets carry their
-rate) and ``bundle_version`` 2, so that a build which cannot read it says so. A fixed-rate bundle
-is written and read exactly as before (version 1).
+rate) and ``bundle_version`` 2, so that a build which cannot read it says so, and, where the model
+has one, its ``default_rate`` (the rate index the client codes at when a call names none; the key
+is left out without one). A fixed-rate bundle is written and read exactly as before (version 1).
 
 The edge bundle is everything a device needs to produce packets the server decodes bit-exactly:
 g_a as ONNX, the entropy model's *integer* CDF tables (the same tables the server's decoder reads,
@@ -45,6 +46,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from frankensplit.accepts import check_rate
 from frankensplit.files import file_sha256, from_dict
 from frankensplit.models.architecture import Architecture
 
@@ -219,6 +221,9 @@ class EdgeManifest:
             client ranks rates by them.
         rates: a variable-rate model's lambdas, one per rate index, lowest bit rate first
             (None: one fixed rate). Its tables are per rate (`rate_table_file`).
+        default_rate: the rate index a variable-rate bundle's client codes at when a call names
+            none (the zoo model's, `ModelEntry.default_rate`); None: every call names one.
+            Written only when set.
     """
 
     model_id: str
@@ -234,6 +239,7 @@ class EdgeManifest:
     quantization: EncoderQuantization | None = None
     figures: dict[str, Any] = field(default_factory=dict)
     rates: tuple[float, ...] | None = None
+    default_rate: int | None = None
     format: str = EDGE_FORMAT
     bundle_version: int = BUNDLE_VERSION
 
@@ -246,6 +252,12 @@ class EdgeManifest:
                              f"bundle_version {expected}, got {self.bundle_version!r}")
         if self.rates is not None and len(self.rates) < 2:
             raise ValueError(f"rates must list at least 2 lambdas, got {self.rates!r}")
+        if self.default_rate is not None:
+            try:  # the rule packets meet (accepts.check_rate)
+                check_rate(None if self.rates is None else len(self.rates), self.default_rate)
+            except ValueError as e:
+                raise ValueError(f"default_rate {self.default_rate!r} does not fit the bundle's "
+                                 f"rates {self.rates!r}: {e}") from None
         if self.encoder_precision not in ENCODER_PRECISIONS:
             raise ValueError(
                 f"encoder_precision {self.encoder_precision!r} is not one of {ENCODER_PRECISIONS}"
@@ -356,8 +368,10 @@ def write_manifest(
     if isinstance(manifest, (ServerManifest, OnnxServerManifest)):
         del data["architecture"]
         data.update(manifest.architecture.to_dict())
-    elif manifest.rates is None:
-        del data["rates"]  # a fixed-rate bundle's manifest stays version 1's, key for key
+    else:
+        for key in ("rates", "default_rate"):  # a fixed-rate bundle's stays version 1's, key
+            if data[key] is None:  # for key, and one without a default rate as before
+                del data[key]
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return path
 

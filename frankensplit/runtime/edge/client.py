@@ -7,8 +7,9 @@ packet --HTTP POST /v1/classify (urllib, retried: runtime.edge.retry)--> server 
 ```
 
 A variable-rate bundle (one encoder, every rate: `runtime.edge.bundle`) encodes at the rate index a
-call names (``rate=``, 0 = the lowest bit rate): g_a runs once, the coder of that rate scales y by
-its gain and codes it with its tables, and the packet carries the rate (bitstream version 2).
+call names (``rate=``, 0 = the lowest bit rate), or without one at the bundle's ``default_rate``
+(a zoo model's; a bundle without one needs the rate): g_a runs once, the coder of that rate scales
+y by its gain and codes it with its tables, and the packet carries the rate (bitstream version 2).
 
 This is what runs on the device, so its import closure is deliberately small: this module imports
 only the standard library, numpy, PIL, onnxruntime and the torch-free modules ``bitstream``,
@@ -164,23 +165,36 @@ class EdgeClient:
         return self.manifest.rates
 
     @property
+    def default_rate(self) -> int | None:
+        """The rate index a variable-rate bundle codes at when a call names none (its manifest's,
+        the zoo model's default); None: a fixed-rate bundle, or one whose calls name a rate."""
+        return self.manifest.default_rate
+
+    @property
     def coder(self) -> FactorizedCoder:
         """A fixed-rate bundle's coder.
 
         Raises:
             ValueError: a variable-rate bundle (use ``coders[rate]``).
         """
-        return self._coder(None)
+        if self.rates is not None:
+            raise ValueError(f"{self.model_id} is variable-rate: use coders[rate], rate one of "
+                             f"{self._listed()}")
+        return self.coders[None]
 
-    def _coder(self, rate: int | None) -> FactorizedCoder:
-        """The coder of rate index ``rate``, checked against the bundle's rates."""
+    def _listed(self) -> str:
+        return ", ".join(f"{i} (lambda {v:g})" for i, v in enumerate(self.rates or ()))
+
+    def _rate(self, rate: int | None) -> int | None:
+        """The rate index to code at: ``rate``, else the `default_rate`; checked against the
+        bundle's rates."""
+        rate = self.default_rate if rate is None else rate
         if rate not in self.coders or isinstance(rate, bool):
             if self.rates is None:
                 raise ValueError(f"{self.model_id} has one fixed rate; got rate {rate!r}")
-            listed = ", ".join(f"{i} (lambda {v:g})" for i, v in enumerate(self.rates))
             raise ValueError(f"{self.model_id} is variable-rate: give a rate index, one of "
-                             f"{listed}; got {rate!r}")
-        return self.coders[rate]
+                             f"{self._listed()}; got {rate!r}")
+        return rate
 
     def preprocess(self, image: ImageInput) -> np.ndarray:
         """Image -> x (3, crop, crop) float32, the model's input preprocessing."""
@@ -193,25 +207,29 @@ class EdgeClient:
         return self._session.run(None, {self._input: x.astype(np.float32, copy=False)})[0]
 
     def pack(self, y: np.ndarray, rate: int | None = None) -> bytes:
-        """Entropy-code one latent y (C, h, w) at ``rate`` (a variable-rate bundle's rate index;
-        None for a fixed-rate one) and frame it as a packet.
+        """Entropy-code one latent y (C, h, w) at ``rate`` (a variable-rate bundle's rate index,
+        None: its `default_rate`; None for a fixed-rate one) and frame it as a packet.
 
         Raises:
-            ValueError: a rate the bundle does not have (or any rate for a fixed-rate bundle).
+            ValueError: a rate the bundle does not have (any rate for a fixed-rate bundle, none
+                for a variable-rate one without a default rate).
         """
-        payload = self._coder(rate).encode(y)
+        rate = self._rate(rate)
+        payload = self.coders[rate].encode(y)
         shape = tuple(int(d) for d in y.shape)
         return bitstream.pack(bitstream.Packet(self.model_id, shape, payload, rate))  # type: ignore[arg-type]
 
     def encode(self, image: ImageInput, rate: int | None = None) -> bytes:
-        """One image (path or PIL) -> one complete packet (header, payload, CRC) at ``rate``."""
-        self._coder(rate)  # a bad rate fails before the encoder runs
+        """One image (path or PIL) -> one complete packet (header, payload, CRC) at ``rate``
+        (None: see `pack`)."""
+        rate = self._rate(rate)  # a bad rate fails before the encoder runs
         y = self.encode_latent(self.preprocess(image)[None])  # (1, C, h, w)
         return self.pack(y[0], rate)
 
     def encode_batch(self, images: Sequence[ImageInput], rate: int | None = None) -> list[bytes]:
-        """Several images -> packets at ``rate``, running g_a once on the stacked batch."""
-        self._coder(rate)
+        """Several images -> packets at ``rate`` (None: see `pack`), running g_a once on the
+        stacked batch."""
+        rate = self._rate(rate)
         if not images:
             return []
         x = np.stack([self.preprocess(image) for image in images])  # (N, 3, crop, crop)
@@ -247,7 +265,8 @@ class EdgeClient:
             backbone: which of the server's decoders for this encoder answers: a model id or a
                 teacher's timm name (encoder reuse: one packet, several backbones; None: the
                 encoder's own model). ``GET /v1/models`` lists them per encoder.
-            rate: a variable-rate bundle's rate index (`rates`); None for a fixed-rate one.
+            rate: a variable-rate bundle's rate index (`rates`; None: its `default_rate`); None
+                for a fixed-rate one.
 
         Returns:
             The server's JSON answer (``model_id`` of the decoder, ``encoder_id``, ``backbone``,

@@ -199,7 +199,8 @@ def export_edge(
     int8: Int8Calibration | None = None,
     figures: dict[str, Any] | None = None,
 ) -> EdgeManifest:
-    """Write the edge bundle of ``model`` into ``folder`` (created if needed).
+    """Write the edge bundle of ``model`` into ``folder`` (created if needed); a variable-rate
+    model's manifest lists its rates and its `FrankenSplit.default_rate` where it has one.
 
     Args:
         model: the model to export.
@@ -248,6 +249,7 @@ def export_edge(
         quantization=quantization,
         figures=dict(figures or {}),
         rates=rates,
+        default_rate=model.default_rate,
         bundle_version=BUNDLE_VERSION if rates is None else RATES_BUNDLE_VERSION,
     )
     write_manifest(folder, manifest)

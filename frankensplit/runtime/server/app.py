@@ -21,9 +21,10 @@ Endpoints:
   the same limits and queues; 400 another format or size or undecodable, 413 larger than the crop;
   404 on a server of ONNX server halves (``serve --onnx``), which hold no teacher head.
 - ``GET /v1/models``: the models served (id, encoder id, teacher, accepted latent shape, and a
-  variable-rate model's rates: index, lambda and recorded dev figures; every rate is served under
-  the one model id, a packet carrying its rate index), and per encoder id its default and the
-  backbones that decode its packets. A packet whose rate the model does not have is a 400.
+  variable-rate model's rates: index, lambda and recorded dev figures, and ``default_rate``, the
+  index its edge codes at when none is named, where the server knows it (a zoo id's); every rate
+  is served under the one model id, a packet carrying its rate index), and per encoder id its
+  default and the backbones that decode its packets. A packet whose rate the model does not have is a 400.
 - ``GET /healthz``: the process answers. ``GET /readyz``: 200 once every model is loaded.
 - ``GET /metrics``: Prometheus (requests by status, latency histogram, bytes received, batch sizes).
 
@@ -227,7 +228,7 @@ async def list_models(request: Request) -> JSONResponse:
         "models": [
             {"model_id": m.model_id, "encoder_id": m.encoder_id, "teacher": m.teacher,
              "latent_shape": list(m.latent_shape) if m.latent_shape else None,
-             "rates": m.describe_rates()}
+             "rates": m.describe_rates(), "default_rate": m.default_rate}
             for m in service.models.values()
         ],
         "encoders": {e: encoder.describe() for e, encoder in service.encoders.items()},

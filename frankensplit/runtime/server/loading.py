@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from frankensplit import bitstream
+from frankensplit.accepts import check_rate
 from frankensplit.models.zoo_index import MODELS, ZOO_DIR, recorded_figures
 from frankensplit.runtime.edge.bundle import OnnxServerManifest, ServerManifest, read_manifest
 
@@ -85,6 +86,9 @@ class LoadedModel:
             loaded).
         rates: a variable-rate model's lambdas by rate index (`Architecture.rates`; None: one
             fixed rate, or not known for a bare part): every rate is served under this one id.
+        default_rate: the rate index its edge codes at when none is named, where known (a zoo
+            id's `ModelEntry.default_rate`, an in-memory model's `FrankenSplit.default_rate`);
+            listed, as the rates are, and never used to decode (a packet carries its rate).
         class_names: the names of its classes by index, as answers name them (None: looked up
             for the label space, `protocol.class_names`, which imports timm; the ONNX server
             half carries its own so that it runs without torch).
@@ -100,6 +104,7 @@ class LoadedModel:
     teacher: str | None = None
     teacher_model: SplitBackbone | None = None
     rates: tuple[float, ...] | None = None
+    default_rate: int | None = None
     class_names: tuple[str, ...] | None = None
     data_config: dict[str, Any] | None = None
 
@@ -107,6 +112,8 @@ class LoadedModel:
         if (self.teacher_model is None) != (self.data_config is None):
             raise ValueError(f"{self.model_id}: a served teacher needs the model's data_config "
                              "(its images' preprocessing) and data_config needs the teacher")
+        if self.default_rate is not None:
+            check_rate(self.part.rates, self.default_rate)
         if self.latent_shape is None:
             object.__setattr__(self, "latent_shape", self.part.latent_shape)
         elif tuple(self.latent_shape) != self.part.latent_shape:
@@ -136,7 +143,7 @@ def served_model(model: FrankenSplit) -> LoadedModel:
     part = model.server.with_latent_shape(model.latent_shape)
     return LoadedModel(model.model_id, part, teacher=model.teacher.name,
                        teacher_model=model.teacher, rates=model.rates,
-                       data_config=model.data_config)
+                       default_rate=model.default_rate, data_config=model.data_config)
 
 
 def resolve_model_spec(spec: str) -> str:
@@ -183,11 +190,12 @@ def load_server_model(
     from frankensplit.models.zoo import file_architecture, load_server_part
 
     kind = resolve_model_spec(spec)
+    default_rate = None  # known for a zoo id (its entry's); a file and a bundle record none
     if kind == "zoo":
         entry = MODELS.get(spec)
         arch, model_id, sha256 = entry.architecture, spec, entry.sha256
         path = entry.weights and ZOO_DIR / entry.weights
-        expected = None
+        expected, default_rate = None, entry.default_rate
     elif kind == "file":
         model_id, arch = file_architecture(spec)
         path, sha256, expected = Path(spec), None, None
@@ -202,6 +210,6 @@ def load_server_model(
         raise ValueError(f"{spec}: the model takes latents {part.latent_shape}, manifest says "
                          f"{tuple(expected)}")
     return LoadedModel(model_id, part, teacher=arch.teacher, teacher_model=teacher,
-                       rates=arch.rates,
+                       rates=arch.rates, default_rate=default_rate,
                        data_config=None if teacher is None else arch.data_config(
                            teacher.data_config))
