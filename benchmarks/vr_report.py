@@ -128,26 +128,67 @@ def report(vr_rows: Sequence[dict[str, Any]], teacher_top1: float, shipped: dict
           f"other {max(images - VALIDATION, 0)} | x best codec at equal top-1 |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in vr_rows:
-        ratios = {m: r["bytes"] / b for m, c in codecs.items()
-                  if c and (b := bytes_at_accuracy(c, r["top1"])) is not None}
-        best = max(ratios.items(), key=lambda kv: kv[1]) if ratios else None  # fewest bytes
+        best = best_ratio(r, codecs)
         best_text = f"{best[1]:.2f}x ({best[0]})" if best else "not covered"
         val, rest = (_pct(v) for v in splits.get(r["setting"], (math.nan, math.nan))[:2])
         print(f"| {r['setting']} | {r['bytes'] / 1000:.2f} | {r['bytes'] * 8 / 50176:.3f} | "
               f"{r['top1']:.2f} | {val} | {rest} | {best_text} |")
+    codec_ratios = [(r["top1"], ratio) for r in vr_rows if (ratio := best_ratio(r, codecs))]
+    in_band = [(t, x) for t, (_, x) in codec_ratios if 60.0 <= t <= 82.0]
+    if in_band:
+        worst = max(in_band, key=lambda tx: tx[1])
+        print(f"\nRates between 60% and 82% top-1 (target: at most 0.6x the best codec's bytes): "
+              f"{len(in_band)}, the most bytes {worst[1]:.2f}x (at {worst[0]:.2f}%); "
+              f"{sum(x <= 0.6 for _, x in in_band)} of them at most 0.6x")
     print("\nAt the fixed-rate models' bytes (target: at most 0.5 points below each, 1-14 KB):")
     for f in sorted(fixed, key=lambda f: f["bytes"]):
-        if not 1000 <= f["bytes"] <= 14000:
-            continue
-        mine = top1_at_bytes(vr, f["bytes"])
-        diff = "outside the variable-rate curve" if mine is None else \
-            f"{mine:.2f} ({mine - f['top1']:+.2f} points)"
-        print(f"- {f['setting']}: {f['top1']:.2f}% at {f['bytes'] / 1000:.2f} KB; "
-              f"variable rate {diff}")
+        if 1000 <= f["bytes"] <= 14000:
+            print(f"- {f['setting']}: {f['top1']:.2f}% at {f['bytes'] / 1000:.2f} KB; variable "
+                  f"rate {at_fixed_bytes(vr, f['bytes'], f['top1'])}")
+    curve = [(f["bytes"], f["top1"]) for f in fixed]
+    covered = {r["setting"]: (r["top1"], t) for r in vr_rows
+               if (t := top1_at_bytes(curve, r["bytes"])) is not None}
+    if covered:
+        print(f"\nRates above the fixed-rate curve at their own bytes (interpolated on it): "
+              f"{sum(mine > theirs for mine, theirs in covered.values())} of the "
+              f"{len(covered)} rates it covers")
+    both = [f for f in sorted(fixed, key=lambda f: f["bytes"])
+            if 1000 <= f["bytes"] <= 14000 and f["setting"] in splits and images > VALIDATION]
+    if both:  # the fixed-rate models' records are in the same log
+        print(f"\nThe same on the images after the first {VALIDATION} alone (top-1 from the "
+              "records; bytes are the whole set's):")
+        rest = [(r["bytes"], splits[r["setting"]][1]) for r in vr_rows]
+        for f in both:
+            theirs = splits[f["setting"]][1]
+            print(f"- {f['setting']}: {theirs:.2f}%; variable rate "
+                  f"{at_fixed_bytes(rest, f['bytes'], theirs)}")
     for margin in (1.5, 1.0):
         b = bytes_at_accuracy(vr, teacher_top1 - margin)
         print(f"\nWithin {margin} points of the teacher: "
               + (f"{b / 1000:.2f} KB" if b else "not reached"))
+
+
+def best_ratio(row: dict[str, Any], codecs: dict[str, list[tuple[float, float]]]
+               ) -> tuple[str, float] | None:
+    """(codec, bytes of ``row`` over that codec's at equal top-1) for the codec needing the
+    fewest bytes there (the largest ratio); None where no codec curve covers the top-1."""
+    from frankensplit.eval.summary import bytes_at_accuracy
+
+    ratios = {m: row["bytes"] / b for m, c in codecs.items()
+              if c and (b := bytes_at_accuracy(c, row["top1"])) is not None}
+    return max(ratios.items(), key=lambda kv: kv[1]) if ratios else None
+
+
+def at_fixed_bytes(vr: list[tuple[float, float]], num_bytes: float, top1: float) -> str:
+    """The variable-rate curve's top-1 at a fixed-rate model's bytes against its ``top1``; past
+    the curve's ends, its nearest rate, saying whether that rate spends fewer or more bytes."""
+    mine = top1_at_bytes(vr, num_bytes)
+    if mine is not None:
+        return f"{mine:.2f} ({mine - top1:+.2f} points)"
+    b, t = max(vr) if num_bytes > max(vr)[0] else min(vr)
+    side = "fewer" if b < num_bytes else "more"
+    return (f"outside its curve; its nearest rate, with {side} bytes ({b / 1000:.2f} KB): "
+            f"{t:.2f} ({t - top1:+.2f} points)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

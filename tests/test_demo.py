@@ -265,7 +265,8 @@ def test_vr_report_reads_the_variable_rate_rows_from_the_results_file(tmp_path, 
     assert "Every row from one run" in out and "## fs-vr (teacher t: 80.00%)" in out
     assert "| fs-vr@16 | 1.00 | 0.159 | 50.00 | 50.00 | - | " in out  # val 2, other 0
     assert "| fs-vr@4 | 2.50 | 0.399 | 100.00 | 100.00 | - | " in out
-    assert "- fs-a: 50.00% at 1.20 KB; variable rate " in out  # the fixed-rate rows
+    assert "- fs-a: 50.00% at 1.20 KB; variable rate 59.95 (+9.95 points)" in out  # log-linear
+    assert "above the fixed-rate curve at their own bytes (interpolated on it): 1 of the 1" in out
     _records(records, {"fs-vr@16": (True, True), "fs-vr@4": (True, True),
                        "fs-vr@1": (True, True)})  # another run's
     assert vr_report.main(["--results", str(results), "--records", str(records)]) == 0
@@ -273,6 +274,16 @@ def test_vr_report_reads_the_variable_rate_rows_from_the_results_file(tmp_path, 
     fixed_only = _shipped(tmp_path, [r for r in _vr_rows() if r["method"] != "frankensplit_vr"])
     assert vr_report.main(["--results", str(fixed_only)]) == 2
     assert "--eval DIR" in capsys.readouterr().err
+
+
+def test_vr_report_compares_past_the_curves_end_with_its_nearest_rate() -> None:
+    at = _benchmark("vr_report").at_fixed_bytes
+    vr = [(1000.0, 60.0), (4000.0, 80.0)]
+    assert at(vr, 2000.0, 72.0) == "70.00 (-2.00 points)"  # log-linear: halfway
+    assert at(vr, 9000.0, 79.0) == ("outside its curve; its nearest rate, with fewer bytes "
+                                    "(4.00 KB): 80.00 (+1.00 points)")
+    assert at(vr, 900.0, 50.0) == ("outside its curve; its nearest rate, with more bytes "
+                                   "(1.00 KB): 60.00 (+10.00 points)")
 
 
 def test_vr_report_still_reads_an_eval_folder(tmp_path, capsys) -> None:
