@@ -46,7 +46,7 @@ def last_block_nodes(model_path: Path) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="checkpoints/fs-lite0-vr/best.safetensors",
+    p.add_argument("--model", default="fs-lite0-vr",
                    help="a variable-rate zoo id or codec file")
     p.add_argument("--calibration", type=Path, default=REPO.parent / "shared/data/train/imagenette224")
     p.add_argument("--calibration-images", type=int, default=128)
