@@ -175,6 +175,8 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="zoo model id (default: the default model)")
+    parser.add_argument("--rate", type=int, default=None, metavar="I",
+                        help="a variable-rate model's rate index (default: its default rate)")
     parser.add_argument("--profile", required=True, help="device profile (frankensplit profile)")
     parser.add_argument("--eval", default=None, help="eval results.json, or 'shipped' (the "
                         "package's dev-set results): codec quality at the model's top-1")
@@ -196,17 +198,28 @@ def measure(args: argparse.Namespace) -> None:
     from frankensplit.codecs import create_codec
     from frankensplit.data import bundled_photos, crop_transform, load_image
     from frankensplit.models.zoo import create_model, default_model_id
+    from frankensplit.models.zoo_index import rate_setting
     from frankensplit.runtime.edge.client import EdgeClient
     from frankensplit.runtime.edge.export import export_bundle
-    from frankensplit.sim.profile import load_profile
+    from frankensplit.sim.profile import load_profile, profiled_setting
 
     profile = load_profile(args.profile)
     shapers = kernel_shapers()
-    model_id = args.model or default_model_id()
-    quality = qualities(args, model_id)
+    model = create_model(args.model or default_model_id())
+    rate = args.rate if args.rate is not None else model.default_rate
+    if (model.rates is None) != (rate is None) or (rate is not None and not
+                                                   0 <= rate < len(model.rates)):
+        raise SystemExit(f"--rate {args.rate}: {model.model_id} has rates {model.rates}")
+    # The setting measured (a variable-rate model at one rate: ``<id>@<lambda>``) is the one the
+    # codecs are matched to and the one the profile must hold: predictions price its compute.
+    setting = rate_setting(model.model_id, None if rate is None else model.rates[rate])
+    if profiled_setting(profile) != setting:
+        raise SystemExit(f"the profile is of {profiled_setting(profile)}, the link runs {setting}: "
+                         f"profile it first (`frankensplit profile --model {model.model_id}"
+                         f"{'' if rate is None else f' --rate {rate}'}`)")
+    quality = qualities(args, setting)
     edge = f"onnx-{args.edge_threads}"
     photos = bundled_photos()
-    model = create_model(model_id)
     crops = [crop_transform(model.data_config)(load_image(p)) for p in photos]
     tmp = Path(tempfile.mkdtemp(prefix="shaped_link_"))
     bundle = export_bundle(model, tmp / "bundle")
@@ -220,7 +233,7 @@ def measure(args: argparse.Namespace) -> None:
         proc = start_server(["frankensplit", "serve", "--model", str(bundle.server_dir),
                              "--port", str(port), "--log-level", "warning",
                              "--threads", str(profile["server_threads"])], port, tmp / "serve.log")
-        jobs = _jobs(client, xs, crops, codecs, quality, port)
+        jobs = _jobs(client, xs, crops, codecs, quality, port, rate)
         rows = []
         run_rate(jobs, None, 0.0, 2)  # warm-up: first requests load lazily on the server
         for mbit in [None, *(float(r) for r in args.rates.split(","))]:
@@ -234,14 +247,15 @@ def measure(args: argparse.Namespace) -> None:
     report(rows, shapers, profile, args, quality)
 
 
-def _jobs(client, xs, crops, codecs, quality, port) -> dict:
-    """method -> (server port, send(url, i)); each method gets its own shaper to the one server."""
+def _jobs(client, xs, crops, codecs, quality, port, rate) -> dict:
+    """method -> (server port, send(url, i)); each method gets its own shaper to the one server.
+    FrankenSplit codes at ``rate`` (a variable-rate bundle's index; None: a fixed-rate one)."""
     from frankensplit.protocol import CLASSIFY_IMAGE_PATH
     from frankensplit.runtime.edge.client import post_packet
 
     def fs(url: str, i: int) -> tuple[int, dict, float]:
         start = time.perf_counter()
-        packet = client.pack(client.encode_latent(xs[i % len(xs)])[0])
+        packet = client.pack(client.encode_latent(xs[i % len(xs)])[0], rate)
         edge_ms = (time.perf_counter() - start) * 1000
         return len(packet), post_packet(url, packet), edge_ms
 
@@ -299,9 +313,11 @@ def _rows(samples: dict, profile: dict, quality: dict, mbit: float | None, rtt_m
 
 def report(rows: list[dict], shapers: dict, profile: dict, args: argparse.Namespace,
            quality: dict) -> None:
+    from frankensplit.sim.profile import profiled_setting
+
     kernel = ", ".join(f"tc {k}: {v}" for k, v in shapers.items())
     print(f"shaper used: application-level asyncio proxy (frankensplit.sim.shaper); {kernel}")
-    print(f"profile {args.profile} ({profile['model_id']}), codec qualities {quality}, "
+    print(f"profile {args.profile} ({profiled_setting(profile)}), codec qualities {quality}, "
           f"{args.requests} requests per row, RTT {args.rtt_ms:g} ms, load average "
           f"{os.getloadavg()[0]:.1f}")
     print(f"{'link':<11}{'method':<13}{'bytes':>7}{'meas ms':>9}{'p90':>8}{'pred ms':>9}"

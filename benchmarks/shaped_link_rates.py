@@ -6,14 +6,17 @@
 
 (``shaped_link.py --rate-choice`` runs this file's `main`.) What runs, all real and on loopback:
 
-- one edge + server bundle per rate, exported from the zoo: by default every trained model of the
-  default model's family (same teacher, encoder and decoder), one per shipped lambda;
+- the rates, exported from the zoo: a variable-rate model (the zoo default, ``fs-lite0-vr``) is
+  one edge + server bundle holding every rate; fixed-rate models (``--models fs-lite0-l64,...``,
+  or the default's family when the default is a fixed-rate model: same teacher, encoder and
+  decoder, one per shipped lambda) are one bundle each;
 - ``python -m frankensplit serve`` (subprocess) with all the server bundles;
 - per phase (each ``--bandwidths`` rate, then ``--step A:B``: A for the first half of the images,
   B for the second), one shaped link (:mod:`frankensplit.sim.shaper`, ``--rtt-ms``) and, per image
   in turn, the adaptive `RateClient` (all bundles, ``--deadline-ms``; a fresh client per phase, so
   it starts knowing nothing of the link, and keeps its estimate across the step) and one fixed-rate
-  client per bundle, each timed image in hand to answer. Requests never overlap.
+  client per rate (per bundle, or per rate of the variable-rate bundle), each timed image in hand
+  to answer. Requests never overlap.
 
 Per phase and client: share of requests within the deadline, mean top-1 against the labels of the
 ``--data`` images, mean bytes, and for the adaptive client how often it sent each rate. The target
@@ -42,10 +45,13 @@ TARGET_SHARE = 0.95
 
 
 def family(model_id: str | None) -> list[str]:
-    """Trained zoo models of ``model_id``'s family (default: the zoo default's), fewest bytes first."""
+    """Trained zoo models of ``model_id``'s family (default: the zoo default's), fewest bytes
+    first; a variable-rate model alone (its rates are the family)."""
     from frankensplit.models.zoo import MODELS, default_model_id
 
     base = MODELS.get(model_id or default_model_id())
+    if base.architecture.rates is not None:
+        return [base.model_id]
     same = [MODELS.get(m) for m in MODELS.names()]
     same = [e for e in same if e.trained and e.architecture == base.architecture]
     return [e.model_id for e in sorted(same, key=lambda e: e.lmbda or 0.0, reverse=True)]
@@ -63,7 +69,7 @@ def phases(args: argparse.Namespace) -> list[tuple[str, list[float]]]:
 def run_phase(bandwidths: list[float], rtt_ms: float, port: int, images: list[Path],
               labels: list[int], bundles: dict[str, Path], args: argparse.Namespace) -> list[dict]:
     """Every client on every image; the link is ``bandwidths[0]`` then ``[1]`` from halfway."""
-    from frankensplit.runtime.edge.client import EdgeClient, post_packet
+    from frankensplit.runtime.edge.client import post_packet
     from frankensplit.runtime.edge.rate_choice import RateClient
     from frankensplit.runtime.edge.retry import NO_RETRY
     from frankensplit.sim.shaper import shaped_proxy
@@ -75,24 +81,46 @@ def run_phase(bandwidths: list[float], rtt_ms: float, port: int, images: list[Pa
         adaptive = RateClient(list(bundles.values()), args.deadline_ms,
                               threads=args.edge_threads, warmup=images[0])
         adaptive.probe(urls[0])
-        fixed = {m: EdgeClient(b, threads=args.edge_threads) for m, b in bundles.items()}
-        for client in fixed.values():
-            client.encode(images[0])  # warm the session, as the adaptive client's warm-up does
+        fixed = fixed_clients(bundles, args.edge_threads)
+        for client, rate in fixed.values():
+            client.encode(images[0], rate)  # warm the session, as the adaptive client's warm-up does
         records = []
         for i, (image, label) in enumerate(zip(images, labels)):
             url = urls[0] if i < len(images) // 2 else urls[1]
             answer = adaptive.classify(url, image, retry=NO_RETRY)
             records.append(_record("adaptive", i, label, answer, answer["latency_ms"],
-                                   answer["rate"]["model_id"], args.deadline_ms, answer["rate"]))
-            for model_id, client in fixed.items():
+                                   _sent(answer["rate"]), args.deadline_ms, answer["rate"]))
+            for model_id, (client, rate) in fixed.items():
                 start = time.perf_counter()
-                packet = client.encode(image)
+                packet = client.encode(image, rate)
                 answer = post_packet(url, packet, retry=NO_RETRY)
                 answer["packet_bytes"] = len(packet)
                 ms = (time.perf_counter() - start) * 1000
                 records.append(_record(f"fixed {model_id}", i, label, answer, ms, model_id,
                                        args.deadline_ms))
     return records
+
+
+def fixed_clients(bundles: dict[str, Path], threads: int) -> dict[str, tuple[Any, int | None]]:
+    """A fixed-rate client per rate: (client, rate index) by setting name: the model id of a
+    fixed-rate bundle, ``<id>@<lambda>`` for each rate of a variable-rate one (one onnxruntime
+    session shared by its rates)."""
+    from frankensplit.models.zoo_index import rate_setting
+    from frankensplit.runtime.edge.client import EdgeClient
+
+    out: dict[str, tuple[Any, int | None]] = {}
+    for model_id, bundle in bundles.items():
+        client = EdgeClient(bundle, threads=threads)
+        for i, lmbda in enumerate(client.rates or (None,)):
+            out[rate_setting(model_id, lmbda)] = (client, None if lmbda is None else i)
+    return out
+
+
+def _sent(rate: dict) -> str:
+    """The setting the adaptive client sent: its model id, or ``<id>@<lambda>``."""
+    from frankensplit.models.zoo_index import rate_setting
+
+    return rate_setting(rate["model_id"], rate.get("lambda"))
 
 
 def _record(client: str, i: int, label: int, answer: dict, ms: float, model_id: str,
@@ -160,10 +188,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from shaped_link import free_port, start_server
 
     from frankensplit.data import read_labels_csv
+    from frankensplit.models.zoo import MODELS
     from frankensplit.runtime.edge.export import export_model
 
     models = args.models.split(",") if args.models else family(None)
-    if len(models) < 2:
+    if sum(len(MODELS.get(m).architecture.rates or (0,)) for m in models) < 2:
         raise SystemExit(f"rate choice needs at least two rates, got {models}")
     paths, labels = read_labels_csv(Path(args.data) / "labels.csv")
     paths, labels = paths[:args.images], labels[:args.images]
@@ -204,13 +233,13 @@ def report(out: dict[str, Any]) -> None:
     print(f"rate choice through the shaped link: deadline {out['deadline_ms']:g} ms, RTT "
           f"{out['rtt_ms']:g} ms, {out['images']} labelled images per phase, rates "
           f"{', '.join(out['models'])}; load average {out['load_average_1m']:.1f}")
-    print(f"{'phase':<28}{'client':<24}{'within':>8}{'top-1':>8}{'bytes':>8}{'median':>8}"
+    print(f"{'phase':<28}{'client':<26}{'within':>8}{'top-1':>8}{'bytes':>8}{'median':>8}"
           f"{'p95 ms':>8}  rates sent")
     for phase, by_client in out["phases"].items():
         for client, s in by_client.items():
             sent = ", ".join(f"{m} x{n}" for m, n in s["sent"].items()) if client == "adaptive" \
                 else ""
-            print(f"{phase:<28}{client:<24}{s['within_share']:>8.1%}{s['top1']:>7.1f}%"
+            print(f"{phase:<28}{client:<26}{s['within_share']:>8.1%}{s['top1']:>7.1f}%"
                   f"{s['bytes']:>8.0f}{s['median_ms']:>8.0f}{s['p95_ms']:>8.0f}  {sent}")
     for line in out["verdict"]:
         print(line)

@@ -22,7 +22,7 @@ from frankensplit import bitstream
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs Python 3.11
 
-__all__ = ["Accepts", "AcceptsPackets", "check_rate"]
+__all__ = ["Accepts", "AcceptsPackets", "check_rate", "describe_rates"]
 
 #: Latent rows and columns accepted by default: the latents of inputs up to 512x512 at stride 8.
 _DEFAULT_SIDE = 64
@@ -52,6 +52,13 @@ def check_rate(rates: int | None, rate: object, default: int | None = None) -> i
         raise ValueError(f"this variable-rate model needs a rate index in 0..{rates - 1}, "
                          f"got {rate!r}")
     return rate  # type: ignore[return-value]  # checked: None or an index
+
+
+
+def describe_rates(rates: Sequence[float]) -> str:
+    """A model's rates as every error and listing names them: ``0 (lambda 64), 1 (lambda 32),
+    ...`` (index, then lambda; the index is what a packet carries)."""
+    return ", ".join(f"{i} (lambda {v:g})" for i, v in enumerate(rates))
 
 
 @dataclass(frozen=True)

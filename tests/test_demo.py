@@ -29,6 +29,7 @@ from frankensplit.eval.shipped import (
     write_results,
 )
 from frankensplit.models.zoo import MODELS, default_model_id
+from frankensplit.models.zoo_index import rate_setting
 
 REPO = Path(__file__).resolve().parents[1]
 _BYTES = re.compile(r"^(\S+): ([\d,]+) bytes on the wire", re.MULTILINE)
@@ -91,10 +92,11 @@ def test_demo_plots_the_shipped_results_and_leaves_threads_alone(demo) -> None:
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert threads_after == 2  # the demo runs on 1 thread (its default), for its run only
     doc = load_results()
-    default = default_model_id()
+    default = _default_setting()
     row = next(r for r in doc["rows"] if r["setting"] == default)
     assert re.search(rf"{re.escape(default)} \* +{row['top1']:.2f} +{row['bytes_per_image']:,}",
                      text)
+    assert len(re.findall(r" \* +\d", text)) == 1, "one row marked: the default (at its rate)"
     assert doc["commit"][:7] in text and "make results" in text and "docs/results.md" in text
     assert "teacher's answer" not in text  # no per-image oracle quality any more
 
@@ -109,18 +111,28 @@ def test_demo_without_photos_is_a_clear_error(tmp_path, capsys) -> None:
 def test_shipped_results_agree_with_the_zoo_index() -> None:
     # The default's row is what the demo marks and the README quotes; every shipped model in
     # the file must carry the index's dev-set figures (bytes to the file's resolution).
+    # A variable-rate model's rows (``<id>@<lambda>``) carry its figures at that rate
+    # (``dev1286_top1@<lambda>``).
     doc = load_results()
     n = doc["data"]["images"]
-    rows = {r["setting"]: r for r in doc["rows"] if r["setting"] in MODELS}
-    assert default_model_id() in rows
-    for model_id, row in rows.items():
-        metrics = MODELS.get(model_id).metrics
-        assert row["top1"] == metrics[f"dev{n}_top1"], model_id
-        assert row["top5"] == metrics[f"dev{n}_top5"], model_id
-        assert abs(row["bytes_per_image"] - metrics[f"dev{n}_bytes_per_image"]) \
-            <= doc["bytes_resolution"] / 2, model_id
-        assert row["bpp_actual"] == metrics[f"dev{n}_bpp_actual"], model_id
+    rows = {r["setting"]: r for r in doc["rows"] if split_rate_setting(r["setting"])[0] in MODELS}
+    assert _default_setting() in rows
+    for setting, row in rows.items():
+        model_id, lmbda = split_rate_setting(setting)
+        metrics, at = MODELS.get(model_id).metrics, "" if lmbda is None else f"@{lmbda:g}"
+        assert row["top1"] == metrics[f"dev{n}_top1{at}"], setting
+        assert row["top5"] == metrics[f"dev{n}_top5{at}"], setting
+        assert abs(row["bytes_per_image"] - metrics[f"dev{n}_bytes_per_image{at}"]) \
+            <= doc["bytes_resolution"] / 2, setting
+        assert row["bpp_actual"] == metrics[f"dev{n}_bpp_actual{at}"], setting
         assert doc["teachers"][row["teacher"]]["top1"] == metrics[f"dev{n}_teacher_top1"]
+
+
+def _default_setting() -> str:
+    """The zoo default's results setting: its id, or ``<id>@<lambda>`` at its default rate."""
+    entry = MODELS.get(default_model_id())
+    rates = entry.architecture.rates
+    return rate_setting(entry.model_id, None if rates is None else rates[entry.default_rate])
 
 
 def test_shipped_results_are_fixed_settings_with_their_provenance() -> None:

@@ -197,3 +197,34 @@ def test_cli_client_chooses_rates(served_rates, capsys):
     assert "--deadline-ms" in capsys.readouterr().err
     assert cli_main([*argv, "--deadline-ms", "100", *images]) == 2
     assert "needs --url" in capsys.readouterr().err
+
+
+def test_the_rate_choice_benchmark_runs_one_variable_rate_bundle_at_each_rate(default_bundle,
+                                                                               monkeypatch):
+    """``benchmarks/shaped_link.py --rate-choice`` on the zoo default: one bundle, and a fixed
+    client per rate of it (``<id>@<lambda>``), each coding at its own rate."""
+    import importlib.util
+    import sys
+
+    from frankensplit.bitstream import unpack
+    from frankensplit.models.zoo import MODELS, default_model_id
+
+    monkeypatch.setattr(sys, "path", [*sys.path])
+    spec = importlib.util.spec_from_file_location(
+        "shaped_link_rates", Path(__file__).resolve().parents[1] / "benchmarks/shaped_link_rates.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    entry = MODELS.get(default_model_id())
+    if entry.architecture.rates is None:
+        pytest.skip("the zoo default is a fixed-rate model")
+    assert bench.family(None) == [entry.model_id]
+    fixed = bench.fixed_clients({entry.model_id: default_bundle.edge_dir}, threads=1)
+    assert list(fixed) == [f"{entry.model_id}@{v:g}" for v in entry.architecture.rates]
+    assert [rate for _, rate in fixed.values()] == list(range(len(entry.architecture.rates)))
+    image = _fixtures()[0]
+    sizes = [len(client.encode(image, rate)) for client, rate in fixed.values()]
+    assert [unpack(client.encode(image, rate)).rate for client, rate in fixed.values()] == \
+        list(range(len(fixed)))
+    assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes), sizes  # rate 0: fewest
+    assert bench._sent({"model_id": entry.model_id, "lambda": 2.0}) == f"{entry.model_id}@2"
+    assert bench._sent({"model_id": "fs-lite0-l4", "lambda": None}) == "fs-lite0-l4"

@@ -7,13 +7,14 @@ import sys
 from typing import TYPE_CHECKING
 
 from frankensplit.accepts import check_rate as check_rate_index
+from frankensplit.accepts import describe_rates
 from frankensplit.cli import check_model, non_negative_int, teacher_weights
 from frankensplit.models.zoo_index import MODELS, default_model_id
 
 if TYPE_CHECKING:
     from frankensplit.models.split import FrankenSplit
 
-__all__ = ["add_model_args", "add_rate_arg", "check_rate", "describe_rates", "load_model",
+__all__ = ["add_model_args", "add_rate_arg", "check_rate", "load_model",
            "untrained_note"]
 
 
@@ -63,11 +64,6 @@ def add_rate_arg(parser: argparse.ArgumentParser, every: bool = False) -> None:
     parser.add_argument("--rate", type=non_negative_int, default=None, metavar="I",
                         help=f"rate index of a variable-rate model (0 = lowest bit rate; "
                              f"`frankensplit info` lists them; default: {default})")
-
-
-def describe_rates(rates: tuple[float, ...]) -> str:
-    """``0 (lambda 64), 1 (lambda 32), ...``."""
-    return ", ".join(f"{i} (lambda {v:g})" for i, v in enumerate(rates))
 
 
 def check_rate(model_id: str, rates: tuple[float, ...] | None, rate: int | None,

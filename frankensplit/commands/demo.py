@@ -6,8 +6,9 @@
    server part decodes that packet into the teacher's features and runs the rest of the teacher.
    Per photo it prints the packet's length (the bytes on the wire), the encode and decode times,
    and the teacher's top-5 on the uncompressed crop beside FrankenSplit's, with probabilities.
-   A variable-rate model runs at ``--rate I``, or without it at every rate of its grid: one
-   line per rate (bytes, times, FrankenSplit's top-1) under the teacher's top-1.
+   A variable-rate model runs at ``--rate I``, or without it at every rate of its grid: the
+   top-5 at its default rate (the zoo's ``default_rate``, what ``encode`` and ``client`` send),
+   then one line per rate (bytes, times, FrankenSplit's top-1).
 2. The rate-accuracy comparison is not measured on a handful of photos (that would be noise): it
    is the shipped dev-set measurement (:mod:`frankensplit.eval.shipped`: 1,286 ILSVRC-2012
    validation images, real bytes, every codec at fixed settings; ``make results`` regenerates
@@ -81,8 +82,7 @@ def _class(pred: dict[str, Any]) -> str:
     return f"{name[:_NAME]:{_NAME}s} {100 * pred['probability']:5.1f}%"
 
 
-def _print_photo(result: dict[str, Any], name: str) -> None:
-    (coded,) = result["coded"]
+def _print_photo(result: dict[str, Any], name: str, coded: dict[str, Any]) -> None:
     size = len(coded["packet"])
     print(f"\n{result['path'].name}: {size:,} bytes on the wire "
           f"({size * 8 / result['pixels']:.3f} bpp), encode {coded['encode_ms']:.1f} ms, "
@@ -108,9 +108,10 @@ def _ratio(fs_bytes: int, baseline: float | None) -> str:
     return "-" if baseline is None else f"{baseline:,.0f} ({fs_bytes / baseline:.2f}x)"
 
 
-def _print_dev_table(doc: dict[str, Any], teacher: str, model_id: str, method: str) -> None:
+def _print_dev_table(doc: dict[str, Any], teacher: str, shown: str, method: str) -> None:
     """Each row of one FrankenSplit curve of ``teacher`` (the fixed-rate models, or a
-    variable-rate model's rates) against the fair codecs at its top-1."""
+    variable-rate model's rates) against the fair codecs at its top-1; the rows of ``shown``
+    (`_shown`) marked."""
     from frankensplit.eval.shipped import equal_top1
 
     rows = equal_top1(doc, teacher, method)
@@ -125,12 +126,18 @@ def _print_dev_table(doc: dict[str, Any], teacher: str, model_id: str, method: s
     print(f"  {'model':{width}s} {'top-1':>6s} {'FS bytes':>9s}"
           + "".join(f" {b:>15s}" for b in labels))
     for r in rows:
-        mark = " *" if _model_of(r["setting"]) == model_id else ""
+        mark = " *" if _shown(r["setting"], shown) else ""
         print(f"  {r['setting'] + mark:{width}s} {r['top1']:6.2f} {r['bytes_per_image']:9,d}"
               + "".join(f" {_ratio(r['bytes_per_image'], b):>15s}"
                         for b in r["baselines"].values()))
-    if any(_model_of(r["setting"]) == model_id for r in rows):
-        print(f"  * {model_id}, the model above")
+    if any(_shown(r["setting"], shown) for r in rows):
+        print(f"  * {shown}, the model above")
+
+
+def _shown(setting: str, shown: str) -> bool:
+    """Whether a results row is the demo's model: ``shown`` is a setting (a model id, or
+    ``<id>@<lambda>``: one rate), or a variable-rate model's id (every rate of it)."""
+    return shown in (setting, _model_of(setting))
 
 
 def _model_of(setting: str) -> str:
@@ -145,8 +152,9 @@ def _model_row(doc: dict[str, Any], model_id: str) -> dict[str, Any] | None:
     return next((r for r in doc["rows"] if _model_of(r["setting"]) == model_id), None)
 
 
-def _print_dev(doc: dict[str, Any], model_id: str, plot: Path) -> None:
-    """The shipped dev-set comparison: where it comes from, the table, the plot."""
+def _print_dev(doc: dict[str, Any], model_id: str, shown: str, plot: Path) -> None:
+    """The shipped dev-set comparison: where it comes from, the table (``shown`` marked), the
+    plot."""
     from frankensplit.eval.schema import FRANKENSPLIT_METHOD
     from frankensplit.eval.shipped import variable_rate_of
 
@@ -159,7 +167,7 @@ def _print_dev(doc: dict[str, Any], model_id: str, plot: Path) -> None:
         print(f"({model_id} is not in the shipped results; the zoo's models are shown.)")
     for method in doc["methods"]:  # FrankenSplit's fixed-rate models, then its variable-rate
         if FRANKENSPLIT_METHOD in (method, variable_rate_of(doc, method)):
-            _print_dev_table(doc, teacher, model_id, method)
+            _print_dev_table(doc, teacher, shown, method)
     for info in doc["methods"].values():
         if not info["fair"]:  # in the file and on the results page, not in the comparison
             print(f"Not shown, not yet a fair baseline: {info['label']}: {info['note']}.")
@@ -185,16 +193,23 @@ def run(args: argparse.Namespace) -> int:
         transform = make_transform(model.data_config, "eval")
         _photo(model, transform, photos[0], rates[:1])  # warm-up, untimed: first calls allocate
         results = [_photo(model, transform, p, rates) for p in photos]
-    name = rate_setting(model.model_id, None if args.rate is None else model.rates[args.rate])
+    # The top-5 shown: the rate asked for, else a variable-rate model's default rate (what the
+    # other commands send), else none (a codec file without a default: every rate's line only).
+    top5 = args.rate if args.rate is not None else model.default_rate if every else None
+    name = rate_setting(model.model_id, None if top5 is None else model.rates[top5])
     at = f" at each of its {len(model.rates)} rates" if every else ""
-    print(f"FrankenSplit {name} (teacher {model.teacher.name}) on {len(photos)} photos{at}, "
-          "batch size 1, times on this machine: encode = g_a + entropy coding (edge), decode = "
-          "entropy decoding + g_s + teacher tail (server).")
+    print(f"FrankenSplit {name if not every else model.model_id} (teacher {model.teacher.name}) "
+          f"on {len(photos)} photos{at}, batch size 1, times on this machine: encode = g_a + "
+          "entropy coding (edge), decode = entropy decoding + g_s + teacher tail (server).")
+    if every and top5 is not None:
+        print(f"Per photo: the top-5 at its default rate {top5} (lambda {model.rates[top5]:g}), "
+              "then every rate.")
     for result in results:
+        if not every or top5 is not None:
+            coded = result["coded"][list(rates).index(top5) if every else 0]
+            _print_photo(result, name, coded)
         if every:
             _print_rates(result, model)
-        else:
-            _print_photo(result, name)
     print()
     for i, rate in enumerate(rates):
         sizes = [len(r["coded"][i]["packet"]) for r in results]
@@ -205,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
               f"teacher on {same} of {len(results)}.")
     row = _model_row(doc, model.model_id)
     teacher = row["teacher"] if row else next(iter(doc["teachers"]))
-    plot = plot_results(Path(args.out) / "rate_accuracy.png", doc, teacher,
-                        highlight=model.model_id)
-    _print_dev(doc, model.model_id, plot)
+    shown = name if not every or top5 is not None else model.model_id
+    plot = plot_results(Path(args.out) / "rate_accuracy.png", doc, teacher, highlight=shown)
+    _print_dev(doc, model.model_id, shown, plot)
     return 0

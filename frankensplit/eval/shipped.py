@@ -219,7 +219,8 @@ def equal_top1(doc: Mapping[str, Any], teacher: str, method: str = FRANKENSPLIT_
 def plot_results(path: str | Path, doc: Mapping[str, Any], teacher: str,
                  highlight: str | None = None, fair_only: bool = True) -> Path:
     """Top-1 against KB per image (log x) of one teacher's rows; ``highlight`` (a FrankenSplit
-    setting, e.g. the default model) ringed and named."""
+    setting: the default model, or one rate of a variable-rate model, ``<id>@<lambda>``) ringed
+    and named."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -249,8 +250,8 @@ def plot_results(path: str | Path, doc: Mapping[str, Any], teacher: str,
         else:
             ax.plot(kb, top1, marker="o", markersize=4, label=info["label"],
                     color=next(colors, None))
-    mark = [r for r in doc["rows"] if r["teacher"] == teacher and r["method"] == FRANKENSPLIT_METHOD
-            and r["setting"] == highlight]
+    mark = [r for r in doc["rows"] if r["teacher"] == teacher and r["setting"] == highlight
+            and FRANKENSPLIT_METHOD in (r["method"], variable_rate_of(doc, r["method"]))]
     for r in mark:
         ax.plot(r["bytes_per_image"] / 1000, r["top1"], "o", markersize=18, fillstyle="none",
                 color="black", markeredgewidth=1.5, zorder=4, label=f"default model ({highlight})")

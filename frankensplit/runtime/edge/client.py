@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from frankensplit import bitstream
+from frankensplit.accepts import describe_rates
 from frankensplit.coding import FactorizedCoder
 from frankensplit.protocol import ATTEMPT_HEADER, CLASSIFY_PATH, REQUEST_ID_HEADER
 from frankensplit.runtime.edge.bundle import (
@@ -179,11 +180,8 @@ class EdgeClient:
         """
         if self.rates is not None:
             raise ValueError(f"{self.model_id} is variable-rate: use coders[rate], rate one of "
-                             f"{self._listed()}")
+                             f"{describe_rates(self.rates)}")
         return self.coders[None]
-
-    def _listed(self) -> str:
-        return ", ".join(f"{i} (lambda {v:g})" for i, v in enumerate(self.rates or ()))
 
     def _rate(self, rate: int | None) -> int | None:
         """The rate index to code at: ``rate``, else the `default_rate`; checked against the
@@ -193,7 +191,7 @@ class EdgeClient:
             if self.rates is None:
                 raise ValueError(f"{self.model_id} has one fixed rate; got rate {rate!r}")
             raise ValueError(f"{self.model_id} is variable-rate: give a rate index, one of "
-                             f"{self._listed()}; got {rate!r}")
+                             f"{describe_rates(self.rates)}; got {rate!r}")
         return rate
 
     def preprocess(self, image: ImageInput) -> np.ndarray:
