@@ -152,6 +152,31 @@ def default_client(default_bundle):
     return EdgeClient(default_bundle.edge_dir, threads=1)
 
 
+#: The fixed-rate reference of the runtime tests: a shipped fixed-rate model (one rate, bitstream
+#: version 1, one table set), the zoo default before the variable-rate ``fs-lite0-vr``, and the
+#: model whose encoder the encoder-reuse entries (``fs-lite0-l4.lite1``, ...) share.
+FIXED_MODEL = "fs-lite0-l4"
+
+
+@pytest.fixture(scope="session")
+def fixed_model():
+    """`FIXED_MODEL`, read-only: what tests of the fixed-rate path (version-1 packets, one coder)
+    code and serve, beside `default_model`."""
+    from frankensplit.models.zoo import MODELS, create_model
+
+    if FIXED_MODEL not in MODELS or not MODELS.get(FIXED_MODEL).trained:
+        pytest.skip(f"{FIXED_MODEL} has no trained weights in this checkout")
+    return create_model(FIXED_MODEL)
+
+
+@pytest.fixture(scope="session")
+def fixed_bundle(fixed_model, tmp_path_factory):
+    """Edge and server bundles of `fixed_model` (``frankensplit export``)."""
+    from frankensplit.runtime.edge.export import export_bundle
+
+    return export_bundle(fixed_model, tmp_path_factory.mktemp("fixed_bundle"))
+
+
 @pytest.fixture(scope="session")
 def second_model(default_model):
     """Another trained zoo model of the default's architecture, on the same teacher object."""
