@@ -139,11 +139,11 @@ def run(args: argparse.Namespace) -> int:
     rate = check_rate(model.model_id, model.rates, args.rate, default=model.default_rate)
     what_if = []
     for model_id in what_if_ids:
-        from frankensplit.models.zoo import create_model
+        from frankensplit.sim.measure_teachers import what_if_model
 
         print(f"what-if teacher: {model_id} with RANDOM weights (latency only; its accuracy is "
               "not measured)", file=sys.stderr)
-        what_if.append(create_model(model_id, teacher_weights=None))
+        what_if.append(what_if_model(model_id, model))
     profile = measure_profile(model, images, threads, args.repeat, args.warmup, codecs,
                               server_threads=args.server_threads, bundle=args.bundle,
                               what_if=what_if, rate=rate)

@@ -38,7 +38,23 @@ from frankensplit.models.split import FrankenSplit
 from frankensplit.sim.timing import Samples, time_ms
 from frankensplit.threads import torch_threads
 
-__all__ = ["check_same_edge", "measure_local", "measure_what_if"]
+__all__ = ["check_same_edge", "measure_local", "measure_what_if", "what_if_model"]
+
+def what_if_model(model_id: str, profiled: FrankenSplit) -> FrankenSplit:
+    """A larger teacher's architecture-only zoo entry (``fs-swin-s3-base-untrained``, ...), random
+    weights, built with the profiled model's edge: its encoder, entropy model, latent channels and
+    rates. The zoo entry is a fixed-rate one; a variable-rate profiled model (the zoo default)
+    sends packets with a rate, which only a server half of its own entropy model takes. Only the
+    what-if model's g_s, tail and whole teacher are timed (`measure_what_if`)."""
+    from dataclasses import replace
+
+    from frankensplit.models.zoo import MODELS, load_weights
+
+    edge = profiled.architecture
+    arch = replace(MODELS.get(model_id).architecture, encoder=edge.encoder, entropy=edge.entropy,
+                   latent_channels=edge.latent_channels, rates=edge.rates)
+    return load_weights(arch.build(model_id, teacher_weights=None))  # seeded random codec
+
 
 def check_same_edge(profiled: FrankenSplit, what_if: FrankenSplit) -> None:
     """The what-if model runs the profiled model's edge: same encoder, entropy model, latent.
