@@ -40,7 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="bytes at matched top-1 from a `frankensplit eval` results.json (or "
                              "its folder), a shipped results file, or 'shipped': the dev-set "
                              "figures the package ships (frankensplit/zoo/results_dev.json: "
-                             "no evaluation needed; bytes to 10)")
+                             "no evaluation needed)")
     parser.add_argument("--model", default=None,
                         help="FrankenSplit model id in the eval result whose bytes to price, "
                              "ID@LAMBDA for a rate of a variable-rate model (default: the "
