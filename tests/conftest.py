@@ -179,18 +179,22 @@ def fixed_bundle(fixed_model, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def second_model(default_model):
-    """Another trained zoo model of the default's architecture, on the same teacher object."""
-    from frankensplit.models.codec_file import load_codec
-    from frankensplit.models.zoo import MODELS, ZOO_DIR
+    """Another trained zoo model of the default's method (FrankenSplit) and teacher, its own
+    encoder (no reuse), built on the others teacher object: served beside the default under another
+    id, its answers differ from the default's.
 
-    default = MODELS.get(default_model.model_id)
-    same = [MODELS.get(m) for m in MODELS.names() if m != default.model_id
-            and MODELS.get(m).trained and MODELS.get(m).architecture == default.architecture]
-    if not same:
-        pytest.skip("the zoo ships a single model of the default's architecture")
-    entry = same[0]
+    Not necessarily of the default's architecture: beside the variable-rate default it is a
+    fixed-rate model, so one server decodes version-1 and version-2 packets side by side.
+    """
+    from frankensplit.models.zoo import MODELS, ZOO_DIR, load_weights
+
+    default = MODELS.get(default_model.model_id).architecture
+    others = [MODELS.get(m) for m in MODELS.names() if m != default_model.model_id]
+    others = [e for e in others if e.trained and e.architecture.teacher == default.teacher
+            and e.architecture.method == default.method and e.architecture.reuses is None]
+    if not others:
+        pytest.skip("the zoo ships no other trained model of the default's method and teacher")
+    entry = others[0]
     model = entry.architecture.build(entry.model_id, backbone=default_model.teacher)
-    load_codec(model, ZOO_DIR / entry.weights, sha256=entry.sha256)
-    model.eval()
-    model.update()
-    return model
+    model.default_rate = entry.default_rate  # as `create_model` sets it
+    return load_weights(model, ZOO_DIR / entry.weights, entry.sha256)

@@ -34,6 +34,7 @@ from frankensplit.models.zoo_index import rate_setting
 REPO = Path(__file__).resolve().parents[1]
 _BYTES = re.compile(r"^(\S+): ([\d,]+) bytes on the wire", re.MULTILINE)
 _PRED = re.compile(r"\d\. .{28} +(\d+\.\d)%")
+_RATE = re.compile(r"^ +(\d+) \( *([\d.]+)\) +([\d,]+) ", re.MULTILINE)  # index (lambda) bytes
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +61,8 @@ def demo(tmp_path_factory):
 
 
 def test_demo_prints_the_bytes_of_the_real_packets(demo, default_model) -> None:
+    """The top-5 block's bytes are the packet the default codes (at its default rate, for a
+    variable-rate default), and a variable-rate default's line per rate each rate's packet."""
     from frankensplit.data import load_image, make_transform
     from frankensplit.threads import torch_threads
 
@@ -67,10 +70,18 @@ def test_demo_prints_the_bytes_of_the_real_packets(demo, default_model) -> None:
     printed = {name: int(size.replace(",", "")) for name, size in _BYTES.findall(text)}
     assert sorted(printed) == [p.name for p in photos]
     transform = make_transform(default_model.data_config, "eval")
+    rates = default_model.rates
     for path in photos:
+        x = transform(load_image(path)).unsqueeze(0)
         with torch_threads(1):  # as the demo ran: a rounding tie may fall otherwise elsewhere
-            (packet,) = default_model.edge.encode(transform(load_image(path)).unsqueeze(0))
+            (packet,) = default_model.edge.encode(x)
+            sizes = [len(default_model.edge.encode(x, r)[0]) for r in range(len(rates or ()))]
         assert printed[path.name] == len(packet), path.name
+        if rates is not None:
+            assert len(packet) == sizes[default_model.default_rate]
+            block = text.split(f"\n{path.name}: teacher, uncompressed crop")[1].split("\n\n")[0]
+            rows = [(int(r), float(v), int(b.replace(",", ""))) for r, v, b in _RATE.findall(block)]
+            assert rows == [(r, rates[r], sizes[r]) for r in range(len(rates))], path.name
 
 
 def test_demo_top5_probabilities_are_sorted_and_sum_to_at_most_one(demo) -> None:

@@ -31,7 +31,7 @@ from frankensplit.cli import main as cli_main
 from frankensplit.data import crop_transform, load_image, make_transform
 from frankensplit.models.architecture import Architecture
 from frankensplit.models.codec_file import codec_metadata, codec_state, load_codec_state, save_codec
-from frankensplit.models.zoo import MODELS, create_model, default_model_id, load_model_file
+from frankensplit.models.zoo import load_model_file
 from frankensplit.runtime.edge.bundle import read_manifest
 from frankensplit.runtime.edge.client import EdgeClient, ServerError, classify_url, post_packet
 from frankensplit.runtime.edge.export import export_bundle
@@ -58,13 +58,10 @@ def _image() -> Path:
 
 
 @pytest.fixture(scope="module")
-def source(request):
-    """The shipped source model (the session's default model when it is the default)."""
-    if SOURCE not in MODELS or not MODELS.get(SOURCE).trained:
-        pytest.skip(f"{SOURCE} is not shipped in this checkout")
-    if default_model_id() == SOURCE:
-        return request.getfixturevalue("default_model")
-    return create_model(SOURCE)
+def source(fixed_model):
+    """The shipped source model: the session's fixed-rate reference (conftest's `fixed_model`)."""
+    assert fixed_model.model_id == SOURCE, "conftest's fixed-rate reference is the reuse source"
+    return fixed_model
 
 
 def _write_reuse_file(source, short: str, folder: Path) -> Path:
@@ -101,11 +98,10 @@ def server(source, reuse):
 
 
 @pytest.fixture(scope="module")
-def packet(source, default_bundle) -> bytes:
-    """One packet of the source's torch-free edge bundle."""
-    if default_model_id() != SOURCE:
-        pytest.skip(f"the shared edge bundle is of {default_model_id()}, not {SOURCE}")
-    return EdgeClient(default_bundle.edge_dir, threads=1).encode(_image())
+def packet(source, fixed_bundle) -> bytes:
+    """One packet of the source's torch-free edge bundle (conftest's `fixed_bundle`)."""
+    assert read_manifest(fixed_bundle.edge_dir).model_id == SOURCE
+    return EdgeClient(fixed_bundle.edge_dir, threads=1).encode(_image())
 
 
 def _vector(answer: dict) -> np.ndarray:
@@ -153,12 +149,12 @@ def test_a_reuse_model_writes_the_source_packet_bytes(source, reuse):
 
 
 def test_a_reuse_model_exports_the_source_edge_and_its_own_server(source, reuse, packet,
-                                                                  default_bundle, tmp_path):
+                                                                  fixed_bundle, tmp_path):
     model = reuse["lite1"]
     bundle = export_bundle(model, tmp_path)
     edge, server = read_manifest(bundle.edge_dir), read_manifest(bundle.server_dir)
     assert edge.model_id == SOURCE and edge.latent_shape == (48, 28, 28)
-    assert edge.preprocess == read_manifest(default_bundle.edge_dir).preprocess
+    assert edge.preprocess == read_manifest(fixed_bundle.edge_dir).preprocess
     assert EdgeClient(bundle.edge_dir, threads=1).encode(_image()) == packet
     arch = server.architecture
     assert (server.model_id, arch.reuses, arch.teacher) == (model.model_id, SOURCE,
@@ -190,11 +186,11 @@ def test_one_packet_is_classified_by_three_backbones(server, source, reuse, pack
             assert np.abs(vectors[a] - vectors[b]).max() > 1e-3, (a, b)
 
 
-def test_the_edge_client_and_cli_choose_the_backbone(server, reuse, default_bundle, capsys):
-    client = EdgeClient(default_bundle.edge_dir, threads=1)
+def test_the_edge_client_and_cli_choose_the_backbone(server, reuse, fixed_bundle, capsys):
+    client = EdgeClient(fixed_bundle.edge_dir, threads=1)
     answer = client.classify(server, _image(), topk=3, backbone="tf_efficientnet_lite1")
     assert answer["model_id"] == reuse["lite1"].model_id and len(answer["predictions"]) == 3
-    rc = cli_main(["client", str(_image()), "--bundle", str(default_bundle.edge_dir),
+    rc = cli_main(["client", str(_image()), "--bundle", str(fixed_bundle.edge_dir),
                    "--url", server, "--backbone", f"{SOURCE}.lite2", "--json"])
     assert rc == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

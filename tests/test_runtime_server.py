@@ -56,7 +56,8 @@ def _wait_ready(url: str, timeout: float = 60.0) -> httpx.Response:
 
 @pytest.fixture(scope="module")
 def second(second_model):
-    """A second trained model sharing the default's teacher: its answers differ from the default's."""
+    """A second trained model sharing the default's teacher (fixed-rate beside the variable-rate
+    default): its answers differ from the default's."""
     return second_model
 
 
@@ -160,8 +161,10 @@ def test_several_models_by_id(server, second, default_model, default_client):
     assert answer["model_id"] == second.model_id
     expected = second.server.decode([packet]).softmax(1)[0].numpy()
     np.testing.assert_allclose(_vector(answer), expected, rtol=1e-4, atol=1e-6)
-    # the check can fail: the default's decoder reads this very payload to another vector
-    relabelled = bitstream.pack(dataclasses.replace(bitstream.unpack(packet), model_id=MODEL_ID))
+    # the check can fail: the default's decoder reads this very payload to another vector (at
+    # its default rate when it is variable-rate: a packet of it names one)
+    relabelled = bitstream.pack(dataclasses.replace(bitstream.unpack(packet), model_id=MODEL_ID,
+                                                    rate=default_model.default_rate))
     other = default_model.server.decode([relabelled]).softmax(1)[0].numpy()
     assert np.abs(other - expected).max() > 1e-3
 
@@ -170,7 +173,8 @@ def test_error_statuses(server, packets):
     packet = bitstream.unpack(packets[0])
     cases = {
         400: [b"not a packet", packets[0][:-1] + bytes([packets[0][-1] ^ 1]),
-              bitstream.pack(bitstream.Packet(MODEL_ID, (48, 14, 14), packet.payload))],
+              bitstream.pack(bitstream.Packet(MODEL_ID, (48, 14, 14), packet.payload,
+                                              packet.rate))],
         404: [bitstream.pack(bitstream.Packet("no-such-model", packet.shape, packet.payload))],
         413: [packets[0] + bytes(200_000)],
     }
@@ -193,9 +197,12 @@ def test_error_statuses(server, packets):
 
 
 def test_forged_payloads_cannot_take_the_server_down(server, packets, reference):
-    """Valid framing around an empty or hostile payload: compressai's decoder would segfault."""
+    """Valid framing around an empty or hostile payload: compressai's decoder would segfault.
+    The framing names the served packets' rate (a variable-rate default's), so each payload
+    reaches the decoder rather than being refused for a missing rate."""
+    rate = bitstream.unpack(packets[0]).rate
     for payload in (b"", b"\xff" * 3, b"\xff" * 150_000):
-        body = bitstream.pack(bitstream.Packet(MODEL_ID, (48, 28, 28), payload))
+        body = bitstream.pack(bitstream.Packet(MODEL_ID, (48, 28, 28), payload, rate))
         assert _post(server, body).status_code in (200, 400)
     _check(_post(server, packets[0]).json(), reference, 0)  # still serving
 

@@ -61,13 +61,19 @@ def client(bundle):
 
 
 @pytest.fixture(scope="module")
-def server(bundle, default_model):
+def fixed_client(fixed_bundle):
+    """The edge client of the fixed-rate reference model (conftest's `fixed_bundle`)."""
+    return EdgeClient(fixed_bundle.edge_dir, threads=1)
+
+
+@pytest.fixture(scope="module")
+def server(bundle, fixed_model):
     """A real server of the variable-rate bundle (sandboxed decoding, as served by default) and
-    of the default fixed-rate model."""
+    of the fixed-rate reference model (conftest's `fixed_model`)."""
     from frankensplit.runtime.server.loading import served_model
 
     vr = load_server_model(str(bundle.server_dir), teacher_weights="offline", images=False)
-    app = create_app({MODEL_ID: vr, default_model.model_id: served_model(default_model)})
+    app = create_app({MODEL_ID: vr, fixed_model.model_id: served_model(fixed_model)})
     with run_in_thread(app) as url:
         deadline = time.monotonic() + 60
         while httpx.get(f"{url}/readyz").status_code != 200:
@@ -93,14 +99,14 @@ def _images(n: int = 2) -> list[Path]:
     return images
 
 
-def test_one_edge_bundle_holds_every_rate_and_fixed_bundles_are_unchanged(bundle, default_bundle):
+def test_one_edge_bundle_holds_every_rate_and_fixed_bundles_are_unchanged(bundle, fixed_bundle):
     manifest = read_manifest(bundle.edge_dir)
     assert manifest.rates == RATES and manifest.bundle_version == RATES_BUNDLE_VERSION
     assert manifest.bitstream_version == bitstream.RATE_VERSION
     assert manifest.encoder_file == "encoder.onnx" and len(list(bundle.edge_dir.glob("*.onnx"))) == 1
     for rate in range(len(RATES)):
         assert {f"gain_r{rate}.npy", f"quantized_cdf_r{rate}.npy"} <= set(manifest.files)
-    fixed = json.loads((default_bundle.edge_dir / "manifest.json").read_text())
+    fixed = json.loads((fixed_bundle.edge_dir / "manifest.json").read_text())
     assert fixed["bundle_version"] == BUNDLE_VERSION == 1 and "rates" not in fixed
     assert fixed["bitstream_version"] == bitstream.FORMAT_VERSION
     server = read_manifest(bundle.server_dir)
@@ -147,7 +153,7 @@ def test_models_lists_the_rates_under_one_id(server):
 
 
 def test_an_unknown_or_missing_rate_is_a_clear_400_and_old_packets_still_work(
-        client, server, default_client):
+        client, server, fixed_client):
     image = _images(1)[0]
     packet = bitstream.unpack(client.encode(image, 0))
     for forged, says in ((bitstream.Packet(MODEL_ID, packet.shape, packet.payload, rate=3),
@@ -156,7 +162,7 @@ def test_an_unknown_or_missing_rate_is_a_clear_400_and_old_packets_still_work(
         answer = httpx.post(f"{server}/v1/classify", content=bitstream.pack(forged))
         assert answer.status_code == 400 and says in answer.json()["detail"]
         assert "0..2" in answer.json()["detail"]
-    old = default_client.encode(image)  # a fixed-rate model's version-1 packet, same server
+    old = fixed_client.encode(image)  # a fixed-rate model's version-1 packet, same server
     assert old[3] == bitstream.FORMAT_VERSION
     assert post_packet(server, old)["predictions"]
 
@@ -193,7 +199,7 @@ def test_export_of_a_codec_file_writes_one_bundle_for_every_rate(model, tmp_path
     assert "rates 0: lambda 16, 1: lambda 4, 2: lambda 1" in capsys.readouterr().out
 
 
-def test_per_rate_figures_are_read_where_recorded_and_info_lists_the_rates(model, default_model):
+def test_per_rate_figures_are_read_where_recorded_and_info_lists_the_rates(model, fixed_model):
     from frankensplit.commands.info import describe
     from frankensplit.models.zoo_index import rate_figures
 
@@ -204,11 +210,11 @@ def test_per_rate_figures_are_read_where_recorded_and_info_lists_the_rates(model
     described = describe(model)
     assert [(r["index"], r["lambda"]) for r in described["rates"]] == list(enumerate(RATES))
     # the same g_a as the fixed-rate lite0 model, plus the gain: one multiply per latent element
-    assert described["edge_macs"] == describe(default_model)["edge_macs"] + 48 * 28 * 28
+    assert described["edge_macs"] == describe(fixed_model)["edge_macs"] + 48 * 28 * 28
 
 
 def test_vr_edge_cost_benchmark_counts_the_gain_and_times_every_rate(
-        model, bundle, default_model, default_bundle, monkeypatch):
+        model, bundle, fixed_model, fixed_bundle, monkeypatch):
     """A smoke run of ``benchmarks/vr_edge_cost.py``'s parts on this module's bundles."""
     import importlib.util
     import sys
@@ -218,11 +224,11 @@ def test_vr_edge_cost_benchmark_counts_the_gain_and_times_every_rate(
                                                   REPO / "benchmarks/vr_edge_cost.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    fixed, vr = bench.edge_macs(default_model), bench.edge_macs(model)
+    fixed, vr = bench.edge_macs(fixed_model), bench.edge_macs(model)
     assert fixed["gain"] == 0 and vr["gain"] == 48 * 28 * 28  # one multiply per latent element
     assert vr["total"] == vr["g_a"] + vr["gain"] and vr["g_a"] == fixed["g_a"] > 0
     rates = bench.default_rates(len(RATES))
-    timed = bench.time_edge({"fixed": default_bundle.edge_dir, "vr": bundle.edge_dir}, rates,
+    timed = bench.time_edge({"fixed": fixed_bundle.edge_dir, "vr": bundle.edge_dir}, rates,
                             _images(1)[0], threads=1, runs=2, warmup=0)
     assert list(timed) == ["fixed", "vr@0", "vr@1", "vr@2"]
     assert all(v["g_a"] > 0 and v["entropy"] > 0 and v["total"] > 0 for v in timed.values())
@@ -290,6 +296,43 @@ def test_profile_times_one_rate_and_records_it(model, bundle, monkeypatch):
     for rate in (None, 3):
         with pytest.raises(ValueError, match="rate index in 0..2"):
             measure.measure_profile(model, [image], rate=rate, **kwargs)
+
+
+def test_a_what_if_teacher_runs_on_the_profiled_models_latent_at_every_rate(model, monkeypatch):
+    """``profile --teachers``: a larger teacher's architecture-only entry (the cheap
+    ``fs-lite1-untrained`` here) built with the profiled variable-rate model's edge (entropy model,
+    rates) passes `check_same_edge`, which refuses the fixed-rate entry as it stands, and its g_s
+    and tail run on the latent the profiled model decodes at each rate."""
+    from types import SimpleNamespace
+
+    from frankensplit.data import crop_transform, load_image, normalize_transform
+    from frankensplit.models.zoo import MODELS
+    from frankensplit.sim import measure_teachers
+    from frankensplit.sim.measure_teachers import check_same_edge, measure_what_if, what_if_model
+
+    entry = MODELS.get("fs-lite1-untrained").architecture
+    assert entry.rates is None and entry.entropy != model.architecture.entropy  # can fail below
+    with pytest.raises(ValueError, match="another edge than fs-test-vr .*rates"):
+        check_same_edge(model, SimpleNamespace(model_id="fs-lite1-untrained", architecture=entry))
+    what_if = what_if_model("fs-lite1-untrained", model)  # random weights, teacher's too
+    arch = what_if.architecture
+    assert (what_if.model_id, arch.teacher) == ("fs-lite1-untrained", "tf_efficientnet_lite1")
+    assert (arch.entropy, arch.rates) == (model.architecture.entropy, RATES)
+    check_same_edge(model, what_if)
+    crop = crop_transform(model.data_config)(load_image(_images(1)[0]))
+    x = normalize_transform(model.data_config)(crop).unsqueeze(0)  # (1, 3, 224, 224)
+    packets = [model.edge.encode(x, rate)[0] for rate in range(len(RATES))]
+    assert [bitstream.unpack(p).rate for p in packets] == list(range(len(RATES)))
+    with torch.no_grad():
+        for packet in packets:
+            y_hat = model.server.decode_latent([packet])  # (1, 48, 28, 28), at the packet's rate
+            logits = what_if.serving_tail(what_if.g_s(y_hat))
+            assert logits.shape == (1, 1000) and torch.isfinite(logits).all()
+    monkeypatch.setattr(measure_teachers, "measure_local", lambda *a, **k: {})  # ONNX: test_sim
+    timed = measure_what_if(model, what_if, [x], [crop] * len(RATES), packets, threads=(1,),
+                            repeat=1, warmup=0, server_threads=1)
+    assert (timed["model_id"], timed["edge_from"]) == ("fs-lite1-untrained", MODEL_ID)
+    assert timed["server"]["g_s"]["n"] == timed["server"]["tail"]["n"] == len(RATES)
 
 
 def test_serve_takes_a_codec_file(model, codec_file, tmp_path):
