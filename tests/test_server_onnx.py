@@ -33,6 +33,7 @@ from frankensplit.runtime.server.sandbox import SandboxCoder, SandboxedDecoder
 from frankensplit.threads import seeded
 from tests.conftest import REPO, TINY16
 from tests.test_models import tiny_model
+from tests.test_runtime_client import coded_rates, table_files
 
 #: Largest |p_onnx - p_torch| accepted on any class probability (float32 reordering: ~1e-6).
 PROB_ATOL = 1e-4
@@ -50,10 +51,13 @@ def onnx_dir(default_model, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def packets(default_client) -> list[bytes]:
+    """The edge client's packets of 8 photos; a variable-rate default's at its lowest, default
+    and highest rate in turn (`coded_rates`), so that a batch mixes rates."""
     images = sorted(TINY16.glob("*.jpg"))[:8]
     if len(images) < 8:
         pytest.skip(f"fixture images not found in {TINY16}")
-    return [default_client.encode(p) for p in images]
+    rates = coded_rates(default_client)
+    return [default_client.encode(p, rates[i % len(rates)]) for i, p in enumerate(images)]
 
 
 def _ready(url: str) -> str:
@@ -93,7 +97,14 @@ def test_the_export_holds_the_graph_the_edge_tables_and_the_class_names(
     assert isinstance(manifest, OnnxServerManifest)
     assert manifest.model_id == default_model.model_id and manifest.num_classes == 1000
     assert tuple(manifest.latent_shape) == default_model.latent_shape
-    for name in ("quantized_cdf.npy", "cdf_length.npy", "offset.npy", "medians.npy"):
+    edge = read_manifest(default_bundle.edge_dir)
+    assert manifest.bitstream_version == edge.bitstream_version
+    assert manifest.rate_indexes == edge.rate_indexes  # (None,), or every rate index
+    # the edge bundle's table files (per rate: `rate_table_file`), byte for byte, and nothing else
+    tables = set(edge.files) - {edge.encoder_file}
+    assert tables == table_files(default_model.rates)
+    assert set(manifest.files) == {manifest.classifier_file, manifest.class_names_file, *tables}
+    for name in tables:
         assert (onnx_dir / name).read_bytes() == (default_bundle.edge_dir / name).read_bytes()
     model = load_onnx_server_model(onnx_dir)
     batch, *shape = model.part.session.get_inputs()[0].shape
@@ -117,7 +128,14 @@ def test_the_onnx_server_answers_like_the_torch_server(servers, packets, default
         assert ours["predictions"][0]["name"] == theirs["predictions"][0]["name"]
         assert np.abs(_vector(ours) - _vector(theirs)).max() < PROB_ATOL
         assert np.abs(_vector(ours) - expected).max() < PROB_ATOL
-    assert httpx.get(f"{onnx_url}/v1/models").json() == httpx.get(f"{torch_url}/v1/models").json()
+    # the same listing (rates and their recorded figures included), but for the default rate:
+    # the torch server here serves the in-memory model, which knows its zoo default rate, and a
+    # server bundle, torch's or ONNX, records none (only the edge bundle, whose client codes at
+    # it, does; `LoadedModel.default_rate` is informational, a packet carries its rate)
+    listed = [httpx.get(f"{url}/v1/models").json() for url in (onnx_url, torch_url)]
+    assert [[m.pop("default_rate") for m in models["models"]] for models in listed] \
+        == [[None], [default_model.default_rate]]
+    assert listed[0] == listed[1]
 
 
 def test_bad_input_is_refused_alike_and_images_with_the_reason(servers, default_model) -> None:
