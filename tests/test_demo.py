@@ -79,7 +79,8 @@ def test_demo_prints_the_bytes_of_the_real_packets(demo, default_model) -> None:
         assert printed[path.name] == len(packet), path.name
         if rates is not None:
             assert len(packet) == sizes[default_model.default_rate]
-            block = text.split(f"\n{path.name}: teacher, uncompressed crop")[1].split("\n\n")[0]
+            block = text.split(f"\n{path.name}: {len(packet):,} bytes on the wire")[1]
+            block = block.split("\n\n")[0]  # its top-5, then a line per rate
             rows = [(int(r), float(v), int(b.replace(",", ""))) for r, v, b in _RATE.findall(block)]
             assert rows == [(r, rates[r], sizes[r]) for r in range(len(rates))], path.name
 

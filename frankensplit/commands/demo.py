@@ -92,9 +92,12 @@ def _print_photo(result: dict[str, Any], name: str, coded: dict[str, Any]) -> No
         print(f"   {i}. {_class(t)}   {i}. {_class(f)}")
 
 
-def _print_rates(result: dict[str, Any], model: Any) -> None:
-    """A photo at every rate of a variable-rate model: one line per rate."""
-    print(f"\n{result['path'].name}: teacher, uncompressed crop: {_class(result['teacher'][0])}")
+def _print_rates(result: dict[str, Any], model: Any, header: bool = True) -> None:
+    """A photo at every rate of a variable-rate model: one line per rate (``header``: the photo
+    and the teacher's top-1 first, where no top-5 block above named them)."""
+    if header:
+        print(f"\n{result['path'].name}: teacher, uncompressed crop: "
+              f"{_class(result['teacher'][0])}")
     print(f"   {'rate (lambda)':>14s} {'bytes':>7s} {'bpp':>6s} {'encode':>9s} {'decode':>9s}   "
           "FrankenSplit's top-1, from the packet")
     for coded in result["coded"]:
@@ -209,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
             coded = result["coded"][list(rates).index(top5) if every else 0]
             _print_photo(result, name, coded)
         if every:
-            _print_rates(result, model)
+            _print_rates(result, model, header=top5 is None)
     print()
     for i, rate in enumerate(rates):
         sizes = [len(r["coded"][i]["packet"]) for r in results]
