@@ -209,8 +209,7 @@ def run(args: argparse.Namespace) -> int:
               "then every rate.")
     for result in results:
         if not every or top5 is not None:
-            coded = result["coded"][list(rates).index(top5) if every else 0]
-            _print_photo(result, name, coded)
+            _print_photo(result, name, result["coded"][top5 if every else 0])  # rates: 0..n-1
         if every:
             _print_rates(result, model, header=top5 is None)
     print()
@@ -223,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
               f"teacher on {same} of {len(results)}.")
     row = _model_row(doc, model.model_id)
     teacher = row["teacher"] if row else next(iter(doc["teachers"]))
-    shown = name if not every or top5 is not None else model.model_id
-    plot = plot_results(Path(args.out) / "rate_accuracy.png", doc, teacher, highlight=shown)
-    _print_dev(doc, model.model_id, shown, plot)
+    # marked: the setting shown (every rate of a variable-rate model without a default: its id)
+    plot = plot_results(Path(args.out) / "rate_accuracy.png", doc, teacher, highlight=name)
+    _print_dev(doc, model.model_id, name, plot)
     return 0
