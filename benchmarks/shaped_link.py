@@ -191,11 +191,15 @@ def main() -> None:
     parser.add_argument("--edge-threads", type=int, default=1)
     parser.add_argument("--out", default="results/shaped_link.json")
     args = parser.parse_args()
-    measure(args)
+    try:
+        measure(args)
+    except ValueError as e:  # a rate, model or eval file that does not fit: one line, no trace
+        raise SystemExit(f"shaped_link.py: error: {e}") from None
 
 
 def measure(args: argparse.Namespace) -> None:
     from frankensplit.codecs import create_codec
+    from frankensplit.commands._common import check_rate
     from frankensplit.data import bundled_photos, crop_transform, load_image
     from frankensplit.models.zoo import create_model, default_model_id
     from frankensplit.models.zoo_index import rate_setting
@@ -206,10 +210,7 @@ def measure(args: argparse.Namespace) -> None:
     profile = load_profile(args.profile)
     shapers = kernel_shapers()
     model = create_model(args.model or default_model_id())
-    rate = args.rate if args.rate is not None else model.default_rate
-    if (model.rates is None) != (rate is None) or (rate is not None and not
-                                                   0 <= rate < len(model.rates)):
-        raise SystemExit(f"--rate {args.rate}: {model.model_id} has rates {model.rates}")
+    rate = check_rate(model.model_id, model.rates, args.rate, default=model.default_rate)
     # The setting measured (a variable-rate model at one rate: ``<id>@<lambda>``) is the one the
     # codecs are matched to and the one the profile must hold: predictions price its compute.
     setting = rate_setting(model.model_id, None if rate is None else model.rates[rate])
