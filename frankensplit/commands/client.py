@@ -143,6 +143,7 @@ def _run_rate_choice(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Encode (and classify) each image; print one line per image."""
+    from frankensplit.accepts import describe_rates
     from frankensplit.runtime.edge.client import EdgeClient, post_packet
 
     _check(args)
@@ -159,9 +160,8 @@ def run(args: argparse.Namespace) -> int:
     if (client.rates is None) != (index is None):
         if client.rates is None:
             raise ValueError(f"--rate {args.rate}: {args.bundle[0]} is a fixed-rate bundle")
-        listed = ", ".join(f"{i} (lambda {v:g})" for i, v in enumerate(client.rates))
         raise ValueError(f"{args.bundle[0]} is a variable-rate bundle: pass --rate I, one of "
-                         f"{listed}, or --deadline-ms to choose per image")
+                         f"{describe_rates(client.rates)}, or --deadline-ms to choose per image")
     if index is not None and index >= len(client.rates):
         raise ValueError(f"--rate {args.rate}: {args.bundle[0]} has rates 0..{len(client.rates) - 1}")
     rate = None if index is None else {  # the keys of --deadline-ms's "rate"
