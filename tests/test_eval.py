@@ -20,6 +20,7 @@ from frankensplit.eval import (
     bytes_within,
     coverage,
     load_dataset,
+    overlap_saving,
     rate_savings,
     rate_savings_at_baseline,
     read_records,
@@ -157,6 +158,39 @@ def test_rate_savings_read_at_the_baseline_points() -> None:
     assert rate_savings_at_baseline(noisy, [(8000, 40.0)])[0].bytes > 1800
 
 
+def test_overlap_saving_reads_the_whole_shared_range() -> None:
+    # Both curves straight in log bytes, FrankenSplit at 0.2x the baseline's bytes everywhere:
+    # a constant 80% saving over exactly the top-1 range both cover (60-75%).
+    base = [(2000, 60.0), (8000, 80.0)]  # top-1 = 60 + 20 * log4(bytes / 2000)
+    fs = [(400 * 4 ** ((a - 60) / 20), a) for a in (55.0, 60.0, 75.0)]
+    o = overlap_saving(fs, base)
+    assert (o.low, o.high) == (pytest.approx(60.0), pytest.approx(75.0))
+    assert len(o.savings) == 41 and o.savings[0][0] == pytest.approx(60.0)
+    assert o.min_saving == pytest.approx(0.8) and o.max_saving == pytest.approx(0.8)
+    cut = overlap_saving(fs, base, band=(65.0, 82.0), steps=3)
+    assert [t for t, _ in cut.savings] == pytest.approx([65.0, 70.0, 75.0])
+    # No shared range (or one cut away by the band): None, never an extrapolated figure.
+    assert overlap_saving([(400, 40.0), (800, 50.0)], base) is None
+    assert overlap_saving(fs, base, band=(76.0, 82.0)) is None
+    with pytest.raises(ValueError, match="steps"):
+        overlap_saving(fs, base, steps=1)
+
+
+def test_overlap_saving_never_flatters_a_noisy_curve() -> None:
+    # FrankenSplit's curve dips (65% at 2000 B, 60% at 3000 B): 62.5% counts as reached only
+    # from 3000 B on ("stay"), not at ~1700 B; and its range ends at its last point (75%).
+    fs = [(1000, 50.0), (2000, 65.0), (3000, 60.0), (4000, 75.0), (5000, 74.0)]
+    base = [(1500, 40.0), (20000, 80.0)]
+    o = overlap_saving(fs, base, steps=11)
+    assert (o.low, o.high) == (pytest.approx(50.0), pytest.approx(74.0))
+    top1, saving = o.savings[5]
+    assert top1 == pytest.approx(62.0)
+    assert (1 - saving) * bytes_at_accuracy(base, top1) > 3000
+    values = [s for _, s in o.savings]
+    assert (o.min_saving, o.max_saving) == (min(values), max(values))
+    assert o.min_saving < o.max_saving
+
+
 def _rows(curves: dict[str, list[tuple[float, float]]], teacher_top1: float) -> list[dict]:
     """Synthetic result rows (only the columns the summary reads)."""
     rows = [{"teacher": "t", "method": "teacher", "setting": "uncompressed", "bytes": None,
@@ -191,6 +225,10 @@ def test_summarize_and_markdown() -> None:
     assert "| AVIF | 13.2 | 6.6 |" in text and "| JPEG | not reached | 9.4 |" in text
     assert "| FrankenSplit | 4.2 | below lowest setting |" in text  # 3000 * (5/3)**0.68
     assert "| AVIF | " in text.split("read at each baseline setting")[1]
+    avif = s["overlap"]["avif"]  # FS covers 81-83%, AVIF reaches 83.0 nowhere: up to its best
+    assert avif["low"] == pytest.approx(81.0) and avif["high"] == pytest.approx(
+        max(a for _, a in BASELINES["avif"]))
+    assert f"| AVIF | 81.00-{avif['high']:.2f}% | " in text.split("shares with each baseline")[1]
 
 
 def _vr_rows() -> list[dict]:

@@ -22,8 +22,8 @@ _EXPORTS = {
     "frankensplit.eval.schema": ("FRANKENSPLIT_METHOD", "RECORD_FIELDS", "SCHEMA",
         "TEACHER_METHOD"),
     "frankensplit.eval.runner": ("OperatingPoint", "evaluate", "plan"),
-    "frankensplit.eval.summary": ("Saving", "bytes_at_accuracy", "bytes_within", "coverage",
-        "rate_savings", "rate_savings_at_baseline", "within_table"),
+    "frankensplit.eval.summary": ("Overlap", "Saving", "bytes_at_accuracy", "bytes_within",
+        "coverage", "overlap_saving", "rate_savings", "rate_savings_at_baseline", "within_table"),
 }
 __all__ = [name for names in _EXPORTS.values() for name in names]
 lazy_exports(__name__, _EXPORTS)

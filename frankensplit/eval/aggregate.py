@@ -18,6 +18,7 @@ from frankensplit.eval.summary import (
     Saving,
     bytes_within,
     coverage,
+    overlap_saving,
     rate_savings,
     rate_savings_at_baseline,
 )
@@ -115,11 +116,19 @@ def _saving_dicts(point_rows: Sequence[dict[str, Any]], savings: Sequence[Saving
             for r, s in zip(point_rows, savings, strict=True)]
 
 
+def _overlap_dict(fs_curve: list[tuple[float, float]],
+                  baseline: list[tuple[float, float]]) -> dict[str, float] | None:
+    """:func:`~frankensplit.eval.summary.overlap_saving` as a summary entry (None: no overlap)."""
+    o = overlap_saving(fs_curve, baseline)
+    return None if o is None else {"low": o.low, "high": o.high, "min_saving": o.min_saving,
+                                   "max_saving": o.max_saving}
+
+
 def _savings(rows: Sequence[dict[str, Any]], teacher: str, method: str,
              by_method: dict[str, list[tuple[float, float]]], rule: str) -> dict[str, Any]:
-    """``{"savings", "savings_at_baseline"}`` of one FrankenSplit curve (``method``) against every
-    method that is not one of FrankenSplit's curves (its fixed-rate models, its variable-rate
-    models: each is a curve of its own, never the other's baseline)."""
+    """``{"savings", "savings_at_baseline", "overlap"}`` of one FrankenSplit curve (``method``)
+    against every method that is not one of FrankenSplit's curves (its fixed-rate models, its
+    variable-rate models: each is a curve of its own, never the other's baseline)."""
     own = {FRANKENSPLIT_METHOD, variable_rate_method(FRANKENSPLIT_METHOD)}
     point_rows = _coded_rows(rows, teacher, method)
     curve = [(r["bytes"], r["top1"]) for r in point_rows]
@@ -131,6 +140,7 @@ def _savings(rows: Sequence[dict[str, Any]], teacher: str, method: str,
             m: _saving_dicts(_coded_rows(rows, teacher, m),
                              rate_savings_at_baseline(curve, by_method[m]))
             for m in baselines},
+        "overlap": {m: _overlap_dict(curve, by_method[m]) for m in baselines},
     }
 
 
@@ -147,8 +157,11 @@ def summarize(
         FrankenSplit models' points sorted by bytes; None where the baseline's curve does not
         cover that top-1) and ``savings_at_baseline`` (the same keys per baseline point,
         ``setting`` the baseline's, ``bytes`` FrankenSplit's interpolated ones:
-        :func:`~frankensplit.eval.summary.rate_savings_at_baseline`), and ``variable_rate``:
-        ``{"frankensplit_vr": {"savings", "savings_at_baseline"}}`` the same for the rates of
+        :func:`~frankensplit.eval.summary.rate_savings_at_baseline`), ``overlap``
+        (``{baseline: {low, high, min_saving, max_saving} or None}``: the saving across the
+        top-1 both curves cover, :func:`~frankensplit.eval.summary.overlap_saving`), and
+        ``variable_rate``:
+        ``{"frankensplit_vr": {"savings", "savings_at_baseline", "overlap"}}`` the same for the rates of
         the variable-rate models (``{}`` without one). Baselines are every other curve but
         FrankenSplit's two: Entropic Student, the codecs.
     """

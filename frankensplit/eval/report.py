@@ -23,7 +23,7 @@ from frankensplit.eval.schema import (
     split_rate_setting,
     variable_rate_method,
 )
-from frankensplit.eval.summary import format_kb
+from frankensplit.eval.summary import OVERLAP_STEPS, format_kb
 
 __all__ = ["annotate_rate_ends", "curve_style", "log_kb_axis", "plot_rate_accuracy", "rate_names",
            "summary_markdown", "write_csv", "write_json", "write_report"]
@@ -238,15 +238,34 @@ def _reverse_savings_table(who: tuple[str, str, str], at_baseline: dict) -> list
     return lines
 
 
+def _overlap_table(who: tuple[str, str, str], overlap: dict) -> list[str]:
+    """The saving across the top-1 range a curve shares with each baseline (omitted when none)."""
+    shared = [(b, o) for b, o in overlap.items() if o is not None]
+    if not shared:
+        return []
+    whose, _, _ = who
+    intro = (f"Across the whole top-1 range {whose} measured curve shares with each baseline "
+             f"(both read at {OVERLAP_STEPS} evenly spaced top-1 values; its bytes rule 'stay', the "
+             "baseline's 'first'):")
+    lines = ["", intro, "", "| baseline | top-1 overlap | saving, least | saving, most |",
+             "|---|---|---:|---:|"]
+    for method, o in shared:
+        lines.append(f"| {_label(method)} | {o['low']:.2f}-{o['high']:.2f}% | "
+                     f"{_pct(o['min_saving'])} | {_pct(o['max_saving'])} |")
+    return lines
+
+
 def _all_savings(s: dict, names: dict[str, str]) -> list[str]:
     """The savings tables of the fixed-rate FrankenSplit models, then of each variable-rate
     FrankenSplit model's rates (a curve of its own)."""
     lines = (_savings_table(_FIXED_RATE, s["savings"], names)
-             + _reverse_savings_table(_FIXED_RATE, s.get("savings_at_baseline", {})))
+             + _reverse_savings_table(_FIXED_RATE, s.get("savings_at_baseline", {}))
+             + _overlap_table(_FIXED_RATE, s.get("overlap", {})))
     for method, vr in s.get("variable_rate", {}).items():
         who = ("the variable-rate model's", "its", _label(method))
         lines += (_savings_table(who, vr["savings"], names)
-                  + _reverse_savings_table(who, vr["savings_at_baseline"]))
+                  + _reverse_savings_table(who, vr["savings_at_baseline"])
+                  + _overlap_table(who, vr.get("overlap", {})))
     return lines
 
 
