@@ -12,7 +12,7 @@ For each model (zoo id or codec file), on the first ``--images`` dev images (tim
 - the teacher's top-1 when its own features get Gaussian noise of the codec's relative error:
   how much accuracy an error of that size costs by itself.
 
-    python benchmarks/split_diagnosis.py --models es-lite0-l0.25,fs-lite0-l4 --images 150
+    python benchmarks/split_diagnosis.py --models es-lite0-wide-l4-s2,fs-lite0-l4 --images 150
 
 Not a unit test; prints what it measured.
 """
@@ -29,7 +29,7 @@ DEV = REPO.parent / "shared/data/eval/ilsvrc2012_val_dev"
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default="es-lite0-l0.25,fs-lite0-l4")
+    p.add_argument("--models", default="es-lite0-wide-l4-s2,fs-lite0-l4")
     p.add_argument("--images", type=int, default=150)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--data", type=Path, default=DEV)

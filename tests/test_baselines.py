@@ -263,7 +263,7 @@ def _train(config: str, tmp: Path, *overrides: str) -> tuple[dict, Path]:
 
 @pytest.fixture(scope="module")
 def es_run(tiny16, tmp_path_factory) -> tuple[dict, Path]:
-    return _train("es_lite0_cpu.yaml", tmp_path_factory.mktemp("es"), "lmbda=[1]")
+    return _train("es_lite0_fair.yaml", tmp_path_factory.mktemp("es"), "lmbda=[1]")
 
 
 @pytest.fixture(scope="module")
@@ -301,7 +301,7 @@ def test_training_moves_every_trained_part(which, request):
 
 def test_eval_both_baselines_beside_frankensplit(es_run, balle_run, tiny16, tmp_path):
     es = create_model(str(es_run[1] / "best.safetensors"))  # what `eval --model PATH` does
-    assert es.model_id == "es-lite0-l1" and es.method == "entropic_student"
+    assert es.model_id == "es-lite0-wide-l1" and es.method == "entropic_student"
     fs = create_model("fs-lite0-untrained")
     files, labels = load_dataset(tiny16, limit=2)
     balle = f"bmshj2018-factorized:{balle_run[1].parent}"  # the run folder: one lambda here
@@ -336,7 +336,7 @@ def test_eval_command_takes_run_weights_and_a_learned_codec(es_run, balle_run, t
             "--qualities", "bmshj2018-factorized=0.025", "--out", str(tmp_path), "--no-progress"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "| Entropic Student | es-lite0-l1 |" in out
+    assert "| Entropic Student | es-lite0-wide-l1 |" in out
     assert "| Balle 2018 (MSE; ours, CPU-trained) | 0.025 |" in out
     assert main([*argv[:-3], "--qualities", "bmshj2018-factorized=0.5", "--out",
                  str(tmp_path / "bad"), "--no-progress"]) == 2  # no model for that lambda

@@ -149,7 +149,8 @@ def test_channels_last_g_s_computes_the_same_loss(tmp_path, one_thread):
     assert torch.allclose(losses[0], losses[1], rtol=1e-4)
 
 
-#: Entropic Student on lite0 (stride-4 split), as configs/es_lite0_cpu.yaml builds it.
+#: Entropic Student on lite0 (stride-4 split) with the paper's decoder widths
+#: (configs/es_lite0_fair.yaml builds it with the wider one, entropic_student_wide).
 ES = ["architecture.encoder=entropic_student", "architecture.decoder=entropic_student",
       "architecture.split_reduction=4", "architecture.latent_channels=24",
       "model_id=es-test-l{lmbda}"]

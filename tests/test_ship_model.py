@@ -85,14 +85,14 @@ def test_split_model_entry_rebuilds_the_trained_architecture(ship, tmp_path, mon
     with torch.no_grad():  # weights unlike the id-seeded init: the load must really happen
         next(es.g_s.parameters()).add_(1.0)
     run = _run_dir(tmp_path, es, 9.0)
-    dest = ship.ship(run / "best.safetensors", "configs/es_lite0_cpu.yaml", None)
+    dest = ship.ship(run / "best.safetensors", "configs/es_lite0_fair.yaml", None)
     assert dest == tmp_path / "zoo" / "es-lite0-l9.safetensors"
     assert dest.read_bytes() == (run / "best.safetensors").read_bytes()  # no own tail: copied
     (raw,) = json.loads((tmp_path / "zoo" / "index.json").read_text())["models"]
     assert raw["metrics"] == {"val_top1_256": 50.0, "val_teacher_top1_256": 80.0,
                               "val_bpp_estimated": 1.25, "train_steps_this_run": 500,
                               "train_steps_total": 500}  # from scratch, the run's last epoch
-    assert raw["parent_sha256"] == {}  # es_lite0_cpu.yaml starts from nothing
+    assert raw["parent_sha256"] == {}  # es_lite0_fair.yaml starts from nothing
     entry = ModelEntry.from_dict(raw)
     arch = entry.architecture
     assert (arch.encoder, arch.decoder, arch.split_reduction, arch.latent_channels) == (
@@ -103,7 +103,7 @@ def test_split_model_entry_rebuilds_the_trained_architecture(ship, tmp_path, mon
     for (name, a), b in zip(es.g_s.state_dict().items(), loaded.g_s.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
     # shipping again replaces the entry instead of adding a second one
-    ship.ship(run / "best.safetensors", "configs/es_lite0_cpu.yaml", None)
+    ship.ship(run / "best.safetensors", "configs/es_lite0_fair.yaml", None)
     assert len(json.loads((tmp_path / "zoo" / "index.json").read_text())["models"]) == 1
 
 
@@ -118,7 +118,7 @@ def test_an_own_tail_ships_in_float16_without_the_teachers_tensors(ship, tmp_pat
     es = _es("es-lite0-l9-s2", tail="trained")
     src = _run_dir(tmp_path, es, 9.0) / "best.safetensors"
     with seeded(0):  # ship's random teacher is the model's
-        assert ship.main([str(src), "--config", "configs/es_lite0_cpu.yaml",
+        assert ship.main([str(src), "--config", "configs/es_lite0_fair.yaml",
                           "--teacher-weights", "random"]) == 0
     dest = tmp_path / "zoo" / "es-lite0-l9-s2.safetensors"
     meta = codec_metadata(dest)
@@ -154,7 +154,7 @@ def test_an_own_tail_ships_in_float16_without_the_teachers_tensors(ship, tmp_pat
     # stored in float32, the tail is still above the limit: refused, the zoo file kept
     monkeypatch.setattr(ship, "MAX_BYTES", 11_000_000)
     with seeded(0), pytest.raises(SystemExit, match=r"would be 1\d\.\d\d MB, above the 11 MB"):
-        ship.main([str(src), "--config", "configs/es_lite0_cpu.yaml", "--tail-dtype", "float32",
+        ship.main([str(src), "--config", "configs/es_lite0_fair.yaml", "--tail-dtype", "float32",
                    "--teacher-weights", "random"])
     assert file_sha256(dest) == raw["sha256"]
     assert sorted(p.name for p in (tmp_path / "zoo").iterdir()) == [dest.name, "index.json"]
@@ -170,7 +170,7 @@ def test_a_zoo_file_above_the_size_limit_is_refused_before_anything_is_written(
         src = _run_dir(tmp_path, model, lmbda) / "best.safetensors"
         with pytest.raises(SystemExit, match=rf"{src}: the zoo file would be \d+\.\d\d MB, "
                                              "above the 0.5 MB a shipped model may take"):
-            ship.ship(src, "configs/es_lite0_cpu.yaml", None, teacher_weights=None)
+            ship.ship(src, "configs/es_lite0_fair.yaml", None, teacher_weights=None)
         assert list((tmp_path / "zoo").iterdir()) == []
 
 
@@ -193,10 +193,10 @@ def test_a_resaved_file_must_leave_to_the_teacher_only_what_the_trained_file_hol
 
 def test_the_entry_records_the_sha256_of_the_parent_its_command_starts_from(ship, tmp_path):
     """... and the steps in the new weights: that parent's total (its index entry) + this run's."""
-    base = MODELS.get("es-lite0-l0.25")  # what configs/es_lite0_cpu_rates.yaml starts from
+    base = MODELS.get("fs-lite0-l4")  # what configs/lite1_cpu.yaml starts from (init_codec)
     _index(tmp_path / "zoo", base.model_id)
     run = _run_dir(tmp_path, _es("es-lite0-l9"), 9.0)
-    ship.ship(run / "best.safetensors", "configs/es_lite0_cpu_rates.yaml --set lmbda=[9]", None)
+    ship.ship(run / "best.safetensors", "configs/lite1_cpu.yaml --set lmbda=[9]", None)
     (_, raw) = json.loads((tmp_path / "zoo" / "index.json").read_text())["models"]
     assert raw["parent_sha256"] == {"init_codec": base.sha256}
     assert ModelEntry.from_dict(raw).parent_sha256 == {"init_codec": base.sha256}
@@ -211,12 +211,12 @@ def test_a_checkpoint_before_the_end_counts_the_steps_up_to_it(ship, tmp_path):
     with torch.no_grad():
         next(last.g_s.parameters()).add_(1.0)
     run = _run_dir(tmp_path, _es("es-lite0-l9"), 9.0, best_epoch=1, last=last)
-    ship.ship(run / "best.safetensors", "configs/es_lite0_cpu.yaml", None)
+    ship.ship(run / "best.safetensors", "configs/es_lite0_fair.yaml", None)
     metrics = _metrics(tmp_path / "zoo", "es-lite0-l9")
     assert metrics == {"val_top1_256": 50.0, "val_teacher_top1_256": 80.0,
                        "val_bpp_estimated": 1.25, "train_steps_this_run": 500,
                        "train_steps_to_checkpoint": 250, "train_steps_total": 250}
-    ship.ship(run / "last.safetensors", "configs/es_lite0_cpu.yaml", None)
+    ship.ship(run / "last.safetensors", "configs/es_lite0_fair.yaml", None)
     metrics = _metrics(tmp_path / "zoo", "es-lite0-l9")
     assert "train_steps_to_checkpoint" not in metrics
     assert (metrics["train_steps_this_run"], metrics["train_steps_total"]) == (500, 500)
@@ -225,7 +225,7 @@ def test_a_checkpoint_before_the_end_counts_the_steps_up_to_it(ship, tmp_path):
 def test_a_parent_the_index_does_not_hold_needs_its_steps_from_the_caller(ship, tmp_path):
     """An init_codec parent of no index entry (an older version): refused before anything is
     copied unless ``--parent-steps`` gives its total; one the index holds must agree with it."""
-    zoo, command = tmp_path / "zoo", "configs/es_lite0_cpu_rates.yaml --set lmbda=[9]"
+    zoo, command = tmp_path / "zoo", "configs/lite1_cpu.yaml --set lmbda=[9]"
     run = _run_dir(tmp_path, _es("es-lite0-l9"), 9.0)
     with pytest.raises(SystemExit, match="no entry of the zoo index .*--parent-steps"):
         ship.ship(run / "best.safetensors", command, None)
@@ -233,11 +233,12 @@ def test_a_parent_the_index_does_not_hold_needs_its_steps_from_the_caller(ship, 
     assert ship.main([str(run / "best.safetensors"), "--config", command,
                       "--parent-steps", "1234"]) == 0
     assert _metrics(zoo, "es-lite0-l9")["train_steps_total"] == 1234 + 500
-    _index(zoo, "es-lite0-l0.25")
+    _index(zoo, "fs-lite0-l4")  # the parent's entry: it records another total than 1234
+    assert _metrics(zoo, "fs-lite0-l4")["train_steps_total"] != 1234
     with pytest.raises(SystemExit, match="--parent-steps 1234: the zoo index records"):
         ship.ship(run / "best.safetensors", command, None, parent_steps=1234)
     with pytest.raises(SystemExit, match="no init_codec parent"):
-        ship.ship(run / "best.safetensors", "configs/es_lite0_cpu.yaml", None, parent_steps=1)
+        ship.ship(run / "best.safetensors", "configs/es_lite0_fair.yaml", None, parent_steps=1)
 
 
 def test_an_init_g_s_decoder_adds_the_steps_the_caller_gives(ship, tmp_path):
@@ -261,11 +262,11 @@ def test_shipping_over_a_parent_named_by_its_plain_path_is_refused(ship, tmp_pat
     zoo = tmp_path / "zoo"
     (zoo / "es-lite0-l9.safetensors").write_bytes(b"old weights")
     child = {"model_id": "es-lite0-l10", "teacher": "tf_efficientnet_lite0",
-             "config": f"configs/es_lite0_cpu.yaml --set init_codec={zoo}/es-lite0-l9.safetensors"}
+             "config": f"configs/es_lite0_fair.yaml --set init_codec={zoo}/es-lite0-l9.safetensors"}
     (zoo / "index.json").write_text(json.dumps({"models": [child]}))
     run = _run_dir(tmp_path, _es("es-lite0-l9"), 9.0)
     with pytest.raises(SystemExit, match="es-lite0-l10's command starts from .*es-lite0-l9"):
-        ship.ship(run / "best.safetensors", "configs/es_lite0_cpu.yaml", None)
+        ship.ship(run / "best.safetensors", "configs/es_lite0_fair.yaml", None)
     assert (zoo / "es-lite0-l9.safetensors").read_bytes() == b"old weights"
     # its own command naming the file it replaces: refused the same way
     (zoo / "index.json").write_text(json.dumps({"models": []}))
@@ -360,5 +361,5 @@ def test_a_variable_rate_models_default_rate_is_recorded_and_kept_on_a_reship(sh
     assert entry()["default_rate"] == 1  # kept: the same rates
     es = _run_dir(tmp_path / "es", _es("es-lite0-l9"), 9.0)
     with pytest.raises(SystemExit, match="default_rate 0 for a fixed-rate model"):
-        ship.ship(es / "best.safetensors", "configs/es_lite0_cpu.yaml", None, default_rate=0)
+        ship.ship(es / "best.safetensors", "configs/es_lite0_fair.yaml", None, default_rate=0)
     assert not (tmp_path / "zoo" / "es-lite0-l9.safetensors").exists()

@@ -40,8 +40,8 @@ replaced entry records is kept where its rates are the same and none is given. T
 every shipped model to the fixture figures recorded for its weights. Not a library module: a
 maintainer's tool.
 
-    python tools/ship_model.py runs/es_lite0_cpu/lmbda-0.25/best.safetensors \\
-        --config "configs/es_lite0_cpu.yaml" [--results results/readme_eval/results.json] \\
+    python tools/ship_model.py runs/es_fair/lmbda-4/best.safetensors \\
+        --config "configs/es_lite0_fair.yaml" [--results results/readme_eval/results.json] \\
         [--parent-steps N] [--g-s-steps N] [--default-rate I]
 """
 
