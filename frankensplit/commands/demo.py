@@ -120,7 +120,12 @@ def _print_dev_table(doc: dict[str, Any], teacher: str, shown: str, method: str)
     rows = equal_top1(doc, teacher, method)
     if not rows:
         return
-    labels = [doc["methods"][b]["label"] for b in rows[0]["baselines"]]
+    # A baseline that covers none of these top-1 values (the Entropic Student's curve ends below
+    # them) is an empty column here; `_print_overlaps` reads it across its own range instead.
+    covered = [b for b in rows[0]["baselines"] if any(r["baselines"][b] for r in rows)]
+    for r in rows:
+        r["baselines"] = {b: r["baselines"][b] for b in covered}
+    labels = [doc["methods"][b]["label"] for b in covered]
     print(f"\nBytes per image at the top-1 of {doc['methods'][method]['label']} (baselines "
           f"interpolated on their measured curves, never extrapolated; '-': not covered; in "
           f"brackets FrankenSplit's bytes / theirs). Teacher {teacher}: "
@@ -135,6 +140,31 @@ def _print_dev_table(doc: dict[str, Any], teacher: str, shown: str, method: str)
                         for b in r["baselines"].values()))
     if any(_shown(r["setting"], shown) for r in rows):
         print(f"  * {shown}, the model above")
+
+
+def _print_overlaps(doc: dict[str, Any], teacher: str) -> None:
+    """Each fair split-computing baseline (not a codec: no quality setting) against FrankenSplit's
+    fixed-rate curve across the top-1 range both cover (`overlap_saving`): the comparison at
+    equal top-1 where the tables above have no column for it."""
+    from frankensplit.eval.schema import FRANKENSPLIT_METHOD
+    from frankensplit.eval.shipped import curve, split_baselines
+    from frankensplit.eval.summary import overlap_saving
+
+    ours = curve(doc, teacher, FRANKENSPLIT_METHOD)
+    for method in split_baselines(doc):
+        theirs = curve(doc, teacher, method)
+        label = doc["methods"][method]["label"]
+        o = overlap_saving(ours, theirs) if ours and theirs else None
+        span = (f"{min(a for _, a in theirs):.2f}-{max(a for _, a in theirs):.2f}% top-1 at "
+                f"{min(b for b, _ in theirs):,.0f}-{max(b for b, _ in theirs):,.0f} bytes"
+                if theirs else "no rows")
+        if o is None:
+            print(f"\n{label} ({span}): no top-1 range in common with FrankenSplit's fixed-rate "
+                  "models.")
+        else:
+            print(f"\n{label} ({span}): across the top-1 both cover ({o.low:.2f}-{o.high:.2f}%), "
+                  f"FrankenSplit's fixed-rate models need {100 * o.min_saving:.0f}-"
+                  f"{100 * o.max_saving:.0f}% fewer bytes at equal top-1.")
 
 
 def _shown(setting: str, shown: str) -> bool:
@@ -171,6 +201,7 @@ def _print_dev(doc: dict[str, Any], model_id: str, shown: str, plot: Path) -> No
     for method in doc["methods"]:  # FrankenSplit's fixed-rate models, then its variable-rate
         if FRANKENSPLIT_METHOD in (method, variable_rate_of(doc, method)):
             _print_dev_table(doc, teacher, shown, method)
+    _print_overlaps(doc, teacher)
     for info in doc["methods"].values():
         if not info["fair"]:  # in the file and on the results page, not in the comparison
             print(f"Not shown, not yet a fair baseline: {info['label']}: {info['note']}.")
