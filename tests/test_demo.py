@@ -22,9 +22,11 @@ from frankensplit.cli import main
 from frankensplit.eval.schema import split_rate_setting, variable_rate_method
 from frankensplit.eval.shipped import (
     NOT_YET_FAIR,
+    curve,
     equal_top1,
     load_results,
     plot_results,
+    split_baselines,
     variable_rate_of,
     write_results,
 )
@@ -111,6 +113,26 @@ def test_demo_plots_the_shipped_results_and_leaves_threads_alone(demo) -> None:
     assert len(re.findall(r" \* +\d", text)) == 1, "one row marked: the default (at its rate)"
     assert doc["commit"][:7] in text and "make results" in text and "docs/results.md" in text
     assert "teacher's answer" not in text  # no per-image oracle quality any more
+
+
+def test_demo_reads_a_split_baseline_across_the_range_it_shares(demo) -> None:
+    """The Entropic Student's curve ends below every FrankenSplit row's top-1, so the tables
+    have no column for it (an all-'-' column says nothing); its line reads the saving across the
+    top-1 range both curves cover, as computed from the shipped file."""
+    from frankensplit.eval.summary import overlap_saving
+
+    _, text, _, _ = demo
+    doc = load_results()
+    teacher = next(iter(doc["teachers"]))
+    for method in split_baselines(doc):
+        label = doc["methods"][method]["label"]
+        o = overlap_saving(curve(doc, teacher, "frankensplit"), curve(doc, teacher, method))
+        assert o is not None, f"{method} shares no top-1 range with FrankenSplit"
+        assert (f"{label} (" in text and f"both cover ({o.low:.2f}-{o.high:.2f}%), FrankenSplit's "
+                f"fixed-rate models need {100 * o.min_saving:.0f}-{100 * o.max_saving:.0f}% "
+                "fewer bytes at equal top-1." in text)
+    for header in (line for line in text.splitlines() if line.lstrip().startswith("model ")):
+        assert all(doc["methods"][m]["label"] not in header for m in split_baselines(doc))
 
 
 def test_demo_without_photos_is_a_clear_error(tmp_path, capsys) -> None:
@@ -247,6 +269,14 @@ def test_the_results_file_tells_a_variable_rate_model_from_the_fixed_rate_ones(t
                                                          "variable_rate_of": 1}}}
     with pytest.raises(ValueError, match="methods.jpeg"):
         load_results(write_results(tmp_path / "bad.json", bad))
+
+
+def test_split_baselines_are_the_fair_methods_that_are_not_codecs(tmp_path) -> None:
+    rows = [*_vr_rows(), _row("entropic_student", "es-x", 50.0, 4000.0),
+            _row("bmshj2018-factorized", "0.0067", 50.0, 3000.0)]
+    doc = load_results(_shipped(tmp_path, rows))
+    assert split_baselines(doc) == ["entropic_student"]  # not a codec, not NOT_YET_FAIR's Balle
+    assert curve(doc, "t", "jpeg") == [(1500, 0.0), (6000, 100.0)]
 
 
 def test_the_demo_plot_draws_a_variable_rate_model_as_its_own_line(monkeypatch, tmp_path) -> None:
