@@ -138,6 +138,26 @@ def test_a_manifest_default_rate_must_fit_its_rates(bundle):
         EdgeManifest(**fixed, default_rate=0)
 
 
+def test_the_server_bundle_records_it_and_the_server_lists_it(model, bundle, tmp_path):
+    from frankensplit.runtime.edge.bundle import ServerManifest
+    from frankensplit.runtime.server.loading import load_server_model
+
+    manifest = read_manifest(bundle.server_dir)
+    assert isinstance(manifest, ServerManifest) and manifest.default_rate == DEFAULT
+    loaded = load_server_model(str(bundle.server_dir), teacher_weights="offline", images=False)
+    assert loaded.default_rate == DEFAULT  # what /v1/models lists, as for the zoo id
+    fields = {k: getattr(manifest, k) for k in ("model_id", "bitstream_version", "architecture",
+                                                 "latent_shape", "codec_file", "preprocess")}
+    with pytest.raises(ValueError, match="default_rate 3 does not fit the model's rates"):
+        ServerManifest(**fields, default_rate=3)
+    # a model without a default (and a fixed-rate model): no key, as in older bundles
+    built = VR.build(MODEL_ID, teacher_weights=None).eval()
+    built.update(force=True)
+    other = export_bundle(built, tmp_path)
+    assert "default_rate" not in json.loads((other.server_dir / "manifest.json").read_text())
+    assert read_manifest(other.server_dir).default_rate is None
+
+
 def test_the_client_command_takes_the_bundles_default_rate(bundle, tmp_path, capsys):
     image = _image()
     argv = ["client", "--bundle", str(bundle.edge_dir), "--save", str(tmp_path), "--json"]

@@ -128,13 +128,10 @@ def test_the_onnx_server_answers_like_the_torch_server(servers, packets, default
         assert ours["predictions"][0]["name"] == theirs["predictions"][0]["name"]
         assert np.abs(_vector(ours) - _vector(theirs)).max() < PROB_ATOL
         assert np.abs(_vector(ours) - expected).max() < PROB_ATOL
-    # the same listing (rates and their recorded figures included), but for the default rate:
-    # the torch server here serves the in-memory model, which knows its zoo default rate, and a
-    # server bundle, torch's or ONNX, records none (only the edge bundle, whose client codes at
-    # it, does; `LoadedModel.default_rate` is informational, a packet carries its rate)
+    # the same listing (rates and their recorded figures included), the default rate too: the
+    # torch server serves the in-memory model, the ONNX server its bundle's manifest
     listed = [httpx.get(f"{url}/v1/models").json() for url in (onnx_url, torch_url)]
-    assert [[m.pop("default_rate") for m in models["models"]] for models in listed] \
-        == [[None], [default_model.default_rate]]
+    assert [m["default_rate"] for m in listed[0]["models"]] == [default_model.default_rate]
     assert listed[0] == listed[1]
 
 

@@ -148,7 +148,8 @@ def test_models_lists_the_rates_under_one_id(server):
     models = {m["model_id"]: m for m in httpx.get(f"{server}/v1/models").json()["models"]}
     assert [(r["index"], r["lambda"]) for r in models[MODEL_ID]["rates"]] == list(enumerate(RATES))
     assert all(m["rates"] is None for i, m in models.items() if i != MODEL_ID)
-    # a server bundle records no default rate (the edge bundle does), a fixed-rate model has none
+    # this seeded model has no default rate (tests/test_default_rate.py: one that has), a
+    # fixed-rate model none
     assert all(m["default_rate"] is None for m in models.values())
 
 

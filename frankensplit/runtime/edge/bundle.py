@@ -42,6 +42,7 @@ This module is torch-free (json, dataclasses, `frankensplit.files`): the edge cl
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -252,12 +253,7 @@ class EdgeManifest:
                              f"bundle_version {expected}, got {self.bundle_version!r}")
         if self.rates is not None and len(self.rates) < 2:
             raise ValueError(f"rates must list at least 2 lambdas, got {self.rates!r}")
-        if self.default_rate is not None:
-            try:  # the rule packets meet (accepts.check_rate)
-                check_rate(None if self.rates is None else len(self.rates), self.default_rate)
-            except ValueError as e:
-                raise ValueError(f"default_rate {self.default_rate!r} does not fit the bundle's "
-                                 f"rates {self.rates!r}: {e}") from None
+        _check_default_rate(self.rates, self.default_rate, "the bundle's")
         if self.encoder_precision not in ENCODER_PRECISIONS:
             raise ValueError(
                 f"encoder_precision {self.encoder_precision!r} is not one of {ENCODER_PRECISIONS}"
@@ -288,6 +284,19 @@ class EdgeManifest:
         return per_rate[rate] if rate < len(per_rate) else {}
 
 
+def _check_default_rate(rates: Sequence[float] | None, default_rate: int | None,
+                        where: str) -> None:
+    """A manifest's ``default_rate`` must be a rate index of ``rates`` (the rule packets meet,
+    `accepts.check_rate`); None always fits."""
+    if default_rate is None:
+        return
+    try:
+        check_rate(None if rates is None else len(rates), default_rate)
+    except ValueError as e:
+        raise ValueError(f"default_rate {default_rate!r} does not fit {where} rates "
+                         f"{None if rates is None else tuple(rates)!r}: {e}") from None
+
+
 @dataclass(frozen=True)
 class ServerManifest:
     """``server/manifest.json`` (the architecture's fields inline, as in the zoo index).
@@ -301,6 +310,9 @@ class ServerManifest:
         codec_file: safetensors of g_a, the entropy model (with CDF tables) and g_s.
         preprocess: the edge's preprocessing, for reference.
         files: file name -> sha256.
+        default_rate: a variable-rate model's rate index its edge codes at when none is named
+            (`FrankenSplit.default_rate`), listed by ``/v1/models``; None: not recorded (and
+            absent from the file, as in bundles written before the key).
     """
 
     model_id: str
@@ -312,6 +324,10 @@ class ServerManifest:
     files: dict[str, str] = field(default_factory=dict)
     format: str = SERVER_FORMAT
     bundle_version: int = BUNDLE_VERSION
+    default_rate: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_default_rate(self.architecture.rates, self.default_rate, "the model's")
 
 
 @dataclass(frozen=True)
@@ -337,6 +353,7 @@ class OnnxServerManifest:
         class_names_file: JSON list of the class names by index (None: the label space has none).
         preprocess: the edge's preprocessing, for reference.
         files: file name -> sha256.
+        default_rate: as `ServerManifest`'s.
     """
 
     model_id: str
@@ -350,6 +367,10 @@ class OnnxServerManifest:
     preprocess: Preprocess
     files: dict[str, str] = field(default_factory=dict)
     format: str = SERVER_ONNX_FORMAT
+    default_rate: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_default_rate(self.architecture.rates, self.default_rate, "the model's")
     bundle_version: int = BUNDLE_VERSION
 
     @property
@@ -368,6 +389,8 @@ def write_manifest(
     if isinstance(manifest, (ServerManifest, OnnxServerManifest)):
         del data["architecture"]
         data.update(manifest.architecture.to_dict())
+        if data["default_rate"] is None:  # a fixed-rate model's manifest stays as before
+            del data["default_rate"]
     else:
         for key in ("rates", "default_rate"):  # a fixed-rate bundle's stays version 1's, key
             if data[key] is None:  # for key, and one without a default rate as before

@@ -276,6 +276,7 @@ def export_server(model: FrankenSplit, folder: str | Path) -> ServerManifest:
         codec_file=_CODEC_FILE,
         preprocess=preprocess,
         files={_CODEC_FILE: file_sha256(folder / _CODEC_FILE)},
+        default_rate=model.default_rate,
     )
     write_manifest(folder, manifest)
     return manifest
@@ -336,6 +337,7 @@ def export_server_onnx(
         class_names_file=_CLASS_NAMES_FILE if names is not None else None,
         preprocess=Preprocess.from_data_config(model.data_config),
         files={name: file_sha256(folder / name) for name in files},
+        default_rate=model.default_rate,
     )
     write_manifest(folder, manifest)
     return manifest

@@ -190,7 +190,7 @@ def load_server_model(
     from frankensplit.models.zoo import file_architecture, load_server_part
 
     kind = resolve_model_spec(spec)
-    default_rate = None  # known for a zoo id (its entry's); a file and a bundle record none
+    default_rate = None  # a zoo id's entry and a bundle's manifest record it; a codec file not
     if kind == "zoo":
         entry = MODELS.get(spec)
         arch, model_id, sha256 = entry.architecture, spec, entry.sha256
@@ -205,6 +205,7 @@ def load_server_model(
         assert isinstance(manifest, ServerManifest)
         arch, model_id, expected = manifest.architecture, manifest.model_id, manifest.latent_shape
         path, sha256 = folder / manifest.codec_file, manifest.files.get(manifest.codec_file)
+        default_rate = manifest.default_rate
     part, teacher = load_server_part(arch, model_id, path, sha256, teacher_weights, images)
     if expected is not None and part.latent_shape != tuple(expected):
         raise ValueError(f"{spec}: the model takes latents {part.latent_shape}, manifest says "

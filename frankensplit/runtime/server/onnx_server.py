@@ -171,4 +171,4 @@ def load_onnx_server_model(folder: str | Path, threads: int | None = None) -> Lo
     part = OnnxServerPart(manifest.model_id, session, tables, arch.reuses or manifest.model_id,
                           manifest.latent_shape)
     return LoadedModel(manifest.model_id, part, teacher=arch.teacher, rates=arch.rates,
-                       class_names=names)
+                       default_rate=manifest.default_rate, class_names=names)
