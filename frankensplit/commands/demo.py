@@ -143,9 +143,9 @@ def _print_dev_table(doc: dict[str, Any], teacher: str, shown: str, method: str)
 
 
 def _print_overlaps(doc: dict[str, Any], teacher: str) -> None:
-    """Each fair split-computing baseline (not a codec: no quality setting) against FrankenSplit's
-    fixed-rate curve across the top-1 range both cover (`overlap_saving`): the comparison at
-    equal top-1 where the tables above have no column for it."""
+    """Each fair split-computing baseline (`split_baselines`: no image codec) against
+    FrankenSplit's fixed-rate curve across the top-1 range both cover (`overlap_saving`): the
+    comparison at equal top-1 where the tables above have no column for it."""
     from frankensplit.eval.schema import FRANKENSPLIT_METHOD
     from frankensplit.eval.shipped import curve, split_baselines
     from frankensplit.eval.summary import overlap_saving
@@ -154,7 +154,7 @@ def _print_overlaps(doc: dict[str, Any], teacher: str) -> None:
     for method in split_baselines(doc):
         theirs = curve(doc, teacher, method)
         label = doc["methods"][method]["label"]
-        o = overlap_saving(ours, theirs) if ours and theirs else None
+        o = overlap_saving(ours, theirs)  # None without rows or a shared range
         span = (f"{min(a for _, a in theirs):.2f}-{max(a for _, a in theirs):.2f}% top-1 at "
                 f"{min(b for b, _ in theirs):,.0f}-{max(b for b, _ in theirs):,.0f} bytes"
                 if theirs else "no rows")
