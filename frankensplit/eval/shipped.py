@@ -189,12 +189,12 @@ def _family(doc: Mapping[str, Any], method: str) -> str:
 
 def split_baselines(doc: Mapping[str, Any]) -> list[str]:
     """The fair split-computing baselines in the file (the Entropic Student): every fair method
-    but FrankenSplit's curves, the teacher and the image codecs (`frankensplit.codecs.CODECS`)."""
+    but FrankenSplit's curves and the image codecs (`frankensplit.codecs.CODECS`); the teacher is
+    never a method there (``teachers`` holds it)."""
     from frankensplit.codecs import CODECS
 
     return [m for m, info in doc["methods"].items()
-            if info["fair"] and _family(doc, m) not in (FRANKENSPLIT_METHOD, TEACHER_METHOD)
-            and m not in CODECS]
+            if info["fair"] and _family(doc, m) != FRANKENSPLIT_METHOD and m not in CODECS]
 
 
 def curve(doc: Mapping[str, Any], teacher: str, method: str) -> list[tuple[float, float]]:
